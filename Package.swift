@@ -1,0 +1,66 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// The release build must set a target CPU: without it the compiler emits no `popcnt`/AVX2 and the binary
+// kernels run at a third of their speed. `Ops/build.sh` passes `-Xcc -march=x86-64-v3 -Xswiftc -target-cpu ...`;
+// the executable checks at start that the CPU has what the build assumed (see CPUFeatures in BitFleetEngine).
+let package = Package(
+    name: "BitFleet",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "bitfleet", targets: ["bitfleet"]),
+        .library(name: "BitFleetEngine", targets: ["BitFleetEngine"]),
+        .library(name: "BitFleetPostgres", targets: ["BitFleetPostgres"]),
+        .library(name: "BitFleetFetch", targets: ["BitFleetFetch"]),
+        .library(name: "BitFleetWorker", targets: ["BitFleetWorker"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        .target(
+            name: "CCurl",
+            cSettings: [.unsafeFlags(["-I/usr/include/x86_64-linux-gnu"], .when(platforms: [.linux]))],
+            linkerSettings: [.linkedLibrary("curl")]
+        ),
+        .target(name: "BitFleetEngine"),
+        .target(
+            name: "BitFleetPostgres",
+            dependencies: ["CLibPQ"]
+        ),
+        .target(
+            name: "BitFleetFetch",
+            dependencies: ["CCurl"]
+        ),
+        .target(
+            name: "BitFleetWorker",
+            dependencies: [
+                "BitFleetEngine", "BitFleetPostgres", "BitFleetFetch",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            plugins: ["EmbedMigrations"]
+        ),
+        .executableTarget(
+            name: "bitfleet",
+            dependencies: [
+                "BitFleetWorker",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Migrations/*.sql are compiled into the binary, so `bitfleet migrate` needs no files beside it.
+        .executableTarget(name: "bitfleet-embed-sql", path: "Plugins/EmbedSQLTool"),
+        .plugin(name: "EmbedMigrations", capability: .buildTool(), dependencies: ["bitfleet-embed-sql"]),
+        .testTarget(name: "BitFleetEngineTests", dependencies: ["BitFleetEngine"]),
+        .testTarget(name: "BitFleetPostgresTests", dependencies: ["BitFleetPostgres"]),
+        .testTarget(name: "BitFleetFetchTests", dependencies: ["BitFleetFetch"]),
+        .testTarget(name: "BitFleetWorkerTests", dependencies: ["BitFleetWorker"]),
+    ],
+    swiftLanguageModes: [.v6]
+)
