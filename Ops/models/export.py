@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Write a BitFleet binary mixture-of-experts model directory (docs/MODEL_FORMAT.md, format v1).
+
+Library use (the trainer imports this):
+
+    from export import export_model
+    export_model("Ops/models/fashion", config, stem_weight, stem_threshold, router_weight, router_scale,
+                 router_bias, hidden_weights, hidden_thresholds, out_weight, out_scale, out_bias)
+
+Weights are numpy arrays in *unpacked* shape whose sign is the bit (value >= 0 -> +1 -> bit 1):
+    stem_weight        [S, D]
+    router_weight      [E, S]
+    hidden_weights[l]  [E, H_{l+1}, H_l]   (H_0 = S)
+    out_weight         [E, C, H_n]         (H_n = S when there are no hidden layers)
+Thresholds are integers (stem_threshold [S], hidden_thresholds[l] [E, H_{l+1}]); scales and biases are float32
+(router_scale/router_bias [E], out_scale/out_bias [E, C]).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+FORMAT = "bitfleet.bmoe"
+FORMAT_VERSION = 1
+
+
+class ExportError(ValueError):
+    pass
+
+
+def pack_bits(weight: np.ndarray) -> np.ndarray:
+    """Pack the sign of `weight` along the last axis: bit 1 for >= 0, little bit order, zero padding."""
+    bits = (np.asarray(weight) >= 0).astype(np.uint8)
+    return np.packbits(bits, axis=-1, bitorder="little")
+
+
+def _check_shape(name: str, array, shape: tuple) -> np.ndarray:
+    array = np.asarray(array)
+    if tuple(array.shape) != tuple(shape):
+        raise ExportError(f"{name}: expected shape {list(shape)}, got {list(array.shape)}")
+    if array.dtype.kind not in "biuf":
+        raise ExportError(f"{name}: expected a numeric array, got dtype {array.dtype}")
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise ExportError(f"{name}: contains NaN or infinity")
+    return array
+
+
+def _int32(name: str, array) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype.kind == "f":
+        if not np.all(array == np.floor(array)):
+            raise ExportError(f"{name}: thresholds must be integers")
+    wide = array.astype(np.int64)
+    if wide.size and (wide.min() < np.iinfo(np.int32).min or wide.max() > np.iinfo(np.int32).max):
+        raise ExportError(f"{name}: threshold out of int32 range")
+    return wide.astype(np.int32)
+
+
+def normalized_config(config: dict) -> dict:
+    """Validate `config` (per MODEL_FORMAT.md) and return the dict written to config.json."""
+    cfg = dict(config)
+    cfg.setdefault("format", FORMAT)
+    cfg.setdefault("format_version", FORMAT_VERSION)
+    if cfg["format"] != FORMAT:
+        raise ExportError(f"config.format must be {FORMAT!r}")
+    if cfg["format_version"] != FORMAT_VERSION:
+        raise ExportError(f"config.format_version must be {FORMAT_VERSION}")
+    required = ["name", "version", "input_features", "input_bit_planes", "input_scale", "stem_width", "experts",
+                "top_k", "expert_hidden", "classes"]
+    for key in required:
+        if key not in cfg:
+            raise ExportError(f"config: missing required key {key!r}")
+    cfg["version"] = str(cfg["version"])
+    for key in ["input_features", "stem_width", "experts", "top_k", "input_bit_planes"]:
+        cfg[key] = int(cfg[key])
+        if cfg[key] < 1:
+            raise ExportError(f"config.{key} must be >= 1")
+    if not 1 <= cfg["input_bit_planes"] <= 8:
+        raise ExportError("config.input_bit_planes must be in 1...8")
+    if not 1 <= cfg["top_k"] <= cfg["experts"] <= 4096:
+        raise ExportError("config: need 1 <= top_k <= experts <= 4096")
+    cfg["expert_hidden"] = [int(h) for h in cfg["expert_hidden"]]
+    if any(h < 1 for h in cfg["expert_hidden"]):
+        raise ExportError("config.expert_hidden widths must be >= 1")
+    cfg["classes"] = [str(c) for c in cfg["classes"]]
+    if not cfg["classes"]:
+        raise ExportError("config.classes must be non-empty")
+    cfg["input_scale"] = float(cfg["input_scale"])
+    if not np.isfinite(cfg["input_scale"]):
+        raise ExportError("config.input_scale must be finite")
+    if "input_shape" in cfg and cfg["input_shape"] is not None:
+        cfg["input_shape"] = [int(s) for s in cfg["input_shape"]]
+        if int(np.prod(cfg["input_shape"])) != cfg["input_features"]:
+            raise ExportError("config.input_shape: product must equal input_features")
+    return cfg
+
+
+def export_model(directory, config: dict, stem_weight, stem_threshold, router_weight, router_scale, router_bias,
+                 hidden_weights: list, hidden_thresholds: list, out_weight, out_scale, out_bias) -> dict:
+    """Validate shapes against `config`, pack the bits and write config.json + model.safetensors.
+
+    Returns the normalized config dict that was written."""
+    from safetensors.numpy import save_file
+
+    cfg = normalized_config(config)
+    D, S, E = cfg["input_features"], cfg["stem_width"], cfg["experts"]
+    C = len(cfg["classes"])
+    hidden = cfg["expert_hidden"]
+    if len(hidden_weights) != len(hidden) or len(hidden_thresholds) != len(hidden):
+        raise ExportError(f"expert_hidden has {len(hidden)} layers but got {len(hidden_weights)} weights and "
+                          f"{len(hidden_thresholds)} thresholds")
+    widths = [S] + hidden
+    tensors = {}
+    tensors["stem.weight"] = pack_bits(_check_shape("stem_weight", stem_weight, (S, D)))
+    tensors["stem.threshold"] = _int32("stem_threshold", _check_shape("stem_threshold", stem_threshold, (S,)))
+    tensors["router.weight"] = pack_bits(_check_shape("router_weight", router_weight, (E, S)))
+    tensors["router.scale"] = _check_shape("router_scale", router_scale, (E,)).astype(np.float32)
+    tensors["router.bias"] = _check_shape("router_bias", router_bias, (E,)).astype(np.float32)
+    for l in range(len(hidden)):
+        w = _check_shape(f"hidden_weights[{l}]", hidden_weights[l], (E, widths[l + 1], widths[l]))
+        t = _check_shape(f"hidden_thresholds[{l}]", hidden_thresholds[l], (E, widths[l + 1]))
+        tensors[f"experts.hidden.{l}.weight"] = pack_bits(w)
+        tensors[f"experts.hidden.{l}.threshold"] = _int32(f"hidden_thresholds[{l}]", t)
+    tensors["experts.out.weight"] = pack_bits(_check_shape("out_weight", out_weight, (E, C, widths[-1])))
+    tensors["experts.out.scale"] = _check_shape("out_scale", out_scale, (E, C)).astype(np.float32)
+    tensors["experts.out.bias"] = _check_shape("out_bias", out_bias, (E, C)).astype(np.float32)
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+
+    os.makedirs(directory, exist_ok=True)
+    weights_path = os.path.join(directory, "model.safetensors")
+    tmp = weights_path + ".tmp"
+    save_file(tensors, tmp, metadata={"format": FORMAT})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # readable by worker processes of other users, like config.json
+    os.replace(tmp, weights_path)
+    config_path = os.path.join(directory, "config.json")
+    with open(config_path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(cfg, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(config_path + ".tmp", config_path)
+    return cfg
+
+
+def sha256_file(path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) == 2:
+        print(sha256_file(os.path.join(sys.argv[1], "model.safetensors")))
+    else:
+        print("usage: export.py MODEL_DIR   (prints the sha256 of MODEL_DIR/model.safetensors)", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Write a random BitFleet model plus test inputs and the reference outputs.
+
+    python3 Ops/models/random_model.py OUT_DIR --features D --stem S --experts E --top-k K --hidden 64,32 \
+        --classes C --planes P --seed N --samples M [--router-ties]
+
+OUT_DIR gets config.json, model.safetensors, inputs.npy (uint8 [M, D]) and expected.npz (reference.py's outputs).
+Thresholds are set at the median pre-activation of each channel over the inputs, so about half of the bits fire
+(otherwise every layer saturates and a comparison proves nothing). --router-ties sets router scale 1 and bias 0, so
+many router scores tie and the tie-break rule (lower expert index first) is exercised.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export import export_model  # noqa: E402
+import reference  # noqa: E402
+
+
+def signs(rng, shape):
+    return np.where(rng.random(shape) < 0.5, -1, 1).astype(np.int8)
+
+
+def median_threshold(pre):
+    """pre: [N, width] integer pre-activations -> int thresholds [width] at the (upper) median."""
+    return np.ceil(np.median(pre, axis=0)).astype(np.int64)
+
+
+def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(M, D), dtype=np.uint8)
+    # a few constant columns / extreme samples so edge values occur
+    if M > 2:
+        x[0, :] = 255
+        x[1, :] = 0
+    q = (x.astype(np.int64) >> (8 - P))
+
+    stem_w = signs(rng, (S, D))
+    stem_pre = q @ stem_w.T.astype(np.int64)
+    stem_t = median_threshold(stem_pre)
+    h = np.where(stem_pre >= stem_t, 1, -1)
+
+    router_w = signs(rng, (E, S))
+    if router_ties:
+        router_scale = np.ones(E, dtype=np.float32)
+        router_bias = np.zeros(E, dtype=np.float32)
+    else:
+        router_scale = rng.uniform(0.01, 0.2, size=E).astype(np.float32)
+        router_bias = rng.normal(0, 0.5, size=E).astype(np.float32)
+
+    widths = [S] + list(hidden)
+    hidden_w, hidden_t = [], []
+    u = np.broadcast_to(h, (E,) + h.shape)  # every expert sees every sample for threshold calibration
+    for l in range(len(hidden)):
+        w = signs(rng, (E, widths[l + 1], widths[l]))
+        pre = np.einsum("emk,ehk->emh", u, w.astype(np.int64))
+        t = np.stack([median_threshold(pre[e]) for e in range(E)])
+        hidden_w.append(w)
+        hidden_t.append(t)
+        u = np.where(pre >= t[:, None, :], 1, -1)
+    out_w = signs(rng, (E, C, widths[-1]))
+    out_scale = rng.uniform(0.02, 0.1, size=(E, C)).astype(np.float32)
+    out_bias = rng.normal(0, 0.3, size=(E, C)).astype(np.float32)
+
+    config = {
+        "format": "bitfleet.bmoe",
+        "format_version": 1,
+        "name": f"random-{seed}",
+        "version": "1",
+        "input_features": D,
+        "input_shape": [D],
+        "input_bit_planes": P,
+        "input_scale": 255.0,
+        "stem_width": S,
+        "experts": E,
+        "top_k": K,
+        "expert_hidden": list(hidden),
+        "classes": [f"class{c}" for c in range(C)],
+    }
+    export_model(out_dir, config, stem_w, stem_t, router_w, router_scale, router_bias, hidden_w, hidden_t,
+                 out_w, out_scale, out_bias)
+    np.save(os.path.join(out_dir, "inputs.npy"), x)
+    model = reference.load_model(out_dir)
+    out = reference.forward(model, x)
+    np.savez(os.path.join(out_dir, "expected.npz"), **out)
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument("out_dir")
+    p.add_argument("--features", type=int, default=784)
+    p.add_argument("--stem", type=int, default=512)
+    p.add_argument("--experts", type=int, default=16)
+    p.add_argument("--top-k", type=int, default=2)
+    p.add_argument("--hidden", default="256", help="comma-separated hidden widths; empty for none")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--planes", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--router-ties", action="store_true")
+    a = p.parse_args()
+    hidden = [int(s) for s in a.hidden.split(",") if s.strip()]
+    out = build(a.out_dir, a.features, a.stem, a.experts, a.top_k, hidden, a.classes, a.planes, a.seed, a.samples,
+                a.router_ties)
+    bits = out["stem_bits"].mean()
+    print(f"wrote {a.out_dir}: stem bits on {bits:.2f}, experts used {len(np.unique(out['experts']))}/{a.experts}")
+
+
+if __name__ == "__main__":
+    main()

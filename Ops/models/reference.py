@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""numpy reference forward pass for BitFleet binary MoE models (docs/MODEL_FORMAT.md, format v1).
+
+    python3 Ops/models/reference.py MODEL_DIR INPUT.npy OUT.npz
+
+INPUT.npy is uint8 [M, D] (used as is) or float [M, D] (quantized with round(x * input_scale), must land in 0..255).
+OUT.npz holds:
+    stem_pre      int64   [M, S]   stem pre-activations a_i
+    stem_bits     uint8   [M, S]   1 where h_i = +1
+    router_scores float32 [M, E]
+    experts       int64   [M, K]   selected experts, best first
+    gates         float32 [M, K]
+    logits        float32 [M, C]
+    probabilities float32 [M, C]
+
+Integer arithmetic is int64; float arithmetic is float32 in the spec's operation order.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def load_model(directory):
+    from safetensors.numpy import load_file
+
+    with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    if cfg.get("format") != "bitfleet.bmoe" or cfg.get("format_version") != 1:
+        raise ValueError("config.json: not a bitfleet.bmoe v1 model")
+    t = load_file(os.path.join(directory, "model.safetensors"))
+    D, S, E = cfg["input_features"], cfg["stem_width"], cfg["experts"]
+    C = len(cfg["classes"])
+    hidden = list(cfg["expert_hidden"])
+    widths = [S] + hidden
+
+    def unpack(name, shape_prefix, k):
+        packed = t[name]
+        want = tuple(shape_prefix) + ((k + 7) // 8,)
+        if packed.dtype != np.uint8 or packed.shape != want:
+            raise ValueError(f"{name}: expected U8 {list(want)}, got {packed.dtype} {list(packed.shape)}")
+        bits = np.unpackbits(packed, axis=-1, count=k, bitorder="little").astype(np.int64)
+        return 2 * bits - 1  # {0,1} -> {-1,+1}
+
+    def tensor(name, dtype, shape):
+        a = t[name]
+        if a.dtype != dtype or a.shape != tuple(shape):
+            raise ValueError(f"{name}: expected {np.dtype(dtype)} {list(shape)}, got {a.dtype} {list(a.shape)}")
+        return a
+
+    m = {
+        "config": cfg,
+        "stem_w": unpack("stem.weight", (S,), D),
+        "stem_t": tensor("stem.threshold", np.int32, (S,)).astype(np.int64),
+        "router_w": unpack("router.weight", (E,), S),
+        "router_scale": tensor("router.scale", np.float32, (E,)),
+        "router_bias": tensor("router.bias", np.float32, (E,)),
+        "hidden_w": [unpack(f"experts.hidden.{l}.weight", (E, widths[l + 1]), widths[l]) for l in range(len(hidden))],
+        "hidden_t": [tensor(f"experts.hidden.{l}.threshold", np.int32, (E, widths[l + 1])).astype(np.int64)
+                     for l in range(len(hidden))],
+        "out_w": unpack("experts.out.weight", (E, C), widths[-1]),
+        "out_scale": tensor("experts.out.scale", np.float32, (E, C)),
+        "out_bias": tensor("experts.out.bias", np.float32, (E, C)),
+    }
+    return m
+
+
+def quantize(x, scale):
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        return x
+    xf = x.astype(np.float32)
+    if not np.all(np.isfinite(xf)):
+        bad = np.argwhere(~np.isfinite(xf))[0]
+        raise ValueError(f"input sample {bad[0]} feature {bad[1]}: not finite")
+    q = np.round(xf * np.float32(scale))
+    if np.any(q < 0) or np.any(q > 255):
+        bad = np.argwhere((q < 0) | (q > 255))[0]
+        raise ValueError(f"input sample {bad[0]} feature {bad[1]}: round(x * input_scale) outside 0...255")
+    return q.astype(np.uint8)
+
+
+def softmax32(v):
+    v = v.astype(np.float32)
+    e = np.exp(v - v.max(axis=-1, keepdims=True)).astype(np.float32)
+    return (e / e.sum(axis=-1, keepdims=True, dtype=np.float32)).astype(np.float32)
+
+
+def forward(m, x):
+    cfg = m["config"]
+    P = cfg["input_bit_planes"]
+    K = cfg["top_k"]
+    x = quantize(x, cfg["input_scale"])
+    if x.ndim != 2 or x.shape[1] != cfg["input_features"]:
+        raise ValueError(f"input: expected [M, {cfg['input_features']}], got {list(x.shape)}")
+    M = x.shape[0]
+    q = (x.astype(np.int64) >> (8 - P))
+    stem_pre = q @ m["stem_w"].T                                   # exact integer a_i
+    h = np.where(stem_pre >= m["stem_t"][None, :], 1, -1).astype(np.int64)
+
+    d = h @ m["router_w"].T                                        # [M, E] integer
+    scores = (m["router_scale"][None, :] * d.astype(np.float32)).astype(np.float32)
+    scores = (scores + m["router_bias"][None, :]).astype(np.float32)
+    order = np.argsort(-scores, axis=1, kind="stable")             # descending, ties -> lower index
+    experts = order[:, :K].astype(np.int64)
+    sel = np.take_along_axis(scores, experts, axis=1)
+    gates = softmax32(sel)
+
+    C = len(cfg["classes"])
+    logits = np.zeros((M, C), dtype=np.float32)
+    for slot in range(K):
+        z = np.zeros((M, C), dtype=np.float32)
+        for e in np.unique(experts[:, slot]):
+            rows = np.nonzero(experts[:, slot] == e)[0]
+            u = h[rows]
+            for l in range(len(m["hidden_w"])):
+                pre = u @ m["hidden_w"][l][e].T
+                u = np.where(pre >= m["hidden_t"][l][e][None, :], 1, -1).astype(np.int64)
+            dd = (u @ m["out_w"][e].T).astype(np.float32)
+            z[rows] = ((m["out_scale"][e][None, :] * dd).astype(np.float32) + m["out_bias"][e][None, :]).astype(np.float32)
+        logits = (logits + (gates[:, slot:slot + 1] * z).astype(np.float32)).astype(np.float32)
+    probs = softmax32(logits)
+    return {
+        "stem_pre": stem_pre.astype(np.int64),
+        "stem_bits": (h > 0).astype(np.uint8),
+        "router_scores": scores,
+        "experts": experts,
+        "gates": gates,
+        "logits": logits,
+        "probabilities": probs,
+    }
+
+
+def main(argv):
+    if len(argv) != 4:
+        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        return 2
+    model = load_model(argv[1])
+    x = np.load(argv[2])
+    out = forward(model, x)
+    np.savez(argv[3], **out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
