@@ -29,7 +29,9 @@ let package = Package(
             cSettings: [.unsafeFlags(["-I/usr/include/x86_64-linux-gnu"], .when(platforms: [.linux]))],
             linkerSettings: [.linkedLibrary("curl")]
         ),
-        .target(name: "BitFleetEngine"),
+        // CPU feature checks (compile-time macros and __builtin_cpu_supports) for the engine.
+        .target(name: "CEngineSupport"),
+        .target(name: "BitFleetEngine", dependencies: ["CEngineSupport"]),
         .target(
             name: "BitFleetPostgres",
             dependencies: ["CLibPQ"]

@@ -1,0 +1,34 @@
+#ifndef CENGINESUPPORT_H
+#define CENGINESUPPORT_H
+
+/// What the *C* compilation of this target assumed (reflects `-Xcc -march=...`).
+int bf_c_built_avx2(void);
+int bf_c_built_popcnt(void);
+int bf_c_built_bmi2(void);
+int bf_c_built_fma(void);
+
+/// What the running CPU supports (`__builtin_cpu_supports`).
+int bf_cpu_has_avx2(void);
+int bf_cpu_has_popcnt(void);
+int bf_cpu_has_bmi2(void);
+int bf_cpu_has_fma(void);
+int bf_cpu_has_avx512f(void);
+
+/// Evaluated by the clang importer inside the Swift module that imports this header, so it reflects the clang
+/// options the *Swift* compilation saw (`-Xcc -march=...`).
+static inline int bf_importer_built_avx2(void) {
+#if defined(__AVX2__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+static inline int bf_importer_built_popcnt(void) {
+#if defined(__POPCNT__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+#endif
