@@ -1,0 +1,70 @@
+/// Applies numbered SQL migrations in order, each once, under an advisory lock so that several processes
+/// (a Helm hook and a worker, two operators) can run it at the same time safely.
+public struct Migrator {
+    public struct Migration: Sendable {
+        public var name: String
+        public var sql: String
+        public init(name: String, sql: String) {
+            self.name = name
+            self.sql = sql
+        }
+    }
+
+    /// A fixed advisory lock key ("BitFleet" in ASCII) shared by every migrator.
+    public static let lockKey: Int64 = 0x4269_7446_6C65_6574
+
+    public let migrations: [Migration]
+
+    public init(migrations: [Migration]) {
+        self.migrations = migrations.sorted { $0.name < $1.name }
+    }
+
+    /// Applies what is missing and returns the names applied now (empty when the schema was current).
+    /// A migration whose text changed after it was applied is an error, not a silent skip.
+    @discardableResult
+    public func apply(on connection: PostgresConnection) throws -> [String] {
+        try connection.query("SELECT pg_advisory_lock($1)", [Self.lockKey])
+        defer { _ = try? connection.query("SELECT pg_advisory_unlock($1)", [Self.lockKey]) }
+        try connection.execute(script: """
+            CREATE SCHEMA IF NOT EXISTS bitfleet;
+            CREATE TABLE IF NOT EXISTS bitfleet.schema_migrations (
+                name text PRIMARY KEY,
+                checksum text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            );
+            """)
+        var applied: [String: String] = [:]
+        for row in try connection.query("SELECT name, checksum FROM bitfleet.schema_migrations") {
+            applied[try row.string("name")] = try row.string("checksum")
+        }
+        var done: [String] = []
+        for migration in migrations {
+            let checksum = Self.checksum(migration.sql)
+            if let recorded = applied[migration.name] {
+                guard recorded == checksum else {
+                    throw PostgresError(kind: .server, message: "migration \(migration.name) was changed after it was applied (checksum \(recorded) in the database, \(checksum) now)")
+                }
+                continue
+            }
+            try connection.transaction {
+                try connection.execute(script: migration.sql)
+                try connection.query(
+                    "INSERT INTO bitfleet.schema_migrations (name, checksum) VALUES ($1, $2)",
+                    [migration.name, checksum])
+            }
+            done.append(migration.name)
+        }
+        return done
+    }
+
+    /// FNV-1a 64 of the migration text: enough to notice an edited file.
+    static func checksum(_ text: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}
