@@ -1,0 +1,457 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// JSON and NDJSON inputs, parsed by a strict byte-level scanner (RFC 8259 numbers and strings).
+///
+/// JSON: `[0.1, 0.2, …]` (one sample), `[[…], […]]` (many), or `[{"custom_id": "a", "input": […]}, …]`.
+/// NDJSON: one sample per line, each `[…]` or `{"custom_id": "a", "input": […]}` (other keys are ignored);
+/// blank lines are skipped; custom_id values must be unique strings.
+enum JSONInputDecoder {
+    static let maxCustomIDBytes = 512
+
+    static func decodeJSON(_ body: [UInt8], features: Int, maxSamples: Int) throws(DecodeError) -> InputBatch {
+        try body.withUnsafeBufferPointer { (buf: UnsafeBufferPointer<UInt8>) throws(DecodeError) -> InputBatch in
+            var s = Scanner(bytes: buf, start: 0, end: buf.count, line: nil)
+            s.skipBOM()
+            s.skipSpace()
+            guard s.peek() == UInt8(ascii: "[") else {
+                throw s.fail("expected '[' (a JSON array of numbers or of samples)", found: true)
+            }
+            s.pos += 1
+            s.skipSpace()
+            var values: [Float] = []
+            var ids: [String?] = []
+            var sawID = false
+            var seen: [String: Int] = [:]
+            var samples = 0
+            switch s.peek() {
+            case UInt8(ascii: "]"):
+                throw DecodeError("input has no samples (empty JSON array)")
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                while true {
+                    guard samples < maxSamples else {
+                        throw DecodeError("input has more than \(maxSamples) samples, the limit", sampleIndex: samples)
+                    }
+                    s.skipSpace()
+                    let c = s.peek()
+                    if c == UInt8(ascii: "[") {
+                        try s.numberRow(into: &values, sample: samples, features: features)
+                        ids.append(nil)
+                    } else if c == UInt8(ascii: "{") {
+                        let id = try s.sampleObject(into: &values, sample: samples, features: features)
+                        if let id {
+                            sawID = true
+                            if let first = seen[id] {
+                                throw DecodeError(
+                                    "sample \(samples) has duplicate custom_id \"\(id)\" (first used by sample \(first))",
+                                    sampleIndex: samples)
+                            }
+                            seen[id] = samples
+                        }
+                        ids.append(id)
+                    } else if c == nil {
+                        throw s.fail("unexpected end of input in the top-level array")
+                    } else {
+                        throw DecodeError(
+                            "sample \(samples) is not an array of numbers (ragged input: \(s.describe(c)) next to arrays)",
+                            sampleIndex: samples)
+                    }
+                    samples += 1
+                    s.skipSpace()
+                    guard let sep = s.peek() else { throw s.fail("unexpected end of input: missing ']'") }
+                    s.pos += 1
+                    if sep == UInt8(ascii: "]") { break }
+                    guard sep == UInt8(ascii: ",") else {
+                        s.pos -= 1
+                        throw s.fail("expected ',' or ']' after sample \(samples - 1)", found: true)
+                    }
+                }
+            default:
+                s.pos -= 1
+                try s.numberRow(into: &values, sample: 0, features: features)
+                samples = 1
+                ids.append(nil)
+            }
+            s.skipSpace()
+            if s.pos < s.end {
+                throw s.fail("unexpected data after the JSON array", found: true)
+            }
+            return InputBatch(
+                samples: samples, features: features, values: .float32(values), customIDs: sawID ? ids : nil,
+                format: .json)
+        }
+    }
+
+    static func decodeNDJSON(_ body: [UInt8], features: Int, maxSamples: Int) throws(DecodeError) -> InputBatch {
+        try body.withUnsafeBufferPointer { (buf: UnsafeBufferPointer<UInt8>) throws(DecodeError) -> InputBatch in
+            var values: [Float] = []
+            var ids: [String?] = []
+            var seen: [String: Int] = [:]
+            var samples = 0
+            var lineStart = 0
+            var lineNo = 0
+            if buf.count >= 3 && buf[0] == 0xef && buf[1] == 0xbb && buf[2] == 0xbf { lineStart = 3 }
+            while lineStart < buf.count {
+                lineNo += 1
+                var lineEnd = lineStart
+                while lineEnd < buf.count && buf[lineEnd] != 0x0a { lineEnd += 1 }
+                var s = Scanner(bytes: buf, start: lineStart, end: lineEnd, line: lineNo)
+                s.skipSpace()
+                if s.pos < s.end {
+                    guard samples < maxSamples else {
+                        throw DecodeError("input has more than \(maxSamples) samples, the limit", sampleIndex: samples)
+                    }
+                    let c = s.peek()
+                    if c == UInt8(ascii: "[") {
+                        try s.numberRow(into: &values, sample: samples, features: features)
+                        ids.append(nil)
+                    } else if c == UInt8(ascii: "{") {
+                        let id = try s.sampleObject(into: &values, sample: samples, features: features)
+                        if let id {
+                            if let first = seen[id] {
+                                throw DecodeError(
+                                    "line \(lineNo): sample \(samples) has duplicate custom_id \"\(id)\" (first used by sample \(first))",
+                                    sampleIndex: samples)
+                            }
+                            seen[id] = samples
+                        }
+                        ids.append(id)
+                    } else {
+                        throw s.fail("expected '[' or '{' to start sample \(samples)", found: true)
+                    }
+                    s.skipSpace()
+                    if s.pos < s.end {
+                        throw s.fail("unexpected data after sample \(samples)", found: true)
+                    }
+                    samples += 1
+                }
+                lineStart = lineEnd + 1
+            }
+            guard samples > 0 else { throw DecodeError("input has no samples (no non-blank NDJSON lines)") }
+            return InputBatch(samples: samples, features: features, values: .float32(values), customIDs: ids, format: .ndjson)
+        }
+    }
+}
+
+private struct Scanner {
+    let bytes: UnsafeBufferPointer<UInt8>
+    var pos: Int
+    let end: Int
+    let lineStart: Int
+    let line: Int?
+
+    init(bytes: UnsafeBufferPointer<UInt8>, start: Int, end: Int, line: Int?) {
+        self.bytes = bytes
+        self.pos = start
+        self.end = end
+        self.lineStart = start
+        self.line = line
+    }
+
+    @inline(__always) func peek() -> UInt8? { pos < end ? bytes[pos] : nil }
+
+    mutating func skipBOM() {
+        if end - pos >= 3 && bytes[pos] == 0xef && bytes[pos + 1] == 0xbb && bytes[pos + 2] == 0xbf { pos += 3 }
+    }
+
+    @inline(__always) mutating func skipSpace() {
+        while pos < end {
+            let c = bytes[pos]
+            if c == 0x20 || c == 0x0a || c == 0x0d || c == 0x09 { pos += 1 } else { break }
+        }
+    }
+
+    func describe(_ c: UInt8?) -> String {
+        guard let c else { return "end of input" }
+        switch c {
+        case UInt8(ascii: "["): return "an array"
+        case UInt8(ascii: "{"): return "an object"
+        case UInt8(ascii: "\""): return "a string"
+        case UInt8(ascii: "t"), UInt8(ascii: "f"): return "a boolean"
+        case UInt8(ascii: "n"): return "null"
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return "a number"
+        case 0x20...0x7e: return "'\(Character(Unicode.Scalar(c)))'"
+        default: return "byte 0x\(String(c, radix: 16))"
+        }
+    }
+
+    func location() -> String {
+        if let line { return "line \(line) column \(pos - lineStart + 1)" }
+        return "byte \(pos)"
+    }
+
+    func fail(_ what: String, found: Bool = false, sample: Int? = nil) -> DecodeError {
+        let f = found ? " (found \(describe(peek())))" : ""
+        return DecodeError("invalid JSON at \(location()): \(what)\(f)", sampleIndex: sample)
+    }
+
+    /// `[n, n, …]` appended to `values`; exactly `features` finite numbers.
+    mutating func numberRow(into values: inout [Float], sample: Int, features: Int) throws(DecodeError) {
+        guard peek() == UInt8(ascii: "[") else { throw fail("expected '[' to start sample \(sample)", found: true, sample: sample) }
+        pos += 1
+        let before = values.count
+        if values.capacity < before + features { values.reserveCapacity(Swift.max(before + features, values.capacity * 2)) }
+        var count = 0
+        skipSpace()
+        if peek() == UInt8(ascii: "]") {
+            pos += 1
+            throw DecodeError("\(line.map { "line \($0): " } ?? "")sample \(sample) has 0 features, model expects \(features)", sampleIndex: sample)
+        }
+        while true {
+            skipSpace()
+            let v = try number(sample: sample, feature: count)
+            if count < features { values.append(v) }
+            count += 1
+            skipSpace()
+            guard let c = peek() else { throw fail("unexpected end of input inside sample \(sample)", sample: sample) }
+            pos += 1
+            if c == UInt8(ascii: "]") { break }
+            guard c == UInt8(ascii: ",") else {
+                pos -= 1
+                throw fail("expected ',' or ']' in sample \(sample)", found: true, sample: sample)
+            }
+        }
+        if count != features {
+            values.removeSubrange(before...)
+            throw DecodeError(
+                "\(line.map { "line \($0): " } ?? "")sample \(sample) has \(count) features, model expects \(features)",
+                sampleIndex: sample)
+        }
+    }
+
+    /// `{"custom_id": "…", "input": […], …}`; returns the custom_id (nil when absent or null).
+    mutating func sampleObject(into values: inout [Float], sample: Int, features: Int) throws(DecodeError) -> String? {
+        pos += 1   // {
+        var id: String? = nil
+        var sawID = false
+        var sawInput = false
+        skipSpace()
+        if peek() == UInt8(ascii: "}") {
+            pos += 1
+            throw DecodeError("\(line.map { "line \($0): " } ?? "")sample \(sample) is an object without an \"input\" array", sampleIndex: sample)
+        }
+        while true {
+            skipSpace()
+            guard peek() == UInt8(ascii: "\"") else { throw fail("expected a key string in sample \(sample)", found: true, sample: sample) }
+            let key = try string(sample: sample, limit: 256)
+            skipSpace()
+            guard peek() == UInt8(ascii: ":") else { throw fail("expected ':' after key \"\(key)\"", found: true, sample: sample) }
+            pos += 1
+            skipSpace()
+            switch key {
+            case "custom_id":
+                if sawID { throw fail("duplicate key \"custom_id\" in sample \(sample)", sample: sample) }
+                sawID = true
+                if peek() == UInt8(ascii: "\"") {
+                    id = try string(sample: sample, limit: JSONInputDecoder.maxCustomIDBytes)
+                } else if try literal("null") {
+                    id = nil
+                } else {
+                    throw fail("custom_id of sample \(sample) must be a string", found: true, sample: sample)
+                }
+            case "input":
+                if sawInput { throw fail("duplicate key \"input\" in sample \(sample)", sample: sample) }
+                sawInput = true
+                guard peek() == UInt8(ascii: "[") else {
+                    throw fail("\"input\" of sample \(sample) must be an array of numbers", found: true, sample: sample)
+                }
+                try numberRow(into: &values, sample: sample, features: features)
+            default:
+                try skipValue(depth: 0, sample: sample)
+            }
+            skipSpace()
+            guard let c = peek() else { throw fail("unexpected end of input inside sample \(sample)", sample: sample) }
+            pos += 1
+            if c == UInt8(ascii: "}") { break }
+            guard c == UInt8(ascii: ",") else {
+                pos -= 1
+                throw fail("expected ',' or '}' in sample \(sample)", found: true, sample: sample)
+            }
+        }
+        guard sawInput else {
+            throw DecodeError("\(line.map { "line \($0): " } ?? "")sample \(sample) is an object without an \"input\" array", sampleIndex: sample)
+        }
+        return id
+    }
+
+    mutating func literal(_ word: StaticString) throws(DecodeError) -> Bool {
+        let n = word.utf8CodeUnitCount
+        guard end - pos >= n else { return false }
+        let w = word.utf8Start
+        for i in 0..<n where bytes[pos + i] != w[i] { return false }
+        pos += n
+        return true
+    }
+
+    mutating func skipValue(depth: Int, sample: Int) throws(DecodeError) {
+        guard depth < 64 else { throw fail("nesting too deep", sample: sample) }
+        skipSpace()
+        guard let c = peek() else { throw fail("unexpected end of input", sample: sample) }
+        switch c {
+        case UInt8(ascii: "\""): _ = try string(sample: sample, limit: Int.max)
+        case UInt8(ascii: "["), UInt8(ascii: "{"):
+            let close = c == UInt8(ascii: "[") ? UInt8(ascii: "]") : UInt8(ascii: "}")
+            pos += 1
+            skipSpace()
+            if peek() == close { pos += 1; return }
+            while true {
+                skipSpace()
+                if close == UInt8(ascii: "}") {
+                    guard peek() == UInt8(ascii: "\"") else { throw fail("expected a key string", found: true, sample: sample) }
+                    _ = try string(sample: sample, limit: Int.max)
+                    skipSpace()
+                    guard peek() == UInt8(ascii: ":") else { throw fail("expected ':'", found: true, sample: sample) }
+                    pos += 1
+                }
+                try skipValue(depth: depth + 1, sample: sample)
+                skipSpace()
+                guard let d = peek() else { throw fail("unexpected end of input", sample: sample) }
+                pos += 1
+                if d == close { return }
+                guard d == UInt8(ascii: ",") else { pos -= 1; throw fail("expected ',' or '\(Character(Unicode.Scalar(close)))'", found: true, sample: sample) }
+            }
+        case UInt8(ascii: "t"):
+            if try !literal("true") { throw fail("invalid literal", sample: sample) }
+        case UInt8(ascii: "f"):
+            if try !literal("false") { throw fail("invalid literal", sample: sample) }
+        case UInt8(ascii: "n"):
+            if try !literal("null") { throw fail("invalid literal", sample: sample) }
+        default:
+            _ = try number(sample: sample, feature: nil)
+        }
+    }
+
+    /// A JSON string (after the opening quote check), escapes decoded, UTF-8 validated.
+    mutating func string(sample: Int, limit: Int) throws(DecodeError) -> String {
+        pos += 1
+        var out: [UInt8] = []
+        while true {
+            guard pos < end else { throw fail("unterminated string", sample: sample) }
+            let c = bytes[pos]
+            if c == UInt8(ascii: "\"") { pos += 1; break }
+            if c < 0x20 { throw fail("control character in string", sample: sample) }
+            if c == UInt8(ascii: "\\") {
+                pos += 1
+                guard pos < end else { throw fail("unterminated string", sample: sample) }
+                let e = bytes[pos]
+                pos += 1
+                switch e {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
+                case UInt8(ascii: "b"): out.append(0x08)
+                case UInt8(ascii: "f"): out.append(0x0c)
+                case UInt8(ascii: "n"): out.append(0x0a)
+                case UInt8(ascii: "r"): out.append(0x0d)
+                case UInt8(ascii: "t"): out.append(0x09)
+                case UInt8(ascii: "u"):
+                    var scalar = try hex4(sample: sample)
+                    if (0xD800...0xDBFF).contains(scalar) {
+                        guard end - pos >= 6, bytes[pos] == UInt8(ascii: "\\"), bytes[pos + 1] == UInt8(ascii: "u") else {
+                            throw fail("unpaired surrogate in string", sample: sample)
+                        }
+                        pos += 2
+                        let low = try hex4(sample: sample)
+                        guard (0xDC00...0xDFFF).contains(low) else { throw fail("unpaired surrogate in string", sample: sample) }
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                    } else if (0xDC00...0xDFFF).contains(scalar) {
+                        throw fail("unpaired surrogate in string", sample: sample)
+                    }
+                    guard let u = Unicode.Scalar(scalar) else { throw fail("invalid \\u escape", sample: sample) }
+                    out.append(contentsOf: Array(String(Character(u)).utf8))
+                default:
+                    pos -= 1
+                    throw fail("invalid escape in string", sample: sample)
+                }
+            } else {
+                out.append(c)
+                pos += 1
+            }
+            if out.count > limit { throw fail("string longer than \(limit) bytes", sample: sample) }
+        }
+        guard let s = String(validating: out, as: UTF8.self) else { throw fail("string is not valid UTF-8", sample: sample) }
+        return s
+    }
+
+    mutating func hex4(sample: Int) throws(DecodeError) -> UInt32 {
+        guard end - pos >= 4 else { throw fail("invalid \\u escape", sample: sample) }
+        var v: UInt32 = 0
+        for _ in 0..<4 {
+            let c = bytes[pos]
+            let d: UInt32
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): d = UInt32(c - 48)
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): d = UInt32(c - 87)
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): d = UInt32(c - 55)
+            default: throw fail("invalid \\u escape", sample: sample)
+            }
+            v = v << 4 | d
+            pos += 1
+        }
+        return v
+    }
+
+    /// A strict JSON number as a finite Float.
+    mutating func number(sample: Int, feature: Int?) throws(DecodeError) -> Float {
+        let start = pos
+        var integer = true
+        if peek() == UInt8(ascii: "-") { pos += 1 }
+        guard let first = peek() else { throw fail("unexpected end of input, expected a number", sample: sample) }
+        if first == UInt8(ascii: "0") {
+            pos += 1
+        } else if first >= UInt8(ascii: "1") && first <= UInt8(ascii: "9") {
+            while let c = peek(), c >= 48 && c <= 57 { pos += 1 }
+        } else {
+            let what: String
+            if first == UInt8(ascii: "N") || first == UInt8(ascii: "I") || first == UInt8(ascii: "n") || first == UInt8(ascii: "i") {
+                what = "NaN and Infinity are not valid JSON numbers (inputs must be finite)"
+            } else if let feature {
+                what = "sample \(sample) feature \(feature): expected a number, found \(describe(first))"
+            } else {
+                what = "expected a value, found \(describe(first))"
+            }
+            throw fail(what, sample: sample)
+        }
+        if peek() == UInt8(ascii: ".") {
+            integer = false
+            pos += 1
+            let d = pos
+            while let c = peek(), c >= 48 && c <= 57 { pos += 1 }
+            if pos == d { throw fail("digit expected after '.'", sample: sample) }
+        }
+        if let e = peek(), e == UInt8(ascii: "e") || e == UInt8(ascii: "E") {
+            integer = false
+            pos += 1
+            if let sgn = peek(), sgn == UInt8(ascii: "+") || sgn == UInt8(ascii: "-") { pos += 1 }
+            let d = pos
+            while let c = peek(), c >= 48 && c <= 57 { pos += 1 }
+            if pos == d { throw fail("digit expected in exponent", sample: sample) }
+        }
+        let length = pos - start
+        var value: Double
+        if integer && length <= 16 {
+            var v: Int64 = 0
+            var i = start
+            let neg = bytes[i] == UInt8(ascii: "-")
+            if neg { i += 1 }
+            while i < pos { v = v * 10 + Int64(bytes[i] - 48); i += 1 }
+            value = Double(neg ? -v : v)
+        } else {
+            guard length < 400 else { throw fail("number too long", sample: sample) }
+            var tmp = [CChar](repeating: 0, count: length + 1)
+            for i in 0..<length { tmp[i] = CChar(bitPattern: bytes[start + i]) }
+            value = strtod(tmp, nil)
+        }
+        let f = Float(value)
+        if !f.isFinite {
+            let where_ = feature.map { "sample \(sample) feature \($0)" } ?? "sample \(sample)"
+            throw DecodeError(
+                "\(line.map { "line \($0): " } ?? "")\(where_) value \(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<pos]), as: UTF8.self)) is out of float32 range",
+                sampleIndex: sample)
+        }
+        return f
+    }
+}
