@@ -380,7 +380,7 @@ def validate_manifests(rep: Report, label: str, docs: list[dict[str, Any]]) -> N
                 rep.check(f"{label}: {kind}/{name} valid for Kubernetes {version} (strict)", True)
             except kubernetes_validate.ValidationError as exc:
                 rep.check(f"{label}: {kind}/{name} valid for Kubernetes {version} (strict)", False,
-                          f"{list(exc.caught.absolute_path)}: {exc.caught.message}")
+                          f"{list(exc.absolute_path)}: {exc.message}")
             except Exception as exc:  # noqa: BLE001 - e.g. SchemaNotFoundError for an unknown kind
                 rep.check(f"{label}: {kind}/{name} valid for Kubernetes {version} (strict)", False,
                           f"{type(exc).__name__}: {exc}")
