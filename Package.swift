@@ -60,9 +60,11 @@ let package = Package(
         .executableTarget(name: "bitfleet-embed-sql", path: "Plugins/EmbedSQLTool"),
         .plugin(name: "EmbedMigrations", capability: .buildTool(), dependencies: ["bitfleet-embed-sql"]),
         .testTarget(name: "BitFleetEngineTests", dependencies: ["BitFleetEngine"]),
-        .testTarget(name: "BitFleetPostgresTests", dependencies: ["BitFleetPostgres"]),
+        // Throwaway databases and the HTTP fixture server for the integration tests (not shipped).
+        .target(name: "BitFleetTestSupport", dependencies: ["BitFleetPostgres"], path: "Tests/BitFleetTestSupport"),
+        .testTarget(name: "BitFleetPostgresTests", dependencies: ["BitFleetPostgres", "BitFleetTestSupport"]),
         .testTarget(name: "BitFleetFetchTests", dependencies: ["BitFleetFetch"]),
-        .testTarget(name: "BitFleetWorkerTests", dependencies: ["BitFleetWorker"]),
+        .testTarget(name: "BitFleetWorkerTests", dependencies: ["BitFleetWorker", "BitFleetTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -27,7 +27,8 @@ public struct PostgresRow: Sendable {
         return rows.values[index * rows.columns.count + position]
     }
 
-    public func has(_ column: String) -> Bool { rows.columns.contains(column) }
+    /// Column names in result order.
+    public var columns: [String] { rows.columns }
 
     public func string(_ column: String) throws(PostgresError) -> String {
         guard let value = try optionalValue(column) else { throw Self.null(column) }

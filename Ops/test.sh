@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, starts a throwaway PostgreSQL cluster, runs every Swift test
+# (unit and integration: real libpq against that cluster, real libcurl against a local HTTP server), then checks
+# the Helm chart. Exits non-zero on any failure. Usage: Ops/test.sh [swift test arguments…]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+Ops/setup.sh
+source Ops/env.sh
+
+work="$PWD/.tmp/test"
+Ops/pg.sh stop "$work/pg" 2>/dev/null || true
+rm -rf "$work"
+mkdir -p "$work"
+BITFLEET_TEST_DATABASE_URL=$(Ops/pg.sh start "$work/pg")
+export BITFLEET_TEST_DATABASE_URL
+trap 'Ops/pg.sh stop "$work/pg" || true' EXIT
+echo "throwaway PostgreSQL: $BITFLEET_TEST_DATABASE_URL"
+
+swift build --build-tests
+swift test --skip-build "$@"
+
+if [ $# -eq 0 ]; then
+  python3 -m pip install -q -r Ops/helm/requirements.txt
+  python3 Ops/helm/check_chart.py
+fi

@@ -1,0 +1,75 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The metered cost of one job, as written to `bitfleet.job_costs`.
+public struct CostRecord: Sendable, Equatable {
+    public var nodeClass: String
+    public var samples: Int
+    public var queueWaitSeconds: Double
+    public var fetchSeconds: Double
+    public var decodeSeconds: Double
+    public var inferSeconds: Double
+    public var cpuSeconds: Double
+    public var bytesFetched: Int
+    public var binaryOps: Int
+    public var pricePerCoreHour: Double
+
+    public init(nodeClass: String, samples: Int, queueWaitSeconds: Double, fetchSeconds: Double, decodeSeconds: Double,
+                inferSeconds: Double, cpuSeconds: Double, bytesFetched: Int, binaryOps: Int, pricePerCoreHour: Double) {
+        self.nodeClass = nodeClass
+        self.samples = samples
+        self.queueWaitSeconds = queueWaitSeconds
+        self.fetchSeconds = fetchSeconds
+        self.decodeSeconds = decodeSeconds
+        self.inferSeconds = inferSeconds
+        self.cpuSeconds = cpuSeconds
+        self.bytesFetched = bytesFetched
+        self.binaryOps = binaryOps
+        self.pricePerCoreHour = pricePerCoreHour
+    }
+
+    /// Euros for the CPU time used: core-seconds / 3600 × price per core-hour.
+    public var euros: Double { cpuSeconds / 3600 * pricePerCoreHour }
+}
+
+/// Clocks for metering: wall time (monotonic) and the CPU time of the calling thread.
+public enum Clock {
+    /// Monotonic seconds, for wall-time phases.
+    public static func now() -> Double {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+    }
+
+    /// CPU seconds this thread has used (user + system): what the job really cost, whatever else the machine did.
+    public static func threadCPU() -> Double {
+        var spec = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &spec)
+        return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+    }
+
+    /// CPU seconds of the whole process (all threads).
+    public static func processCPU() -> Double {
+        var spec = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &spec)
+        return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+    }
+}
+
+/// Measures the phases of one job on the thread that runs it.
+struct PhaseTimer {
+    private var wallStart = Clock.now()
+    private let cpuStart = Clock.threadCPU()
+    private(set) var phases: [String: Double] = [:]
+
+    /// Ends the current phase under `name` and starts the next.
+    mutating func lap(_ name: String) {
+        let now = Clock.now()
+        phases[name, default: 0] += now - wallStart
+        wallStart = now
+    }
+
+    var cpuSeconds: Double { Clock.threadCPU() - cpuStart }
+    subscript(name: String) -> Double { phases[name] ?? 0 }
+}

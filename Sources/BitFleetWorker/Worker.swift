@@ -1,0 +1,315 @@
+import BitFleetEngine
+import BitFleetFetch
+import BitFleetPostgres
+import Foundation
+import Logging
+import Synchronization
+
+/// One worker process: `concurrency` executor slots that claim, fetch, infer and complete jobs, a heartbeat that
+/// renews leases and rescues expired ones, and a listener that wakes idle slots on NOTIFY.
+///
+/// Every slot runs on a thread of its own with its own libpq connection and libcurl handle: those calls block, and
+/// they never run on Swift's cooperative pool.
+public final class Worker: Sendable {
+    public let configuration: WorkerConfiguration
+    private let logger: Logger
+    private let models: ModelStore
+    private let state = Mutex(State())
+    private let wake = WakeSignal()
+    private let finished = DispatchGroup()
+
+    struct State {
+        var stopping = false
+        var stopRequestedAt: Double?
+        var inFlight: [Int: JobClaim] = [:]
+        var succeeded = 0
+        var failed = 0
+        var samples = 0
+        var readySlots = 0
+    }
+
+    /// Counters since start, for tests, health and the demo.
+    public struct Statistics: Sendable, Equatable {
+        public var succeeded: Int
+        public var failed: Int
+        public var samples: Int
+    }
+
+    public init(configuration: WorkerConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.models = ModelStore(baseDirectory: configuration.modelDirectory)
+    }
+
+    public var statistics: Statistics {
+        state.withLock { Statistics(succeeded: $0.succeeded, failed: $0.failed, samples: $0.samples) }
+    }
+
+    /// True while every slot is connected and the worker is not draining (the readiness probe).
+    public var isReady: Bool {
+        state.withLock { !$0.stopping && $0.readySlots == configuration.concurrency }
+    }
+
+    /// Stops claiming; in-flight jobs finish within the grace period or are given back to the queue.
+    public func stop() {
+        let first = state.withLock { state -> Bool in
+            defer { state.stopping = true }
+            if state.stopRequestedAt == nil { state.stopRequestedAt = Clock.now() }
+            return !state.stopping
+        }
+        if first { logger.info("draining", metadata: ["grace_seconds": "\(configuration.gracePeriodSeconds)"]) }
+        wake.signalAll()
+    }
+
+    var isStopping: Bool { state.withLock { $0.stopping } }
+
+    /// Runs until `stop()` (or until the queue drains with `exitWhenDrained`), then returns.
+    public func run() throws {
+        HTTPFetcher.globalInit()
+        // Register first: a bad URL or a schema that is not migrated fails here, loudly, not in a slot's loop.
+        let control = try PostgresConnection(url: configuration.databaseURL, applicationName: "bitfleet-worker")
+        try register(on: control)
+        logger.info("worker started", metadata: [
+            "worker": "\(configuration.workerID)", "concurrency": "\(configuration.concurrency)",
+            "lease_seconds": "\(configuration.leaseSeconds)", "node_class": "\(configuration.nodeClass)",
+        ])
+        for slot in 0..<configuration.concurrency {
+            spawn(name: "bitfleet-slot-\(slot)") { self.slotLoop(slot) }
+        }
+        if !configuration.pollOnly {
+            spawn(name: "bitfleet-listener") { self.listenLoop() }
+        }
+        // Returns once every slot has stopped, or when the grace period ran out and unfinished jobs were released.
+        heartbeatLoop(control)
+        try? control.query("UPDATE bitfleet.workers SET stopped_at = now(), heartbeat_at = now() WHERE id = $1",
+                           [configuration.workerID])
+        let stats = statistics
+        logger.info("worker stopped", metadata: ["succeeded": "\(stats.succeeded)", "failed": "\(stats.failed)"])
+    }
+
+    private func spawn(name: String, _ body: @escaping @Sendable () -> Void) {
+        finished.enter()
+        let thread = Thread { [finished] in
+            body()
+            finished.leave()
+        }
+        thread.name = name
+        thread.stackSize = 4 << 20
+        thread.start()
+    }
+
+    // MARK: - Slots
+
+    private func slotLoop(_ slot: Int) {
+        var connection: PostgresConnection?
+        var client: HTTPClient?
+        var backoff = 0.5
+        var ready = false
+        defer { if ready { state.withLock { $0.readySlots -= 1 } } }
+        while !isStopping {
+            do {
+                if connection == nil || !(connection?.isConnected ?? false) {
+                    if ready { state.withLock { $0.readySlots -= 1 }; ready = false }
+                    connection = nil
+                    connection = try PostgresConnection(url: configuration.databaseURL, applicationName: "bitfleet-worker")
+                    state.withLock { $0.readySlots += 1 }
+                    ready = true
+                    backoff = 0.5
+                }
+                if client == nil { client = try HTTPClient(policy: configuration.fetchPolicy) }
+                let queue = JobQueue(connection: connection!, workerID: configuration.workerID)
+                let claims = try queue.claim(limit: 1, leaseSeconds: configuration.leaseSeconds)
+                if claims.isEmpty {
+                    if configuration.exitWhenDrained, try queue.isDrained() {
+                        logger.info("queue drained")
+                        stop()
+                        break
+                    }
+                    wake.wait(timeout: configuration.pollSeconds)
+                    continue
+                }
+                for claim in claims {
+                    try process(claim, queue: queue, client: client!)
+                }
+            } catch {
+                // Database trouble: the job in hand (if any) keeps its lease until it expires and is rescued.
+                logger.warning("slot error, reconnecting", metadata: ["slot": "\(slot)", "error": "\(error)"])
+                connection = nil
+                wake.wait(timeout: backoff)
+                backoff = min(backoff * 2, 10)
+            }
+        }
+    }
+
+    /// Runs one attempt. Job failures are recorded on the job; database errors propagate to the slot loop.
+    private func process(_ claim: JobClaim, queue: JobQueue, client: HTTPClient) throws {
+        state.withLock { $0.inFlight[claim.id] = claim }
+        defer { state.withLock { _ = $0.inFlight.removeValue(forKey: claim.id) } }
+        var log = logger
+        log[metadataKey: "job"] = "\(claim.id)"
+        if let batch = claim.batchID { log[metadataKey: "batch"] = "\(batch)" }
+
+        var timer = PhaseTimer()
+        do {
+            let registered = try models.resolve(name: claim.model, version: claim.modelVersion, on: queue.connection)
+            let model = try models.model(for: registered)
+            timer.lap("model")
+
+            let response: FetchResponse
+            do { response = try client.get(claim.inputURL) } catch {
+                throw JobFailure(error.isRetryable ? .transient : .permanent, phase: "fetch", error.description)
+            }
+            timer.lap("fetch")
+
+            let features = model.config.inputFeatures
+            let input: InputBatch
+            let samples: [UInt8]
+            do {
+                input = try InputDecoder.decode(response.body, format: claim.inputFormat, contentType: response.contentType,
+                                                url: response.effectiveURL, features: features)
+                samples = try Self.quantize(input, scale: Float(model.config.inputScale))
+            } catch let error as JobFailure {
+                throw error
+            } catch {
+                throw JobFailure(.permanent, phase: "decode", "\(error)")
+            }
+            timer.lap("decode")
+
+            let result: InferenceResult
+            do {
+                result = try model.predict(samples: samples, count: input.samples, topClasses: min(claim.topK, model.config.classes.count),
+                                           threads: configuration.inferenceThreads)
+            } catch {
+                throw JobFailure(.permanent, phase: "infer", "\(error)")
+            }
+            timer.lap("infer")
+
+            let output = try ResultDocument(model: registered, input: input, result: result).json()
+            let cost = CostRecord(
+                nodeClass: configuration.nodeClass, samples: input.samples, queueWaitSeconds: claim.queueWaitSeconds,
+                fetchSeconds: timer["fetch"] + timer["model"], decodeSeconds: timer["decode"], inferSeconds: timer["infer"],
+                cpuSeconds: timer.cpuSeconds, bytesFetched: response.bytesReceived, binaryOps: result.stats.binaryOps,
+                pricePerCoreHour: configuration.pricePerCoreHour)
+            let writeStart = Clock.now()
+            let written = try queue.complete(claim, JobCompletion(modelVersion: registered.version, samples: input.samples,
+                                                                  output: output, cost: cost))
+            guard written else {
+                log.warning("lease lost before the result was written; nothing written")
+                return
+            }
+            try queue.recordWriteTime(jobID: claim.id, seconds: Clock.now() - writeStart)
+            state.withLock {
+                $0.succeeded += 1
+                $0.samples += input.samples
+            }
+            log.info("job succeeded", metadata: [
+                "samples": "\(input.samples)", "cpu_seconds": "\(cost.cpuSeconds)", "euros": "\(cost.euros)",
+            ])
+        } catch let failure as JobFailure {
+            let decision = configuration.retryPolicy.decide(attempt: claim.attempt, maxAttempts: claim.maxAttempts,
+                                                            retryable: failure.retryable)
+            let written = try queue.fail(claim, failure, decision: decision)
+            state.withLock { $0.failed += 1 }
+            log.warning("job attempt failed", metadata: [
+                "attempt": "\(claim.attempt)", "state": "\(written ?? "lease lost")", "error": "\(failure)",
+            ])
+        }
+    }
+
+    static func quantize(_ input: InputBatch, scale: Float) throws -> [UInt8] {
+        switch input.values {
+        case .uint8(let values):
+            return values
+        case .float32(let values):
+            do {
+                return try InputQuantizer.quantize(values, scale: scale)
+            } catch {
+                throw JobFailure(.permanent, phase: "decode", "\(error)")
+            }
+        }
+    }
+
+    // MARK: - Heartbeat and listener
+
+    private func register(on connection: PostgresConnection) throws {
+        try connection.query("""
+            INSERT INTO bitfleet.workers (id, hostname, pid, concurrency, node_class, price_per_core_hour)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL
+            """, [configuration.workerID, WorkerConfiguration.hostName(), Int(getpid()), configuration.concurrency,
+                  configuration.nodeClass, configuration.pricePerCoreHour])
+    }
+
+    /// Runs on the calling thread until every slot has stopped: renews leases, rescues expired ones, and when the
+    /// grace period after `stop()` runs out, gives unfinished jobs back to the queue.
+    private func heartbeatLoop(_ initial: PostgresConnection) {
+        var connection: PostgresConnection? = initial
+        while finished.wait(timeout: .now() + configuration.heartbeatSeconds) == .timedOut {
+            do {
+                if connection == nil || !(connection?.isConnected ?? false) {
+                    connection = nil
+                    connection = try PostgresConnection(url: configuration.databaseURL, applicationName: "bitfleet-worker")
+                }
+                let queue = JobQueue(connection: connection!, workerID: configuration.workerID)
+                let (inFlight, stopAt) = state.withLock { ($0.inFlight, $0.stopRequestedAt) }
+                if let stopAt, Clock.now() - stopAt > configuration.gracePeriodSeconds {
+                    for claim in inFlight.values { try queue.release(claim) }
+                    logger.warning("grace period over; released unfinished jobs", metadata: ["jobs": "\(inFlight.count)"])
+                    return
+                }
+                let held = try queue.extendLeases(jobIDs: Array(inFlight.keys), leaseSeconds: configuration.leaseSeconds)
+                for lost in Set(inFlight.keys).subtracting(held) {
+                    logger.warning("lease lost", metadata: ["job": "\(lost)"])
+                }
+                let rescued = try queue.rescueExpiredLeases()
+                if rescued > 0 {
+                    logger.info("rescued jobs with expired leases", metadata: ["jobs": "\(rescued)"])
+                    wake.signalAll()
+                }
+                try connection!.query("UPDATE bitfleet.workers SET heartbeat_at = now() WHERE id = $1", [configuration.workerID])
+            } catch {
+                logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
+                connection = nil
+            }
+        }
+    }
+
+    private func listenLoop() {
+        var connection: PostgresConnection?
+        while !isStopping {
+            do {
+                if connection == nil {
+                    let fresh = try PostgresConnection(url: configuration.databaseURL, applicationName: "bitfleet-listener")
+                    try fresh.listen("bitfleet_jobs")
+                    connection = fresh
+                    wake.signalAll()  // jobs may have arrived while we were not listening
+                }
+                if try !connection!.waitForNotifications(timeout: 1).isEmpty {
+                    wake.signalAll()
+                }
+            } catch {
+                logger.warning("listener lost its connection; polling until it is back", metadata: ["error": "\(error)"])
+                connection = nil
+                wake.wait(timeout: 2)
+            }
+        }
+    }
+}
+
+/// Wakes idle slots when work arrives (NOTIFY), a lease is rescued, or the worker stops. A wake-up may be spurious
+/// (a signal left over from a waiter that timed out): slots simply look at the queue again.
+final class WakeSignal: Sendable {
+    private let semaphore = DispatchSemaphore(value: 0)
+    private let waiters = Mutex(0)
+
+    func wait(timeout: Double) {
+        waiters.withLock { $0 += 1 }
+        _ = semaphore.wait(timeout: .now() + timeout)
+        waiters.withLock { $0 = max(0, $0 - 1) }
+    }
+
+    func signalAll() {
+        let count = waiters.withLock { $0 }
+        for _ in 0..<count { semaphore.signal() }
+    }
+}

@@ -1,0 +1,50 @@
+import BitFleetFetch
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Everything a worker process is told by its operator (flags or environment).
+public struct WorkerConfiguration: Sendable {
+    /// libpq URL; nil uses libpq's PG* variables.
+    public var databaseURL: String?
+    /// Executor slots: jobs processed at the same time (each slot owns a database connection and an HTTP handle).
+    public var concurrency: Int = 2
+    /// How long a claim is valid without a heartbeat; a dead worker's jobs run again after about this long.
+    public var leaseSeconds: Double = 30
+    /// How often leases are renewed and expired leases rescued.
+    public var heartbeatSeconds: Double = 5
+    /// How long an idle slot sleeps before looking again when no notification arrives.
+    public var pollSeconds: Double = 2
+    /// Do not LISTEN (for PgBouncer in transaction pooling mode): poll only.
+    public var pollOnly = false
+    /// Euros per core-hour of this node class, used for every cost row this worker writes.
+    public var pricePerCoreHour: Double = 0.05
+    public var nodeClass = "default"
+    /// Base directory for model URIs that are relative paths.
+    public var modelDirectory: String?
+    public var fetchPolicy = FetchPolicy()
+    public var retryPolicy = RetryPolicy()
+    /// On SIGTERM: stop claiming, let in-flight jobs finish for this long, then give them back to the queue.
+    public var gracePeriodSeconds: Double = 30
+    /// Exit once no job is queued, retrying or running (the demo and tests).
+    public var exitWhenDrained = false
+    /// Threads the engine may use for one job's inference.
+    public var inferenceThreads = 1
+    /// Unique per process: host, pid and a random suffix.
+    public var workerID: String
+
+    public init(databaseURL: String? = nil) {
+        self.databaseURL = databaseURL
+        self.workerID = Self.makeWorkerID()
+    }
+
+    public static func makeWorkerID() -> String {
+        "\(hostName())-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+    }
+
+    static func hostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count) == 0 else { return "unknown" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

@@ -1,0 +1,284 @@
+import BitFleetEngine
+import BitFleetPostgres
+import BitFleetTestSupport
+import BitFleetWorker
+import Foundation
+import Testing
+
+@Suite("Worker end to end: real Postgres, real HTTP, real engine", .serialized)
+struct WorkerEndToEndTests {
+    @Test func jobsFromSQLAndFromTheClientSucceedWithResultAndCostRow() throws {
+        let fleet = try FleetFixture()
+        let samples = FleetFixture.randomSamples(5, seed: 1)
+        let url = try fleet.serveNPY("five.npy", samples: samples)
+        let fromSQL = try #require(Int(try fleet.scalar(
+            "SELECT bitfleet.enqueue(model => 'tiny', input_url => $1, top_k => 2)", [url]) ?? ""))
+        var request = FleetClient.JobRequest(model: "tiny", inputURL: url)
+        request.tenant = "acme"
+        let fromClient = try fleet.client.enqueue(request)
+
+        let worker = try fleet.drain()
+        #expect(worker.statistics.succeeded == 2)
+
+        // The stored predictions are the engine's own on the same input.
+        let expected = try fleet.model.predict(samples: samples.flatMap { $0 }, count: samples.count, topClasses: 2)
+        let job = try #require(try fleet.client.job(fromSQL))
+        #expect(job.state == "succeeded")
+        #expect(job.attempt == 1)
+        let output = try JSONSerialization.jsonObject(with: Data(try #require(job.output).utf8)) as? [String: Any]
+        let predictions = try #require(output?["predictions"] as? [[String: Any]])
+        #expect(predictions.count == 5)
+        for (index, prediction) in predictions.enumerated() {
+            let top = try #require(prediction["top"] as? [[String: Any]])
+            #expect(top.count == 2)
+            #expect(top.map { $0["class"] as? Int } == expected.predictions[index].map(\.index))
+        }
+
+        // One cost row per job, euros = CPU seconds × price, phases measured.
+        let cost = try fleet.connection.query("SELECT * FROM bitfleet.job_costs WHERE job_id = $1", [fromClient])
+        #expect(cost.count == 1)
+        let row = cost[0]
+        #expect(try row.int("samples") == 5)
+        #expect(try row.optionalString("tenant") == "acme")
+        let cpu = try row.double("cpu_seconds")
+        #expect(cpu > 0 && cpu < 5)
+        #expect(abs(try row.double("euros") - cpu / 3600 * 0.08) < 1e-12)
+        #expect(try row.double("price_per_core_hour") == 0.08)
+        #expect(try row.int("bytes_fetched") == 5 * FleetFixture.features + 128)
+        #expect(try row.int("binary_ops") > 0)
+        #expect(try row.double("fetch_seconds") > 0)
+        #expect(try row.double("infer_seconds") > 0)
+        #expect(try row.optionalDouble("write_seconds") != nil)
+        let day = try fleet.connection.query("SELECT jobs, samples FROM bitfleet.cost_by_model_day WHERE model = 'tiny'")
+        #expect(try day[0].int("jobs") == 2)
+        #expect(try day[0].int("samples") == 10)
+    }
+
+    @Test func floatJSONInputIsQuantisedWithTheModelScale() throws {
+        let fleet = try FleetFixture()
+        let samples = FleetFixture.randomSamples(2, seed: 2)
+        let scale = Float(fleet.model.config.inputScale)
+        let json = "[" + samples.map { "[" + $0.map { "\(Float($0) / scale)" }.joined(separator: ",") + "]" }.joined(separator: ",") + "]"
+        let url = try fleet.serve("two.json", bytes: Data(json.utf8))
+        let id = try fleet.client.enqueue(.init(model: "tiny", inputURL: url))
+        _ = try fleet.drain()
+        let job = try #require(try fleet.client.job(id))
+        #expect(job.state == "succeeded", "\(job.lastError ?? "")")
+        let expected = try fleet.model.predict(samples: samples.flatMap { $0 }, count: 2, topClasses: 3)
+        let output = try JSONSerialization.jsonObject(with: Data(try #require(job.output).utf8)) as? [String: Any]
+        let predictions = try #require(output?["predictions"] as? [[String: Any]])
+        let classes = predictions.map { (($0["top"] as? [[String: Any]])?.first?["class"] as? Int) }
+        #expect(classes == expected.predictions.map { $0.first?.index })
+    }
+
+    @Test func badInputsFailWithTheirCauseAndTheWorkerKeepsServing() throws {
+        let fleet = try FleetFixture()
+        let good = try fleet.serveNPY("good.npy", samples: FleetFixture.randomSamples(3, seed: 3))
+        let wrongWidth = try fleet.serve("wide.npy", bytes: npy([UInt8](repeating: 1, count: 2 * 41), shape: [2, 41]))
+        var badHeader = npy([1, 2, 3], shape: [3])
+        badHeader.replaceSubrange(10..<20, with: Data("{'descr': ".utf8.reversed()))
+        let malformed = try fleet.serve("bad.npy", bytes: badHeader)
+        let refused = "http://127.0.0.1:1/nothing-listens-here.npy"
+        let cases: [(url: String, model: String, state: String, message: String)] = [
+            (fleet.http.url("status/404"), "tiny", "dead", "404"),
+            (fleet.http.url("status/500"), "tiny", "dead", "500"),
+            (refused, "tiny", "dead", "127.0.0.1"),
+            (fleet.http.url("big/100000"), "tiny", "dead", "limit"),
+            (malformed, "tiny", "dead", "npy"),
+            (wrongWidth, "tiny", "dead", "41"),
+            (good, "no-such-model", "dead", "unknown model \"no-such-model\""),
+        ]
+        var ids: [Int] = []
+        for item in cases {
+            var request = FleetClient.JobRequest(model: item.model, inputURL: item.url)
+            request.maxAttempts = 2
+            ids.append(try fleet.client.enqueue(request))
+        }
+        let goodID = try fleet.client.enqueue(.init(model: "tiny", inputURL: good))
+
+        let worker = try fleet.drain { $0.fetchPolicy.maxBodyBytes = 50_000 }
+
+        for (item, id) in zip(cases, ids) {
+            let job = try #require(try fleet.client.job(id))
+            #expect(job.state == item.state, "\(item.url): \(job.state) \(job.lastError ?? "")")
+            #expect(job.lastError?.contains(item.message) == true, "\(item.url): \(job.lastError ?? "no error")")
+            #expect(job.output == nil)
+        }
+        // Retryable causes (500, connection refused) used both attempts, permanent ones only one.
+        #expect(try fleet.client.job(ids[1])?.attempt == 2)
+        #expect(try fleet.client.job(ids[2])?.attempt == 2)
+        #expect(try fleet.client.job(ids[0])?.attempt == 1)
+        #expect(try fleet.client.job(ids[5])?.attempt == 1)
+        let history = try fleet.scalar("SELECT jsonb_array_length(errors) FROM bitfleet.jobs WHERE id = $1", [ids[1]])
+        #expect(history == "2")
+        // Nothing but the error was written for the failed attempts; the good job succeeded alongside them.
+        #expect(try fleet.client.job(goodID)?.state == "succeeded")
+        #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.results") == "1")
+        #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.job_costs") == "1")
+        #expect(worker.statistics.succeeded == 1)
+    }
+}
+
+@Suite("Leases and fencing")
+struct LeaseTests {
+    @Test func aWorkerWhoseLeaseWasTakenOverCannotWrite() throws {
+        let fleet = try FleetFixture()
+        let url = try fleet.serveNPY("one.npy", samples: FleetFixture.randomSamples(1, seed: 4))
+        let id = try fleet.client.enqueue(.init(model: "tiny", inputURL: url))
+        let stale = JobQueue(connection: try fleet.database.connect(), workerID: "stale-worker")
+        let claimed = try stale.claim(limit: 10, leaseSeconds: 0.3)
+        #expect(claimed.map(\.id) == [id])
+        #expect(try stale.claim(limit: 10, leaseSeconds: 30).isEmpty)  // SKIP LOCKED / running: nobody claims it twice
+
+        Thread.sleep(forTimeInterval: 0.5)
+        let fresh = JobQueue(connection: try fleet.database.connect(), workerID: "fresh-worker")
+        #expect(try fresh.rescueExpiredLeases() == 1)
+        let reclaimed = try fresh.claim(limit: 10, leaseSeconds: 30)
+        #expect(reclaimed.map(\.attempt) == [2])
+
+        let completion = JobCompletion(modelVersion: "1", samples: 1, output: "{\"predictions\": []}", cost: CostRecord(
+            nodeClass: "test", samples: 1, queueWaitSeconds: 0, fetchSeconds: 0, decodeSeconds: 0, inferSeconds: 0,
+            cpuSeconds: 0.001, bytesFetched: 1, binaryOps: 1, pricePerCoreHour: 1))
+        #expect(try stale.complete(claimed[0], completion) == false)
+        #expect(try stale.fail(claimed[0], JobFailure(.transient, phase: "test", "late"), decision: .dead) == nil)
+        #expect(try fresh.extendLeases(jobIDs: [id], leaseSeconds: 30) == [id])
+        #expect(try stale.extendLeases(jobIDs: [id], leaseSeconds: 30).isEmpty)
+        #expect(try fresh.complete(reclaimed[0], completion) == true)
+        #expect(try fresh.complete(reclaimed[0], completion) == false)
+        #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.results WHERE job_id = $1", [id]) == "1")
+        #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.job_costs WHERE job_id = $1", [id]) == "1")
+        #expect(try fleet.client.job(id)?.state == "succeeded")
+    }
+
+    @Test func anExpiredLeaseOnTheLastAttemptEndsDead() throws {
+        let fleet = try FleetFixture()
+        var request = FleetClient.JobRequest(model: "tiny", inputURL: fleet.http.url("x.npy"))
+        request.maxAttempts = 1
+        let id = try fleet.client.enqueue(request)
+        let queue = JobQueue(connection: try fleet.database.connect(), workerID: "doomed")
+        _ = try queue.claim(limit: 1, leaseSeconds: 0.2)
+        Thread.sleep(forTimeInterval: 0.4)
+        #expect(try queue.rescueExpiredLeases() == 1)
+        let job = try #require(try fleet.client.job(id))
+        #expect(job.state == "dead")
+        #expect(job.lastError?.contains("lease expired") == true)
+    }
+
+    @Test func releasedJobsRunAgainWithoutSpendingAnAttempt() throws {
+        let fleet = try FleetFixture()
+        let id = try fleet.client.enqueue(.init(model: "tiny", inputURL: fleet.http.url("x.npy")))
+        let queue = JobQueue(connection: try fleet.database.connect(), workerID: "leaving")
+        let claim = try #require(try queue.claim(limit: 1, leaseSeconds: 30).first)
+        try queue.release(claim)
+        let again = try #require(try queue.claim(limit: 1, leaseSeconds: 30).first)
+        #expect(again.id == id)
+        #expect(again.attempt == 1)
+    }
+}
+
+@Suite("Enqueue and batches")
+struct EnqueueTests {
+    @Test func anIdempotencyKeyReturnsTheFirstJob() throws {
+        let fleet = try FleetFixture()
+        var request = FleetClient.JobRequest(model: "tiny", inputURL: "http://example.invalid/a.npy")
+        request.idempotencyKey = "order-17"
+        let first = try fleet.client.enqueue(request)
+        request.inputURL = "http://example.invalid/b.npy"
+        #expect(try fleet.client.enqueue(request) == first)
+        #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.jobs") == "1")
+    }
+
+    @Test func enqueueNotifiesListeningWorkers() throws {
+        let fleet = try FleetFixture()
+        let listener = try fleet.database.connect()
+        try listener.listen("bitfleet_jobs")
+        _ = try fleet.client.enqueue(.init(model: "tiny", inputURL: "http://example.invalid/a.npy"))
+        var received: [PostgresNotification] = []
+        for _ in 0..<10 where received.isEmpty { received = try listener.waitForNotifications(timeout: 0.5) }
+        #expect(received.count == 1)
+    }
+
+    @Test func aBatchRunsToCompletionWithResultsByCustomID() throws {
+        let fleet = try FleetFixture()
+        var items: [FleetClient.BatchItem] = []
+        for index in 0..<6 {
+            let url = try fleet.serveNPY("b\(index).npy", samples: FleetFixture.randomSamples(2, seed: UInt64(10 + index)))
+            items.append(.init(inputURL: url, customID: "item-\(index)"))
+        }
+        items.append(.init(inputURL: fleet.http.url("status/404"), customID: "missing"))
+        let batch = try fleet.client.createBatch(model: "tiny", items: items)
+        let before = try #require(try fleet.client.batchProgress(batch))
+        #expect(before.total == 7 && before.queued == 7 && before.status == "in_progress")
+        _ = try fleet.drain()
+        let after = try #require(try fleet.client.batchProgress(batch))
+        #expect(after.succeeded == 6 && after.failed == 1 && after.status == "completed")
+        let results = try fleet.client.batchResults(batch)
+        #expect(results.map(\.customID) == items.map(\.customID))
+        #expect(results.last?.state == "dead")
+        #expect(results.dropLast().allSatisfy { $0.output != nil })
+    }
+
+    @Test func cancellingABatchCancelsWaitingItemsAndKeepsResults() throws {
+        let fleet = try FleetFixture()
+        let url = try fleet.serveNPY("c.npy", samples: FleetFixture.randomSamples(1, seed: 20))
+        let batch = try fleet.client.createBatch(model: "tiny", items: (0..<5).map { .init(inputURL: url, customID: "c\($0)") })
+        let queue = JobQueue(connection: try fleet.database.connect(), workerID: "busy")
+        let running = try queue.claim(limit: 1, leaseSeconds: 30)
+        #expect(try fleet.client.cancelBatch(batch) == 4)
+        let progress = try #require(try fleet.client.batchProgress(batch))
+        #expect(progress.cancelled == 4 && progress.running == 1 && progress.status == "cancelling")
+        try queue.release(running[0])
+        _ = try fleet.drain()
+        // A released item of a cancelled batch still runs: cancel only stops what had not started (see README).
+        #expect(try fleet.client.batchProgress(batch)?.status == "cancelled")
+    }
+
+    @Test func batchArgumentsAreValidated() throws {
+        let fleet = try FleetFixture()
+        let error = #expect(throws: PostgresError.self) {
+            try fleet.connection.query("SELECT bitfleet.create_batch('tiny', ARRAY['a', 'b'], ARRAY['only-one'])")
+        }
+        #expect(error?.sqlState == "22023")
+        #expect(error?.description.contains("custom_ids has 1 entries but input_urls has 2") == true)
+    }
+}
+
+@Suite("Retry policy (pure)")
+struct RetryPolicyTests {
+    let policy = RetryPolicy(baseDelay: 2, maximumDelay: 60, jitter: 0.5)
+
+    @Test(arguments: [(1, 2.0), (2, 4.0), (3, 8.0), (6, 60.0), (20, 60.0)])
+    func backoffDoublesUpToTheMaximum(attempt: Int, delay: Double) {
+        #expect(policy.decide(attempt: attempt, maxAttempts: 100, retryable: true, random: 0) == .retry(delay: delay))
+    }
+
+    @Test func jitterAddsUpToItsFraction() {
+        #expect(policy.decide(attempt: 1, maxAttempts: 5, retryable: true, random: 0.999) == .retry(delay: 2 * (1 + 0.5 * 0.999)))
+    }
+
+    @Test func permanentErrorsAndTheLastAttemptAreDead() {
+        #expect(policy.decide(attempt: 1, maxAttempts: 5, retryable: false) == .dead)
+        #expect(policy.decide(attempt: 5, maxAttempts: 5, retryable: true) == .dead)
+        #expect(policy.decide(attempt: 4, maxAttempts: 5, retryable: true, random: 0) == .retry(delay: 16))
+    }
+}
+
+@Suite("Schema")
+struct SchemaTests {
+    @Test func embeddedMigrationsMatchTheFilesInMigrations() throws {
+        let directory = repositoryRoot.appendingPathComponent("Migrations")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".sql") }.sorted()
+        #expect(Schema.migrations.map(\.name) == files)
+        for migration in Schema.migrations {
+            let text = try String(contentsOf: directory.appendingPathComponent(migration.name), encoding: .utf8)
+            #expect(migration.sql == text)
+        }
+    }
+
+    @Test func migrateIsIdempotent() throws {
+        let database = try TestDatabase.create()
+        let connection = try database.connect()
+        #expect(try Schema.migrate(connection).count == Schema.migrations.count)
+        #expect(try Schema.migrate(connection).isEmpty)
+    }
+}
