@@ -25,8 +25,12 @@ import argparse
 import base64
 import copy
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -757,10 +761,118 @@ def check_must_fail(rep: Report) -> None:
             rep.check(f"refused: {name}", False, "rendered without error")
 
 
+# ---------------------------------------------------------------------------------------------
+# The SQL the chart ships (KEDA's query, the dashboards' queries) against the real schema.
+# Needs a PostgreSQL server (apt postgresql-15, as Ops/setup.sh installs); skipped with a note otherwise.
+# ---------------------------------------------------------------------------------------------
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+# (state, run_after offset) -> rows; KEDA must count running + due queued + due failed = 3 + 2 + 1 = 6.
+JOB_FIXTURE = [("queued", "-1 minute", 2), ("queued", "+1 hour", 1), ("failed", "-1 second", 1),
+               ("failed", "+10 minutes", 1), ("running", "-5 minutes", 3), ("succeeded", "-1 hour", 4),
+               ("dead", "-1 hour", 1), ("cancelled", "-1 hour", 1)]
+KEDA_EXPECTED = 6
+
+
+def grafana_macros(sql: str) -> str:
+    """Expand the Grafana PostgreSQL macros the dashboards use, as Grafana does (literal time bounds)."""
+    return re.sub(r"\$__timeFilter\(([^)]+)\)",
+                  r"\1 BETWEEN (now() - interval '30 days') AND now() + interval '1 day'", sql)
+
+
+def check_sql(rep: Report) -> None:
+    print("== chart SQL against the schema in Migrations/ (throwaway PostgreSQL)")
+    pg_sh = ROOT / "Ops" / "pg.sh"
+    migrations = sorted((ROOT / "Migrations").glob("*.sql"))
+    psql = shutil.which("psql") or str(PG_BIN / "psql")
+    if not (PG_BIN / "initdb").exists() or not pg_sh.exists() or not migrations or not Path(psql).exists():
+        rep.notes.append(f"SQL checks skipped: no PostgreSQL server at {PG_BIN} (apt-get install postgresql-15), "
+                         "Ops/pg.sh or Migrations/*.sql missing")
+        print("  skip  " + rep.notes[-1])
+        return
+    base = Path(tempfile.mkdtemp(prefix="bitfleet-chart-pg-"))
+    os.chmod(base, 0o755)  # the cluster runs as user postgres when we are root
+    cluster = base / "pg"
+    try:
+        url = subprocess.run(["bash", str(pg_sh), "start", str(cluster)], check=True, capture_output=True,
+                             text=True, timeout=120).stdout.strip().splitlines()[-1]
+
+        def sql(statement: str, role: str | None = None) -> str:
+            if role:
+                statement = f"SET ROLE {role};\n{statement}"
+            out = subprocess.run([psql, url, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", statement],
+                                 capture_output=True, text=True, timeout=60)
+            if out.returncode != 0:
+                raise RuntimeError(out.stderr.strip())
+            return out.stdout.strip()
+
+        for m in migrations:
+            rep.run(f"sql: apply {m.name}", lambda: subprocess.run(
+                [psql, url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(m)],
+                check=True, capture_output=True, text=True, timeout=120))
+        inserts = []
+        for state, offset, n in JOB_FIXTURE:
+            lease = "'w1', now() + interval '1 minute'" if state == "running" else "NULL, NULL"
+            inserts.append(
+                "INSERT INTO bitfleet.jobs (model, input_url, state, run_after, lease_owner, lease_expires_at) "
+                f"SELECT 'demo', 'http://127.0.0.1/x.npy', '{state}', now() + interval '{offset}', {lease} "
+                f"FROM generate_series(1, {n});")
+        inserts.append(
+            "INSERT INTO bitfleet.job_costs (job_id, attempt, model, model_version, worker_id, node_class, samples, "
+            "queue_wait_seconds, fetch_seconds, decode_seconds, infer_seconds, cpu_seconds, bytes_fetched, binary_ops, "
+            "price_per_core_hour, euros) SELECT id, 1, 'demo', '1', 'w1', 'test', 100, 0, 0, 0, 1, 36, 1000, 1000000, "
+            "0.1, 0.001 FROM bitfleet.jobs WHERE state = 'succeeded';")
+        if rep.run("sql: insert the job fixture", lambda: sql("\n".join(inserts))) is None:
+            return
+        roles = set(sql("SELECT rolname FROM pg_roles WHERE rolname LIKE 'bitfleet%'").split())
+        readonly = "bitfleet_readonly" if "bitfleet_readonly" in roles else None
+        if not readonly:
+            rep.notes.append("role bitfleet_readonly not created by Migrations/ yet: chart SQL ran as the superuser only")
+            print("  note  " + rep.notes[-1])
+
+        with helm.Chart.load(str(CHART)) as chart:
+            queries = {"chart default": chart.values["keda"]["query"]}
+        for path in sorted(VALUES_DIR.glob("*.yaml")):
+            q = ((yaml.safe_load(path.read_text()) or {}).get("keda") or {}).get("query")
+            if q:
+                queries[path.stem] = q
+        for where, q in queries.items():
+            for role in [None, readonly] if readonly else [None]:
+                who = role or "superuser"
+                got = rep.run(f"sql: KEDA query ({where}) runs as {who}", lambda: sql(q, role))
+                if got is not None:
+                    rep.check(f"sql: KEDA query ({where}) as {who} returns one integer = running + due queued/failed "
+                              f"({KEDA_EXPECTED})", got == str(KEDA_EXPECTED), f"got {got!r}")
+
+        for dash in sorted((CHART / "dashboards").glob("*.json")):
+            d = json.loads(dash.read_text())
+            for panel in d.get("panels", []):
+                for t in panel.get("targets", []):
+                    raw = t.get("rawSql")
+                    if not raw:
+                        continue
+                    for role in [None, readonly] if readonly else [None]:
+                        who = role or "superuser"
+                        got = rep.run(f"sql: {dash.name} panel '{panel['title']}' runs as {who}",
+                                      lambda: sql(grafana_macros(raw), role))
+                        if got is not None:
+                            rep.check(f"sql: {dash.name} panel '{panel['title']}' returns rows as {who}", got != "",
+                                      "no rows")
+        euros = rep.run("sql: cost panel total", lambda: sql(grafana_macros(
+            "SELECT round(coalesce(sum(euros), 0)::numeric, 6) FROM bitfleet.cost_by_model_day WHERE $__timeFilter(day)")))
+        if euros is not None:
+            rep.check("sql: cost_by_model_day sums the fixture's euros (4 x 0.001)", float(euros) == 0.004, euros)
+    except Exception as exc:  # noqa: BLE001
+        rep.check("sql: throwaway PostgreSQL", False, f"{type(exc).__name__}: {exc}")
+    finally:
+        subprocess.run(["bash", str(pg_sh), "stop", str(cluster)], capture_output=True, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-v", "--verbose", action="store_true", help="print every check, not only failures")
     ap.add_argument("--only", help="check only the value set with this name (file stem)")
+    ap.add_argument("--no-sql", action="store_true", help="skip running the chart's SQL against a throwaway PostgreSQL")
     args = ap.parse_args()
     rep = Report(args.verbose)
     print(f"chart {CHART.relative_to(ROOT)}; Helm SDK {helm.helm_sdk_version()}; "
@@ -778,6 +890,10 @@ def main() -> int:
         rep.run(f"{path.stem}: checks ran", lambda: check_value_set(rep, path))
     if not args.only:
         rep.run("must-fail checks ran", lambda: check_must_fail(rep))
+    if not args.only and not args.no_sql:
+        check_sql(rep)
+    for note in rep.notes:
+        print(f"note: {note}")
     print(f"{rep.passed} passed, {rep.failed} failed")
     return 1 if rep.failed else 0
 
