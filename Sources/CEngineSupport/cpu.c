@@ -1,3 +1,7 @@
+#define _GNU_SOURCE
+#include <sched.h>
+#include <unistd.h>
+#include <time.h>
 #include "cenginesupport.h"
 
 int bf_c_built_avx2(void) {
@@ -42,3 +46,43 @@ int bf_cpu_has_bmi2(void) { return 0; }
 int bf_cpu_has_fma(void) { return 0; }
 int bf_cpu_has_avx512f(void) { return 0; }
 #endif
+
+int bf_usable_cpus(void) {
+#if defined(__linux__)
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+#endif
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+double bf_monotonic_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+double bf_dependent_add_seconds(long iterations) {
+#if defined(__x86_64__)
+    unsigned long x = 1;
+    double t0 = bf_monotonic_seconds();
+    for (long i = 0; i < iterations; i++) {
+        __asm__ volatile(
+            "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+            "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+            "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+            "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+            : "+r"(x));
+    }
+    double t1 = bf_monotonic_seconds();
+    if (x == 0) return -2.0;  /* keeps x alive */
+    return t1 - t0;
+#else
+    (void)iterations;
+    return -1.0;
+#endif
+}

@@ -14,6 +14,16 @@ int bf_cpu_has_bmi2(void);
 int bf_cpu_has_fma(void);
 int bf_cpu_has_avx512f(void);
 
+/// CPUs this process may run on (sched_getaffinity), else online CPUs.
+int bf_usable_cpus(void);
+
+/// Runs `iterations` × 20 dependent integer adds (one cycle each on any modern x86 core) and returns the
+/// elapsed seconds: cycles/second = iterations × 20 / seconds. Returns a negative value where unsupported.
+double bf_dependent_add_seconds(long iterations);
+
+/// Monotonic clock in seconds.
+double bf_monotonic_seconds(void);
+
 /// Evaluated by the clang importer inside the Swift module that imports this header, so it reflects the clang
 /// options the *Swift* compilation saw (`-Xcc -march=...`).
 static inline int bf_importer_built_avx2(void) {

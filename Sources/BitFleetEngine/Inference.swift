@@ -1,0 +1,84 @@
+/// One class of a prediction.
+public struct ClassScore: Sendable, Codable, Equatable {
+    public var index: Int
+    public var label: String
+    public var probability: Float
+
+    public init(index: Int, label: String, probability: Float) {
+        self.index = index
+        self.label = label
+        self.probability = probability
+    }
+}
+
+public struct InferenceStats: Sendable, Equatable {
+    public var samples: Int
+    /// Binary multiply-accumulates executed (stem bit planes × channels, router, the selected experts' layers).
+    public var binaryOps: Int
+    /// How many samples each expert processed (index = expert).
+    public var expertActivations: [Int]
+
+    public init(samples: Int, binaryOps: Int, expertActivations: [Int]) {
+        self.samples = samples
+        self.binaryOps = binaryOps
+        self.expertActivations = expertActivations
+    }
+}
+
+public struct InferenceResult: Sendable {
+    /// Row-major `samples × classes`.
+    public var logits: [Float]
+    /// Per sample, the `topClasses` most probable classes, best first (ties to the lower class index).
+    public var predictions: [[ClassScore]]
+    public var stats: InferenceStats
+}
+
+/// Every intermediate value of a forward pass, for comparing against the numpy reference.
+public struct InferenceTrace: Sendable {
+    /// `samples × stem_width` stem pre-activations `a_i` (exact integers).
+    public var stemPreActivations: [Int]
+    /// `samples × stem_width`, true where `h_i = +1`.
+    public var stemBits: [Bool]
+    /// `samples × experts`.
+    public var routerScores: [Float]
+    /// `samples × top_k`, best first.
+    public var experts: [Int]
+    /// `samples × top_k`.
+    public var gates: [Float]
+    /// `samples × classes`.
+    public var logits: [Float]
+    /// `samples × classes`.
+    public var probabilities: [Float]
+}
+
+/// Turns float features into the engine's uint8 inputs: `x_u8 = round(x · scale)` (round half to even, like
+/// numpy's `np.round`), which must land in 0…255.
+public enum InputQuantizer {
+    public struct OutOfRange: Error, CustomStringConvertible, Sendable, Equatable {
+        /// Flat index into the input array (`sample * features + feature`).
+        public var index: Int
+        public var value: Float
+        public var reason: String
+        public var description: String { "input value \(value) at index \(index): \(reason)" }
+    }
+
+    public static func quantize(_ values: [Float], scale: Float) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: values.count)
+        try values.withUnsafeBufferPointer { v in
+            try out.withUnsafeMutableBufferPointer { o in
+                for i in 0..<v.count {
+                    let x = v[i]
+                    if !x.isFinite {
+                        throw OutOfRange(index: i, value: x, reason: "not a finite number")
+                    }
+                    let r = (x * scale).rounded(.toNearestOrEven)
+                    if !(r >= 0 && r <= 255) {
+                        throw OutOfRange(index: i, value: x, reason: "round(x * \(scale)) = \(r) is outside 0...255")
+                    }
+                    o[i] = UInt8(r)
+                }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,543 @@
+/// A loaded binary mixture-of-experts model (docs/MODEL_FORMAT.md). Immutable after loading; `predict` may be
+/// called from any number of threads at once.
+public final class BinaryMoEModel: @unchecked Sendable {
+    public let config: ModelConfig
+    /// SHA-256 of `model.safetensors`, lowercase hex.
+    public let sha256: String
+    public let directory: String
+
+    /// Size of the memory-mapped weights file.
+    public var mappedBytes: Int { file.count }
+    /// Bytes of repacked weights held privately by this process (0 when every matrix is a view of the mapping).
+    public let privateBytes: Int
+
+    let file: MappedFile
+    private var owned: [UnsafeMutableRawPointer] = []
+
+    let stem: PackedMatrix
+    let stemThreshold: [Int32]
+    let router: PackedMatrix
+    let routerScale: [Float]
+    let routerBias: [Float]
+    /// Per layer: rows `E × H_{l+1}` (expert e's rows start at `e × H_{l+1}`).
+    let hidden: [PackedMatrix]
+    /// Per layer: `floor((H_l − t) / 2)`, the largest XOR popcount that still fires.
+    let hiddenMaxPop: [[Int32]]
+    /// Rows `E × C`.
+    let output: PackedMatrix
+    let outScale: [Float]
+    let outBias: [Float]
+
+    deinit {
+        for p in owned { p.deallocate() }
+    }
+
+    /// Loads `directory/config.json` and memory-maps `directory/model.safetensors`, validating every tensor
+    /// against the config. With `expectedSHA256`, a file that hashes differently is refused.
+    public static func load(directory: String, expectedSHA256: String? = nil) throws -> BinaryMoEModel {
+        try BinaryMoEModel(directory: directory, expectedSHA256: expectedSHA256)
+    }
+
+    private init(directory: String, expectedSHA256: String?) throws(ModelError) {
+        var dir = directory
+        if dir.hasPrefix("file://") { dir.removeFirst("file://".count) }
+        while dir.count > 1 && dir.hasSuffix("/") { dir.removeLast() }
+        self.directory = dir
+        let configPath = dir + "/config.json"
+        let weightsPath = dir + "/model.safetensors"
+        let config = try ModelConfig.parse(try readSmallFile(configPath), source: configPath)
+        self.config = config
+
+        let file = try MappedFile(path: weightsPath)
+        self.file = file
+        let digest = SHA256.hexDigest(file.bytes)
+        self.sha256 = digest
+        if let expected = expectedSHA256 {
+            let want = expected.lowercased().trimmingPrefix("sha256:")
+            if want != digest {
+                throw ModelError(.checksum, "\(weightsPath): sha256 mismatch: the file hashes to \(digest), expected \(want)")
+            }
+        }
+        let st = try SafeTensorsFile(file: file)
+
+        let D = config.inputFeatures, S = config.stemWidth, E = config.experts, C = config.classes.count
+        let widths = config.expertWidths
+        func bytes(_ bits: Int) -> Int { (bits + 7) / 8 }
+        var owned: [UnsafeMutableRawPointer] = []
+
+        let stemW = try st.tensor("stem.weight", .U8, [S, bytes(D)], why: "stem_width=\(S), input_features=\(D)")
+        let stemT = try st.tensor("stem.threshold", .I32, [S], why: "stem_width=\(S)")
+        let routerW = try st.tensor("router.weight", .U8, [E, bytes(S)], why: "experts=\(E), stem_width=\(S)")
+        let routerS = try st.tensor("router.scale", .F32, [E], why: "experts=\(E)")
+        let routerB = try st.tensor("router.bias", .F32, [E], why: "experts=\(E)")
+        var hiddenW: [SafeTensorsFile.Tensor] = []
+        var hiddenT: [SafeTensorsFile.Tensor] = []
+        for l in 0..<config.expertHidden.count {
+            let why = "experts=\(E), expert_hidden[\(l)]=\(widths[l + 1]), input width \(widths[l])"
+            hiddenW.append(try st.tensor("experts.hidden.\(l).weight", .U8, [E, widths[l + 1], bytes(widths[l])], why: why))
+            hiddenT.append(try st.tensor("experts.hidden.\(l).threshold", .I32, [E, widths[l + 1]], why: why))
+        }
+        let last = widths.last!
+        let outW = try st.tensor("experts.out.weight", .U8, [E, C, bytes(last)], why: "experts=\(E), classes=\(C), input width \(last)")
+        let outS = try st.tensor("experts.out.scale", .F32, [E, C], why: "experts=\(E), classes=\(C)")
+        let outB = try st.tensor("experts.out.bias", .F32, [E, C], why: "experts=\(E), classes=\(C)")
+
+        func int32s(_ t: SafeTensorsFile.Tensor) -> [Int32] {
+            let p = st.pointer(t)
+            return (0..<(t.byteCount / 4)).map { Int32(littleEndian: p.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)) }
+        }
+        func floats(_ t: SafeTensorsFile.Tensor) throws(ModelError) -> [Float] {
+            let p = st.pointer(t)
+            var out: [Float] = []
+            out.reserveCapacity(t.byteCount / 4)
+            for i in 0..<(t.byteCount / 4) {
+                let v = Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
+                if !v.isFinite {
+                    throw ModelError(.tensor, "\(weightsPath): tensor \"\(t.name)\" holds a non-finite value at element \(i)")
+                }
+                out.append(v)
+            }
+            return out
+        }
+
+        stem = PackedMatrix.load(source: st.pointer(stemW), rows: S, bits: D, owned: &owned)
+        stemThreshold = int32s(stemT)
+        router = PackedMatrix.load(source: st.pointer(routerW), rows: E, bits: S, owned: &owned)
+        routerScale = try floats(routerS)
+        routerBias = try floats(routerB)
+        var hidden: [PackedMatrix] = []
+        var maxPops: [[Int32]] = []
+        for l in 0..<config.expertHidden.count {
+            hidden.append(PackedMatrix.load(source: st.pointer(hiddenW[l]), rows: E * widths[l + 1], bits: widths[l], owned: &owned))
+            let k = widths[l]
+            maxPops.append(int32s(hiddenT[l]).map { maxPopcount(bits: k, threshold: $0) })
+        }
+        self.hidden = hidden
+        self.hiddenMaxPop = maxPops
+        output = PackedMatrix.load(source: st.pointer(outW), rows: E * C, bits: last, owned: &owned)
+        outScale = try floats(outS)
+        outBias = try floats(outB)
+        self.owned = owned
+        privateBytes = ([stem, router, output] + hidden).reduce(0) { $0 + $1.ownedBytes }
+    }
+
+    // MARK: - Inference
+
+    /// Samples per micro-batch: routed and grouped together, so experts see groups of useful size.
+    static let microBatch = 256
+
+    /// Runs the model over `count` samples (row-major `count × input_features` uint8 values).
+    /// With `threads > 1` the batch is split across the shared thread pool.
+    public func predict(samples: [UInt8], count: Int, topClasses: Int = 3, threads: Int = 1) throws -> InferenceResult {
+        try checkInput(samples.count, count)
+        let C = config.classes.count
+        var logits = [Float](repeating: 0, count: count * C)
+        var probs = [Float](repeating: 0, count: count * C)
+        var activations = [Int](repeating: 0, count: config.experts)
+        samples.withUnsafeBufferPointer { x in
+            logits.withUnsafeMutableBufferPointer { lg in
+                probs.withUnsafeMutableBufferPointer { pr in
+                    activations.withUnsafeMutableBufferPointer { act in
+                        run(x: x.baseAddress!, count: count, threads: threads,
+                            outputs: Outputs(logits: lg.baseAddress!, probabilities: pr.baseAddress!), trace: nil,
+                            activations: act.baseAddress!)
+                    }
+                }
+            }
+        }
+        let k = max(0, min(topClasses, C))
+        var predictions: [[ClassScore]] = []
+        predictions.reserveCapacity(count)
+        probs.withUnsafeBufferPointer { pr in
+            for i in 0..<count { predictions.append(topScores(pr.baseAddress! + i * C, k)) }
+        }
+        return InferenceResult(
+            logits: logits, predictions: predictions,
+            stats: InferenceStats(samples: count, binaryOps: count * config.binaryMACsPerSample, expertActivations: activations))
+    }
+
+    /// Like `predict`, returning every intermediate value (for tests against the numpy reference).
+    public func trace(samples: [UInt8], count: Int, threads: Int = 1) throws -> InferenceTrace {
+        try checkInput(samples.count, count)
+        let C = config.classes.count, S = config.stemWidth, E = config.experts, K = config.topK
+        var t = InferenceTrace(
+            stemPreActivations: [Int](repeating: 0, count: count * S), stemBits: [Bool](repeating: false, count: count * S),
+            routerScores: [Float](repeating: 0, count: count * E), experts: [Int](repeating: 0, count: count * K),
+            gates: [Float](repeating: 0, count: count * K), logits: [Float](repeating: 0, count: count * C),
+            probabilities: [Float](repeating: 0, count: count * C))
+        var activations = [Int](repeating: 0, count: E)
+        samples.withUnsafeBufferPointer { x in
+            t.stemPreActivations.withUnsafeMutableBufferPointer { pre in
+            t.stemBits.withUnsafeMutableBufferPointer { bits in
+            t.routerScores.withUnsafeMutableBufferPointer { rs in
+            t.experts.withUnsafeMutableBufferPointer { ex in
+            t.gates.withUnsafeMutableBufferPointer { g in
+            t.logits.withUnsafeMutableBufferPointer { lg in
+            t.probabilities.withUnsafeMutableBufferPointer { pr in
+            activations.withUnsafeMutableBufferPointer { act in
+                let tr = TraceOutputs(stemPre: pre.baseAddress!, stemBits: bits.baseAddress!, routerScores: rs.baseAddress!,
+                                      experts: ex.baseAddress!, gates: g.baseAddress!)
+                run(x: x.baseAddress!, count: count, threads: threads,
+                    outputs: Outputs(logits: lg.baseAddress!, probabilities: pr.baseAddress!), trace: tr,
+                    activations: act.baseAddress!)
+            }}}}}}}}
+        }
+        return t
+    }
+
+    private func checkInput(_ length: Int, _ count: Int) throws(ModelError) {
+        if count < 0 { throw ModelError(.input, "sample count must be >= 0 (got \(count))") }
+        let want = count.multipliedReportingOverflow(by: config.inputFeatures)
+        if want.overflow || length != want.partialValue {
+            throw ModelError(.input, "model \(config.name): expected \(count) samples × \(config.inputFeatures) features = \(want.partialValue) input bytes, got \(length)")
+        }
+    }
+
+    func topScores(_ p: UnsafePointer<Float>, _ k: Int) -> [ClassScore] {
+        var best: [Int] = []
+        best.reserveCapacity(k + 1)
+        let C = config.classes.count
+        for c in 0..<C {
+            // insert after every entry that is at least as probable (ties keep the lower index first)
+            var pos = best.count
+            while pos > 0 && Self.ranksAbove(p[c], p[best[pos - 1]]) { pos -= 1 }
+            if pos < k {
+                best.insert(c, at: pos)
+                if best.count > k { best.removeLast() }
+            }
+        }
+        return best.map { ClassScore(index: $0, label: config.classes[$0], probability: p[$0]) }
+    }
+
+    /// Strictly better score; NaN ranks below everything.
+    @inline(__always) static func ranksAbove(_ a: Float, _ b: Float) -> Bool {
+        if a.isNaN { return false }
+        if b.isNaN { return true }
+        return a > b
+    }
+
+    struct Outputs {
+        let logits: UnsafeMutablePointer<Float>
+        let probabilities: UnsafeMutablePointer<Float>
+    }
+
+    struct TraceOutputs {
+        let stemPre: UnsafeMutablePointer<Int>
+        let stemBits: UnsafeMutablePointer<Bool>
+        let routerScores: UnsafeMutablePointer<Float>
+        let experts: UnsafeMutablePointer<Int>
+        let gates: UnsafeMutablePointer<Float>
+    }
+
+    private struct Shared: @unchecked Sendable {
+        let x: UnsafePointer<UInt8>
+        let outputs: Outputs
+        let trace: TraceOutputs?
+        let chunkActivations: UnsafeMutablePointer<Int>
+    }
+
+    private func run(x: UnsafePointer<UInt8>, count: Int, threads: Int, outputs: Outputs, trace: TraceOutputs?,
+                     activations: UnsafeMutablePointer<Int>) {
+        if count == 0 { return }
+        let E = config.experts
+        let pool = ThreadPool.shared
+        let minPerChunk = 16
+        let chunks = max(1, min(threads, pool.width, (count + minPerChunk - 1) / minPerChunk))
+        if chunks == 1 {
+            forwardRange(x: x, range: 0..<count, outputs: outputs, trace: trace, activations: activations)
+            return
+        }
+        let perChunk = UnsafeMutablePointer<Int>.allocate(capacity: chunks * E)
+        perChunk.initialize(repeating: 0, count: chunks * E)
+        defer { perChunk.deallocate() }
+        let shared = Shared(x: x, outputs: outputs, trace: trace, chunkActivations: perChunk)
+        let per = (count + chunks - 1) / chunks
+        pool.parallelFor(chunks) { c in
+            let lo = c * per, hi = min(count, lo + per)
+            if lo < hi {
+                self.forwardRange(x: shared.x, range: lo..<hi, outputs: shared.outputs, trace: shared.trace,
+                                  activations: shared.chunkActivations + c * E)
+            }
+        }
+        for c in 0..<chunks {
+            for e in 0..<E { activations[e] += perChunk[c * E + e] }
+        }
+    }
+
+    /// Forward pass of samples `range`, micro-batch by micro-batch, on the calling thread.
+    private func forwardRange(x: UnsafePointer<UInt8>, range: Range<Int>, outputs: Outputs, trace: TraceOutputs?,
+                              activations: UnsafeMutablePointer<Int>) {
+        let scratch = Scratch(config: config, capacity: min(Self.microBatch, range.count))
+        defer { scratch.deallocate() }
+        var start = range.lowerBound
+        while start < range.upperBound {
+            let n = min(Self.microBatch, range.upperBound - start)
+            forwardMicroBatch(x: x, first: start, n: n, s: scratch, outputs: outputs, trace: trace, activations: activations)
+            start += n
+        }
+    }
+
+    /// Per-thread working memory for one micro-batch.
+    final class Scratch {
+        let capacity: Int
+        let planes: UnsafeMutablePointer<UInt64>      // [n*P × Wd]
+        let stemPops: UnsafeMutablePointer<Int32>     // [n*P × S]
+        let sumQ: UnsafeMutablePointer<Int>           // [n]
+        let h: UnsafeMutablePointer<UInt64>           // [n × Ws]
+        let routerPops: UnsafeMutablePointer<Int32>   // [n × E]
+        let scores: UnsafeMutablePointer<Float>       // [n × E]
+        let selected: UnsafeMutablePointer<Int32>     // [n × K]
+        let gates: UnsafeMutablePointer<Float>        // [n × K]
+        let groupStart: UnsafeMutablePointer<Int>     // [E + 1]
+        let groupItems: UnsafeMutablePointer<Int32>   // [n × K] (sample * K + slot), grouped by expert
+        let actA: UnsafeMutablePointer<UInt64>        // [n × maxWords]
+        let actB: UnsafeMutablePointer<UInt64>
+        let pops: UnsafeMutablePointer<Int32>         // [n × C]
+        let z: UnsafeMutablePointer<Float>            // [n × K × C]
+        private var all: [UnsafeMutableRawPointer] = []
+
+        init(config: ModelConfig, capacity n: Int) {
+            capacity = n
+            let P = config.inputBitPlanes, D = config.inputFeatures, S = config.stemWidth, E = config.experts
+            let K = config.topK, C = config.classes.count
+            let wd = (D + 63) / 64, ws = (S + 63) / 64
+            let maxWords = config.expertWidths.map { ($0 + 63) / 64 }.max()!
+            var all: [UnsafeMutableRawPointer] = []
+            func alloc<T>(_ type: T.Type, _ count: Int) -> UnsafeMutablePointer<T> {
+                let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * MemoryLayout<T>.stride, alignment: 64)
+                all.append(raw)
+                return raw.bindMemory(to: T.self, capacity: max(1, count))
+            }
+            planes = alloc(UInt64.self, n * P * wd)
+            stemPops = alloc(Int32.self, n * P * S)
+            sumQ = alloc(Int.self, n)
+            h = alloc(UInt64.self, n * ws)
+            routerPops = alloc(Int32.self, n * E)
+            scores = alloc(Float.self, n * E)
+            selected = alloc(Int32.self, n * K)
+            gates = alloc(Float.self, n * K)
+            groupStart = alloc(Int.self, E + 1)
+            groupItems = alloc(Int32.self, n * K)
+            actA = alloc(UInt64.self, n * maxWords)
+            actB = alloc(UInt64.self, n * maxWords)
+            pops = alloc(Int32.self, n * C)
+            z = alloc(Float.self, n * K * C)
+            self.all = all
+        }
+
+        func deallocate() {
+            for p in all { p.deallocate() }
+            all = []
+        }
+    }
+
+    /// Top bits of every feature as `P` bit planes: `planes[(i*P + b) × Wd]`, bit j = bit b of `x_ij >> (8 − P)`.
+    @inline(__always)
+    private func buildPlanes(x: UnsafePointer<UInt8>, n: Int, planes: UnsafeMutablePointer<UInt64>, sumQ: UnsafeMutablePointer<Int>) {
+        let D = config.inputFeatures, P = config.inputBitPlanes
+        let wd = (D + 63) / 64
+        let shift = UInt64(8 - P)
+        let byteMask: UInt64 = 0x0101_0101_0101_0101 &* (0xFF >> shift)
+        planes.initialize(repeating: 0, count: n * P * wd)
+        let fullGroups = D / 8
+        for i in 0..<n {
+            let row = x + i * D
+            let out = planes + i * P * wd
+            var total = 0
+            @inline(__always) func put(_ g: Int, _ v: UInt64) {
+                let q = (v >> shift) & byteMask
+                let word = g >> 3, bitShift = UInt64((g & 7) * 8)
+                for b in 0..<P {
+                    let t = (q >> UInt64(b)) & 0x0101_0101_0101_0101
+                    let bits = (t &* 0x0102_0408_1020_4080) >> 56
+                    out[b * wd + word] |= bits << bitShift
+                }
+            }
+            for g in 0..<fullGroups {
+                put(g, UnsafeRawPointer(row + g * 8).loadUnaligned(as: UInt64.self).littleEndian)
+            }
+            if D % 8 != 0 {
+                var v: UInt64 = 0
+                for j in (fullGroups * 8)..<D { v |= UInt64(row[j]) << UInt64((j - fullGroups * 8) * 8) }
+                put(fullGroups, v)
+            }
+            for b in 0..<P {
+                var c = 0
+                for w in 0..<wd { c &+= out[b * wd + w].nonzeroBitCount }
+                total &+= c << b
+            }
+            sumQ[i] = total
+        }
+    }
+
+    private func forwardMicroBatch(x: UnsafePointer<UInt8>, first: Int, n: Int, s: Scratch, outputs: Outputs,
+                                   trace: TraceOutputs?, activations: UnsafeMutablePointer<Int>) {
+        let D = config.inputFeatures, P = config.inputBitPlanes, S = config.stemWidth, E = config.experts
+        let K = config.topK, C = config.classes.count
+        let wd = (D + 63) / 64, ws = (S + 63) / 64
+
+        // 1. Stem: AND-popcount of every bit plane with the +1 weight bits, then a = 2·Σ 2^b·pop_b − Σ q ≥ t.
+        buildPlanes(x: x + first * D, n: n, planes: s.planes, sumQ: s.sumQ)
+        BinaryKernels.andPopcounts(a: s.planes, lda: wd, n: n * P, b: stem.base, ldb: stem.words, m: S, words: wd,
+                                   out: s.stemPops, ldo: S)
+        s.h.initialize(repeating: 0, count: n * ws)
+        stemThreshold.withUnsafeBufferPointer { t in
+            for i in 0..<n {
+                let q = s.sumQ[i]
+                let hrow = s.h + i * ws
+                let base = s.stemPops + i * P * S
+                for j in 0..<S {
+                    var acc = 0
+                    for b in 0..<P { acc &+= Int(base[b * S + j]) << b }
+                    let a = 2 &* acc &- q
+                    let on = a >= Int(t[j])
+                    if on { hrow[j >> 6] |= (1 as UInt64) << UInt64(j & 63) }
+                    if let tr = trace {
+                        tr.stemPre[(first + i) * S + j] = a
+                        tr.stemBits[(first + i) * S + j] = on
+                    }
+                }
+            }
+        }
+
+        // 2. Router: r_e = scale_e · (S − 2·pop) + bias_e, then top-k (ties to the lower index) and softmax gates.
+        BinaryKernels.xorPopcounts(a: s.h, lda: ws, n: n, b: router.base, ldb: router.words, m: E, words: ws,
+                                   out: s.routerPops, ldo: E)
+        routerScale.withUnsafeBufferPointer { scale in
+            routerBias.withUnsafeBufferPointer { bias in
+                for i in 0..<n {
+                    let pops = s.routerPops + i * E
+                    let r = s.scores + i * E
+                    for e in 0..<E {
+                        let d = Float(S - 2 * Int(pops[e]))
+                        let prod = scale[e] * d
+                        r[e] = prod + bias[e]
+                    }
+                    selectTopK(r, E, K, s.selected + i * K)
+                    let g = s.gates + i * K
+                    let m = r[Int(s.selected[i * K])]
+                    var sum: Float = 0
+                    for slot in 0..<K {
+                        let v = expf(r[Int(s.selected[i * K + slot])] - m)
+                        g[slot] = v
+                        sum += v
+                    }
+                    for slot in 0..<K { g[slot] = g[slot] / sum }
+                    if let tr = trace {
+                        (tr.routerScores + (first + i) * E).update(from: r, count: E)
+                        for slot in 0..<K {
+                            tr.experts[(first + i) * K + slot] = Int(s.selected[i * K + slot])
+                            tr.gates[(first + i) * K + slot] = g[slot]
+                        }
+                    }
+                }
+            }
+        }
+
+        // 3. Group (sample, slot) pairs by expert with a counting sort.
+        let start = s.groupStart
+        start.initialize(repeating: 0, count: E + 1)
+        for item in 0..<(n * K) { start[Int(s.selected[item]) + 1] += 1 }
+        for e in 0..<E { start[e + 1] += start[e] }
+        for item in 0..<(n * K) {
+            let e = Int(s.selected[item])
+            // `start[e]` is advanced while filling and restored below.
+            s.groupItems[start[e]] = Int32(item)
+            start[e] += 1
+        }
+        for e in stride(from: E, to: 0, by: -1) { start[e] = start[e - 1] }
+        start[0] = 0
+
+        // 4. One GEMM chain per expert over its group.
+        let widths = config.expertWidths
+        for e in 0..<E {
+            let lo = start[e], hi = start[e + 1]
+            let g = hi - lo
+            if g == 0 { continue }
+            activations[e] += g
+            // gather the group's stem bits
+            for r in 0..<g {
+                let sample = Int(s.groupItems[lo + r]) / K
+                (s.actA + r * ws).update(from: s.h + sample * ws, count: ws)
+            }
+            var src = s.actA, dst = s.actB
+            for l in 0..<hidden.count {
+                let layer = hidden[l]
+                let rows = widths[l + 1]
+                let inWords = layer.words, outWords = (rows + 63) / 64
+                hiddenMaxPop[l].withUnsafeBufferPointer { mp in
+                    BinaryKernels.xnorThresholdLayer(a: src, lda: inWords, n: g, b: layer.row(e * rows), ldb: inWords,
+                                                     m: rows, words: inWords, maxPop: mp.baseAddress! + e * rows,
+                                                     out: dst, ldo: outWords)
+                }
+                swap(&src, &dst)
+            }
+            let last = widths.last!
+            BinaryKernels.xorPopcounts(a: src, lda: output.words, n: g, b: output.row(e * C), ldb: output.words, m: C,
+                                       words: output.words, out: s.pops, ldo: C)
+            outScale.withUnsafeBufferPointer { scale in
+                outBias.withUnsafeBufferPointer { bias in
+                    for r in 0..<g {
+                        let item = Int(s.groupItems[lo + r])
+                        let z = s.z + item * C
+                        let pops = s.pops + r * C
+                        for c in 0..<C {
+                            let d = Float(last - 2 * Int(pops[c]))
+                            let prod = scale[e * C + c] * d
+                            z[c] = prod + bias[e * C + c]
+                        }
+                    }
+                }
+            }
+        }
+
+        // 5. logits = Σ g_i · z_{e_i} in selection order; probabilities = softmax(logits).
+        for i in 0..<n {
+            let lg = outputs.logits + (first + i) * C
+            let pr = outputs.probabilities + (first + i) * C
+            for c in 0..<C { lg[c] = 0 }
+            for slot in 0..<K {
+                let g = s.gates[i * K + slot]
+                let z = s.z + (i * K + slot) * C
+                for c in 0..<C {
+                    let term = g * z[c]
+                    lg[c] = lg[c] + term
+                }
+            }
+            var m = lg[0]
+            for c in 1..<max(1, C) where lg[c] > m { m = lg[c] }
+            var sum: Float = 0
+            for c in 0..<C {
+                let v = expf(lg[c] - m)
+                pr[c] = v
+                sum += v
+            }
+            for c in 0..<C { pr[c] = pr[c] / sum }
+        }
+    }
+
+    /// Indices of the `k` largest scores, best first; ties go to the lower index; NaN ranks last.
+    @inline(__always)
+    private func selectTopK(_ r: UnsafePointer<Float>, _ count: Int, _ k: Int, _ out: UnsafeMutablePointer<Int32>) {
+        var filled = 0
+        for e in 0..<count {
+            let v = r[e]
+            if filled == k && !Self.ranksAbove(v, r[Int(out[k - 1])]) { continue }
+            var pos = filled == k ? k - 1 : filled
+            while pos > 0 && Self.ranksAbove(v, r[Int(out[pos - 1])]) {
+                out[pos] = out[pos - 1]
+                pos -= 1
+            }
+            out[pos] = Int32(e)
+            if filled < k { filled += 1 }
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -1,0 +1,143 @@
+import Foundation
+@testable import BitFleetEngine
+
+enum TestSupport {
+    /// The repository root, found from this file's path (the directory holding Ops/models/random_model.py).
+    static func repoRoot(_ file: String = #filePath) -> String {
+        var url = URL(fileURLWithPath: file).deletingLastPathComponent()
+        while url.path != "/" {
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Ops/models/random_model.py").path) {
+                return url.path
+            }
+            url = url.deletingLastPathComponent()
+        }
+        fatalError("cannot find the repository root from \(file)")
+    }
+
+    struct CommandFailed: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    @discardableResult
+    static func run(_ arguments: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        if p.terminationStatus != 0 {
+            throw CommandFailed(description: "\(arguments.joined(separator: " ")) failed (\(p.terminationStatus)): "
+                + String(decoding: e, as: UTF8.self))
+        }
+        return String(decoding: o, as: UTF8.self)
+    }
+
+    static func tempDir(_ tag: String) -> String {
+        let dir = NSTemporaryDirectory() + "bitfleet-engine-tests-\(getpid())-\(tag)-\(UUID().uuidString.prefix(8))"
+        try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    struct ModelSpec: CustomStringConvertible, Sendable {
+        var features: Int, stem: Int, experts: Int, topK: Int, hidden: [Int], classes: Int, planes: Int
+        var seed: Int, samples: Int
+        var routerTies = false
+        var description: String {
+            "D\(features) S\(stem) E\(experts) k\(topK) H\(hidden) C\(classes) P\(planes) M\(samples)\(routerTies ? " ties" : "")"
+        }
+    }
+
+    /// Runs Ops/models/random_model.py into a new temp dir and unpacks expected.npz into .npy files there.
+    static func makeRandomModel(_ spec: ModelSpec) throws -> String {
+        let dir = tempDir("model-\(spec.seed)")
+        let root = repoRoot()
+        var args = ["python3", root + "/Ops/models/random_model.py", dir,
+                    "--features", "\(spec.features)", "--stem", "\(spec.stem)", "--experts", "\(spec.experts)",
+                    "--top-k", "\(spec.topK)", "--hidden", spec.hidden.map(String.init).joined(separator: ","),
+                    "--classes", "\(spec.classes)", "--planes", "\(spec.planes)", "--seed", "\(spec.seed)",
+                    "--samples", "\(spec.samples)"]
+        if spec.routerTies { args.append("--router-ties") }
+        try run(args)
+        try run(["python3", "-c",
+                 "import numpy as np, sys; d = np.load(sys.argv[1] + '/expected.npz')\n"
+                 + "for k in d.files: np.save(sys.argv[1] + '/expected_' + k + '.npy', d[k])", dir])
+        return dir
+    }
+
+    /// A minimal .npy reader (little-endian u1, i8, f4; C order).
+    struct NPY {
+        var shape: [Int]
+        var descr: String
+        var data: Data
+
+        init(path: String) throws {
+            let d = try Data(contentsOf: URL(fileURLWithPath: path))
+            guard d.count > 10, d.prefix(6) == Data([0x93]) + Data("NUMPY".utf8) else { throw CommandFailed(description: "\(path): not npy") }
+            let major = d[d.startIndex + 6]
+            let headerLen: Int
+            let headerStart: Int
+            if major == 1 {
+                headerLen = Int(d[d.startIndex + 8]) | Int(d[d.startIndex + 9]) << 8
+                headerStart = 10
+            } else {
+                headerLen = Int(d[d.startIndex + 8]) | Int(d[d.startIndex + 9]) << 8 | Int(d[d.startIndex + 10]) << 16 | Int(d[d.startIndex + 11]) << 24
+                headerStart = 12
+            }
+            let header = String(decoding: d[(d.startIndex + headerStart)..<(d.startIndex + headerStart + headerLen)], as: UTF8.self)
+            func field(_ key: String) -> String {
+                let r = header.range(of: "'\(key)': ")!
+                return String(header[r.upperBound...])
+            }
+            let descrText = field("descr")
+            descr = String(descrText.dropFirst().prefix { $0 != "'" })
+            precondition(field("fortran_order").hasPrefix("False"))
+            let shapeText = field("shape").dropFirst().prefix { $0 != ")" }
+            shape = shapeText.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            data = d.subdata(in: (d.startIndex + headerStart + headerLen)..<d.endIndex)
+        }
+
+        var count: Int { shape.reduce(1, *) }
+
+        func ints() -> [Int] {
+            switch descr {
+            case "<i8": return data.withUnsafeBytes { raw in (0..<count).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) } }
+            case "|u1": return data.map { Int($0) }
+            default: fatalError("ints() of \(descr)")
+            }
+        }
+
+        func floats() -> [Float] {
+            precondition(descr == "<f4", "floats() of \(descr)")
+            return data.withUnsafeBytes { raw in (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) } }
+        }
+
+        func bytes() -> [UInt8] {
+            precondition(descr == "|u1")
+            return [UInt8](data)
+        }
+    }
+
+    static func npy(_ dir: String, _ name: String) throws -> NPY { try NPY(path: dir + "/" + name + ".npy") }
+
+    /// Relative closeness for float32 results computed in the same order by numpy (exp may differ by an ulp).
+    static func close(_ a: Float, _ b: Float, rel: Float = 1e-5, abs: Float = 1e-6) -> Bool {
+        Swift.abs(a - b) <= rel * Swift.abs(b) + abs
+    }
+
+    /// Deterministic RNG for fuzzing.
+    struct SplitMix64: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+}

@@ -1,0 +1,168 @@
+import Foundation
+import Testing
+@testable import BitFleetEngine
+
+@Suite("SHA-256")
+struct SHA256Tests {
+    @Test(arguments: [
+        ("", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        ("abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        ("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
+        ("abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu",
+         "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1"),
+    ])
+    func vectors(input: String, digest: String) {
+        #expect(SHA256.hexDigest(Array(input.utf8)) == digest)
+    }
+
+    @Test func millionAs() {
+        #expect(SHA256.hexDigest([UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000))
+                == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+    }
+
+    @Test func incrementalEqualsOneShot() {
+        var rng = TestSupport.SplitMix64(state: 42)
+        let data = (0..<5000).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        for cut in [0, 1, 55, 56, 63, 64, 65, 127, 128, 4999, 5000] {
+            var h = SHA256()
+            h.update(data[0..<cut])
+            h.update(data[cut...])
+            #expect(SHA256.hex(h.finalize()) == SHA256.hexDigest(data), "split at \(cut)")
+        }
+        // lengths around the padding boundary against Python's hashlib
+        let lengths = [0, 1, 55, 56, 57, 63, 64, 65, 119, 120, 1000]
+        let script = "import hashlib\nfor n in \(lengths): print(hashlib.sha256(bytes((i * 7 + 3) % 256 for i in range(n))).hexdigest())"
+        guard let out = try? TestSupport.run(["python3", "-c", script]) else { return }
+        let expected = out.split(separator: "\n").map(String.init)
+        for (n, want) in zip(lengths, expected) {
+            #expect(SHA256.hexDigest((0..<n).map { UInt8(($0 * 7 + 3) % 256) }) == want, "length \(n)")
+        }
+    }
+}
+
+@Suite("Input quantizer")
+struct QuantizerTests {
+    @Test func roundsHalfToEvenAndChecksRange() throws {
+        #expect(try InputQuantizer.quantize([0, 1, 0.5, 1.5, 2.5, 254.5, 255, 0.2], scale: 1) == [0, 1, 0, 2, 2, 254, 255, 0])
+        #expect(try InputQuantizer.quantize([0, 0.5, 1, -0.001], scale: 255) == [0, 128, 255, 0])
+        #expect(try InputQuantizer.quantize([], scale: 1) == [])
+    }
+
+    @Test(arguments: [Float.nan, .infinity, -.infinity, 255.6, -0.6, 1e30])
+    func rejects(bad: Float) {
+        do {
+            _ = try InputQuantizer.quantize([1, 2, bad, 3], scale: 1)
+            Issue.record("accepted \(bad)")
+        } catch let e as InputQuantizer.OutOfRange {
+            #expect(e.index == 2)
+            #expect(e.description.contains("index 2"))
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+}
+
+@Suite("Kernels")
+struct KernelTests {
+    /// Naive bit-by-bit XOR/AND popcount against the blocked kernel, over shapes that hit every tail path.
+    @Test(arguments: [(1, 1, 1), (2, 4, 1), (3, 5, 2), (7, 9, 3), (2, 700, 4), (5, 3, 70), (64, 33, 5)])
+    func gemmMatchesNaive(n: Int, m: Int, words: Int) {
+        var rng = TestSupport.SplitMix64(state: UInt64(n * 1000 + m * 10 + words))
+        let a = (0..<(n * words)).map { _ in rng.next() }
+        let b = (0..<(m * words)).map { _ in rng.next() }
+        var out = [Int32](repeating: -1, count: n * m)
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in out.withUnsafeMutableBufferPointer { op in
+            BinaryKernels.xorPopcounts(a: ap.baseAddress!, lda: words, n: n, b: bp.baseAddress!, ldb: words, m: m,
+                                       words: words, out: op.baseAddress!, ldo: m)
+        }}}
+        var andOut = [Int32](repeating: -1, count: n * m)
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in andOut.withUnsafeMutableBufferPointer { op in
+            BinaryKernels.andPopcounts(a: ap.baseAddress!, lda: words, n: n, b: bp.baseAddress!, ldb: words, m: m,
+                                       words: words, out: op.baseAddress!, ldo: m)
+        }}}
+        for i in 0..<n {
+            for j in 0..<m {
+                var x = 0, y = 0
+                for w in 0..<words {
+                    for bit in 0..<64 {
+                        let p = (a[i * words + w] >> UInt64(bit)) & 1, q = (b[j * words + w] >> UInt64(bit)) & 1
+                        x += Int(p ^ q)
+                        y += Int(p & q)
+                    }
+                }
+                #expect(Int(out[i * m + j]) == x)
+                #expect(Int(andOut[i * m + j]) == y)
+            }
+        }
+    }
+
+    @Test func maxPopcountIsFloorDivision() {
+        for k in [1, 2, 7, 64, 65] {
+            for t in Int32(-70)...Int32(70) {
+                let mp = Int(maxPopcount(bits: k, threshold: t))
+                for pop in 0...k {
+                    #expect((k - 2 * pop >= Int(t)) == (pop <= mp), "k \(k) t \(t) pop \(pop)")
+                }
+            }
+        }
+    }
+
+    @Test func benchmarkRuns() {
+        let r = KernelBenchmark.run(m: 64, n: 64, k: 256, threads: 2, minSeconds: 0.01)
+        #expect(r.macs == 64 * 64 * 256)
+        #expect(r.macsPerSecond > 0)
+        #expect(r.checksum == KernelBenchmark.run(m: 64, n: 64, k: 256, threads: 1, minSeconds: 0.01).checksum)
+    }
+}
+
+@Suite("Thread pool and CPU features")
+struct PoolTests {
+    @Test func parallelForRunsEveryIndexOnce() {
+        let pool = ThreadPool(helpers: 3)
+        for count in [0, 1, 2, 7, 100] {
+            let hits = UnsafeMutablePointer<Int>.allocate(capacity: max(1, count))
+            hits.initialize(repeating: 0, count: max(1, count))
+            let box = PointerBox(hits)
+            pool.parallelFor(count) { i in box.p[i] += 1 }
+            for i in 0..<count { #expect(hits[i] == 1) }
+            hits.deallocate()
+        }
+    }
+
+    @Test func concurrentCallers() async {
+        let pool = ThreadPool(helpers: 2)
+        let sums = await withTaskGroup(of: Int.self) { group in
+            for t in 0..<6 {
+                group.addTask {
+                    let cells = UnsafeMutablePointer<Int>.allocate(capacity: 50)
+                    defer { cells.deallocate() }
+                    let box = PointerBox(cells)
+                    pool.parallelFor(50) { i in box.p[i] = i * t }
+                    return (0..<50).reduce(0) { $0 + cells[$1] }
+                }
+            }
+            var out: [Int] = []
+            for await s in group { out.append(s) }
+            return out.sorted()
+        }
+        #expect(sums == (0..<6).map { 1225 * $0 })
+    }
+
+    @Test func cpuFeatureMessages() {
+        let v3 = CPUFeatures(avx2: true, popcnt: true, bmi2: true, fma: true)
+        let old = CPUFeatures(avx2: false, popcnt: true, bmi2: false, fma: false)
+        #expect(CPUFeatures.unsupportedMessage(built: v3, running: v3) == nil)
+        let msg = CPUFeatures.unsupportedMessage(built: v3, running: old)
+        #expect(msg?.contains("avx2") == true && msg?.contains("bmi2") == true)
+        #expect(CPUFeatures.unsupportedMessage(built: old, running: v3) == nil)
+        // this test binary runs on the CPU it was built on
+        #expect(CPUFeatures.unsupportedMessage() == nil)
+        #expect(CPUFeatures.running.popcnt)
+    }
+}
+
+struct PointerBox: @unchecked Sendable {
+    let p: UnsafeMutablePointer<Int>
+    init(_ p: UnsafeMutablePointer<Int>) { self.p = p }
+}
