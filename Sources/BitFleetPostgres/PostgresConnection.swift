@@ -98,6 +98,8 @@ public final class PostgresConnection {
             if let connection { PQfinish(connection) }
             throw PostgresError(kind: .connection, message: "could not connect: \(message)")
         }
+        // Server notices ("schema already exists, skipping") are not errors; keep them off the user's terminal.
+        PQsetNoticeProcessor(connection, { _, _ in }, nil)
         handle = connection
     }
 

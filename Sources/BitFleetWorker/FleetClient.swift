@@ -100,7 +100,7 @@ public struct FleetClient {
         let rows = try connection.query("""
             SELECT bitfleet.create_batch(model => $1, input_urls => $2::text[], custom_ids => $3::text[],
                                          model_version => $4, input_format => $5, top_k => $6, tenant => $7,
-                                         expires_in => make_interval(secs => $8 * 3600)) AS id
+                                         expires_in => make_interval(secs => $8::float8 * 3600)) AS id
             """, [model, items.map(\.inputURL), customIDs, modelVersion, inputFormat, topK, tenant, expiresInHours])
         return try rows[0].int("id")
     }
