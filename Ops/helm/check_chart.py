@@ -592,7 +592,8 @@ def check_value_set(rep: Report, path: Path) -> None:
         rep.check(f"{label}: model dir mounted read-only from {want}",
                   bool(m) and m.get("readOnly") is True and want in vols.get(m["name"], {}), str(m))
     if merged["worker"]["pollOnly"]:
-        rep.check(f"{label}: BITFLEET_POLL_ONLY=true", env.get("BITFLEET_POLL_ONLY", {}).get("value") == "true")
+        # The worker reads BITFLEET_POLL_ONLY == "1" (Sources/bitfleet/WorkerCommand.swift).
+        rep.check(f"{label}: BITFLEET_POLL_ONLY=1", env.get("BITFLEET_POLL_ONLY", {}).get("value") == "1")
     if merged["worker"]["allowNetworks"]:
         rep.check(f"{label}: BITFLEET_ALLOW_NETWORKS carries the allowlist",
                   env.get("BITFLEET_ALLOW_NETWORKS", {}).get("value") == ",".join(merged["worker"]["allowNetworks"]))
@@ -805,10 +806,20 @@ def check_sql(rep: Report) -> None:
                 raise RuntimeError(out.stderr.strip())
             return out.stdout.strip()
 
+        # What `bitfleet migrate` does before the files (Sources/BitFleetPostgres/Migrator.swift).
+        sql("CREATE SCHEMA IF NOT EXISTS bitfleet; CREATE TABLE IF NOT EXISTS bitfleet.schema_migrations "
+            "(name text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());")
+
+        def apply(m: Path) -> bool:
+            out = subprocess.run([psql, url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(m)],
+                                 capture_output=True, text=True, timeout=120)
+            if out.returncode != 0:
+                raise RuntimeError(out.stderr.strip()[-400:])
+            return True
+
         for m in migrations:
-            rep.run(f"sql: apply {m.name}", lambda: subprocess.run(
-                [psql, url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(m)],
-                check=True, capture_output=True, text=True, timeout=120))
+            if rep.run(f"sql: apply {m.name}", lambda: apply(m)) is None:
+                return
         inserts = []
         for state, offset, n in JOB_FIXTURE:
             lease = "'w1', now() + interval '1 minute'" if state == "running" else "NULL, NULL"
