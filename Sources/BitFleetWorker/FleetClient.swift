@@ -133,13 +133,7 @@ public struct FleetClient {
     /// Cancels a batch: jobs not yet running become `cancelled`; running ones finish. Returns how many were cancelled.
     @discardableResult
     public func cancelBatch(_ batchID: Int) throws -> Int {
-        try connection.transaction {
-            try connection.query("UPDATE bitfleet.batches SET cancelled_at = coalesce(cancelled_at, now()) WHERE id = $1", [batchID])
-            return try connection.query("""
-                UPDATE bitfleet.jobs SET state = 'cancelled', finished_at = now()
-                WHERE batch_id = $1 AND state IN ('queued', 'failed')
-                """, [batchID]).affectedRows
-        }
+        try connection.query("SELECT bitfleet.cancel_batch($1) AS n", [batchID])[0].int("n")
     }
 
     public struct JobResult: Sendable, Codable, Equatable {

@@ -282,3 +282,51 @@ struct SchemaTests {
         #expect(try Schema.migrate(connection).isEmpty)
     }
 }
+
+@Suite("Least-privilege roles")
+struct RoleTests {
+    /// A login role in `group`, and the test database's URL as that user (the throwaway cluster trusts loopback).
+    func login(_ fleet: FleetFixture, in group: String) throws -> String {
+        let user = "u_" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        try fleet.connection.query("CREATE ROLE \(user) LOGIN IN ROLE \(group)")  // generated name, not input
+        return fleet.database.url.replacingOccurrences(of: "postgres@", with: "\(user)@")
+    }
+
+    @Test func theWorkerRoleIsEnoughToRunJobs() throws {
+        let fleet = try FleetFixture()
+        let url = try fleet.serveNPY("r.npy", samples: FleetFixture.randomSamples(2, seed: 30))
+        let id = try fleet.client.enqueue(.init(model: "tiny", inputURL: url))
+        let workerURL = try login(fleet, in: "bitfleet_worker")
+        _ = try fleet.drain { $0.databaseURL = workerURL }
+        #expect(try fleet.client.job(id)?.state == "succeeded")
+        let worker = try PostgresConnection(url: workerURL)
+        let denied = #expect(throws: PostgresError.self) { try worker.query("DELETE FROM bitfleet.jobs") }
+        #expect(denied?.sqlState == "42501")
+        #expect(throws: PostgresError.self) { try worker.query("UPDATE bitfleet.models SET uri = 'x'") }
+    }
+
+    @Test func theEnqueueRoleEnqueuesAndReadsButCannotTouchTheQueue() throws {
+        let fleet = try FleetFixture()
+        let client = FleetClient(connection: try PostgresConnection(url: try login(fleet, in: "bitfleet_enqueue")))
+        let id = try client.enqueue(.init(model: "tiny", inputURL: "http://example.invalid/a.npy"))
+        let batch = try client.createBatch(model: "tiny", items: [.init(inputURL: "http://example.invalid/b.npy")])
+        #expect(try client.job(id)?.state == "queued")
+        #expect(try client.cancelBatch(batch) == 1)
+        let denied = #expect(throws: PostgresError.self) {
+            try client.connection.query("UPDATE bitfleet.jobs SET state = 'succeeded'")
+        }
+        #expect(denied?.sqlState == "42501")
+        #expect(throws: PostgresError.self) { try client.connection.query("SELECT * FROM bitfleet.job_costs") }
+    }
+
+    @Test func theReadOnlyRoleReadsEverythingAndWritesNothing() throws {
+        let fleet = try FleetFixture()
+        let readonly = try PostgresConnection(url: try login(fleet, in: "bitfleet_readonly"))
+        #expect(try readonly.query("SELECT count(*) AS n FROM bitfleet.cost_by_model_day").count == 1)
+        #expect(try readonly.query("SELECT count(*) AS n FROM bitfleet.job_costs").count == 1)
+        let denied = #expect(throws: PostgresError.self) {
+            try readonly.query("SELECT bitfleet.enqueue('tiny', 'http://example.invalid/x.npy')")
+        }
+        #expect(denied?.sqlState == "42501")
+    }
+}
