@@ -135,7 +135,10 @@ public final class HTTPClient {
         if let ca = p.caBundlePath { try set(CURLOPT_CAINFO, ca) }
         // No proxy from the environment: the SSRF guard must see the real destination.
         try set(CURLOPT_PROXY, "")
-        try set(CURLOPT_ACCEPT_ENCODING, "")   // advertise gzip/deflate/…; libcurl decodes
+        // Ask for gzip but decode it ourselves (Gzip.swift): libcurl 7.88 returns a truncated gzip body as if it
+        // were complete, and our decoder also caps the decoded size.
+        try set(CURLOPT_ACCEPT_ENCODING, "gzip")
+        try set(CURLOPT_HTTP_CONTENT_DECODING, 0)
         try set(CURLOPT_USERAGENT, p.userAgent)
         try set(CURLOPT_TCP_KEEPALIVE, 1)
         try check(ccurl_install_sink(easy, sink), CURLOPT_WRITEFUNCTION)
@@ -239,11 +242,34 @@ public final class HTTPClient {
         if length == 0 && !policy.allowEmptyBody {
             throw FetchError(.emptyBody, "empty body (HTTP \(status)) from \(redactedURL(effective))")
         }
-        let body: [UInt8]
+        var body: [UInt8]
         if let data = sink.pointee.data, length > 0 {
             body = Array(UnsafeBufferPointer(start: data, count: length))
         } else {
             body = []
+        }
+        let encoding = withUnsafeBytes(of: headerCapture.pointee.content_encoding) {
+            String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        switch encoding {
+        case "", "identity":
+            break
+        case "gzip", "x-gzip":
+            do {
+                body = try Gzip.decompress(body, limit: policy.maxBodyBytes)
+            } catch {
+                if error.kind == .tooLarge {
+                    throw FetchError(
+                        .tooLarge,
+                        "body from \(redactedURL(effective)) exceeds the limit of \(policy.maxBodyBytes) bytes after gzip decoding")
+                }
+                throw FetchError(.other, "bad gzip body (Content-Encoding: gzip) from \(redactedURL(effective)): \(error.message)")
+            }
+            if body.isEmpty && !policy.allowEmptyBody {
+                throw FetchError(.emptyBody, "empty body (HTTP \(status), gzip) from \(redactedURL(effective))")
+            }
+        default:
+            throw FetchError(.other, "unsupported Content-Encoding '\(encoding)' from \(redactedURL(effective)) (only gzip is accepted)")
         }
         return FetchResponse(
             status: status, body: body, contentType: contentType, effectiveURL: effective,
@@ -283,7 +309,7 @@ public final class HTTPClient {
         case CURLE_COULDNT_RESOLVE_HOST:
             return FetchError(.dnsFailure, "DNS lookup failed for \(effective): \(detail)")
         case CURLE_COULDNT_CONNECT:
-            if g.refused > 0 && g.connects == 0 {
+            if g.refused_since_connect > 0 {
                 let addr = withUnsafeBytes(of: g.refused_address) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
                 let why = withUnsafeBytes(of: g.refused_reason) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
                 return FetchError(
@@ -347,5 +373,15 @@ extension String {
         while let f = s.first, f == " " || f == "\t" || f == "\n" || f == "\r" { s.removeFirst() }
         while let l = s.last, l == " " || l == "\t" || l == "\n" || l == "\r" { s.removeLast() }
         return String(s)
+    }
+}
+
+/// The address classification the SSRF guard applies at connect time (for diagnostics and tests).
+public enum SSRFGuard {
+    /// Why a numeric IPv4/IPv6 address is not public ("loopback (127.0.0.0/8)", "link-local (169.254.0.0/16)",
+    /// …), nil for a public address, "invalid" when it cannot be parsed.
+    public static func classify(_ address: String) -> String? {
+        guard let r = ccurl_classify_text(address) else { return nil }
+        return String(cString: r)
     }
 }

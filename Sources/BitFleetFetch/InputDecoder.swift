@@ -6,15 +6,28 @@ public enum InputDecoder {
     ///   "raw:uint8" (width from `features`); nil → detect: npy magic, gzip magic (an error), Content-Type,
     ///   URL suffix, then the first non-blank byte ('[' JSON, '{' NDJSON).
     /// - features: the model's input width; every sample must have exactly this many values.
+    /// - maxDecompressedBytes: a body that is itself gzip data (an `inputs.npy.gz` served without
+    ///   Content-Encoding) is decompressed first, up to this size.
     public static func decode(
         _ body: [UInt8], format: String?, contentType: String?, url: String, features: Int,
-        maxSamples: Int = 1_000_000
+        maxSamples: Int = 1_000_000, maxDecompressedBytes: Int = 256 << 20
     ) throws(DecodeError) -> InputBatch {
         guard features > 0 else { throw DecodeError("model input width must be positive (got \(features))") }
         guard !body.isEmpty else { throw DecodeError("input is empty (0 bytes)") }
-        if body.count >= 2 && body[0] == 0x1f && body[1] == 0x8b && !(format?.lowercased().hasPrefix("raw") ?? false) {
-            throw DecodeError(
-                "input is gzip-compressed data that was not decoded (serve it with Content-Encoding: gzip, or uncompressed)")
+        if Gzip.isGzip(body) && !(format?.lowercased().hasPrefix("raw") ?? false) {
+            let plain: [UInt8]
+            do {
+                plain = try Gzip.decompress(body, limit: maxDecompressedBytes)
+            } catch {
+                throw DecodeError("input is gzip-compressed and cannot be decompressed: \(error.message)")
+            }
+            var strippedURL = Substring(url)
+            if let q = strippedURL.firstIndex(where: { $0 == "?" || $0 == "#" }) { strippedURL = strippedURL[..<q] }
+            if strippedURL.lowercased().hasSuffix(".gz") { strippedURL = strippedURL.dropLast(3) }
+            let innerType = contentType.map { $0.lowercased().contains("gzip") ? nil : $0 } ?? nil
+            return try decode(
+                plain, format: format, contentType: innerType, url: String(strippedURL), features: features,
+                maxSamples: maxSamples, maxDecompressedBytes: 0)
         }
         let spec: FormatSpec
         if let format, !format.isEmpty {
@@ -122,7 +135,17 @@ enum RawDecoder {
             guard width == features else {
                 throw DecodeError("raw shape \(shape.map(String.init).joined(separator: "x")): each sample has \(width) features, model expects \(features)")
             }
-            samples = shape.count == 2 ? shape[0] : 1
+            if shape.count == 1 {
+                // Only the width: the sample count follows from the body size.
+                let row = width * dtype.size
+                guard body.count % row == 0 else {
+                    throw DecodeError(
+                        "raw \(dtype.rawValue) body of \(body.count) bytes is not a whole number of \(features)-feature samples (\(row) bytes each)")
+                }
+                samples = body.count / row
+            } else {
+                samples = shape[0]
+            }
             let (n, o1) = samples.multipliedReportingOverflow(by: width)
             let (bytes, o2) = n.multipliedReportingOverflow(by: dtype.size)
             guard !o1, !o2, bytes == body.count else {

@@ -406,7 +406,11 @@ private struct Scanner {
             while let c = peek(), c >= 48 && c <= 57 { pos += 1 }
         } else {
             let what: String
-            if first == UInt8(ascii: "N") || first == UInt8(ascii: "I") || first == UInt8(ascii: "n") || first == UInt8(ascii: "i") {
+            let second = pos + 1 < end ? bytes[pos + 1] : 0
+            if first == UInt8(ascii: "N") || first == UInt8(ascii: "I")
+                || (first == UInt8(ascii: "n") && second == UInt8(ascii: "a"))
+                || (first == UInt8(ascii: "i") && second == UInt8(ascii: "n"))
+            {
                 what = "NaN and Infinity are not valid JSON numbers (inputs must be finite)"
             } else if let feature {
                 what = "sample \(sample) feature \(feature): expected a number, found \(describe(first))"

@@ -253,6 +253,7 @@ void ccurl_guard_reset_transfer(ccurl_guard *g) {
     g->refused_address[0] = 0;
     g->refused_reason[0] = 0;
     g->connects = 0;
+    g->refused_since_connect = 0;
     g->last_address[0] = 0;
 }
 
@@ -366,12 +367,14 @@ static curl_socket_t guard_opensocket(void *clientp, curlsocktype purpose, struc
         }
         if (reason) {
             g->refused++;
+            g->refused_since_connect++;
             snprintf(g->refused_address, sizeof(g->refused_address), "%s", text);
             snprintf(g->refused_reason, sizeof(g->refused_reason), "%s", reason);
             return CURL_SOCKET_BAD;
         }
     }
     g->connects++;
+    g->refused_since_connect = 0;
     snprintf(g->last_address, sizeof(g->last_address), "%s", text);
     return socket(address->family, address->socktype, address->protocol);
 }

@@ -66,6 +66,7 @@ typedef struct ccurl_guard {
     char refused_address[64];          // the last refused address, as text
     char refused_reason[48];           // why: "loopback", "private", "link-local", ...
     int connects;                      // sockets opened during the current transfer
+    int refused_since_connect;         // refusals since the last socket that was opened (redirect hops)
     char last_address[64];             // the last address a socket was opened for
 } ccurl_guard;
 
