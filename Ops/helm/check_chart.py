@@ -748,6 +748,21 @@ def check_value_set(rep: Report, path: Path) -> None:
     rep.check(f"{label}: no Job outside hooks", not non_hook_jobs)
 
 
+def check_long_names(rep: Report) -> None:
+    """Helm allows 53-character release names; every object name must still be a valid DNS label/subdomain."""
+    print("== longest release name (53 characters)")
+    long_release = ("fleet-" + "x" * 60)[:53]
+    values = deep_merge(BASE_OK, {"serviceMonitor": {"enabled": True}, "grafanaDashboards": {"enabled": True}})
+    with helm.Chart.load(str(CHART)) as chart:
+        rendered = chart.render(values, name=long_release, namespace=NAMESPACE, is_install=True)
+    for doc in parse_manifests(rendered):
+        name = doc["metadata"]["name"]
+        rep.check(f"long release: {doc['kind']} name {name!r} is a DNS label (<= 63)",
+                  len(name) <= 63 and re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", name) is not None)
+        for k, v in (doc["metadata"].get("labels") or {}).items():
+            rep.check(f"long release: {doc['kind']}/{name} label {k} value <= 63", len(str(v)) <= 63, str(v))
+
+
 def check_must_fail(rep: Report) -> None:
     print("== values that must be refused")
     with helm.Chart.load(str(CHART)) as chart:
@@ -901,6 +916,7 @@ def main() -> int:
         rep.run(f"{path.stem}: checks ran", lambda: check_value_set(rep, path))
     if not args.only:
         rep.run("must-fail checks ran", lambda: check_must_fail(rep))
+        rep.run("long-name checks ran", lambda: check_long_names(rep))
     if not args.only and not args.no_sql:
         check_sql(rep)
     for note in rep.notes:

@@ -22,6 +22,16 @@ Fully qualified app name: release name plus chart name unless the release name a
 {{- end }}
 
 {{/*
+Full name plus a suffix, the whole kept within 63 characters (Service and Job names are DNS labels).
+Usage: include "bitfleet.suffixedName" (list . "metrics")
+*/}}
+{{- define "bitfleet.suffixedName" -}}
+{{- $ctx := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- printf "%s-%s" (include "bitfleet.fullname" $ctx | trunc (int (sub 62 (len $suffix))) | trimSuffix "-") $suffix }}
+{{- end }}
+
+{{/*
 Chart name and version for the helm.sh/chart label.
 */}}
 {{- define "bitfleet.chart" -}}
@@ -99,7 +109,7 @@ Name of the Secret holding the worker's database URL, and the key inside it.
 {{- if .Values.database.existingSecret }}
 {{- .Values.database.existingSecret }}
 {{- else }}
-{{- printf "%s-database" (include "bitfleet.fullname" .) }}
+{{- include "bitfleet.suffixedName" (list . "database") }}
 {{- end }}
 {{- end }}
 
@@ -117,11 +127,11 @@ does not exist yet at pre-install time, so the hook needs its own copy).
 {{- if .Values.migrations.database.existingSecret }}
 {{- .Values.migrations.database.existingSecret }}
 {{- else if .Values.migrations.database.url }}
-{{- printf "%s-migrations" (include "bitfleet.fullname" .) }}
+{{- include "bitfleet.suffixedName" (list . "migrations") }}
 {{- else if .Values.database.existingSecret }}
 {{- .Values.database.existingSecret }}
 {{- else }}
-{{- printf "%s-migrations" (include "bitfleet.fullname" .) }}
+{{- include "bitfleet.suffixedName" (list . "migrations") }}
 {{- end }}
 {{- end }}
 
