@@ -9,7 +9,8 @@
     OpenBLAS picks its own kernel for this CPU; threadpoolctl reports which one it used), against the binary
     XNOR-popcount kernel's MAC/s from `bitfleet bench --json`.
 (b) model: ONNX Runtime (1 intra-op thread, sequential) running the float model of the same architecture
-    (Ops/models/fashion-float/model.onnx: sparse top-k dispatch; model_dense.onnx: all experts, gated) at batch 1
+    (Ops/models/fashion-float/model.onnx: sparse top-k dispatch; and the dense variant -- all experts, gated --
+    rebuilt from its weights; the faster of the two is the peer figure) at batch 1
     and batch 256 on real Fashion-MNIST test images, plus a plain 784-1024-1024-10 fp32 MLP for reference,
     against the binary model's samples/s from `bitfleet bench --json`.
 Accuracy (binary via Ops/models/reference.py, float via ONNX Runtime) is measured on the 10 000 test images.
@@ -137,6 +138,25 @@ def plain_mlp():
     return m
 
 
+def dense_from_sparse(path, out_path):
+    """Rebuild the dense-dispatch ONNX graph (train.export_onnx mode "dense") from model.onnx's initializers,
+    so only the sparse graph needs to be committed."""
+    import onnx
+    from onnx import numpy_helper
+    from train import export_onnx
+    m = onnx.load(path)
+    w = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    E = sum(1 for k in w if k.startswith("Wo_"))
+    L = sum(1 for k in w if k.startswith("W") and k.endswith("_0") and not k.startswith("Wo_"))
+    k = int(w["k"][0])
+    fl = dict(stem_W=w["stem_Wt"].T, stem_b=w["stem_b"], router_W=w["router_Wt"].T, router_b=w["router_b"],
+              hid_W=[np.stack([w[f"W{l}_{e}"].T for e in range(E)]) for l in range(L)],
+              hid_b=[np.stack([w[f"b{l}_{e}"] for e in range(E)]) for l in range(L)],
+              out_W=np.stack([w[f"Wo_{e}"].T for e in range(E)]), out_b=np.stack([w[f"bo_{e}"] for e in range(E)]))
+    export_onnx(fl, k, out_path, "dense")
+    return out_path
+
+
 def onnx_weight_bytes(path):
     import onnx
     m = onnx.load(path)
@@ -206,12 +226,15 @@ def main():
     xte, yte = load_test()
     xf = (xte.astype(np.float32) / np.float32(255.0))
     ortres = {}
-    for fname in ("model.onnx", "model_dense.onnx"):
-        path = os.path.join(a.float_model, fname)
-        if not os.path.exists(path):
-            continue
-        s = ort_session(path)
-        ortres[fname] = {f"batch{b}": time_ort(s, xf, b, a.seconds) for b in (1, 256)}
+    tmp = tempfile.TemporaryDirectory()
+    sparse = os.path.join(a.float_model, "model.onnx")
+    if os.path.exists(sparse):
+        for fname, path in (("model.onnx", sparse),
+                            ("model_dense.onnx", dense_from_sparse(sparse, os.path.join(tmp.name, "dense.onnx")))):
+            s = ort_session(path)
+            ortres[fname] = {f"batch{b}": time_ort(s, xf, b, a.seconds) for b in (1, 256)}
+    else:
+        print(f"peers.py: no float model at {sparse} (train.py --float --out {a.float_model})", file=sys.stderr)
     s = ort_session(plain_mlp())
     ortres["mlp_784_1024_1024_10"] = {f"batch{b}": time_ort(s, xf, b, a.seconds) for b in (1, 256)}
     res["onnxruntime_samples_per_s"] = ortres
