@@ -24,9 +24,10 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
         ),
+        // libcurl headers and library from the system (Debian: libcurl4-openssl-dev, found on the default
+        // multiarch include path); the C shim wraps the variadic curl_easy_setopt and holds the SSRF guard.
         .target(
             name: "CCurl",
-            cSettings: [.unsafeFlags(["-I/usr/include/x86_64-linux-gnu"], .when(platforms: [.linux]))],
             linkerSettings: [.linkedLibrary("curl")]
         ),
         // CPU feature checks (compile-time macros and __builtin_cpu_supports) for the engine.
