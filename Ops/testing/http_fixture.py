@@ -2,6 +2,7 @@
 """BitFleet HTTP test fixture: a real threaded HTTP/1.1 server (Python standard library only).
 
     python3 Ops/testing/http_fixture.py --root DIR [--port 0] [--bind 127.0.0.1] [--ignore-stdin]
+                                        [--tls-cert CERT.pem --tls-key KEY.pem]
 
 Prints `PORT <n>` as its first stdout line (flushed), then serves until SIGTERM/SIGINT, or until its stdin
 reaches end-of-file when stdin is a pipe (so a test that dies takes the server with it). A background job in a
@@ -9,7 +10,7 @@ shell script (stdin a terminal or /dev/null) is not tied to stdin; `--ignore-std
 
 Routes (GET and HEAD):
   /<path>                    a file under --root (Content-Type from the suffix: .npy, .json, .ndjson, .bin, ...)
-  /status/<code>             that status with a short text body
+  /status/<code>             that status with a short text body (?retry_after=N adds a Retry-After header)
   /stall/<seconds>           200 with Content-Length 1000, sends nothing for <seconds>, then closes
   /slow                      200 with Content-Length 100000, drips one byte every 0.2 s (slowloris)
   /big/<bytes>               <bytes> zero bytes with Content-Length
@@ -108,7 +109,11 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if head == "status" and len(parts) == 2 and parts[1].isdigit():
                 code = int(parts[1])
-                self._send(code, ("status %d\n" % code).encode())
+                extra = {}
+                ra = urllib.parse.parse_qs(parsed.query).get("retry_after")
+                if ra:
+                    extra["Retry-After"] = ra[0]
+                self._send(code, ("status %d\n" % code).encode(), extra=extra)
             elif head == "stall" and len(parts) == 2:
                 seconds = float(parts[1])
                 self.send_response(200)
@@ -195,6 +200,11 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def handle_error(self, request, client_address):
+        # Clients that hang up or reject our TLS certificate are part of the tests, not errors.
+        if os.environ.get("BITFLEET_FIXTURE_LOG"):
+            super().handle_error(request, client_address)
+
 
 class Server6(Server):
     address_family = socket.AF_INET6
@@ -206,11 +216,20 @@ def main():
     ap.add_argument("--port", type=int, default=0, help="port (0 = any free port)")
     ap.add_argument("--bind", default="127.0.0.1", help="address to bind (127.0.0.1, ::1, ...)")
     ap.add_argument("--ignore-stdin", action="store_true", help="do not exit when stdin closes")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (needs --tls-key)")
+    ap.add_argument("--tls-key", help="PEM private key for --tls-cert")
     args = ap.parse_args()
 
     Handler.root = os.path.abspath(args.root)
     cls = Server6 if ":" in args.bind else Server
     httpd = cls((args.bind, args.port), Handler)
+    if args.tls_cert:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        # Handshake in the handler thread (first read), so a client that rejects the certificate blocks nothing.
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
     port = httpd.server_address[1]
     sys.stdout.write("PORT %d\n" % port)
     sys.stdout.flush()

@@ -48,3 +48,17 @@ public struct FetchPolicy: Sendable, Equatable {
         self.headers = headers
     }
 }
+
+extension FetchPolicy: CustomStringConvertible {
+    /// The policy for logs: header values (credentials) are replaced by "<redacted>".
+    public var description: String {
+        let hs = headers.map { h -> String in
+            let name = h.split(separator: ":", maxSplits: 1).first.map(String.init) ?? "?"
+            return "\(name): <redacted>"
+        }
+        return "FetchPolicy(connectTimeout: \(connectTimeout), totalTimeout: \(totalTimeout), "
+            + "lowSpeedLimit: \(lowSpeedLimit), lowSpeedTime: \(lowSpeedTime), maxBodyBytes: \(maxBodyBytes), "
+            + "maxRedirects: \(maxRedirects), allowFileScheme: \(allowFileScheme), allowedNetworks: \(allowedNetworks), "
+            + "ssrfGuard: \(ssrfGuard), caBundlePath: \(caBundlePath ?? "system"), headers: \(hs))"
+    }
+}

@@ -376,6 +376,10 @@ extension String {
     }
 }
 
+/// One client belongs to one thread (a libcurl easy handle must not be used concurrently).
+@available(*, unavailable)
+extension HTTPClient: Sendable {}
+
 /// The address classification the SSRF guard applies at connect time (for diagnostics and tests).
 public enum SSRFGuard {
     /// Why a numeric IPv4/IPv6 address is not public ("loopback (127.0.0.0/8)", "link-local (169.254.0.0/16)",

@@ -44,6 +44,14 @@ struct FetchTests {
         #expect(e.code == "http_\(code)")
     }
 
+    @Test func retryAfterIsReported() throws {
+        let e = try fetchError(fx.url("/status/429?retry_after=7"), policy: localPolicy())
+        #expect(e.kind == .httpStatus(429) && e.isRetryable)
+        #expect(e.retryAfterSeconds == 7)
+        let e2 = try fetchError(fx.url("/status/503"), policy: localPolicy())
+        #expect(e2.retryAfterSeconds == nil)
+    }
+
     @Test func connectionRefused() throws {
         let port = closedPort()
         let e = try fetchError("http://127.0.0.1:\(port)/x", policy: localPolicy())
@@ -341,5 +349,42 @@ struct FetchTests {
         #expect(!e.message.contains("abc"))
         #expect(!e.message.contains("pw"))
         #expect(e.message.contains("/status/404?…"))
+    }
+
+    // --- TLS ----------------------------------------------------------------------------------------------------
+
+    @Test func tlsVerificationIsAlwaysOn() throws {
+        let tls = try #require(HTTPFixture.tls, "openssl and the TLS fixture are needed")
+        let e = try fetchError(tls.fixture.url("/sample.json"), policy: localPolicy())
+        #expect(e.kind == .tls)
+        #expect(!e.isRetryable)
+        #expect(e.message.contains("TLS verification failed for https://127.0.0.1:\(tls.fixture.port)/sample.json"))
+        #expect(e.message.lowercased().contains("certificate"))
+    }
+
+    @Test func tlsWithCABundle() throws {
+        let tls = try #require(HTTPFixture.tls, "openssl and the TLS fixture are needed")
+        let client = try HTTPClient(policy: localPolicy { $0.caBundlePath = tls.certPath })
+        let r = try client.get(tls.fixture.url("/sample.json"))
+        #expect(r.body == bytes(HTTPFixture.sampleJSON))
+        // Trusted CA, but the name does not match the certificate (issued for IP 127.0.0.1 only).
+        let e = try fetchError(
+            tls.fixture.url("/sample.json", host: "localhost"),
+            policy: localPolicy { $0.caBundlePath = tls.certPath; $0.allowedNetworks = ["localhost"] })
+        #expect(e.kind == .tls)
+        #expect(e.message.contains("localhost"))
+    }
+
+    @Test func missingCABundleFileIsATLSError() throws {
+        let tls = try #require(HTTPFixture.tls, "openssl and the TLS fixture are needed")
+        let e = try fetchError(tls.fixture.url("/sample.json"), policy: localPolicy { $0.caBundlePath = "/nonexistent/ca.pem" })
+        #expect(e.kind == .tls)
+    }
+
+    @Test func policyDescriptionHidesHeaders() {
+        var p = FetchPolicy()
+        p.headers = ["Authorization: Bearer s3cret"]
+        #expect(!String(describing: p).contains("s3cret"))
+        #expect(String(describing: p).contains("Authorization: <redacted>"))
     }
 }

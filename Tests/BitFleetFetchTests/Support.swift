@@ -58,8 +58,30 @@ final class HTTPFixture: @unchecked Sendable {
     static let sampleJSON = "[[0.1, 0.2, 0.3, 0.4], [1, 0, 0.5, 0.25]]\n"
     static let sampleNDJSON = "{\"custom_id\": \"a\", \"input\": [0, 0.5, 1, 0.25]}\n[0.1, 0.2, 0.3, 0.4]\n"
 
-    init() throws {
-        root = FileManager.default.temporaryDirectory.appendingPathComponent("bitfleet-fetch-fixture-\(getpid())")
+    /// An HTTPS instance with a fresh self-signed certificate for 127.0.0.1 (nil if openssl is missing).
+    static let tls: (fixture: HTTPFixture, certPath: String)? = {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bitfleet-fetch-tls-\(getpid())")
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let cert = dir.appendingPathComponent("cert.pem").path, key = dir.appendingPathComponent("key.pem").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                       "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                       "-addext", "subjectAltName=IP:127.0.0.1"]
+        p.standardError = FileHandle.nullDevice
+        p.standardOutput = FileHandle.nullDevice
+        guard (try? p.run()) != nil else { return nil }
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { return nil }
+        guard let fx = try? HTTPFixture(tlsCert: cert, tlsKey: key, name: "tls") else { return nil }
+        return (fx, cert)
+    }()
+
+    let scheme: String
+
+    init(tlsCert: String? = nil, tlsKey: String? = nil, name: String = "plain") throws {
+        scheme = tlsCert == nil ? "http" : "https"
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("bitfleet-fetch-fixture-\(name)-\(getpid())")
         try? FileManager.default.removeItem(at: root)
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         try Data(HTTPFixture.sampleNpy).write(to: root.appendingPathComponent("sample.npy"))
@@ -75,6 +97,7 @@ final class HTTPFixture: @unchecked Sendable {
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", script, "--root", root.path, "--port", "0", "--bind", "127.0.0.1"]
+            + (tlsCert.map { ["--tls-cert", $0, "--tls-key", tlsKey ?? ""] } ?? [])
         stdinPipe = Pipe()
         let out = Pipe()
         process.standardInput = stdinPipe
@@ -94,7 +117,7 @@ final class HTTPFixture: @unchecked Sendable {
         port = p
     }
 
-    func url(_ path: String, host: String = "127.0.0.1") -> String { "http://\(host):\(port)\(path)" }
+    func url(_ path: String, host: String = "127.0.0.1") -> String { "\(scheme)://\(host):\(port)\(path)" }
 }
 
 /// A port on 127.0.0.1 that nothing listens on (bound, then closed).
