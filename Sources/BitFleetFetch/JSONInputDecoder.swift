@@ -394,10 +394,67 @@ private struct Scanner {
         return v
     }
 
+    static let powersOf10: [Double] = (0...22).map { e in
+        var v = 1.0
+        for _ in 0..<e { v *= 10 }
+        return v
+    }
+
+    /// Clinger's fast path: a decimal with at most 15 significant digits and a small power of ten converts
+    /// exactly through one correctly rounded Double operation (the result equals strtod's). Nil otherwise.
+    func fastDouble(start: Int, end: Int) -> Double? {
+        var i = start
+        var negative = false
+        if bytes[i] == UInt8(ascii: "-") {
+            negative = true
+            i += 1
+        }
+        var mantissa: UInt64 = 0
+        var digits = 0
+        var exp10 = 0
+        while i < end, bytes[i] >= 48, bytes[i] <= 57 {
+            if mantissa != 0 || bytes[i] != 48 { digits += 1 }
+            mantissa = mantissa &* 10 &+ UInt64(bytes[i] - 48)
+            i += 1
+        }
+        if i < end, bytes[i] == UInt8(ascii: ".") {
+            i += 1
+            while i < end, bytes[i] >= 48, bytes[i] <= 57 {
+                if mantissa != 0 || bytes[i] != 48 { digits += 1 }
+                mantissa = mantissa &* 10 &+ UInt64(bytes[i] - 48)
+                exp10 -= 1
+                i += 1
+            }
+        }
+        if digits > 15 { return nil }
+        if i < end, bytes[i] == UInt8(ascii: "e") || bytes[i] == UInt8(ascii: "E") {
+            i += 1
+            var eneg = false
+            if bytes[i] == UInt8(ascii: "-") { eneg = true; i += 1 } else if bytes[i] == UInt8(ascii: "+") { i += 1 }
+            var e = 0
+            while i < end, bytes[i] >= 48, bytes[i] <= 57 {
+                if e > 10_000 { return nil }
+                e = e * 10 + Int(bytes[i] - 48)
+                i += 1
+            }
+            exp10 += eneg ? -e : e
+        }
+        var v = Double(mantissa)
+        if mantissa == 0 {
+            v = 0
+        } else if exp10 < 0 {
+            guard exp10 >= -22 else { return nil }
+            v /= Scanner.powersOf10[-exp10]
+        } else if exp10 > 0 {
+            guard exp10 <= 22 else { return nil }
+            v *= Scanner.powersOf10[exp10]
+        }
+        return negative ? -v : v
+    }
+
     /// A strict JSON number as a finite Float.
     mutating func number(sample: Int, feature: Int?) throws(DecodeError) -> Float {
         let start = pos
-        var integer = true
         if peek() == UInt8(ascii: "-") { pos += 1 }
         guard let first = peek() else { throw fail("unexpected end of input, expected a number", sample: sample) }
         if first == UInt8(ascii: "0") {
@@ -420,14 +477,12 @@ private struct Scanner {
             throw fail(what, sample: sample)
         }
         if peek() == UInt8(ascii: ".") {
-            integer = false
             pos += 1
             let d = pos
             while let c = peek(), c >= 48 && c <= 57 { pos += 1 }
             if pos == d { throw fail("digit expected after '.'", sample: sample) }
         }
         if let e = peek(), e == UInt8(ascii: "e") || e == UInt8(ascii: "E") {
-            integer = false
             pos += 1
             if let sgn = peek(), sgn == UInt8(ascii: "+") || sgn == UInt8(ascii: "-") { pos += 1 }
             let d = pos
@@ -436,18 +491,15 @@ private struct Scanner {
         }
         let length = pos - start
         var value: Double
-        if integer && length <= 16 {
-            var v: Int64 = 0
-            var i = start
-            let neg = bytes[i] == UInt8(ascii: "-")
-            if neg { i += 1 }
-            while i < pos { v = v * 10 + Int64(bytes[i] - 48); i += 1 }
-            value = Double(neg ? -v : v)
+        if let fast = fastDouble(start: start, end: pos) {
+            value = fast
         } else {
             guard length < 400 else { throw fail("number too long", sample: sample) }
-            var tmp = [CChar](repeating: 0, count: length + 1)
-            for i in 0..<length { tmp[i] = CChar(bitPattern: bytes[start + i]) }
-            value = strtod(tmp, nil)
+            value = withUnsafeTemporaryAllocation(of: CChar.self, capacity: length + 1) { tmp in
+                for i in 0..<length { tmp[i] = CChar(bitPattern: bytes[start + i]) }
+                tmp[length] = 0
+                return strtod(tmp.baseAddress!, nil)
+            }
         }
         let f = Float(value)
         if !f.isFinite {

@@ -157,6 +157,30 @@ struct DecoderTests {
         #expect(e.sampleIndex == 3)
     }
 
+    @Test func numberConversionMatchesStrtod() throws {
+        // The fast decimal path must give exactly what a correctly rounded parse (strtod, then Float) gives.
+        var rng = SplitMix64(seed: 0xF10A7)
+        var texts: [String] = ["0", "-0", "0.1", "0.2", "0.3", "1e22", "1e23", "9007199254740993", "123456789012345678",
+                               "0.000001", "1e-22", "1e-23", "3.4028234663852886e38", "1.17549435e-38", "1.4e-45", "2.5e-46"]
+        for _ in 0..<20_000 {
+            let intDigits = Int.random(in: 0...9, using: &rng), fracDigits = Int.random(in: 0...12, using: &rng)
+            var t = Bool.random(using: &rng) ? "-" : ""
+            t += intDigits == 0 ? "0" : String(Int.random(in: 1...9, using: &rng)) + (0..<(intDigits - 1)).map { _ in String(Int.random(in: 0...9, using: &rng)) }.joined()
+            if fracDigits > 0 { t += "." + (0..<fracDigits).map { _ in String(Int.random(in: 0...9, using: &rng)) }.joined() }
+            if Int.random(in: 0..<4, using: &rng) == 0 { t += "e" + String(Int.random(in: -40...20, using: &rng)) }
+            texts.append(t)
+        }
+        let body = bytes("[" + texts.joined(separator: ",") + "]")
+        let b = try InputDecoder.decode(body, format: "json", contentType: nil, url: "", features: texts.count)
+        guard case .float32(let v) = b.values else { Issue.record("float32"); return }
+        var mismatches = 0
+        for (i, t) in texts.enumerated() where v[i].bitPattern != Float(Double(t)!).bitPattern {
+            mismatches += 1
+            if mismatches < 5 { Issue.record("\(t): decoded \(v[i]), strtod gives \(Float(Double(t)!))") }
+        }
+        #expect(mismatches == 0)
+    }
+
     @Test func invalidUTF8InCustomID() {
         let body: [UInt8] = bytes(#"[{"custom_id": ""#) + [0xff, 0xfe] + bytes(#"", "input": [1,2,3,4]}]"#)
         #expect(decodeError(body, format: "json").message.contains("not valid UTF-8"))
