@@ -21,6 +21,10 @@ public struct KernelBenchmarkResult: Sendable, Codable, Equatable {
     /// Binary multiply-accumulates per GEMM (`m × n × k`).
     public var macs: Int
     public var macsPerSecond: Double
+    /// CPU seconds (all threads) per GEMM: immune to time the scheduler gave to other processes.
+    public var cpuSeconds: Double
+    /// Binary MACs per CPU-second, i.e. per core actually used.
+    public var macsPerCPUSecond: Double
     /// Sum of all popcounts of the last GEMM (identical for any thread count).
     public var checksum: Int
 }
@@ -28,7 +32,7 @@ public struct KernelBenchmarkResult: Sendable, Codable, Equatable {
 /// The CPU clock, measured rather than assumed.
 public struct CPUClock: Sendable, Codable, Equatable {
     public var hertz: Double
-    /// How `hertz` was obtained: "calibrated loop of dependent adds" or "/proc/cpuinfo".
+    /// How `hertz` was obtained: "calibrated loop of dependent adds (thread CPU time)" or "/proc/cpuinfo".
     public var source: String
 
     /// Times a chain of dependent integer adds (1 cycle each) on this thread; falls back to /proc/cpuinfo.
@@ -50,7 +54,7 @@ public struct CPUClock: Sendable, Codable, Equatable {
             }
             iterations *= 2
         }
-        if best > 0 { return CPUClock(hertz: best, source: "calibrated loop of dependent adds") }
+        if best > 0 { return CPUClock(hertz: best, source: "calibrated loop of dependent adds (thread CPU time)") }
         return CPUClock(hertz: procCPUInfoMHz().map { $0 * 1e6 } ?? 0, source: "/proc/cpuinfo")
     }
 
@@ -120,6 +124,7 @@ public enum KernelBenchmark {
         }
         gemm()
         var iterations = 0
+        let c0 = bf_process_cpu_seconds()
         let t0 = bf_monotonic_seconds()
         var elapsed = 0.0
         repeat {
@@ -127,16 +132,21 @@ public enum KernelBenchmark {
             iterations += 1
             elapsed = bf_monotonic_seconds() - t0
         } while elapsed < minSeconds
+        let cpu = (bf_process_cpu_seconds() - c0) / Double(iterations)
         var checksum = 0
         for i in 0..<(m * n) { checksum &+= Int(out[i]) }
         let macs = m * n * k
         let perGEMM = elapsed / Double(iterations)
         return KernelBenchmarkResult(m: m, n: n, k: k, threads: parts, iterations: iterations, seconds: perGEMM,
-                                     macs: macs, macsPerSecond: Double(macs) / perGEMM, checksum: checksum)
+                                     macs: macs, macsPerSecond: Double(macs) / perGEMM, cpuSeconds: cpu,
+                                     macsPerCPUSecond: Double(macs) / cpu, checksum: checksum)
     }
 
     /// Monotonic seconds (for callers timing model throughput).
     public static func now() -> Double { bf_monotonic_seconds() }
+
+    /// CPU seconds used by this process so far (all threads).
+    public static func processCPUSeconds() -> Double { bf_process_cpu_seconds() }
 }
 
 private struct BenchPointers: @unchecked Sendable {

@@ -47,6 +47,18 @@ struct ThresholdBitsSink: PopcountSink {
     }
 }
 
+/// The stem: row `r` of the plane matrix is plane `rowShift[r]` of sample `rowSample[r]`; accumulates
+/// `acc[sample × ld + j] += popcount(plane AND w_j) << b`. `acc` must be zeroed beforehand.
+struct StemSink: PopcountSink {
+    let rowSample: UnsafePointer<Int32>
+    let rowShift: UnsafePointer<Int32>
+    let acc: UnsafeMutablePointer<Int32>
+    let ld: Int
+    @inline(__always) func store(_ i: Int, _ j: Int, _ pop: Int) {
+        acc[Int(rowSample[i]) &* ld &+ j] &+= Int32(truncatingIfNeeded: pop) &<< rowShift[i]
+    }
+}
+
 /// `popcount(K − 2·pop ≥ t)` ⇔ `pop ≤ floor((K − t) / 2)`; clamped into Int32.
 @inline(__always) func maxPopcount(bits k: Int, threshold t: Int32) -> Int32 {
     let diff = k - Int(t)
@@ -55,12 +67,6 @@ struct ThresholdBitsSink: PopcountSink {
 }
 
 public enum BinaryKernels {
-    /// Rows of weights processed per cache block (a block of `rowBlock × words` UInt64 stays in L1).
-    @inline(__always) static func rowBlock(words: Int) -> Int {
-        let target = 16 * 1024 / 8  // 16 KiB of weights
-        return max(4, (target / max(1, words)) & ~3)
-    }
-
     /// Calls `sink.store(i, j, popcount(a_i OP b_j))` for `i < n`, `j < m`.
     @inlinable @inline(__always)
     public static func gemm<Op: BinaryCombine, Sink: PopcountSink>(
@@ -136,6 +142,7 @@ public enum BinaryKernels {
     }
 
     /// Raw XOR popcounts into `out[i * ldo + j]` (non-generic entry point, used by the benchmark).
+    @inline(never)
     public static func xorPopcounts(a: UnsafePointer<UInt64>, lda: Int, n: Int, b: UnsafePointer<UInt64>, ldb: Int,
                                     m: Int, words: Int, out: UnsafeMutablePointer<Int32>, ldo: Int) {
         gemm(XorCombine.self, a: a, lda: lda, n: n, b: b, ldb: ldb, m: m, words: words,
@@ -143,6 +150,7 @@ public enum BinaryKernels {
     }
 
     /// Fused XNOR layer: output bit j of sample i is set when `pop(a_i XOR b_j) ≤ maxPop[j]`. `out` is zeroed here.
+    @inline(never)
     static func xnorThresholdLayer(a: UnsafePointer<UInt64>, lda: Int, n: Int, b: UnsafePointer<UInt64>, ldb: Int,
                                    m: Int, words: Int, maxPop: UnsafePointer<Int32>,
                                    out: UnsafeMutablePointer<UInt64>, ldo: Int) {
@@ -151,7 +159,18 @@ public enum BinaryKernels {
              sink: ThresholdBitsSink(maxPop: maxPop, out: out, ldWords: ldo))
     }
 
-    /// Raw AND popcounts (the stem's bit planes against the +1 weight bits).
+    /// Stem: `acc[i × m + j] = Σ_b 2^b · popcount(plane_{i,b} AND w_j)` over `n` samples of `planeCount` planes
+    /// (plane rows `i × planeCount + b`, `words` each). `acc` must be zeroed.
+    @inline(never)
+    static func stemPopcounts(planes: UnsafePointer<UInt64>, n: Int, planeCount: Int, weights: UnsafePointer<UInt64>,
+                              m: Int, words: Int, rowSample: UnsafePointer<Int32>, rowShift: UnsafePointer<Int32>,
+                              acc: UnsafeMutablePointer<Int32>) {
+        gemm(AndCombine.self, a: planes, lda: words, n: n * planeCount, b: weights, ldb: words, m: m, words: words,
+             sink: StemSink(rowSample: rowSample, rowShift: rowShift, acc: acc, ld: m))
+    }
+
+    /// Raw AND popcounts into `out[i * ldo + j]`.
+    @inline(never)
     static func andPopcounts(a: UnsafePointer<UInt64>, lda: Int, n: Int, b: UnsafePointer<UInt64>, ldb: Int,
                              m: Int, words: Int, out: UnsafeMutablePointer<Int32>, ldo: Int) {
         gemm(AndCombine.self, a: a, lda: lda, n: n, b: b, ldb: ldb, m: m, words: words,

@@ -281,7 +281,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
     final class Scratch {
         let capacity: Int
         let planes: UnsafeMutablePointer<UInt64>      // [n*P × Wd]
-        let stemPops: UnsafeMutablePointer<Int32>     // [n*P × S]
+        let stemAcc: UnsafeMutablePointer<Int32>      // [n × S]  Σ_b 2^b·popcount(plane_b AND w)
+        let rowSample: UnsafePointer<Int32>           // [n*P]  plane row → sample
+        let rowShift: UnsafePointer<Int32>            // [n*P]  plane row → plane index b
         let sumQ: UnsafeMutablePointer<Int>           // [n]
         let h: UnsafeMutablePointer<UInt64>           // [n × Ws]
         let routerPops: UnsafeMutablePointer<Int32>   // [n × E]
@@ -309,7 +311,14 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 return raw.bindMemory(to: T.self, capacity: max(1, count))
             }
             planes = alloc(UInt64.self, n * P * wd)
-            stemPops = alloc(Int32.self, n * P * S)
+            stemAcc = alloc(Int32.self, n * S)
+            let rs = alloc(Int32.self, n * P), rb = alloc(Int32.self, n * P)
+            for r in 0..<(n * P) {
+                rs[r] = Int32(r / P)
+                rb[r] = Int32(r % P)
+            }
+            rowSample = UnsafePointer(rs)
+            rowShift = UnsafePointer(rb)
             sumQ = alloc(Int.self, n)
             h = alloc(UInt64.self, n * ws)
             routerPops = alloc(Int32.self, n * E)
@@ -372,35 +381,54 @@ public final class BinaryMoEModel: @unchecked Sendable {
 
     private func forwardMicroBatch(x: UnsafePointer<UInt8>, first: Int, n: Int, s: Scratch, outputs: Outputs,
                                    trace: TraceOutputs?, activations: UnsafeMutablePointer<Int>) {
-        let D = config.inputFeatures, P = config.inputBitPlanes, S = config.stemWidth, E = config.experts
-        let K = config.topK, C = config.classes.count
-        let wd = (D + 63) / 64, ws = (S + 63) / 64
+        stemStage(x: x, first: first, n: n, s: s, trace: trace)
+        routerStage(first: first, n: n, s: s, trace: trace)
+        expertStage(n: n, s: s, activations: activations)
+        combineStage(first: first, n: n, s: s, outputs: outputs)
+    }
 
-        // 1. Stem: AND-popcount of every bit plane with the +1 weight bits, then a = 2·Σ 2^b·pop_b − Σ q ≥ t.
+    /// Stem: AND-popcount of every bit plane with the +1 weight bits, `a = 2·Σ_b 2^b·pop_b − Σ q`, `h = a ≥ t`.
+    @inline(never)
+    private func stemStage(x: UnsafePointer<UInt8>, first: Int, n: Int, s: Scratch, trace: TraceOutputs?) {
+        let D = config.inputFeatures, P = config.inputBitPlanes, S = config.stemWidth
+        let wd = (D + 63) / 64, ws = (S + 63) / 64
         buildPlanes(x: x + first * D, n: n, planes: s.planes, sumQ: s.sumQ)
-        BinaryKernels.andPopcounts(a: s.planes, lda: wd, n: n * P, b: stem.base, ldb: stem.words, m: S, words: wd,
-                                   out: s.stemPops, ldo: S)
+        s.stemAcc.initialize(repeating: 0, count: n * S)
+        BinaryKernels.stemPopcounts(planes: s.planes, n: n, planeCount: P, weights: stem.base, m: S, words: wd,
+                                    rowSample: s.rowSample, rowShift: s.rowShift, acc: s.stemAcc)
         s.h.initialize(repeating: 0, count: n * ws)
         stemThreshold.withUnsafeBufferPointer { t in
             for i in 0..<n {
-                let q = s.sumQ[i]
+                let q = Int32(truncatingIfNeeded: s.sumQ[i])
                 let hrow = s.h + i * ws
-                let base = s.stemPops + i * P * S
-                for j in 0..<S {
-                    var acc = 0
-                    for b in 0..<P { acc &+= Int(base[b * S + j]) << b }
-                    let a = 2 &* acc &- q
-                    let on = a >= Int(t[j])
-                    if on { hrow[j >> 6] |= (1 as UInt64) << UInt64(j & 63) }
-                    if let tr = trace {
+                let acc = s.stemAcc + i * S
+                // a ≥ t  ⇔  2·acc ≥ t + q ; compare word by word
+                var j = 0
+                while j < S {
+                    let end = min(S, j + 64)
+                    var word: UInt64 = 0
+                    for jj in j..<end where 2 &* Int(acc[jj]) &- Int(q) >= Int(t[jj]) {
+                        word |= (1 as UInt64) &<< UInt64(jj - j)
+                    }
+                    hrow[j >> 6] = word
+                    j = end
+                }
+                if let tr = trace {
+                    for j in 0..<S {
+                        let a = 2 * Int(acc[j]) - Int(q)
                         tr.stemPre[(first + i) * S + j] = a
-                        tr.stemBits[(first + i) * S + j] = on
+                        tr.stemBits[(first + i) * S + j] = a >= Int(t[j])
                     }
                 }
             }
         }
+    }
 
-        // 2. Router: r_e = scale_e · (S − 2·pop) + bias_e, then top-k (ties to the lower index) and softmax gates.
+    /// Router: `r_e = scale_e · (S − 2·pop) + bias_e`, top-k (ties to the lower index), softmax gates.
+    @inline(never)
+    private func routerStage(first: Int, n: Int, s: Scratch, trace: TraceOutputs?) {
+        let S = config.stemWidth, E = config.experts, K = config.topK
+        let ws = (S + 63) / 64
         BinaryKernels.xorPopcounts(a: s.h, lda: ws, n: n, b: router.base, ldb: router.words, m: E, words: ws,
                                    out: s.routerPops, ldo: E)
         routerScale.withUnsafeBufferPointer { scale in
@@ -433,8 +461,13 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 }
             }
         }
+    }
 
-        // 3. Group (sample, slot) pairs by expert with a counting sort.
+    /// Groups (sample, slot) pairs by expert with a counting sort, then runs one GEMM chain per expert.
+    @inline(never)
+    private func expertStage(n: Int, s: Scratch, activations: UnsafeMutablePointer<Int>) {
+        let S = config.stemWidth, E = config.experts, K = config.topK, C = config.classes.count
+        let ws = (S + 63) / 64
         let start = s.groupStart
         start.initialize(repeating: 0, count: E + 1)
         for item in 0..<(n * K) { start[Int(s.selected[item]) + 1] += 1 }
@@ -448,7 +481,6 @@ public final class BinaryMoEModel: @unchecked Sendable {
         for e in stride(from: E, to: 0, by: -1) { start[e] = start[e - 1] }
         start[0] = 0
 
-        // 4. One GEMM chain per expert over its group.
         let widths = config.expertWidths
         for e in 0..<E {
             let lo = start[e], hi = start[e + 1]
@@ -490,8 +522,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 }
             }
         }
+    }
 
-        // 5. logits = Σ g_i · z_{e_i} in selection order; probabilities = softmax(logits).
+    /// `logits = Σ g_i · z_{e_i}` in selection order; `probabilities = softmax(logits)`.
+    @inline(never)
+    private func combineStage(first: Int, n: Int, s: Scratch, outputs: Outputs) {
+        let K = config.topK, C = config.classes.count
         for i in 0..<n {
             let lg = outputs.logits + (first + i) * C
             let pr = outputs.probabilities + (first + i) * C

@@ -69,7 +69,8 @@ double bf_monotonic_seconds(void) {
 double bf_dependent_add_seconds(long iterations) {
 #if defined(__x86_64__)
     unsigned long x = 1;
-    double t0 = bf_monotonic_seconds();
+    struct timespec a, b;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
     for (long i = 0; i < iterations; i++) {
         __asm__ volatile(
             "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
@@ -78,11 +79,17 @@ double bf_dependent_add_seconds(long iterations) {
             "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
             : "+r"(x));
     }
-    double t1 = bf_monotonic_seconds();
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
     if (x == 0) return -2.0;  /* keeps x alive */
-    return t1 - t0;
+    return (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) * 1e-9;
 #else
     (void)iterations;
     return -1.0;
 #endif
+}
+
+double bf_process_cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }

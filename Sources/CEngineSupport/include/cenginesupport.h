@@ -18,11 +18,15 @@ int bf_cpu_has_avx512f(void);
 int bf_usable_cpus(void);
 
 /// Runs `iterations` × 20 dependent integer adds (one cycle each on any modern x86 core) and returns the
-/// elapsed seconds: cycles/second = iterations × 20 / seconds. Returns a negative value where unsupported.
+/// thread CPU seconds they took (not wall time, so time given to other processes does not count):
+/// cycles/second = iterations × 20 / seconds. Returns a negative value where unsupported.
 double bf_dependent_add_seconds(long iterations);
 
 /// Monotonic clock in seconds.
 double bf_monotonic_seconds(void);
+
+/// CPU time of this process (all threads) in seconds.
+double bf_process_cpu_seconds(void);
 
 /// Evaluated by the clang importer inside the Swift module that imports this header, so it reflects the clang
 /// options the *Swift* compilation saw (`-Xcc -march=...`).
