@@ -191,6 +191,8 @@ public final class HTTPClient {
         try set(CURLOPT_URL, url)
 
         ccurl_sink_reset(sink, policy.maxBodyBytes)
+        // Don't keep a large buffer between requests (one client per worker thread, bodies up to the limit).
+        defer { if sink.pointee.capacity > 8 << 20 { ccurl_sink_free(sink) } }
         ccurl_guard_reset_transfer(guardState)
         headerCapture.pointee.content_encoding.0 = 0
         errorBuffer[0] = 0

@@ -388,3 +388,52 @@ struct FetchTests {
         #expect(String(describing: p).contains("Authorization: <redacted>"))
     }
 }
+
+@Suite("Fetch retry policy")
+struct FetchRetryPolicyTests {
+    let p = FetchRetryPolicy(maxAttempts: 4, baseDelay: 1, maxDelay: 5)
+
+    @Test func backoffIsExponentialCappedAndJittered() {
+        let e = FetchError(.httpStatus(503), "HTTP 503")
+        #expect(p.delay(afterAttempt: 1, error: e, unit: 1) == 1)
+        #expect(p.delay(afterAttempt: 2, error: e, unit: 1) == 2)
+        #expect(p.delay(afterAttempt: 3, error: e, unit: 1) == 4)
+        #expect(p.delay(afterAttempt: 3, error: e, unit: 0.5) == 2)
+        #expect(p.delay(afterAttempt: 4, error: e, unit: 1) == nil)   // out of attempts
+        #expect(FetchRetryPolicy(maxAttempts: 10, baseDelay: 1, maxDelay: 5).delay(afterAttempt: 8, error: e, unit: 1) == 5)
+    }
+
+    @Test func nonRetryableErrorsAreNotRetried() {
+        for kind: FetchError.Kind in [.httpStatus(404), .addressRefused, .tooLarge, .protocolNotAllowed, .tls, .tooManyRedirects, .emptyBody, .invalidURL] {
+            #expect(p.delay(afterAttempt: 1, error: FetchError(kind, "x"), unit: 1) == nil, "\(kind)")
+        }
+        for kind: FetchError.Kind in [.httpStatus(500), .httpStatus(429), .httpStatus(408), .timeout, .stalled, .connectionFailed, .dnsFailure] {
+            #expect(p.delay(afterAttempt: 1, error: FetchError(kind, "x"), unit: 1) != nil, "\(kind)")
+        }
+    }
+
+    @Test func retryAfterIsHonouredUpToMaxDelay() {
+        #expect(p.delay(afterAttempt: 1, error: FetchError(.httpStatus(429), "x", retryAfterSeconds: 3), unit: 0) == 3)
+        #expect(p.delay(afterAttempt: 1, error: FetchError(.httpStatus(429), "x", retryAfterSeconds: 60), unit: 0) == nil)
+    }
+
+    @Test func clientRetriesAgainstTheFixture() throws {
+        let fx = HTTPFixture.shared
+        let client = try HTTPClient(policy: localPolicy())
+        var sleeps: [Double] = []
+        do {
+            _ = try client.get(fx.url("/status/503"), retry: FetchRetryPolicy(maxAttempts: 3, baseDelay: 0.01, maxDelay: 0.05)) { sleeps.append($0) }
+            Issue.record("503 succeeded")
+        } catch {
+            #expect(error.kind == .httpStatus(503))
+            #expect(error.message.hasSuffix("(after 3 attempts)"))
+        }
+        #expect(sleeps.count == 2)
+        sleeps = []
+        #expect(throws: FetchError.self) {
+            try client.get(fx.url("/status/404"), retry: FetchRetryPolicy()) { sleeps.append($0) }
+        }
+        #expect(sleeps.isEmpty)
+        #expect(try client.get(fx.url("/sample.json"), retry: FetchRetryPolicy()).status == 200)
+    }
+}
