@@ -51,13 +51,14 @@ public enum ModelWriter {
     }
 
     /// Writes `config.json` and a safetensors file holding `tensors` (name, dtype, shape, little-endian bytes).
-    /// Tensors are laid out in the given order, each 8-byte aligned (zero-copy loading for whole-word rows).
+    /// safetensors allows no holes in the data section, so tensors whose size is a multiple of 8 bytes go first
+    /// (they stay 8-byte aligned, so whole-word rows load without a copy), the rest after them.
     public static func write(directory: String, config: ModelConfig, tensors: [(String, String, [Int], [UInt8])]) throws {
         mkdir(directory, 0o755)
         var header = "{\"__metadata__\":{\"format\":\"bitfleet.bmoe\"}"
         var data: [UInt8] = []
-        for (name, dtype, shape, bytes) in tensors {
-            while data.count % 8 != 0 { data.append(0) }
+        let ordered = tensors.filter { $0.3.count % 8 == 0 } + tensors.filter { $0.3.count % 8 != 0 }
+        for (name, dtype, shape, bytes) in ordered {
             let begin = data.count
             data.append(contentsOf: bytes)
             header += ",\(jsonString(name)):{\"dtype\":\"\(dtype)\",\"shape\":[\(shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(begin),\(data.count)]}"

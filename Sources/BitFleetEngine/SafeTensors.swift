@@ -95,12 +95,23 @@ struct SafeTensorsFile {
             }
             tensors[name] = Tensor(name: name, dtype: dtype, shape: shape, begin: dataStart + begin, end: dataStart + end)
         }
-        // No two tensors may share bytes.
-        let sorted = tensors.values.filter { $0.byteCount > 0 }.sorted { $0.begin < $1.begin }
-        if sorted.count > 1 {
-            for i in 1..<sorted.count where sorted[i].begin < sorted[i - 1].end {
-                throw ModelError(.tensor, "\(path): tensors \"\(sorted[i - 1].name)\" and \"\(sorted[i].name)\" overlap")
+        // Like the reference implementation: tensors tile the data section exactly (no overlap, no holes, nothing
+        // after the last tensor).
+        let sorted = tensors.values.sorted { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
+        var covered = dataStart
+        var previous: String? = nil
+        for t in sorted {
+            if t.begin < covered {
+                throw ModelError(.tensor, "\(path): tensors \"\(previous ?? "?")\" and \"\(t.name)\" overlap")
             }
+            if t.begin > covered {
+                throw ModelError(.tensor, "\(path): \(t.begin - covered) bytes before tensor \"\(t.name)\" belong to no tensor (holes are not allowed)")
+            }
+            covered = t.end
+            previous = t.name
+        }
+        if covered != bytes.count {
+            throw ModelError(.format, "\(path): \(bytes.count - covered) bytes after the last tensor belong to no tensor (file corrupt or appended to?)")
         }
         self.tensors = tensors
         self.metadata = metadata

@@ -288,12 +288,20 @@ struct LoaderTests {
         }
         let ok = try parse(#"{"a":{"dtype":"U8","shape":[2,2],"data_offsets":[0,4]},"b":{"dtype":"I32","shape":[],"data_offsets":[4,8]},"z":{"dtype":"F32","shape":[0],"data_offsets":[8,8]}}"#, [1, 2, 3, 4, 5, 6, 7, 8])
         #expect(ok.tensors["a"]?.shape == [2, 2] && ok.tensors["b"]?.shape == [] && ok.tensors["z"]?.byteCount == 0)
-        #expect(throws: ModelError.self) { try parse(#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}}"#, [UInt8](repeating: 0, count: 8)) }
         #expect(throws: ModelError.self) { try parse(#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"a":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}}"#, [UInt8](repeating: 0, count: 8)) }
         #expect(throws: ModelError.self) { try parse(#"{"a":{"dtype":"U8","shape":[4611686018427387904,4],"data_offsets":[0,0]}}"#, []) }
         #expect(throws: ModelError.self) { try parse(#"{"a":{"dtype":"U8","shape":[-1],"data_offsets":[0,0]}}"#, []) }
         #expect(throws: ModelError.self) { try parse(#"{"__metadata__":{"format":3}}"#, []) }
         #expect(throws: ModelError.self) { try parse(String(repeating: "[", count: 10000), []) }
+        func message(_ header: String, _ data: [UInt8]) -> String {
+            do { _ = try parse(header, data); return "" } catch { return "\(error)" }
+        }
+        #expect(message(#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[2],"data_offsets":[6,8]}}"#,
+                        [UInt8](repeating: 0, count: 8)).contains("2 bytes before tensor \"b\" belong to no tensor"))
+        #expect(message(#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}"#, [UInt8](repeating: 0, count: 9))
+                    .contains("5 bytes after the last tensor"))
+        #expect(message(#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}}"#,
+                        [UInt8](repeating: 0, count: 8)).contains("overlap"))
         let meta = try parse(#"{"__metadata__":{"format":"bitfleet.bmoe"}}"#, [])
         #expect(meta.metadata["format"] == "bitfleet.bmoe")
     }
