@@ -8,6 +8,7 @@
 /// otherwise the first dimension counts samples and the others multiply to the width (`(n, 784)`, `(n, 28, 28)`).
 enum NpyDecoder {
     static let maxHeaderLength = 65_536
+    static let maxDimension = 1 << 40
 
     enum DType {
         case uint8, float32
@@ -29,7 +30,11 @@ enum NpyDecoder {
         let shape = header.shape
         let shapeText = "(" + shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? ",)" : ")")
         guard !shape.isEmpty else { throw DecodeError("npy shape () is a scalar; expected (features,) or (samples, features)") }
-        // Total element count, overflow-checked before anything is allocated.
+        // Every dimension bounded and every product overflow-checked before anything is computed from them:
+        // a zero dimension makes the total 0 but must not hide a huge one next to it (found by libFuzzer).
+        for d in shape where d > NpyDecoder.maxDimension {
+            throw DecodeError("npy shape \(shapeText) is too large: dimension \(d) exceeds \(NpyDecoder.maxDimension)")
+        }
         var total = 1
         for d in shape {
             let (t, o) = total.multipliedReportingOverflow(by: d)
@@ -45,7 +50,13 @@ enum NpyDecoder {
             width = features
         } else {
             samples = shape[0]
-            width = shape.count == 1 ? shape[0] : shape.dropFirst().reduce(1, *)
+            var w = 1
+            for d in shape.dropFirst() {
+                let (m, o) = w.multipliedReportingOverflow(by: d)
+                guard !o else { throw DecodeError("npy shape \(shapeText) is too large (overflows)") }
+                w = m
+            }
+            width = shape.count == 1 ? shape[0] : w
             if shape.count == 1 || width != features {
                 let w = shape.count == 1 ? shape[0] : width
                 throw DecodeError("npy shape \(shapeText): each sample has \(w) features, model expects \(features)")
