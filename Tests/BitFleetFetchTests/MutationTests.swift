@@ -22,7 +22,8 @@ struct MutationTests {
     static let tokens: [[UInt8]] = [
         "NaN", "Infinity", "-", "1e999", "1e-999", "[", "]", "{", "}", ",", ":", "\"", "\\u", "\\ud800", "null", "true",
         "'descr'", "'shape'", "(", ")", "False", "True", "<f4", "|u1", "<f8", "99999999999999999999", "0", "\n", "\r\n",
-        "\"custom_id\":", "\"input\":", "\u{0}", "\u{93}NUMPY", "-0", ".5", "1.", "e5",
+        "\"custom_id\":", "\"input\":", "\u{0}", "\u{93}NUMPY", "-0", ".5", "1.", "e5", "4294967296",
+        "9223372036854775807", "6000000000000002660", "1099511627776", "0, ", "(0, ", ", 0)",
     ].map { Array($0.utf8) }
 
     static func mutate(_ input: [UInt8], _ rng: inout SplitMix64) -> [UInt8] {
@@ -84,6 +85,28 @@ struct MutationTests {
         print("npy mutations: \(t.ok + t.rejected) executions, \(t.ok) decoded, \(t.rejected) rejected")
         #expect(t.ok + t.rejected == MutationTests.iterations)
         #expect(t.ok > 0 && t.rejected > 0)
+    }
+
+    @Test func npyShapeProperty() {
+        // Random shapes built from boundary values, with random dtype and body sizes: decode or DecodeError.
+        let dims = [0, 1, 2, 3, 4, 7, 255, 65_536, 1 << 31, 1 << 32, 1 << 40, (1 << 40) + 1, 1 << 62, Int.max]
+        let descrs = ["|u1", "<f4", "<f8", ">f4", "u1"]
+        var rng = SplitMix64(seed: 0x5A9E)
+        var ok = 0, rejected = 0
+        for _ in 0..<5000 {
+            let shape = (0..<Int.random(in: 0...4, using: &rng)).map { _ in dims.randomElement(using: &rng)! }
+            let text = Npy.header(descr: descrs.randomElement(using: &rng)!, shape: shape)
+            let data = [UInt8](repeating: 0, count: [0, 4, 16, 64].randomElement(using: &rng)!)
+            do {
+                let b = try InputDecoder.decode(Npy.file(version: UInt8.random(in: 1...3, using: &rng), headerText: text, data: data), format: "npy", contentType: nil, url: "", features: 4)
+                #expect(b.values.count == b.samples * 4)
+                ok += 1
+            } catch {
+                rejected += 1
+            }
+        }
+        print("npy shape property: \(ok + rejected) executions, \(ok) decoded, \(rejected) rejected")
+        #expect(ok > 0 && rejected > 0)
     }
 
     @Test func jsonMutations() {
