@@ -314,6 +314,15 @@ int ccurl_guard_allow(ccurl_guard *g, const char *entry, char *err, size_t errle
         snprintf(err, errlen, "invalid address in allowed network '%s'", entry);
         return -1;
     }
+    // "localhost" (and *.localhost): libcurl resolves these itself to 127.0.0.1 and ::1 whatever /etc/hosts
+    // says, so allow the whole loopback range of both families.
+    size_t bl = strlen(buf);
+    if (strcasecmp(buf, "localhost") == 0 || (bl > 10 && strcasecmp(buf + bl - 10, ".localhost") == 0)) {
+        uint8_t v4[16] = {127, 0, 0, 0}, v6[16] = {0};
+        v6[15] = 1;
+        if (add_net(g, AF_INET, v4, 8, err, errlen) != 0) return -1;
+        return add_net(g, AF_INET6, v6, 128, err, errlen);
+    }
     // A host name: allow the addresses it resolves to now.
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof(hints));

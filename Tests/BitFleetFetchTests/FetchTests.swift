@@ -195,6 +195,22 @@ struct FetchTests {
         }
     }
 
+    @Test(.enabled(if: HTTPFixture.ipv6 != nil, "needs an IPv6 loopback"))
+    func ipv6LoopbackRefusedThenAllowed() throws {
+        let v6 = try #require(HTTPFixture.ipv6)
+        let e = try fetchError(v6.url("/sample.json", host: "[::1]"), policy: localPolicy())   // only 127.0.0.1 allowed
+        #expect(e.kind == .addressRefused)
+        #expect(e.message.contains("refused to connect to ::1, a loopback (::1) address"))
+        for entry in ["::1", "::1/128", "localhost"] {
+            var p = FetchPolicy()
+            p.allowedNetworks = [entry]
+            let client = try HTTPClient(policy: p)
+            let r = try client.get(v6.url("/sample.json", host: "[::1]"))
+            #expect(r.body == bytes(HTTPFixture.sampleJSON), "allowedNetworks \(entry)")
+            #expect(r.remoteAddress == "::1")
+        }
+    }
+
     @Test func allowListDoesNotCoverOtherLoopbackAddresses() throws {
         // 127.0.0.2 is also loopback: a /32 entry for .1 must not let it through.
         let e = try fetchError(fx.url("/x", host: "127.0.0.2"), policy: localPolicy())

@@ -77,9 +77,12 @@ final class HTTPFixture: @unchecked Sendable {
         return (fx, cert)
     }()
 
+    /// An instance bound to [::1] (nil where the host has no IPv6 loopback).
+    static let ipv6: HTTPFixture? = try? HTTPFixture(name: "ipv6", bind: "::1")
+
     let scheme: String
 
-    init(tlsCert: String? = nil, tlsKey: String? = nil, name: String = "plain") throws {
+    init(tlsCert: String? = nil, tlsKey: String? = nil, name: String = "plain", bind: String = "127.0.0.1") throws {
         scheme = tlsCert == nil ? "http" : "https"
         root = FileManager.default.temporaryDirectory.appendingPathComponent("bitfleet-fetch-fixture-\(name)-\(getpid())")
         try? FileManager.default.removeItem(at: root)
@@ -96,7 +99,7 @@ final class HTTPFixture: @unchecked Sendable {
         let script = HTTPFixture.repoRoot.appendingPathComponent("Ops/testing/http_fixture.py").path
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, "--root", root.path, "--port", "0", "--bind", "127.0.0.1"]
+        process.arguments = ["python3", script, "--root", root.path, "--port", "0", "--bind", bind]
             + (tlsCert.map { ["--tls-cert", $0, "--tls-key", tlsKey ?? ""] } ?? [])
         stdinPipe = Pipe()
         let out = Pipe()
