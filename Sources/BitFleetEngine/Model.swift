@@ -282,8 +282,6 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let capacity: Int
         let planes: UnsafeMutablePointer<UInt64>      // [n*P × Wd]
         let stemAcc: UnsafeMutablePointer<Int32>      // [n × S]  Σ_b 2^b·popcount(plane_b AND w)
-        let rowSample: UnsafePointer<Int32>           // [n*P]  plane row → sample
-        let rowShift: UnsafePointer<Int32>            // [n*P]  plane row → plane index b
         let sumQ: UnsafeMutablePointer<Int>           // [n]
         let h: UnsafeMutablePointer<UInt64>           // [n × Ws]
         let routerPops: UnsafeMutablePointer<Int32>   // [n × E]
@@ -312,13 +310,6 @@ public final class BinaryMoEModel: @unchecked Sendable {
             }
             planes = alloc(UInt64.self, n * P * wd)
             stemAcc = alloc(Int32.self, n * S)
-            let rs = alloc(Int32.self, n * P), rb = alloc(Int32.self, n * P)
-            for r in 0..<(n * P) {
-                rs[r] = Int32(r / P)
-                rb[r] = Int32(r % P)
-            }
-            rowSample = UnsafePointer(rs)
-            rowShift = UnsafePointer(rb)
             sumQ = alloc(Int.self, n)
             h = alloc(UInt64.self, n * ws)
             routerPops = alloc(Int32.self, n * E)
@@ -393,9 +384,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let D = config.inputFeatures, P = config.inputBitPlanes, S = config.stemWidth
         let wd = (D + 63) / 64, ws = (S + 63) / 64
         buildPlanes(x: x + first * D, n: n, planes: s.planes, sumQ: s.sumQ)
-        s.stemAcc.initialize(repeating: 0, count: n * S)
         BinaryKernels.stemPopcounts(planes: s.planes, n: n, planeCount: P, weights: stem.base, m: S, words: wd,
-                                    rowSample: s.rowSample, rowShift: s.rowShift, acc: s.stemAcc)
+                                    acc: s.stemAcc)
         s.h.initialize(repeating: 0, count: n * ws)
         stemThreshold.withUnsafeBufferPointer { t in
             for i in 0..<n {
