@@ -75,36 +75,57 @@ public struct JobQueue {
     /// Writes the result, the cost row and `succeeded` in one statement, only if this attempt still holds the lease.
     /// Returns false when the lease was lost (nothing was written).
     public func complete(_ claim: JobClaim, _ completion: JobCompletion) throws -> Bool {
-        let cost = completion.cost
+        try complete([(claim, completion)]) == [claim.id]
+    }
+
+    /// Completes many jobs in one statement (arrays, unnested): for each, the result, the cost row and `succeeded`,
+    /// each fenced by its own `(id, attempt)` and this worker's lease. Returns the ids written; a job whose lease
+    /// was lost is absent and nothing of it was written.
+    public func complete(_ items: [(claim: JobClaim, completion: JobCompletion)]) throws -> Set<Int> {
+        guard !items.isEmpty else { return [] }
+        let costs = items.map(\.completion.cost)
         let rows = try connection.query("""
-            WITH done AS (
-                UPDATE bitfleet.jobs
+            WITH input AS (
+                SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::int[], $6::text[], $7::text[],
+                                     $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[],
+                                     $13::bigint[], $14::bigint[], $15::float8[], $16::float8[])
+                    AS t(id, attempt, model_version, samples, output, node_class, queue_wait_s, fetch_s, decode_s,
+                         infer_s, cpu_s, bytes, ops, price, euros)
+            ), done AS (
+                UPDATE bitfleet.jobs j
                 SET state = 'succeeded', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL, last_error = NULL
-                WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running'
-                RETURNING id, batch_id, model, tenant
+                FROM input
+                WHERE j.id = input.id AND j.attempt = input.attempt AND j.lease_owner = $1 AND j.state = 'running'
+                RETURNING j.id, j.batch_id, j.model, j.tenant
             ), result AS (
                 INSERT INTO bitfleet.results (job_id, attempt, model, model_version, samples, output)
-                SELECT id, $2, model, $4, $5, $6::jsonb FROM done
+                SELECT done.id, input.attempt, done.model, input.model_version, input.samples, input.output::jsonb
+                FROM done JOIN input ON input.id = done.id
                 RETURNING job_id
             )
             INSERT INTO bitfleet.job_costs (job_id, batch_id, attempt, model, model_version, tenant, worker_id, node_class,
                 samples, queue_wait_seconds, fetch_seconds, decode_seconds, infer_seconds, cpu_seconds, bytes_fetched,
                 binary_ops, price_per_core_hour, euros)
-            SELECT done.id, done.batch_id, $2, done.model, $4, done.tenant, $3, $7, $5, $8, $9, $10, $11, $12, $13, $14,
-                   $15, $16
-            FROM done JOIN result ON result.job_id = done.id
+            SELECT done.id, done.batch_id, input.attempt, done.model, input.model_version, done.tenant, $1,
+                   input.node_class, input.samples, input.queue_wait_s, input.fetch_s, input.decode_s, input.infer_s, input.cpu_s,
+                   input.bytes, input.ops, input.price, input.euros
+            FROM done JOIN result ON result.job_id = done.id JOIN input ON input.id = done.id
             RETURNING job_id
             """, [
-                claim.id, claim.attempt, workerID, completion.modelVersion, completion.samples, completion.output,
-                cost.nodeClass, cost.queueWaitSeconds, cost.fetchSeconds, cost.decodeSeconds, cost.inferSeconds,
-                cost.cpuSeconds, cost.bytesFetched, cost.binaryOps, cost.pricePerCoreHour, cost.euros,
+                workerID, items.map(\.claim.id), items.map(\.claim.attempt), items.map(\.completion.modelVersion),
+                items.map(\.completion.samples), items.map(\.completion.output), costs.map(\.nodeClass),
+                costs.map(\.queueWaitSeconds), costs.map(\.fetchSeconds), costs.map(\.decodeSeconds),
+                costs.map(\.inferSeconds), costs.map(\.cpuSeconds), costs.map(\.bytesFetched), costs.map(\.binaryOps),
+                costs.map(\.pricePerCoreHour), costs.map(\.euros),
             ])
-        return rows.count == 1
+        return Set(try rows.map { try $0.int("job_id") })
     }
 
-    /// Records how long the completing transaction took (it cannot measure itself).
-    public func recordWriteTime(jobID: Int, seconds: Double) throws {
-        try connection.query("UPDATE bitfleet.job_costs SET write_seconds = $2 WHERE job_id = $1", [jobID, seconds])
+    /// Records how long the completing statement took (it cannot measure itself), shared evenly by its jobs.
+    public func recordWriteTime(jobIDs: Set<Int>, seconds: Double) throws {
+        guard !jobIDs.isEmpty else { return }
+        try connection.query("UPDATE bitfleet.job_costs SET write_seconds = $2 WHERE job_id = ANY($1::bigint[])",
+                             [Array(jobIDs), seconds / Double(jobIDs.count)])
     }
 
     /// Ends a failed attempt: `failed` (runs again after the delay) or `dead`, appending to the error history.

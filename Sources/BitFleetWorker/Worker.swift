@@ -118,7 +118,7 @@ public final class Worker: Sendable {
                 }
                 if client == nil { client = try HTTPClient(policy: configuration.fetchPolicy) }
                 let queue = JobQueue(connection: connection!, workerID: configuration.workerID)
-                let claims = try queue.claim(limit: 1, leaseSeconds: configuration.leaseSeconds)
+                let claims = try queue.claim(limit: configuration.claimBatch, leaseSeconds: configuration.leaseSeconds)
                 if claims.isEmpty {
                     if configuration.exitWhenDrained, try queue.isDrained() {
                         logger.info("queue drained")
@@ -128,9 +128,7 @@ public final class Worker: Sendable {
                     wake.wait(timeout: configuration.pollSeconds)
                     continue
                 }
-                for claim in claims {
-                    try process(claim, queue: queue, client: client!)
-                }
+                try runClaimed(claims, queue: queue, client: client!)
             } catch {
                 // Database trouble: the job in hand (if any) keeps its lease until it expires and is rescued.
                 logger.warning("slot error, reconnecting", metadata: ["slot": "\(slot)", "error": "\(error)"])
@@ -141,16 +139,60 @@ public final class Worker: Sendable {
         }
     }
 
-    /// Runs one attempt. Job failures are recorded on the job; database errors propagate to the slot loop.
-    private func process(_ claim: JobClaim, queue: JobQueue, client: HTTPClient) throws {
-        state.withLock { $0.inFlight[claim.id] = claim }
-        defer { state.withLock { _ = $0.inFlight.removeValue(forKey: claim.id) } }
+    /// Runs a claimed batch: each job in turn, completions written together (one statement per flush), jobs not
+    /// started when the worker stops are given back at once.
+    private func runClaimed(_ claims: [JobClaim], queue: JobQueue, client: HTTPClient) throws {
+        state.withLock { state in for claim in claims { state.inFlight[claim.id] = claim } }
+        defer { state.withLock { state in for claim in claims { state.inFlight.removeValue(forKey: claim.id) } } }
+        var pending: [(claim: JobClaim, completion: JobCompletion)] = []
+        var oldestPending = 0.0
+        func flush() throws {
+            guard !pending.isEmpty else { return }
+            let start = Clock.now()
+            let written = try queue.complete(pending)
+            try queue.recordWriteTime(jobIDs: written, seconds: Clock.now() - start)
+            let samples = pending.filter { written.contains($0.claim.id) }.reduce(0) { $0 + $1.completion.samples }
+            state.withLock {
+                $0.succeeded += written.count
+                $0.samples += samples
+            }
+            for item in pending where !written.contains(item.claim.id) {
+                logger.warning("lease lost before the result was written; nothing written", metadata: ["job": "\(item.claim.id)"])
+            }
+            pending.removeAll(keepingCapacity: true)
+        }
+        for (index, claim) in claims.enumerated() {
+            if isStopping {
+                try flush()
+                for unstarted in claims[index...] { try queue.release(unstarted) }
+                return
+            }
+            if let completion = try process(claim, queue: queue, client: client) {
+                if pending.isEmpty { oldestPending = Clock.now() }
+                pending.append((claim, completion))
+            }
+            // Results wait at most `flushSeconds` for company, so a slow batch does not hold finished work back.
+            if Clock.now() - oldestPending > configuration.flushSeconds { try flush() }
+        }
+        try flush()
+    }
+
+    /// Runs one attempt. Returns what to write when it succeeded; a failure is recorded on the job here.
+    /// Database errors propagate to the slot loop (the job keeps its lease until it expires and is rescued).
+    private func process(_ claim: JobClaim, queue: JobQueue, client: HTTPClient) throws -> JobCompletion? {
         var log = logger
         log[metadataKey: "job"] = "\(claim.id)"
         if let batch = claim.batchID { log[metadataKey: "batch"] = "\(batch)" }
 
         var timer = PhaseTimer()
         do {
+            if claim.model == Self.noopModel {
+                // Queue overhead alone: no fetch, no model; still metered and written like any job.
+                return JobCompletion(modelVersion: "builtin", samples: 0, output: "{\"noop\": true}", cost: CostRecord(
+                    nodeClass: configuration.nodeClass, samples: 0, queueWaitSeconds: claim.queueWaitSeconds,
+                    fetchSeconds: 0, decodeSeconds: 0, inferSeconds: 0, cpuSeconds: timer.cpuSeconds, bytesFetched: 0,
+                    binaryOps: 0, pricePerCoreHour: configuration.pricePerCoreHour))
+            }
             let registered = try models.resolve(name: claim.model, version: claim.modelVersion, on: queue.connection)
             let model = try models.model(for: registered)
             timer.lap("model")
@@ -177,7 +219,8 @@ public final class Worker: Sendable {
 
             let result: InferenceResult
             do {
-                result = try model.predict(samples: samples, count: input.samples, topClasses: min(claim.topK, model.config.classes.count),
+                result = try model.predict(samples: samples, count: input.samples,
+                                           topClasses: min(claim.topK, model.config.classes.count),
                                            threads: configuration.inferenceThreads)
             } catch {
                 throw JobFailure(.permanent, phase: "infer", "\(error)")
@@ -190,21 +233,8 @@ public final class Worker: Sendable {
                 fetchSeconds: timer["fetch"] + timer["model"], decodeSeconds: timer["decode"], inferSeconds: timer["infer"],
                 cpuSeconds: timer.cpuSeconds, bytesFetched: response.bytesReceived, binaryOps: result.stats.binaryOps,
                 pricePerCoreHour: configuration.pricePerCoreHour)
-            let writeStart = Clock.now()
-            let written = try queue.complete(claim, JobCompletion(modelVersion: registered.version, samples: input.samples,
-                                                                  output: output, cost: cost))
-            guard written else {
-                log.warning("lease lost before the result was written; nothing written")
-                return
-            }
-            try queue.recordWriteTime(jobID: claim.id, seconds: Clock.now() - writeStart)
-            state.withLock {
-                $0.succeeded += 1
-                $0.samples += input.samples
-            }
-            log.info("job succeeded", metadata: [
-                "samples": "\(input.samples)", "cpu_seconds": "\(cost.cpuSeconds)", "euros": "\(cost.euros)",
-            ])
+            log.debug("job done", metadata: ["samples": "\(input.samples)", "cpu_seconds": "\(cost.cpuSeconds)"])
+            return JobCompletion(modelVersion: registered.version, samples: input.samples, output: output, cost: cost)
         } catch let failure as JobFailure {
             let decision = configuration.retryPolicy.decide(attempt: claim.attempt, maxAttempts: claim.maxAttempts,
                                                             retryable: failure.retryable)
@@ -213,8 +243,13 @@ public final class Worker: Sendable {
             log.warning("job attempt failed", metadata: [
                 "attempt": "\(claim.attempt)", "state": "\(written ?? "lease lost")", "error": "\(failure)",
             ])
+            return nil
         }
     }
+
+    /// The built-in job kind that does nothing: `bitfleet.enqueue(model => 'bitfleet.noop', input_url => 'noop:')`
+    /// measures the queue itself (claim, complete, meter) without fetch or inference.
+    public static let noopModel = "bitfleet.noop"
 
     static func quantize(_ input: InputBatch, scale: Float) throws -> [UInt8] {
         switch input.values {

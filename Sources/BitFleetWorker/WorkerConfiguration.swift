@@ -15,6 +15,10 @@ public struct WorkerConfiguration: Sendable {
     public var heartbeatSeconds: Double = 5
     /// How long an idle slot sleeps before looking again when no notification arrives.
     public var pollSeconds: Double = 2
+    /// Jobs claimed per statement by one slot; their completions are written together too.
+    public var claimBatch = 8
+    /// Longest time a finished job's result waits to be written with others.
+    public var flushSeconds: Double = 0.05
     /// Do not LISTEN (for PgBouncer in transaction pooling mode): poll only.
     public var pollOnly = false
     /// Euros per core-hour of this node class, used for every cost row this worker writes.

@@ -1,0 +1,20 @@
+import ArgumentParser
+import BitFleetWorker
+
+struct MigrateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "migrate",
+        abstract: "Apply the schema migrations that are missing (ordered, recorded, under an advisory lock).")
+
+    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        let applied = try Schema.migrate(try connection.connect("bitfleet-migrate"))
+        if output.json {
+            try printJSON(["applied": applied])
+        } else {
+            print(applied.isEmpty ? "schema is up to date" : "applied: " + applied.joined(separator: ", "))
+        }
+    }
+}
