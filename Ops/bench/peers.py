@@ -19,7 +19,10 @@ If the bitfleet binary is missing or its bench fails, the numpy / ONNX Runtime s
 the script then exits with status 2 and says why (the JSON line carries "bitfleet_error").
 
 With --json the last line of stdout is ONE JSON object: kernel_vs_fp32 (1 and 2 threads), model_vs_onnxruntime
-(batch 1 and batch 256), accuracy (binary, float), weights_ratio, and the raw figures.
+(batch 1 and batch 256), accuracy (binary, float), weights_ratio, and the raw figures. Every throughput is also
+given per CPU-second the measured process actually got (kernel_vs_fp32_per_cpu_s, model_vs_onnxruntime_per_cpu_s):
+on a machine shared with other work the wall-clock figures of both sides are depressed by however much CPU the
+neighbours took at that moment, the per-CPU-second ones much less so.
 """
 import argparse
 import json
@@ -51,14 +54,19 @@ with threadpool_limits(limits=threads, user_api="blas"):
     np.matmul(a, b, out=c)
     times = []
     t_end = time.perf_counter() + seconds
+    c0 = time.process_time()
     while time.perf_counter() < t_end or len(times) < 3:
         t0 = time.perf_counter()
         np.matmul(a, b, out=c)
         times.append(time.perf_counter() - t0)
-times.sort()
+    cpu = time.process_time() - c0
 macs = M * N * K
+runs = len(times)
+wall = sum(times)
+times.sort()
 print(json.dumps(dict(threads=threads, best_macs_per_s=macs / times[0], median_macs_per_s=macs / times[len(times) // 2],
-                      runs=len(times), blas=[dict(internal_api=i.get("internal_api"), version=i.get("version"),
+                      macs_per_cpu_s=macs * runs / cpu, cpu_utilisation=cpu / wall / threads,
+                      runs=runs, blas=[dict(internal_api=i.get("internal_api"), version=i.get("version"),
                       architecture=i.get("architecture"), num_threads=i.get("num_threads"),
                       filepath=i.get("filepath")) for i in info])))
 """
@@ -105,13 +113,22 @@ def time_ort(sess, x, batch, seconds):
     done = 0
     i = 0
     t0 = time.perf_counter()
+    c0 = time.process_time()
     while True:
         sess.run(None, {name: chunks[i % len(chunks)]})
         done += batch
         i += 1
         el = time.perf_counter() - t0
         if el >= seconds and i >= 3:
-            return done / el
+            cpu = time.process_time() - c0
+            return done / el, done / cpu
+
+
+def ort_rows(sess, x, seconds):
+    wall, cpu = {}, {}
+    for b in (1, 256):
+        wall[f"batch{b}"], cpu[f"batch{b}"] = time_ort(sess, x, b, seconds)
+    return wall, cpu
 
 
 def plain_mlp():
@@ -185,21 +202,55 @@ def find_number(obj, *needles, exclude=()):
     return None, None
 
 
-def bitfleet_bench(binary, model, timeout):
+def figures_from_bench(bj):
+    """Pick the figures out of `bitfleet bench --json` (BenchCommand.Report: kernel[] rows with threads and
+    macsPerSecond, models[] rows with batch, threads and samplesPerSecond); other layouts by key search."""
+    figs = {}
+    for row in bj.get("kernel", []) if isinstance(bj.get("kernel"), list) else []:
+        t = row.get("threads")
+        if t in (1, 2) and "macsPerSecond" in row:
+            figs[f"kernel_macs_per_s_{t}thread{'s' if t > 1 else ''}"] = float(row["macsPerSecond"])
+            figs[f"kernel_macs_per_s_{t}thread{'s' if t > 1 else ''}_key"] = f"kernel[threads={t}].macsPerSecond"
+            if "macsPerCPUCycle" in row and bj.get("clockHz"):
+                figs[f"kernel_macs_per_cpu_s_{t}thread{'s' if t > 1 else ''}"] = \
+                    float(row["macsPerCPUCycle"]) * float(bj["clockHz"])
+    for row in bj.get("models", []) if isinstance(bj.get("models"), list) else []:
+        b, t = row.get("batch"), row.get("threads")
+        if "samplesPerSecond" not in row:
+            continue
+        lab = f"model_samples_per_s_batch{b}" + ("" if t == 1 else f"_{t}threads")
+        figs[lab] = float(row["samplesPerSecond"])
+        if "samplesPerCPUSecond" in row and t == 1:
+            figs[f"model_samples_per_cpu_s_batch{b}"] = float(row["samplesPerCPUSecond"])
+        figs[lab + "_key"] = f"models[batch={b},threads={t}].samplesPerSecond"
+    for label, needles, exclude in (
+            ("kernel_macs_per_s_1thread", ("kernel", "mac", "1"), ("2",)),
+            ("kernel_macs_per_s_2threads", ("kernel", "mac", "2"), ()),
+            ("model_samples_per_s_batch1", ("sample", "batch1"), ("batch1024", "batch128", "batch16")),
+            ("model_samples_per_s_batch256", ("sample", "256"), ())):
+        if label not in figs:
+            key, val = find_number(bj, *needles, exclude=exclude)
+            if val is not None:
+                figs[label], figs[label + "_key"] = val, key
+    return figs
+
+
+def bitfleet_bench(binary, model, timeout, seconds):
     if not os.path.exists(binary):
         raise RuntimeError(f"bitfleet binary not found at {binary} (build it: Ops/build.sh, or pass --bitfleet)")
-    cmd = [binary, "bench", "--json", "--model", model]
+    cmd = [binary, "bench", "--json", "--model", model, "--m", str(GEMM_M), "--n", str(GEMM_N), "--k", str(GEMM_K),
+           "--threads", "1,2", "--seconds", str(seconds)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
-        # older CLIs may not take --model: retry without it
-        cmd = [binary, "bench", "--json"]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if out.returncode != 0:
         raise RuntimeError(f"`{' '.join(cmd)}` failed ({out.returncode}): {out.stderr.strip()[-1500:]}")
-    lines = [l for l in out.stdout.strip().splitlines() if l.strip().startswith("{")]
-    if not lines:
-        raise RuntimeError(f"`{' '.join(cmd)}` printed no JSON object")
-    return " ".join(cmd), json.loads(lines[-1])
+    text = out.stdout.strip()
+    try:
+        return " ".join(cmd), json.loads(text[text.index("{"):])  # pretty-printed JSON object
+    except ValueError:
+        lines = [l for l in text.splitlines() if l.strip().startswith("{")]
+        if not lines:
+            raise RuntimeError(f"`{' '.join(cmd)}` printed no JSON object")
+        return " ".join(cmd), json.loads(lines[-1])
 
 
 def main():
@@ -225,22 +276,26 @@ def main():
     res["machine"]["onnxruntime"] = ort.__version__
     xte, yte = load_test()
     xf = (xte.astype(np.float32) / np.float32(255.0))
-    ortres = {}
+    ortres, ortcpu = {}, {}
     tmp = tempfile.TemporaryDirectory()
     sparse = os.path.join(a.float_model, "model.onnx")
     if os.path.exists(sparse):
         for fname, path in (("model.onnx", sparse),
                             ("model_dense.onnx", dense_from_sparse(sparse, os.path.join(tmp.name, "dense.onnx")))):
             s = ort_session(path)
-            ortres[fname] = {f"batch{b}": time_ort(s, xf, b, a.seconds) for b in (1, 256)}
+            ortres[fname], ortcpu[fname] = ort_rows(s, xf, a.seconds)
     else:
         print(f"peers.py: no float model at {sparse} (train.py --float --out {a.float_model})", file=sys.stderr)
     s = ort_session(plain_mlp())
-    ortres["mlp_784_1024_1024_10"] = {f"batch{b}": time_ort(s, xf, b, a.seconds) for b in (1, 256)}
+    ortres["mlp_784_1024_1024_10"], ortcpu["mlp_784_1024_1024_10"] = ort_rows(s, xf, a.seconds)
     res["onnxruntime_samples_per_s"] = ortres
+    res["onnxruntime_samples_per_cpu_s"] = ortcpu
     moe = {k: v for k, v in ortres.items() if k.startswith("model")}
     best = {b: max((v[b] for v in moe.values()), default=None) for b in ("batch1", "batch256")}
     res["onnxruntime_float_moe_best"] = best
+    moec = {k: v for k, v in ortcpu.items() if k.startswith("model")}
+    bestc = {b: max((v[b] for v in moec.values()), default=None) for b in ("batch1", "batch256")}
+    res["onnxruntime_float_moe_best_per_cpu_s"] = bestc
     # ---------------------------------------------------------------- accuracy + sizes
     acc = {}
     if not a.skip_accuracy:
@@ -262,22 +317,11 @@ def main():
     # ---------------------------------------------------------------- bitfleet
     err = None
     try:
-        cmd, bj = bitfleet_bench(a.bitfleet, a.model, a.bench_timeout)
+        cmd, bj = bitfleet_bench(a.bitfleet, a.model, a.bench_timeout, a.seconds)
         res["bitfleet_command"] = cmd
         res["bitfleet_bench"] = bj
-        k1 = find_number(bj, "mac", "1", exclude=("model", "sample", "2thread", "threads2"))
-        res["bitfleet_figures"] = figs = {}
-        for label, needles, exclude in (
-                ("kernel_macs_per_s_1thread", ("kernel", "mac", "1"), ("threads2", "2_thread", "2thread")),
-                ("kernel_macs_per_s_2threads", ("kernel", "mac", "2"), ()),
-                ("model_samples_per_s_batch1", ("sample", "batch1"), ("batch1024", "batch128", "batch16")),
-                ("model_samples_per_s_batch256", ("sample", "256"), ())):
-            key, val = find_number(bj, *needles, exclude=exclude)
-            if val is not None:
-                figs[label] = val
-                figs[label + "_key"] = key
-        if "kernel_macs_per_s_1thread" not in figs and k1[1] is not None:
-            figs["kernel_macs_per_s_1thread"], figs["kernel_macs_per_s_1thread_key"] = k1[1], k1[0]
+        figs = figures_from_bench(bj)
+        res["bitfleet_figures"] = figs
     except Exception as e:  # noqa: BLE001 - report and keep the peer side
         err = str(e)
         res["bitfleet_error"] = err
@@ -296,6 +340,18 @@ def main():
             mv[b] = figs[lab] / best[b]
             mv[b + "_vs_mlp"] = figs[lab] / ortres["mlp_784_1024_1024_10"][b]
     res["model_vs_onnxruntime"] = mv
+    # the same ratios per CPU-second actually used (robust when other processes share the cores)
+    kc = {}
+    for t, lab in ((1, "kernel_macs_per_cpu_s_1thread"), (2, "kernel_macs_per_cpu_s_2threads")):
+        if lab in figs:
+            kc[f"threads{t}"] = figs[lab] / g[f"threads{t}"]["macs_per_cpu_s"]
+    res["kernel_vs_fp32_per_cpu_s"] = kc
+    mc = {}
+    for b in ("batch1", "batch256"):
+        lab = f"model_samples_per_cpu_s_{b}"
+        if lab in figs and bestc[b]:
+            mc[b] = figs[lab] / bestc[b]
+    res["model_vs_onnxruntime_per_cpu_s"] = mc
 
     print_table(res, figs)
     if a.json:
@@ -340,11 +396,18 @@ def print_table(res, figs):
     print(f"{'kernel (1024x1024x4096)':40s} {'1 thread':>14s} {'2 threads':>14s}")
     print(f"{'numpy/OpenBLAS fp32 GEMM MAC/s':40s} {fmt(g['threads1']['best_macs_per_s']):>14s} "
           f"{fmt(g['threads2']['best_macs_per_s']):>14s}")
+    print(f"{'numpy/OpenBLAS fp32 MAC per CPU-second':40s} {fmt(g['threads1']['macs_per_cpu_s']):>14s} "
+          f"{fmt(g['threads2']['macs_per_cpu_s']):>14s}")
     print(f"{'bitfleet binary GEMM MAC/s':40s} {fmt(figs.get('kernel_macs_per_s_1thread')):>14s} "
           f"{fmt(figs.get('kernel_macs_per_s_2threads')):>14s}")
+    print(f"{'bitfleet binary MAC per CPU-second':40s} {fmt(figs.get('kernel_macs_per_cpu_s_1thread')):>14s} "
+          f"{fmt(figs.get('kernel_macs_per_cpu_s_2threads')):>14s}")
     kv = res["kernel_vs_fp32"]
-    print(f"{'ratio (bitfleet / fp32)':40s} {kv.get('threads1', float('nan')):>13.1f}x "
+    print(f"{'ratio (bitfleet / fp32), wall clock':40s} {kv.get('threads1', float('nan')):>13.1f}x "
           f"{kv.get('threads2', float('nan')):>13.1f}x")
+    kc = res["kernel_vs_fp32_per_cpu_s"]
+    print(f"{'ratio (bitfleet / fp32), per CPU-second':40s} {kc.get('threads1', float('nan')):>13.1f}x "
+          f"{kc.get('threads2', float('nan')):>13.1f}x")
     print()
     print(f"{'model samples/s':40s} {'batch 1':>14s} {'batch 256':>14s}")
     names = {"model.onnx": "ORT float MoE, sparse top-k (1 thr)", "model_dense.onnx": "ORT float MoE, dense (1 thr)",
@@ -356,6 +419,15 @@ def print_table(res, figs):
     mv = res["model_vs_onnxruntime"]
     print(f"{'ratio (bitfleet / best ORT float MoE)':40s} {mv.get('batch1', float('nan')):>13.2f}x "
           f"{mv.get('batch256', float('nan')):>13.2f}x")
+    cpu = res["onnxruntime_samples_per_cpu_s"]
+    for k, v in cpu.items():
+        short = {"model.onnx": "ORT MoE sparse", "model_dense.onnx": "ORT MoE dense", "mlp_784_1024_1024_10": "ORT MLP"}
+        print(f"{short.get(k, k) + ' samples per CPU-second':40s} {v['batch1']:>14.0f} {v['batch256']:>14.0f}")
+    print(f"{'bitfleet MoE samples per CPU-second':40s} {figs.get('model_samples_per_cpu_s_batch1', float('nan')):>14.0f} "
+          f"{figs.get('model_samples_per_cpu_s_batch256', float('nan')):>14.0f}")
+    mc = res["model_vs_onnxruntime_per_cpu_s"]
+    print(f"{'ratio per CPU-second':40s} {mc.get('batch1', float('nan')):>13.2f}x "
+          f"{mc.get('batch256', float('nan')):>13.2f}x")
     print()
     acc = res.get("accuracy", {})
     if acc:

@@ -477,7 +477,7 @@ def export_onnx(fl, top_k, path, mode="sparse"):
     mode "sparse" (model.onnx): the graph is unrolled over the experts; expert e gathers only the rows that
       selected it (Equal/ReduceMax/NonZero/Gather), runs its MLP on that group and ScatterND-adds
       gate * z back into the logits -- the same work as the binary engine's grouped dispatch.
-    mode "dense" (model_dense.onnx): every expert runs on every row as one batched MatMul over [E, N, ·]
+    mode "dense" (model_dense.onnx, checked but not kept; Ops/bench/peers.py rebuilds it): every expert runs on every row as one batched MatMul over [E, N, ·]
       and the logits are the gate-weighted sum with a dense [N, E] gate matrix (zeros for unselected experts);
       E/top_k times more expert FLOPs but no gathers -- often faster in ONNX Runtime at batch 1.
     """
@@ -694,6 +694,8 @@ def main():
             else:
                 ex, _ = calibrate_and_fold(model, xtr[:20000])
                 acc = float((exact_forward(ex, xte, args.planes, args.top_k)[0].argmax(1) == yte).mean())
+                tr = float((exact_forward(ex, xtr[:10000], args.planes, args.top_k)[0].argmax(1) == ytr[:10000]).mean())
+                line += f"  exact-eval train[:10k] {tr * 100:.2f}%"
             line += f"  test acc {acc * 100:.2f}% (calibrated on 20k)"
             rec["test_acc"] = acc
         history.append(rec)
@@ -714,8 +716,9 @@ def main():
         print(f"float model test acc (numpy, BN folded over 60k): {acc * 100:.2f}%", flush=True)
         metrics["test_accuracy"] = acc
         import onnxruntime as ort
+        tmpd = tempfile.TemporaryDirectory()  # the dense graph is only checked here; peers.py rebuilds it
         for mode, fname in (("sparse", "model.onnx"), ("dense", "model_dense.onnx")):
-            path = os.path.join(args.out, fname)
+            path = os.path.join(args.out if mode == "sparse" else tmpd.name, fname)
             export_onnx(fl, args.top_k, path, mode)
             sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
             ol = sess.run(None, {"x": stem_input(xte, 0, True)})[0]
