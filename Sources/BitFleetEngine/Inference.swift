@@ -31,6 +31,12 @@ public struct InferenceResult: Sendable {
     /// Per sample, the `topClasses` most probable classes, best first (ties to the lower class index).
     public var predictions: [[ClassScore]]
     public var stats: InferenceStats
+
+    public init(logits: [Float], predictions: [[ClassScore]], stats: InferenceStats) {
+        self.logits = logits
+        self.predictions = predictions
+        self.stats = stats
+    }
 }
 
 /// Every intermediate value of a forward pass, for comparing against the numpy reference.

@@ -40,7 +40,15 @@ public final class BinaryMoEModel: @unchecked Sendable {
 
     private init(directory: String, expectedSHA256: String?) throws(ModelError) {
         var dir = directory
-        if dir.hasPrefix("file://") { dir.removeFirst("file://".count) }
+        if dir.hasPrefix("file://") {
+            dir.removeFirst("file://".count)
+            if !dir.hasPrefix("/") {  // file://host/path: only the local host is supported
+                if dir.hasPrefix("localhost/") { dir.removeFirst("localhost".count) } else {
+                    throw ModelError(.io, "\(directory): only local file:// URIs are supported")
+                }
+            }
+            dir = Self.percentDecoded(dir)
+        }
         while dir.count > 1 && dir.hasSuffix("/") { dir.removeLast() }
         self.directory = dir
         let configPath = dir + "/config.json"
@@ -119,6 +127,31 @@ public final class BinaryMoEModel: @unchecked Sendable {
         outBias = try floats(outB)
         self.owned = owned
         privateBytes = ([stem, router, output] + hidden).reduce(0) { $0 + $1.ownedBytes }
+    }
+
+    /// `%XX` escapes of a file URI path decoded (invalid escapes are kept as they are).
+    static func percentDecoded(_ s: String) -> String {
+        let bytes = Array(s.utf8)
+        var out: [UInt8] = []
+        var i = 0
+        func hex(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 48...57: return c - 48
+            case 65...70: return c - 55
+            case 97...102: return c - 87
+            default: return nil
+            }
+        }
+        while i < bytes.count {
+            if bytes[i] == 37, i + 2 < bytes.count, let h = hex(bytes[i + 1]), let l = hex(bytes[i + 2]) {
+                out.append(h << 4 | l)
+                i += 3
+            } else {
+                out.append(bytes[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     // MARK: - Inference

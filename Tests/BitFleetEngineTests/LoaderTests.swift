@@ -83,6 +83,8 @@ struct LoaderTests {
         #expect(model.config.classes == ["class0", "class1", "class2"])
         // upper-case and "sha256:"-prefixed digests are accepted too
         _ = try BinaryMoEModel.load(directory: "file://" + dir + "/", expectedSHA256: "sha256:" + pythonHash.uppercased())
+        _ = try BinaryMoEModel.load(directory: "file://" + dir.replacingOccurrences(of: "-", with: "%2d"))
+        #expect(throws: ModelError.self) { try BinaryMoEModel.load(directory: "file://otherhost" + dir) }
     }
 
     @Test func wrongSHA256() throws {
