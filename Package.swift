@@ -17,6 +17,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -46,6 +48,7 @@ let package = Package(
             dependencies: [
                 "BitFleetEngine", "BitFleetPostgres", "BitFleetFetch",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             plugins: ["EmbedMigrations"]
         ),
@@ -55,6 +58,8 @@ let package = Package(
                 "BitFleetWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         // Migrations/*.sql are compiled into the binary, so `bitfleet migrate` needs no files beside it.
@@ -65,7 +70,11 @@ let package = Package(
         .target(name: "BitFleetTestSupport", dependencies: ["BitFleetPostgres"], path: "Tests/BitFleetTestSupport"),
         .testTarget(name: "BitFleetPostgresTests", dependencies: ["BitFleetPostgres", "BitFleetTestSupport"]),
         .testTarget(name: "BitFleetFetchTests", dependencies: ["BitFleetFetch"]),
-        .testTarget(name: "BitFleetWorkerTests", dependencies: ["BitFleetWorker", "BitFleetTestSupport"]),
+        .testTarget(name: "BitFleetWorkerTests", dependencies: [
+            "BitFleetWorker", "BitFleetTestSupport",
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )
