@@ -314,9 +314,10 @@ public final class HTTPClient {
             if g.refused_since_connect > 0 {
                 let addr = withUnsafeBytes(of: g.refused_address) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
                 let why = withUnsafeBytes(of: g.refused_reason) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+                let via = effective == shown ? "" : " (requested as \(shown))"
                 return FetchError(
                     .addressRefused,
-                    "refused to connect to \(addr), a \(why) address, for \(effective): not in allowedNetworks (SSRF guard)")
+                    "refused to connect to \(addr), a \(why) address, for \(effective)\(via): not in allowedNetworks (SSRF guard)")
             }
             return FetchError(.connectionFailed, "connection failed to \(effective): \(detail)")
         case CURLE_OPERATION_TIMEDOUT:
