@@ -378,12 +378,15 @@ public final class BinaryMoEModel: @unchecked Sendable {
             let out = planes + i * P * wd
             var total = 0
             @inline(__always) func put(_ g: Int, _ v: UInt64) {
-                let q = (v >> shift) & byteMask
-                let word = g >> 3, bitShift = UInt64((g & 7) * 8)
+                // gather bit b of 8 bytes into one byte (multiply trick), for every plane b
+                let q = (v &>> shift) & byteMask
+                let word = g &>> 3, bitShift = UInt64(truncatingIfNeeded: (g & 7) &* 8)
+                var dst = out + word
                 for b in 0..<P {
-                    let t = (q >> UInt64(b)) & 0x0101_0101_0101_0101
-                    let bits = (t &* 0x0102_0408_1020_4080) >> 56
-                    out[b * wd + word] |= bits << bitShift
+                    let t = (q &>> UInt64(truncatingIfNeeded: b)) & 0x0101_0101_0101_0101
+                    let bits = (t &* 0x0102_0408_1020_4080) &>> 56
+                    dst.pointee |= bits &<< bitShift
+                    dst += wd
                 }
             }
             for g in 0..<fullGroups {
@@ -428,12 +431,14 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 // a ≥ t  ⇔  2·acc ≥ t + q ; compare word by word
                 var j = 0
                 while j < S {
-                    let end = min(S, j + 64)
+                    let end = min(S, j &+ 64)
                     var word: UInt64 = 0
-                    for jj in j..<end where 2 &* Int(acc[jj]) &- Int(q) >= Int(t[jj]) {
-                        word |= (1 as UInt64) &<< UInt64(jj - j)
+                    for jj in j..<end {
+                        // bit set when 2·acc − q − t ≥ 0 (sign bit clear), branch-free
+                        let d = 2 &* Int(acc[jj]) &- Int(q) &- Int(t[jj])
+                        word |= (UInt64(bitPattern: Int64(~d)) &>> 63) &<< UInt64(truncatingIfNeeded: jj &- j)
                     }
-                    hrow[j >> 6] = word
+                    hrow[j &>> 6] = word
                     j = end
                 }
                 if let tr = trace {
