@@ -49,6 +49,7 @@ let package = Package(
                 "BitFleetEngine", "BitFleetPostgres", "BitFleetFetch",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             plugins: ["EmbedMigrations"]
         ),
