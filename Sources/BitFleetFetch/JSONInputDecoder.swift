@@ -35,7 +35,7 @@ enum JSONInputDecoder {
             case UInt8(ascii: "["), UInt8(ascii: "{"):
                 while true {
                     guard samples < maxSamples else {
-                        throw DecodeError("input has more than \(maxSamples) samples, the limit", sampleIndex: samples)
+                        throw DecodeError("input has more than \(maxSamples) samples (the limit)", sampleIndex: samples)
                     }
                     s.skipSpace()
                     let c = s.peek()
@@ -104,7 +104,7 @@ enum JSONInputDecoder {
                 s.skipSpace()
                 if s.pos < s.end {
                     guard samples < maxSamples else {
-                        throw DecodeError("input has more than \(maxSamples) samples, the limit", sampleIndex: samples)
+                        throw DecodeError("input has more than \(maxSamples) samples (the limit)", sampleIndex: samples)
                     }
                     let c = s.peek()
                     if c == UInt8(ascii: "[") {
@@ -166,14 +166,26 @@ private struct Scanner {
         }
     }
 
+    /// What starts at `pos` when it is `c`, for messages ("an array", "'nope'").
     func describe(_ c: UInt8?) -> String {
         guard let c else { return "end of input" }
+        func word() -> String {
+            var i = pos
+            while i < end, i - pos < 16, (bytes[i] >= 0x41 && bytes[i] <= 0x5a) || (bytes[i] >= 0x61 && bytes[i] <= 0x7a) { i += 1 }
+            return String(decoding: UnsafeBufferPointer(rebasing: bytes[pos..<i]), as: UTF8.self)
+        }
+        let isLetter = (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a)
+        if isLetter && pos < end && bytes[pos] == c {
+            switch word() {
+            case "true", "false": return "a boolean"
+            case "null": return "null"
+            case let w: return "'\(w)'"
+            }
+        }
         switch c {
         case UInt8(ascii: "["): return "an array"
         case UInt8(ascii: "{"): return "an object"
         case UInt8(ascii: "\""): return "a string"
-        case UInt8(ascii: "t"), UInt8(ascii: "f"): return "a boolean"
-        case UInt8(ascii: "n"): return "null"
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return "a number"
         case 0x20...0x7e: return "'\(Character(Unicode.Scalar(c)))'"
         default: return "byte 0x\(String(c, radix: 16))"

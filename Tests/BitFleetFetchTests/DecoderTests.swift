@@ -202,7 +202,7 @@ struct DecoderTests {
 
     static let ndjsonCases: [(String, String, String)] = [
         ("blank only", "\n\n  \n", "input has no samples (no non-blank NDJSON lines)"),
-        ("bad line", "[1,2,3,4]\nnot json\n", "invalid JSON at line 2 column 1: expected '[' or '{' to start sample 1"),
+        ("bad line", "[1,2,3,4]\nnot json\n", "invalid JSON at line 2 column 1: expected '[' or '{' to start sample 1 (found 'not')"),
         ("two values on a line", "[1,2,3,4] [1,2,3,4]\n", "line 1 column 11: unexpected data after sample 0"),
         ("wrong width", "[1,2,3,4]\n[1,2,3,4]\n{\"custom_id\": \"c\", \"input\": [1,2,3]}\n", "line 3: sample 2 has 3 features, model expects 4"),
         ("duplicate custom_id", "{\"custom_id\": \"a\", \"input\": [1,2,3,4]}\n{\"custom_id\": \"a\", \"input\": [1,2,3,4]}", #"line 2: sample 1 has duplicate custom_id "a" (first used by sample 0)"#),
