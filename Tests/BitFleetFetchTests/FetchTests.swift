@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import BitFleetFetch
@@ -367,9 +368,41 @@ struct FetchTests {
         #expect(e.message.contains("/status/404?…"))
     }
 
+    @Test func clientsOnManyThreadsAtOnce() throws {
+        // The worker runs one client per executor thread: concurrent clients must not interfere.
+        let threads = 4, perThread = 25
+        let failures = Mutex<[String]>([])
+        var workers: [Thread] = []
+        let done = DispatchGroup()
+        for t in 0..<threads {
+            done.enter()
+            let fxURL = fx.url(t % 2 == 0 ? "/sample.npy" : "/gzip/many.json")
+            let manyJSON = (try? Data(contentsOf: fx.root.appendingPathComponent("many.json")).count) ?? -1
+            let expected = t % 2 == 0 ? HTTPFixture.sampleNpy.count : manyJSON
+            let th = Thread {
+                defer { done.leave() }
+                do {
+                    let client = try HTTPClient(policy: localPolicy())
+                    for _ in 0..<perThread {
+                        let r = try client.get(fxURL)
+                        if r.body.count != expected { failures.withLock { $0.append("thread \(t): \(r.body.count) bytes") } }
+                    }
+                    _ = try? client.get(self.fx.url("/status/500"))
+                } catch {
+                    failures.withLock { $0.append("thread \(t): \(error)") }
+                }
+            }
+            workers.append(th)
+            th.start()
+        }
+        #expect(done.wait(timeout: .now() + 60) == .success)
+        #expect(failures.withLock { $0 } == [])
+    }
+
     // --- TLS ----------------------------------------------------------------------------------------------------
 
-    @Test func tlsVerificationIsAlwaysOn() throws {
+    @Test(.enabled(if: HTTPFixture.tls != nil, "needs the openssl command to make a certificate"))
+    func tlsVerificationIsAlwaysOn() throws {
         let tls = try #require(HTTPFixture.tls, "openssl and the TLS fixture are needed")
         let e = try fetchError(tls.fixture.url("/sample.json"), policy: localPolicy())
         #expect(e.kind == .tls)
@@ -378,7 +411,8 @@ struct FetchTests {
         #expect(e.message.lowercased().contains("certificate"))
     }
 
-    @Test func tlsWithCABundle() throws {
+    @Test(.enabled(if: HTTPFixture.tls != nil, "needs the openssl command to make a certificate"))
+    func tlsWithCABundle() throws {
         let tls = try #require(HTTPFixture.tls, "openssl and the TLS fixture are needed")
         let client = try HTTPClient(policy: localPolicy { $0.caBundlePath = tls.certPath })
         let r = try client.get(tls.fixture.url("/sample.json"))
@@ -391,7 +425,8 @@ struct FetchTests {
         #expect(e.message.contains("localhost"))
     }
 
-    @Test func missingCABundleFileIsATLSError() throws {
+    @Test(.enabled(if: HTTPFixture.tls != nil, "needs the openssl command to make a certificate"))
+    func missingCABundleFileIsATLSError() throws {
         let tls = try #require(HTTPFixture.tls, "openssl and the TLS fixture are needed")
         let e = try fetchError(tls.fixture.url("/sample.json"), policy: localPolicy { $0.caBundlePath = "/nonexistent/ca.pem" })
         #expect(e.kind == .tls)
