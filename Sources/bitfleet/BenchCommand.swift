@@ -90,7 +90,10 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        if let message = CPUFeatures.unsupportedMessage() { throw ValidationError(message) }
+        if let message = CPUFeatures.unsupportedMessage() {
+            FileHandle.standardError.write(Data("bitfleet bench: \(message)\n".utf8))
+            throw ExitCode.failure
+        }
         let threadCounts = threads.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.filter { $0 > 0 }
         let clock = CPUClock.measure()
         let hz = clock.hertz > 0 ? clock.hertz : 1
