@@ -73,3 +73,44 @@ struct PhaseTimer {
     var cpuSeconds: Double { Clock.threadCPU() - cpuStart }
     subscript(name: String) -> Double { phases[name] ?? 0 }
 }
+
+/// Busy and idle core-seconds of the worker process between heartbeats (OpenCost-style: allocated cores × time,
+/// of which the process CPU time is busy and the rest idle).
+struct UsageMeter {
+    struct Period: Equatable {
+        var start: Double
+        var end: Double
+        var cores: Double
+        var busy: Double
+        var idle: Double
+    }
+
+    let cores: Double
+    private var wallStart: Double
+    private var cpuStart: Double
+
+    init(cores: Double, wall: Double = wallClockNow(), cpu: Double = Clock.processCPU()) {
+        self.cores = cores
+        self.wallStart = wall
+        self.cpuStart = cpu
+    }
+
+    /// Closes the period ending now and starts the next one.
+    mutating func next(wall: Double = wallClockNow(), cpu: Double = Clock.processCPU()) -> Period {
+        let seconds = max(0, wall - wallStart)
+        let capacity = cores * seconds
+        let busy = min(capacity, max(0, cpu - cpuStart))
+        defer {
+            wallStart = wall
+            cpuStart = cpu
+        }
+        return Period(start: wallStart, end: wall, cores: cores, busy: busy, idle: capacity - busy)
+    }
+}
+
+/// Seconds since the Unix epoch (for timestamps written to the database).
+func wallClockNow() -> Double {
+    var spec = timespec()
+    clock_gettime(CLOCK_REALTIME, &spec)
+    return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+}

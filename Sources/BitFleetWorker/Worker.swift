@@ -279,6 +279,8 @@ public final class Worker: Sendable {
     /// grace period after `stop()` runs out, gives unfinished jobs back to the queue.
     private func heartbeatLoop(_ initial: PostgresConnection) {
         var connection: PostgresConnection? = initial
+        var usage = UsageMeter(cores: configuration.allocatedCores)
+        defer { if let connection { try? recordUsage(&usage, on: connection) } }
         while finished.wait(timeout: .now() + configuration.heartbeatSeconds) == .timedOut {
             do {
                 if connection == nil || !(connection?.isConnected ?? false) {
@@ -302,11 +304,24 @@ public final class Worker: Sendable {
                     wake.signalAll()
                 }
                 try connection!.query("UPDATE bitfleet.workers SET heartbeat_at = now() WHERE id = $1", [configuration.workerID])
+                try recordUsage(&usage, on: connection!)
             } catch {
                 logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
                 connection = nil
             }
         }
+    }
+
+    /// Writes the busy and idle core-seconds since the last heartbeat (`bitfleet.worker_usage`), so dashboards can
+    /// show what idle capacity cost.
+    private func recordUsage(_ usage: inout UsageMeter, on connection: PostgresConnection) throws {
+        let period = usage.next()
+        try connection.query("""
+            INSERT INTO bitfleet.worker_usage (worker_id, node_class, period_start, period_end, cores, busy_core_seconds,
+                                               idle_core_seconds, price_per_core_hour)
+            VALUES ($1, $2, to_timestamp($3), to_timestamp($4), $5, $6, $7, $8)
+            """, [configuration.workerID, configuration.nodeClass, period.start, period.end, period.cores, period.busy,
+                  period.idle, configuration.pricePerCoreHour])
     }
 
     private func listenLoop() {

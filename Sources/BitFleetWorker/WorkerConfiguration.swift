@@ -34,6 +34,9 @@ public struct WorkerConfiguration: Sendable {
     public var exitWhenDrained = false
     /// Threads the engine may use for one job's inference.
     public var inferenceThreads = 1
+    /// Cores this worker is priced for (idle cost is allocated minus used); nil = concurrency × inference threads.
+    public var cores: Double?
+    var allocatedCores: Double { cores ?? Double(concurrency * inferenceThreads) }
     /// Unique per process: host, pid and a random suffix.
     public var workerID: String
 

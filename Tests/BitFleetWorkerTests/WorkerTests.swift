@@ -330,3 +330,24 @@ struct RoleTests {
         #expect(denied?.sqlState == "42501")
     }
 }
+
+@Suite("Worker usage")
+struct WorkerUsageTests {
+    @Test func heartbeatsRecordBusyAndIdleCoreSeconds() throws {
+        let fleet = try FleetFixture()
+        let url = try fleet.serveNPY("u.npy", samples: FleetFixture.randomSamples(3, seed: 40))
+        for _ in 0..<4 { _ = try fleet.client.enqueue(.init(model: "tiny", inputURL: url)) }
+        _ = try fleet.drain { $0.nodeClass = "usage-test"; $0.pricePerCoreHour = 0.1 }
+        let row = try #require(try fleet.connection.query("""
+            SELECT count(*)::int AS n, sum(cores * extract(epoch FROM period_end - period_start))::float8 AS capacity,
+                   sum(busy_core_seconds)::float8 AS busy, sum(idle_core_seconds)::float8 AS idle,
+                   min(cores)::float8 AS cores, min(price_per_core_hour)::float8 AS price
+            FROM bitfleet.worker_usage WHERE node_class = 'usage-test'
+            """).first)
+        #expect(try row.int("n") >= 1)
+        #expect(try row.double("cores") == 2)
+        #expect(try row.double("price") == 0.1)
+        #expect(try row.double("busy") > 0)
+        #expect(abs(try row.double("busy") + row.double("idle") - row.double("capacity")) < 1e-3)
+    }
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The demo: on a fresh machine, installs what is missing, builds the release binary, starts a throwaway PostgreSQL
+# cluster and a local HTTP server with real Fashion-MNIST test images, registers the trained binary MoE model,
+# enqueues a batch, runs two worker processes until the queue drains, and prints predictions and the cost summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+Ops/setup.sh
+source Ops/env.sh
+
+files=${BITFLEET_DEMO_FILES:-100}
+per_file=${BITFLEET_DEMO_PER_FILE:-100}
+work="$PWD/.tmp/demo"
+Ops/pg.sh stop "$work/pg" 2>/dev/null || true
+rm -rf "$work"
+mkdir -p "$work"
+
+echo "== building (release, x86-64-v3)"
+bitfleet=$(Ops/build.sh)
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  Ops/pg.sh stop "$work/pg" || true
+}
+trap cleanup EXIT
+
+echo "== starting a throwaway PostgreSQL cluster and the input server"
+export DATABASE_URL=$(Ops/pg.sh start "$work/pg")
+python3 Ops/demo/make_inputs.py "$work" --files "$files" --per-file "$per_file"
+python3 Ops/testing/http_fixture.py --root "$work" --port 0 --ignore-stdin >"$work/http.out" 2>"$work/http.log" &
+pids+=($!)
+for _ in $(seq 50); do grep -q '^PORT ' "$work/http.out" 2>/dev/null && break; sleep 0.1; done
+port=$(awk '/^PORT /{print $2; exit}' "$work/http.out")
+echo "database: $DATABASE_URL"
+echo "inputs:   http://127.0.0.1:$port/inputs/ ($files files × $per_file images)"
+
+echo "== migrate, register the model, enqueue a batch"
+"$bitfleet" migrate
+"$bitfleet" model add --name fashion --version 1 --path Ops/models/fashion
+sed "s#\"url\": \"/#\"url\": \"http://127.0.0.1:$port/#" "$work/batch.jsonl" >"$work/batch-urls.jsonl"
+batch=$("$bitfleet" batch create --model fashion --inputs "$work/batch-urls.jsonl" --top-k 3 --tenant demo)
+echo "batch $batch created; also one job enqueued from SQL:"
+psql "$DATABASE_URL" -Atc "select bitfleet.enqueue(model => 'fashion', input_url => 'http://127.0.0.1:$port/inputs/test-0000.npy', tenant => 'demo-sql')"
+
+echo "== running 2 worker processes until the queue drains"
+start=$(date +%s.%N)
+for i in 1 2; do
+  "$bitfleet" worker --concurrency 1 --exit-when-drained --allow-networks 127.0.0.1 --poll-seconds 0.5 \
+    2>"$work/worker-$i.log" &
+  pids+=($!)
+done
+"$bitfleet" batch wait "$batch"
+wait "${pids[@]:1}"
+end=$(date +%s.%N)
+
+echo "== predictions"
+"$bitfleet" batch results "$batch" | python3 Ops/demo/score.py "$work/labels.json"
+"$bitfleet" batch status "$batch"
+jobs=$(psql "$DATABASE_URL" -Atc "select count(*) from bitfleet.jobs where state = 'succeeded'")
+samples=$(psql "$DATABASE_URL" -Atc "select coalesce(sum(samples), 0) from bitfleet.results")
+python3 -c "import sys; s=float(sys.argv[3])-float(sys.argv[2]); print(f'throughput: {int(sys.argv[1])} jobs in {s:.2f} s = {int(sys.argv[1])/s:.1f} jobs/s, {int(sys.argv[4])/s:.0f} samples/s (2 workers, wall clock incl. start-up)')" "$jobs" "$start" "$end" "$samples"
+
+echo "== cost summary (bitfleet cost)"
+"$bitfleet" cost
+psql "$DATABASE_URL" -P pager=off -c "
+  select count(*) as jobs, sum(samples) as inferences, round(sum(cpu_seconds)::numeric, 3) as cpu_seconds,
+         round(avg(fetch_seconds * 1000)::numeric, 2) as fetch_ms, round(avg(infer_seconds * 1000)::numeric, 2) as infer_ms,
+         round(avg(write_seconds * 1000)::numeric, 2) as write_ms,
+         to_char(sum(euros) / sum(samples) * 1000, 'FM0.000000000') as euros_per_1000_inferences,
+         max(price_per_core_hour) as eur_per_core_hour
+  from bitfleet.job_costs"
