@@ -22,5 +22,6 @@
 //
 // Speed needs a target CPU: build with `swift build -c release -Xcc -march=x86-64-v3`. That clang flag alone also
 // sets the Swift code's target features (the compiler takes them from its clang importer), so the kernels get
-// `popcnt` and AVX2 `vpshufb` popcounts. (`-Xswiftc -target-cpu -Xswiftc x86-64-v3` is rejected by Swift 6.3:
-// "unknown target CPU 'x86-64-v3'"; it is not needed.) Call `CPUFeatures.unsupportedMessage()` first thing in main.
+// `popcnt` and AVX2 `vpshufb` popcounts (checked with objdump). `-Xswiftc -target-cpu -Xswiftc x86-64-v3` is rejected
+// by Swift 6.3 ("unknown target CPU 'x86-64-v3'"; `-target-cpu haswell` or `znver3` would be accepted) and is not
+// needed. Call `CPUFeatures.unsupportedMessage()` first thing in main.

@@ -70,6 +70,6 @@ public struct CPUFeatures: Sendable, Equatable, CustomStringConvertible {
     /// A one-line warning when the build is not optimized (no popcnt/AVX2), nil otherwise.
     public static var slowBuildWarning: String? {
         isOptimizedBuild ? nil
-            : "bitfleet was built without a target CPU (-Xcc -march=x86-64-v3 -Xswiftc -target-cpu -Xswiftc x86-64-v3): binary kernels run several times slower"
+            : "bitfleet was built without a target CPU (swift build -c release -Xcc -march=x86-64-v3): binary kernels run several times slower"
     }
 }
