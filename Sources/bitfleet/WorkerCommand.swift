@@ -3,6 +3,8 @@ import BitFleetWorker
 import Dispatch
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 
 struct WorkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -45,23 +47,30 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Jobs one slot claims per statement (and completes together) [BITFLEET_CLAIM_BATCH].")
     var claimBatch: Int = environment("BITFLEET_CLAIM_BATCH", 8)
 
+    @Option(help: "Delete finished jobs and their results after this many days; cost rows stay (0 = keep) [BITFLEET_RETENTION_DAYS].")
+    var retentionDays: Double = environment("BITFLEET_RETENTION_DAYS", 7)
+
     @Flag(help: "Do not LISTEN for new jobs, poll only (PgBouncer transaction pooling) [BITFLEET_POLL_ONLY=1].")
     var pollOnly = ProcessInfo.processInfo.environment["BITFLEET_POLL_ONLY"] == "1"
 
     @Flag(help: "Exit once no job is queued, retrying or running.")
     var exitWhenDrained = false
+    @Option(help: "Port of GET /healthz, /readyz and /metrics (Prometheus); 0 turns it off [BITFLEET_HEALTH_PORT].")
+    var healthPort: Int = environment("BITFLEET_HEALTH_PORT", 8080)
 
     func validate() throws {
         guard concurrency >= 1 && concurrency <= 256 else { throw ValidationError("--concurrency must be 1…256") }
         guard claimBatch >= 1 && claimBatch <= 1000 else { throw ValidationError("--claim-batch must be 1…1000") }
         guard leaseSeconds >= 2 else { throw ValidationError("--lease-seconds must be at least 2") }
         guard pricePerCoreHour >= 0 else { throw ValidationError("--price-per-core-hour must not be negative") }
+        guard (0...65535).contains(healthPort) else { throw ValidationError("--health-port must be 0…65535") }
     }
 
     func run() throws {
         var configuration = WorkerConfiguration(databaseURL: connection.resolvedURL)
         configuration.concurrency = concurrency
         configuration.claimBatch = claimBatch
+        configuration.retentionDays = retentionDays > 0 ? retentionDays : nil
         configuration.leaseSeconds = leaseSeconds
         configuration.heartbeatSeconds = max(1, leaseSeconds / 6)
         configuration.pollSeconds = pollSeconds
@@ -77,7 +86,24 @@ struct WorkerCommand: ParsableCommand {
         configuration.fetchPolicy.maxBodyBytes = maxInputBytes
         configuration.fetchPolicy.totalTimeout = fetchTimeout
 
+        // Metrics are bootstrapped once, here in the executable, before the worker makes its metric objects.
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(WorkerMetrics.prometheusFactory(registry: registry))
         let worker = Worker(configuration: configuration, logger: Logger(label: "bitfleet.worker"))
+        // A port already taken (a second worker on the same server) turns the endpoint off with a warning rather
+        // than stopping the worker: give each worker its own --health-port, or 0.
+        var health: HealthServer?
+        if healthPort != 0 {
+            let logger = Logger(label: "bitfleet.health")
+            do {
+                health = try HealthServer(port: healthPort, ready: { worker.isReady }, metrics: { registry.emitToString() })
+                health?.start()
+                logger.info("health endpoint listening", metadata: ["port": "\(healthPort)", "paths": "/healthz /readyz /metrics"])
+            } catch {
+                logger.warning("health endpoint off", metadata: ["port": "\(healthPort)", "error": "\(error)"])
+            }
+        }
+        defer { health?.stop() }
         let signals = [SIGTERM, SIGINT].map { number in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
