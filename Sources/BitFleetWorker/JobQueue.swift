@@ -184,6 +184,19 @@ public struct JobQueue {
         return rows.count
     }
 
+    /// Cancels the unstarted items of batches past their expiry window; returns how many.
+    @discardableResult
+    public func expireBatches() throws -> Int {
+        try connection.query("SELECT bitfleet.expire_batches() AS n")[0].int("n")
+    }
+
+    /// Deletes finished jobs (and their results; cost rows stay) older than `keepDays`, at most `maxRows` at once.
+    @discardableResult
+    public func pruneFinished(keepDays: Double, maxRows: Int = 10_000) throws -> Int {
+        try connection.query("SELECT bitfleet.prune_finished(make_interval(secs => $1::float8 * 86400), $2) AS n",
+                             [keepDays, maxRows])[0].int("n")
+    }
+
     /// Gives back jobs this worker claimed but will not run (shutdown): they run again at once, attempt not counted.
     public func release(_ claim: JobClaim) throws {
         try connection.query("""

@@ -280,6 +280,7 @@ public final class Worker: Sendable {
     private func heartbeatLoop(_ initial: PostgresConnection) {
         var connection: PostgresConnection? = initial
         var usage = UsageMeter(cores: configuration.allocatedCores)
+        var nextMaintenance = Clock.now()
         defer { if let connection { try? recordUsage(&usage, on: connection) } }
         while finished.wait(timeout: .now() + configuration.heartbeatSeconds) == .timedOut {
             do {
@@ -305,6 +306,15 @@ public final class Worker: Sendable {
                 }
                 try connection!.query("UPDATE bitfleet.workers SET heartbeat_at = now() WHERE id = $1", [configuration.workerID])
                 try recordUsage(&usage, on: connection!)
+                if Clock.now() >= nextMaintenance {
+                    // Every worker does it now and then; SKIP LOCKED keeps them out of each other's way.
+                    nextMaintenance = Clock.now() + configuration.maintenanceSeconds
+                    let expired = try queue.expireBatches()
+                    let pruned = configuration.retentionDays.map { try? queue.pruneFinished(keepDays: $0) } ?? nil
+                    if expired > 0 || (pruned ?? 0) > 0 {
+                        logger.info("maintenance", metadata: ["expired": "\(expired)", "pruned": "\(pruned ?? 0)"])
+                    }
+                }
             } catch {
                 logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
                 connection = nil

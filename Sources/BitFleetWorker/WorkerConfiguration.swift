@@ -37,6 +37,10 @@ public struct WorkerConfiguration: Sendable {
     /// Cores this worker is priced for (idle cost is allocated minus used); nil = concurrency × inference threads.
     public var cores: Double?
     var allocatedCores: Double { cores ?? Double(concurrency * inferenceThreads) }
+    /// Finished jobs older than this many days are deleted with their results (cost rows stay); nil keeps all.
+    public var retentionDays: Double? = 7
+    /// How often a worker expires batches and prunes finished jobs.
+    public var maintenanceSeconds: Double = 60
     /// Unique per process: host, pid and a random suffix.
     public var workerID: String
 

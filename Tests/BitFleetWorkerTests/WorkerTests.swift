@@ -351,3 +351,39 @@ struct WorkerUsageTests {
         #expect(abs(try row.double("busy") + row.double("idle") - row.double("capacity")) < 1e-3)
     }
 }
+
+@Suite("Queue maintenance")
+struct MaintenanceTests {
+    @Test func expiredBatchesCancelTheirWaitingItemsWithTheReason() throws {
+        let fleet = try FleetFixture()
+        let url = try fleet.serveNPY("e.npy", samples: FleetFixture.randomSamples(1, seed: 50))
+        let batch = try fleet.client.createBatch(model: "tiny", items: (0..<3).map { .init(inputURL: url, customID: "e\($0)") })
+        let queue = JobQueue(connection: try fleet.database.connect(), workerID: "expiry")
+        let running = try #require(try queue.claim(limit: 1, leaseSeconds: 30).first)
+        try fleet.connection.query("UPDATE bitfleet.batches SET expires_at = now() - interval '1 second' WHERE id = $1", [batch])
+        #expect(try queue.expireBatches() == 2)
+        let progress = try #require(try fleet.client.batchProgress(batch))
+        #expect(progress.cancelled == 2 && progress.running == 1 && progress.status == "in_progress")
+        try queue.release(running)  // a released item of an expired batch is expired too
+        #expect(try queue.expireBatches() == 1)
+        #expect(try fleet.client.batchProgress(batch)?.status == "expired")
+        #expect(try fleet.client.batchResults(batch).allSatisfy { $0.lastError == "batch expired" })
+    }
+
+    @Test func pruningDeletesOldFinishedJobsAndKeepsCostRows() throws {
+        let fleet = try FleetFixture()
+        let url = try fleet.serveNPY("p.npy", samples: FleetFixture.randomSamples(1, seed: 51))
+        let old = try fleet.client.enqueue(.init(model: "tiny", inputURL: url))
+        let recent = try fleet.client.enqueue(.init(model: "tiny", inputURL: url))
+        _ = try fleet.drain()
+        let waiting = try fleet.client.enqueue(.init(model: "tiny", inputURL: url))
+        try fleet.connection.query("UPDATE bitfleet.jobs SET finished_at = now() - interval '8 days' WHERE id = $1", [old])
+        let queue = JobQueue(connection: try fleet.database.connect(), workerID: "pruner")
+        #expect(try queue.pruneFinished(keepDays: 7) == 1)
+        #expect(try fleet.client.job(old) == nil)
+        #expect(try fleet.client.job(recent)?.state == "succeeded")
+        #expect(try fleet.client.job(waiting)?.state == "queued")
+        #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.results WHERE job_id = $1", [old]) == "0")
+        #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.job_costs WHERE job_id = $1", [old]) == "1")
+    }
+}
