@@ -41,9 +41,9 @@ struct ThresholdBitsSink: PopcountSink {
     let out: UnsafeMutablePointer<UInt64>
     let ldWords: Int
     @inline(__always) func store(_ i: Int, _ j: Int, _ pop: Int) {
-        if pop <= Int(maxPop[j]) {
-            out[i &* ldWords &+ (j &>> 6)] |= (1 as UInt64) &<< UInt64(j & 63)
-        }
+        // branch-free: thresholds sit at the median, so a branch would mispredict half the time
+        let fire = UInt64(bitPattern: Int64(Int(maxPop[j]) &- pop)) &>> 63 ^ 1
+        out[i &* ldWords &+ (j &>> 6)] |= fire &<< UInt64(j & 63)
     }
 }
 
