@@ -124,20 +124,26 @@ def softmax(z, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def bn_fwd(a, gamma, beta):
-    mu = a.mean(0)
-    var = a.var(0)
+def bn_fwd(a, gamma, beta, frozen=None):
+    """Batch-norm; with frozen = (mu, var) it uses those population statistics (inference mode)."""
+    if frozen is None:
+        mu = a.mean(0)
+        var = a.var(0)
+    else:
+        mu, var = (v.astype(F32) for v in frozen)
     inv = F32(1.0) / np.sqrt(var + F32(EPS))
     xh = (a - mu) * inv
-    return gamma * xh + beta, (xh, inv, gamma)
+    return gamma * xh + beta, (xh, inv, gamma, frozen is not None)
 
 
 def bn_bwd(dy, cache):
-    xh, inv, gamma = cache
+    xh, inv, gamma, frozen = cache
     n = dy.shape[0]
     dgamma = (dy * xh).sum(0)
     dbeta = dy.sum(0)
     dxh = dy * gamma
+    if frozen:
+        return dxh * inv, dgamma, dbeta
     dx = (inv / n) * (n * dxh - dxh.sum(0) - xh * (dxh * xh).sum(0))
     return dx, dgamma, dbeta
 
@@ -201,14 +207,17 @@ class Model:
     def wmask(self, w):
         return 1.0 if self.is_float else (np.abs(w) <= 1).astype(F32)
 
-    def step(self, xb, yb, lr, aux_w, teacher=None, kd_w=0.0, kd_t=4.0):
+    def step(self, xb, yb, lr, aux_w, teacher=None, kd_w=0.0, kd_t=4.0, frozen=None):
+        """One Adam step. frozen: population batch-norm statistics {"stem": (mu, var), "h{l}": [(mu, var)] * E}
+        (fine-tuning in inference mode, so the forward pass is the exported model's up to threshold rounding)."""
+        fz = frozen or {}
         p, E, K = self.p, self.a.experts, self.a.top_k
         L = len(self.widths) - 1
         B = xb.shape[0]
         C = len(CLASSES)
         W0 = self.wq(p["stem.w"])
         a0 = xb @ W0.T
-        y0, c0 = bn_fwd(a0, p["stem.g"], p["stem.b"])
+        y0, c0 = bn_fwd(a0, p["stem.g"], p["stem.b"], fz.get("stem"))
         h, m0 = self.act(y0)
         R = self.wq(p["router.w"])
         dr_ = h @ R.T
@@ -227,7 +236,7 @@ class Model:
             for l in range(L):
                 W = self.wq(p[f"h{l}.w"][e])
                 a = u @ W.T
-                y, c = bn_fwd(a, p[f"h{l}.g"][e], p[f"h{l}.b"][e])
+                y, c = bn_fwd(a, p[f"h{l}.g"][e], p[f"h{l}.b"][e], fz[f"h{l}"][e] if fz else None)
                 un, m = self.act(y)
                 lc.append((u, W, c, m))
                 u = un
@@ -353,6 +362,9 @@ def calibrate_and_fold(model, x_u8, chunk=5000):
     mu = s1 / n
     var = np.maximum(s2 / n - mu * mu, 0)
     stem_w, stem_t = fold_threshold(W0, p["stem.g"], p["stem.b"], mu, var)
+    st = {"stem": (mu, var)}
+    for l in range(L):
+        st[f"h{l}"] = [None] * E
     h = np.concatenate([
         np.where(stem_input(x_u8[i:i + chunk], planes, False) @ stem_w.T >= stem_t, 1, -1).astype(F32)
         for i in range(0, n, chunk)])
@@ -371,13 +383,14 @@ def calibrate_and_fold(model, x_u8, chunk=5000):
             else:  # unused expert: any consistent statistics
                 mu_l, var_l = np.zeros(W.shape[0]), np.ones(W.shape[0])
             hidden_w[l][e], hidden_t[l][e] = fold_threshold(W, p[f"h{l}.g"][e], p[f"h{l}.b"][e], mu_l, var_l)
+            st[f"h{l}"][e] = (mu_l, var_l)
             u = np.where(u @ hidden_w[l][e].T >= hidden_t[l][e], 1, -1).astype(F32)
     return dict(
         stem_weight=stem_w, stem_threshold=stem_t,
         router_weight=router_w, router_scale=p["router.s"].astype(F32), router_bias=p["router.b"].astype(F32),
         hidden_weights=hidden_w, hidden_thresholds=hidden_t,
         out_weight=sgn(p["out.w"]), out_scale=p["out.s"].astype(F32), out_bias=p["out.b"].astype(F32),
-    ), np.bincount(idx.ravel(), minlength=E)
+    ), np.bincount(idx.ravel(), minlength=E), st
 
 
 def exact_forward(ex, x_u8, planes, top_k, chunk=5000):
@@ -637,6 +650,11 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--float", action="store_true", help="float baseline (ReLU, float weights), exported to ONNX")
     ap.add_argument("--eval-every", type=int, default=5, help="epochs between exact test evaluations")
+    ap.add_argument("--finetune", type=int, default=0,
+                    help="extra epochs with batch-norm frozen to population statistics (re-estimated over 20k "
+                         "training images at the start of each), so training sees the exported forward pass")
+    ap.add_argument("--finetune-lr", type=float, default=3e-4, help="fine-tune Adam lr (cosine decay)")
+    ap.add_argument("--init", type=str, default=None, help="latent.npz of an earlier run to start from")
     ap.add_argument("--out", required=True)
     ap.add_argument("--name", default="fashion")
     args = ap.parse_args()
@@ -648,6 +666,11 @@ def main():
     rng = np.random.default_rng(args.seed)
     xtr, ytr, xte, yte = load_fashion()
     model = Model(args, rng)
+    if args.init:
+        z = np.load(args.init)
+        for k in model.p:
+            assert z[k].shape == model.p[k].shape, f"--init: {k} shape {z[k].shape} != {model.p[k].shape}"
+            model.p[k] = z[k].astype(F32)
     teacher = None
     if args.teacher and args.kd > 0:
         import onnxruntime as ort
@@ -664,8 +687,12 @@ def main():
           f"experts={args.experts} top_k={args.top_k} hidden={args.hidden} epochs={args.epochs} "
           f"batch={args.batch} lr={args.lr} aux={args.aux} flip={args.flip} shift={args.shift} "
           f"kd={args.kd} seed={args.seed}", flush=True)
-    for ep in range(args.epochs):
+    ft_steps = max(1, args.finetune * (n // args.batch))
+    frozen = None
+    for ep in range(args.epochs + args.finetune):
         te = time.time()
+        if ep >= args.epochs and not args.float:
+            _, _, frozen = calibrate_and_fold(model, xtr[:20000])
         perm = rng.permutation(n)
         tl = ta = tx = 0.0
         nb = 0
@@ -674,25 +701,28 @@ def main():
             ids = perm[bi * args.batch:(bi + 1) * args.batch]
             xb_u8 = augment(xtr[ids], rng, args.flip, args.shift)
             xb = stem_input(xb_u8, args.planes, args.float)
-            lr = 0.5 * args.lr * (1 + np.cos(np.pi * step / steps))
+            if frozen is None:
+                lr = 0.5 * args.lr * (1 + np.cos(np.pi * step / max(1, steps)))
+            else:
+                lr = 0.5 * args.finetune_lr * (1 + np.cos(np.pi * (step - steps) / ft_steps))
             tz = teacher_fn(xb_u8) if teacher else None
-            loss, aux, acc, f = model.step(xb, ytr[ids], lr, args.aux, tz, args.kd)
+            loss, aux, acc, f = model.step(xb, ytr[ids], lr, args.aux, tz, args.kd, frozen)
             tl += loss
             ta += acc
             tx += aux
             use += f
             nb += 1
             step += 1
-        line = (f"epoch {ep + 1:3d}/{args.epochs}  loss {tl / nb:.4f}  aux {tx / nb:.3f}  train acc "
+        line = (f"epoch {ep + 1:3d}/{args.epochs}{'+ft' if frozen else ''}  loss {tl / nb:.4f}  aux {tx / nb:.3f}  train acc "
                 f"{ta / nb * 100:.2f}%  expert use min/max {use.min() / nb:.3f}/{use.max() / nb:.3f}  "
                 f"{time.time() - te:.1f}s")
         rec = dict(epoch=ep + 1, loss=tl / nb, train_acc=ta / nb, seconds=time.time() - te)
-        if (ep + 1) % args.eval_every == 0 or ep + 1 == args.epochs:
+        if (ep + 1) % args.eval_every == 0 or ep + 1 >= args.epochs:
             if args.float:
                 fl = fold_float(model, xtr[:20000])
                 acc = float((float_forward(fl, xte, args.top_k).argmax(1) == yte).mean())
             else:
-                ex, _ = calibrate_and_fold(model, xtr[:20000])
+                ex, _, _ = calibrate_and_fold(model, xtr[:20000])
                 acc = float((exact_forward(ex, xte, args.planes, args.top_k)[0].argmax(1) == yte).mean())
                 tr = float((exact_forward(ex, xtr[:10000], args.planes, args.top_k)[0].argmax(1) == ytr[:10000]).mean())
                 line += f"  exact-eval train[:10k] {tr * 100:.2f}%"
@@ -701,12 +731,14 @@ def main():
         history.append(rec)
         print(line, flush=True)
     train_seconds = time.time() - t_start
+    np.savez(os.path.join(args.out, "latent.npz"), **model.p)  # latent weights, for --init (not committed)
 
     cmd = "python3 Ops/models/train.py " + " ".join(sys.argv[1:])
     metrics = dict(
         kind="float" if args.float else "binary", planes=args.planes, stem=args.stem, experts=args.experts,
         top_k=args.top_k, hidden=args.hidden, epochs=args.epochs, batch=args.batch, lr=args.lr, aux=args.aux,
-        flip=args.flip, shift=args.shift, kd=args.kd, seed=args.seed, train_seconds=round(train_seconds, 1),
+        flip=args.flip, shift=args.shift, kd=args.kd, seed=args.seed, finetune=args.finetune,
+        finetune_lr=args.finetune_lr, init=args.init, train_seconds=round(train_seconds, 1),
         command=cmd, history=history)
 
     if args.float:
@@ -736,7 +768,7 @@ def main():
         return
 
     te = time.time()
-    ex, use = calibrate_and_fold(model, xtr)
+    ex, use, _ = calibrate_and_fold(model, xtr)
     logits, counts = exact_forward(ex, xte, args.planes, args.top_k)
     acc = float((logits.argmax(1) == yte).mean())
     print(f"exported-semantics eval (BN re-estimated over 60k, folded to integer thresholds): test acc "
