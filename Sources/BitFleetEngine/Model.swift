@@ -108,11 +108,14 @@ public final class BinaryMoEModel: @unchecked Sendable {
             return out
         }
 
-        stem = PackedMatrix.load(source: st.pointer(stemW), rows: S, bits: D, owned: &owned)
-        stemThreshold = int32s(stemT)
-        router = PackedMatrix.load(source: st.pointer(routerW), rows: E, bits: S, owned: &owned)
+        // Everything that can throw happens before any weight storage is allocated (nothing leaks on error).
         routerScale = try floats(routerS)
         routerBias = try floats(routerB)
+        outScale = try floats(outS)
+        outBias = try floats(outB)
+        stemThreshold = int32s(stemT)
+        stem = PackedMatrix.load(source: st.pointer(stemW), rows: S, bits: D, owned: &owned)
+        router = PackedMatrix.load(source: st.pointer(routerW), rows: E, bits: S, owned: &owned)
         var hidden: [PackedMatrix] = []
         var maxPops: [[Int32]] = []
         for l in 0..<config.expertHidden.count {
@@ -123,8 +126,6 @@ public final class BinaryMoEModel: @unchecked Sendable {
         self.hidden = hidden
         self.hiddenMaxPop = maxPops
         output = PackedMatrix.load(source: st.pointer(outW), rows: E * C, bits: last, owned: &owned)
-        outScale = try floats(outS)
-        outBias = try floats(outB)
         self.owned = owned
         privateBytes = ([stem, router, output] + hidden).reduce(0) { $0 + $1.ownedBytes }
     }
