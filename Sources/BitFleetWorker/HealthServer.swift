@@ -195,6 +195,24 @@ public final class HealthServer: Sendable {
         if !head { out += bytes }
         writeAll(client, out)
         shutdown(client, Int32(SHUT_WR))
+        lingeringClose(client)
+    }
+
+    /// Reads what the client still sends (at most 64 KiB or 0.2 s) before the socket is closed: closing with unread
+    /// input makes the kernel send a reset, which can destroy the response before the client has read it.
+    private func lingeringClose(_ client: Int32) {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        var drained = 0
+        let deadline = Clock.now() + 0.2
+        while drained < 65536 {
+            let remaining = deadline - Clock.now()
+            if remaining <= 0 { return }
+            var descriptor = pollfd(fd: client, events: Int16(POLLIN), revents: 0)
+            if poll(&descriptor, 1, Int32(max(1, remaining * 1000))) <= 0 { return }
+            let n = chunk.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return }
+            drained += n
+        }
     }
 
     /// Reads the request head within `requestTimeout` and `maxHeaderBytes`, and parses its request line.
