@@ -706,7 +706,7 @@ def main():
             else:
                 lr = 0.5 * args.finetune_lr * (1 + np.cos(np.pi * (step - steps) / ft_steps))
             tz = teacher_fn(xb_u8) if teacher else None
-            loss, aux, acc, f = model.step(xb, ytr[ids], lr, args.aux, tz, args.kd, frozen)
+            loss, aux, acc, f = model.step(xb, ytr[ids], lr, args.aux, tz, args.kd, frozen=frozen)
             tl += loss
             ta += acc
             tx += aux
