@@ -161,6 +161,7 @@ public struct JobQueue {
     }
 
     /// Returns jobs whose lease expired (their worker died or hung) to the queue, or to `dead` when out of attempts.
+    /// `run_after` keeps its old value, so a rescued job runs before work that was queued after it.
     /// Any worker may run this; returns how many jobs were rescued.
     @discardableResult
     public func rescueExpiredLeases() throws -> Int {
@@ -172,7 +173,7 @@ public struct JobQueue {
             )
             UPDATE bitfleet.jobs j
             SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'dead'::bitfleet.job_state ELSE 'failed' END,
-                run_after = now(), finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
+                finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
                 last_error = 'lease expired: worker ' || j.lease_owner || ' stopped renewing it',
                 errors = j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(), 'worker', j.lease_owner,
                                                         'class', 'transient', 'phase', 'lease',
@@ -197,12 +198,13 @@ public struct JobQueue {
                              [keepDays, maxRows])[0].int("n")
     }
 
-    /// Gives back jobs this worker claimed but will not run (shutdown): they run again at once, attempt not counted.
+    /// Gives back jobs this worker claimed but will not run (shutdown): they run again at once, ahead of newer work,
+    /// and the attempt is not counted.
     public func release(_ claim: JobClaim) throws {
         try connection.query("""
             UPDATE bitfleet.jobs
             SET state = CASE WHEN attempt > 1 THEN 'failed'::bitfleet.job_state ELSE 'queued' END,
-                attempt = attempt - 1, run_after = now(), lease_owner = NULL, lease_expires_at = NULL
+                attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL
             WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running'
             """, [claim.id, claim.attempt, workerID])
     }

@@ -387,3 +387,19 @@ struct MaintenanceTests {
         #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.job_costs WHERE job_id = $1", [old]) == "1")
     }
 }
+
+@Suite("Rescue order")
+struct RescueOrderTests {
+    @Test func aRescuedJobRunsBeforeWorkQueuedAfterIt() throws {
+        let fleet = try FleetFixture()
+        let first = try fleet.client.enqueue(.init(model: "tiny", inputURL: "http://example.invalid/1.npy"))
+        let queue = JobQueue(connection: try fleet.database.connect(), workerID: "dies")
+        _ = try queue.claim(limit: 1, leaseSeconds: 0.2)
+        for index in 0..<3 { _ = try fleet.client.enqueue(.init(model: "tiny", inputURL: "http://example.invalid/\(index).npy")) }
+        Thread.sleep(forTimeInterval: 0.4)
+        #expect(try queue.rescueExpiredLeases() == 1)
+        let next = try JobQueue(connection: try fleet.database.connect(), workerID: "next").claim(limit: 1, leaseSeconds: 30)
+        #expect(next.map(\.id) == [first])
+        #expect(next.map(\.attempt) == [2])
+    }
+}
