@@ -221,6 +221,25 @@ struct CostDashboard {
                cpu_euros_per_1000_inferences AS cpu_eur_per_1000, gpu_euros_per_1000_inferences AS gpu_eur_per_1000
         FROM bitfleet.savings_vs_gpu WHERE samples > 0 ORDER BY model, baseline_source, baseline_id
         """
+    /// The seed essay's deployment: one GPU instance per model, running the whole period, against what this fleet's
+    /// workers were allocated (busy + idle) over the same hours.
+    static let alwaysOnSQL = """
+        WITH models AS (
+            SELECT DISTINCT model FROM bitfleet.job_costs
+            WHERE samples > 0 AND created_at > now() - make_interval(hours => $1::int)
+        ), fleet AS (
+            SELECT coalesce(sum(allocated_euros), 0) AS allocated FROM bitfleet.fleet_utilisation_hour
+            WHERE hour > now() - make_interval(hours => $1::int)
+        )
+        SELECT g.id AS baseline, g.source AS gpu_figure, g.gpu, count(m.model) AS models,
+               count(m.model) * g.euros_per_hour * $1::int AS gpu_always_on_eur, f.allocated AS fleet_allocated_eur,
+               count(m.model) * g.euros_per_hour * $1::int - f.allocated AS saving_eur
+        FROM bitfleet.gpu_baselines g
+        JOIN models m ON g.model IS NULL OR g.model = m.model
+        CROSS JOIN fleet f
+        GROUP BY g.id, g.source, g.gpu, g.euros_per_hour, f.allocated
+        ORDER BY g.source, g.id
+        """
     static let baselinesSQL = """
         SELECT id, coalesce(model, '(every model)') AS model, gpu, euros_per_hour, samples_per_second, source, note
         FROM bitfleet.gpu_baselines ORDER BY id
@@ -233,6 +252,7 @@ struct CostDashboard {
                                       ("utilisation", Self.utilisationSQL, [hours]),
                                       ("allocation", Self.allocationSQL, [hours]),
                                       ("gpu_comparison", Self.gpuSQL, []),
+                                      ("gpu_always_on", Self.alwaysOnSQL, [hours]),
                                       ("gpu_baselines", Self.baselinesSQL, [])] {
                 let rows = try client.connection.query(
                     "SELECT coalesce(json_agg(t), '[]'::json)::text AS rows FROM (\(sql)) t", binds)
@@ -249,6 +269,9 @@ struct CostDashboard {
                 Self.allocationSQL, [hours], empty: "nothing metered yet")
         section("GPU comparison (CPU euros measured; gpu_figure says whether the GPU throughput is measured or stated)",
                 Self.gpuSQL, [], empty: "no GPU baseline or no metered samples (bitfleet.gpu_baselines)")
+        section("Always-on alternative, last \(hours) h: one GPU instance per model for the whole period (the seed "
+                + "essay's deployment) vs this fleet's allocated cost (busy + idle)",
+                Self.alwaysOnSQL, [hours], empty: "no metered samples in the period")
         let baselines = try client.table(Self.baselinesSQL)
         if !baselines.rows.isEmpty {
             Swift.print("GPU baselines:")
