@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libpq-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 dataset-fashion-mnist python3 python3-pip pkg-config)
+packages=(libpq-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 dataset-fashion-mnist python3 python3-pip pkg-config openssl iproute2)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
