@@ -185,6 +185,10 @@ struct BenchCommand: ParsableCommand {
                       + pad(fmt(r.macsPerCyclePerCore, 1), 12) + pad(fmt(r.speedup, 2) + "×", 10) + pad(fmt(r.secondsPerGEMM * 1e3, 2), 10) + fmt(r.macsPerCPUCycle, 1))
             }
         }
+        if let first = kernelRows.first, first.macsPerCyclePerCore < 0.7 * first.macsPerCPUCycle {
+            print("note       this process got only \(fmt(100 * first.macsPerCyclePerCore / first.macsPerCPUCycle, 0)) % of a core "
+                  + "(other processes share the CPUs): wall-clock figures are low; the CPU-time columns are per core actually used")
+        }
         print("")
         print("model      \(report.modelName) at \(report.model)")
         print("           \(cfg.inputFeatures) features × \(cfg.inputBitPlanes) planes → stem \(cfg.stemWidth) → \(cfg.experts) experts (top \(cfg.topK)) \(cfg.expertHidden) → \(cfg.classes.count) classes; \(cfg.binaryMACsPerSample) binary MACs/sample")
