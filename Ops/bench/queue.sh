@@ -27,7 +27,7 @@ trap 'Ops/pg.sh stop "$work/pg" || true' EXIT
 "$bitfleet" migrate >/dev/null
 
 fill() {
-  psql "$DATABASE_URL" -qAt -c "TRUNCATE bitfleet.jobs CASCADE" \
+  PGOPTIONS="-c client_min_messages=warning" psql "$DATABASE_URL" -qAt -c "TRUNCATE bitfleet.jobs CASCADE" \
     -c "INSERT INTO bitfleet.jobs (model, input_url) SELECT 'bitfleet.noop', 'noop:' FROM generate_series(1, $1)" \
     -c "VACUUM ANALYZE bitfleet.jobs"
 }

@@ -22,17 +22,19 @@ extension Double: PostgresEncodable {
 /// `text[]` / `bigint[]` parameters, written as array literals with every element quoted and escaped.
 extension Array: PostgresEncodable where Element: PostgresEncodable {
     public var postgresText: String {
-        var text = "{"
+        var bytes: [UInt8] = [UInt8(ascii: "{")]
+        bytes.reserveCapacity(count * 8 + 2)
         for (index, element) in enumerated() {
-            if index > 0 { text += "," }
-            text += "\""
-            for character in element.postgresText {
-                if character == "\"" || character == "\\" { text += "\\" }
-                text.append(character)
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            bytes.append(UInt8(ascii: "\""))
+            for byte in element.postgresText.utf8 {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { bytes.append(UInt8(ascii: "\\")) }
+                bytes.append(byte)
             }
-            text += "\""
+            bytes.append(UInt8(ascii: "\""))
         }
-        return text + "}"
+        bytes.append(UInt8(ascii: "}"))
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
 

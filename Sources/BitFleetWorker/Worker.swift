@@ -159,12 +159,16 @@ public final class Worker: Sendable {
             for item in pending where !written.contains(item.claim.id) {
                 logger.warning("lease lost before the result was written; nothing written", metadata: ["job": "\(item.claim.id)"])
             }
+            finish(pending.map(\.claim.id))
             pending.removeAll(keepingCapacity: true)
         }
         for (index, claim) in claims.enumerated() {
             if isStopping {
                 try flush()
-                for unstarted in claims[index...] { try queue.release(unstarted) }
+                for unstarted in claims[index...] {
+                    try queue.release(unstarted)
+                    finish([unstarted.id])
+                }
                 return
             }
             if let completion = try process(claim, queue: queue, client: client) {
@@ -175,6 +179,11 @@ public final class Worker: Sendable {
             if Clock.now() - oldestPending > configuration.flushSeconds { try flush() }
         }
         try flush()
+    }
+
+    /// Stops renewing the leases of jobs whose outcome has been written.
+    private func finish(_ ids: [Int]) {
+        state.withLock { state in for id in ids { state.inFlight.removeValue(forKey: id) } }
     }
 
     /// Runs one attempt. Returns what to write when it succeeded; a failure is recorded on the job here.
@@ -239,6 +248,7 @@ public final class Worker: Sendable {
             let decision = configuration.retryPolicy.decide(attempt: claim.attempt, maxAttempts: claim.maxAttempts,
                                                             retryable: failure.retryable)
             let written = try queue.fail(claim, failure, decision: decision)
+            finish([claim.id])
             state.withLock { $0.failed += 1 }
             log.warning("job attempt failed", metadata: [
                 "attempt": "\(claim.attempt)", "state": "\(written ?? "lease lost")", "error": "\(failure)",
