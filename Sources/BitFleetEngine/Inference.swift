@@ -28,12 +28,15 @@ public struct InferenceStats: Sendable, Equatable {
 public struct InferenceResult: Sendable {
     /// Row-major `samples × classes`.
     public var logits: [Float]
+    /// Row-major `samples × classes`: `softmax(logits)` per sample.
+    public var probabilities: [Float]
     /// Per sample, the `topClasses` most probable classes, best first (ties to the lower class index).
     public var predictions: [[ClassScore]]
     public var stats: InferenceStats
 
-    public init(logits: [Float], predictions: [[ClassScore]], stats: InferenceStats) {
+    public init(logits: [Float], probabilities: [Float] = [], predictions: [[ClassScore]], stats: InferenceStats) {
         self.logits = logits
+        self.probabilities = probabilities
         self.predictions = predictions
         self.stats = stats
     }

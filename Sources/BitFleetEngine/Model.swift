@@ -163,16 +163,23 @@ public final class BinaryMoEModel: @unchecked Sendable {
     /// Runs the model over `count` samples (row-major `count × input_features` uint8 values).
     /// With `threads > 1` the batch is split across the shared thread pool.
     public func predict(samples: [UInt8], count: Int, topClasses: Int = 3, threads: Int = 1) throws -> InferenceResult {
+        try samples.withUnsafeBufferPointer { x in
+            try predict(samples: x, count: count, topClasses: topClasses, threads: threads)
+        }
+    }
+
+    /// `predict` over caller-owned memory (no copy of the input), e.g. a decoded .npy body.
+    public func predict(samples: UnsafeBufferPointer<UInt8>, count: Int, topClasses: Int = 3, threads: Int = 1) throws -> InferenceResult {
         try checkInput(samples.count, count)
         let C = config.classes.count
         var logits = [Float](repeating: 0, count: count * C)
         var probs = [Float](repeating: 0, count: count * C)
         var activations = [Int](repeating: 0, count: config.experts)
-        samples.withUnsafeBufferPointer { x in
+        if count > 0, let x = samples.baseAddress {
             logits.withUnsafeMutableBufferPointer { lg in
                 probs.withUnsafeMutableBufferPointer { pr in
                     activations.withUnsafeMutableBufferPointer { act in
-                        run(x: x.baseAddress!, count: count, threads: threads,
+                        run(x: x, count: count, threads: threads,
                             outputs: Outputs(logits: lg.baseAddress!, probabilities: pr.baseAddress!), trace: nil,
                             activations: act.baseAddress!)
                     }
@@ -186,7 +193,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
             for i in 0..<count { predictions.append(topScores(pr.baseAddress! + i * C, k)) }
         }
         return InferenceResult(
-            logits: logits, predictions: predictions,
+            logits: logits, probabilities: probs, predictions: predictions,
             stats: InferenceStats(samples: count, binaryOps: count * config.binaryMACsPerSample, expertActivations: activations))
     }
 
@@ -200,6 +207,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
             gates: [Float](repeating: 0, count: count * K), logits: [Float](repeating: 0, count: count * C),
             probabilities: [Float](repeating: 0, count: count * C))
         var activations = [Int](repeating: 0, count: E)
+        if count == 0 { return t }
         samples.withUnsafeBufferPointer { x in
             t.stemPreActivations.withUnsafeMutableBufferPointer { pre in
             t.stemBits.withUnsafeMutableBufferPointer { bits in

@@ -68,6 +68,7 @@ struct ReferenceTests {
         for threads in [1, 2] {
             let r = try model.predict(samples: x, count: M, topClasses: 3, threads: threads)
             #expect(r.logits == t1.logits)
+            #expect(r.probabilities == t1.probabilities)
             #expect(r.predictions.count == M)
             #expect(r.stats.samples == M)
             #expect(r.stats.expertActivations.reduce(0, +) == M * K)
