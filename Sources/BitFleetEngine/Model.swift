@@ -158,7 +158,18 @@ public final class BinaryMoEModel: @unchecked Sendable {
     // MARK: - Inference
 
     /// Samples per micro-batch: routed and grouped together, so experts see groups of useful size.
-    static let microBatch = 256
+    static let maxMicroBatch = 256
+
+    /// Micro-batch size: up to 256 samples, fewer when one sample's working memory is large (very wide layers),
+    /// so a thread's scratch stays under 64 MiB.
+    var microBatch: Int {
+        let c = config
+        let wd = (c.inputFeatures + 63) / 64, ws = (c.stemWidth + 63) / 64
+        let maxWords = c.expertWidths.map { ($0 + 63) / 64 }.max()!
+        let perSample = c.inputBitPlanes * wd * 8 + c.stemWidth * 4 + 8 + ws * 8 + c.experts * 8 + c.topK * 12
+            + maxWords * 16 + c.classes.count * 4 + c.topK * c.classes.count * 4
+        return max(1, min(Self.maxMicroBatch, (64 << 20) / max(1, perSample)))
+    }
 
     /// Runs the model over `count` samples (row-major `count × input_features` uint8 values).
     /// With `threads > 1` the batch is split across the shared thread pool.
@@ -309,11 +320,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
     /// Forward pass of samples `range`, micro-batch by micro-batch, on the calling thread.
     private func forwardRange(x: UnsafePointer<UInt8>, range: Range<Int>, outputs: Outputs, trace: TraceOutputs?,
                               activations: UnsafeMutablePointer<Int>) {
-        let scratch = Scratch(config: config, capacity: min(Self.microBatch, range.count))
+        let mb = microBatch
+        let scratch = Scratch(config: config, capacity: min(mb, range.count))
         defer { scratch.deallocate() }
         var start = range.lowerBound
         while start < range.upperBound {
-            let n = min(Self.microBatch, range.upperBound - start)
+            let n = min(mb, range.upperBound - start)
             forwardMicroBatch(x: x, first: start, n: n, s: scratch, outputs: outputs, trace: trace, activations: activations)
             start += n
         }
