@@ -6,8 +6,8 @@
 # In a throwaway cluster (Ops/pg.sh): migrate (bitfleet migrate), insert --queued due jobs, VACUUM ANALYZE,
 # measure the worker's claim statement (copied from Sources/BitFleetWorker/JobQueue.swift `claim`, LIMIT 8 as the
 # default --claim-batch) with pgbench, one client, each claim inside BEGIN … ROLLBACK so the queue stays the same
-# between runs; then insert --finished succeeded jobs (finished_at spread over 30 days, with --results also one
-# result row each) and measure again; then time bitfleet.prune_finished(7 days, 10000) a few times.
+# between runs; then, in a fresh table, --finished succeeded jobs (finished_at spread over 30 days, with --results
+# one result row each) followed by the same --queued jobs, and measure again; then time bitfleet.prune_finished(7 days, 10000) a few times.
 # Prints median / p95 / p99 ms per claim and ms per 10 000 pruned rows; --json ends with one JSON line.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -90,6 +90,15 @@ explain() {
                started_at = NULL WHERE lease_owner = 'explain'" >/dev/null
 }
 
+# timed SQL → median ms of 5 runs (psql \timing, client side) of one statement.
+timed() {
+  { echo '\timing on'; for _ in 1 2 3 4 5; do echo "$1;"; done; } | psql "$url" -qAtX -v ON_ERROR_STOP=1 2>&1 \
+    | awk '/^Time: /{print $2}' | python3 -c 'import sys, statistics; print(f"{statistics.median(float(x) for x in sys.stdin):.2f}")'
+}
+# Other statements that read the jobs table: the dashboards' queue depth and the workers' --exit-when-drained check.
+depth_sql="SELECT * FROM bitfleet.queue_depth"
+drained_sql="SELECT NOT EXISTS (SELECT 1 FROM bitfleet.jobs WHERE state IN ('queued', 'failed', 'running')) AS drained"
+
 size() { q -c "SELECT pg_size_pretty(pg_total_relation_size('bitfleet.jobs'))"; }
 
 # 1. Only the queue: --queued due jobs.
@@ -101,9 +110,12 @@ echo "inserted $queued queued jobs in $(elapsed "$t") s; jobs table $(size)" >&2
 explain small
 read -r small_med small_p95 small_p99 small_n <<<"$(measure small)"
 echo "claim, $queued queued only:                 median $small_med ms, p95 $small_p95 ms, p99 $small_p99 ms ($small_n claims)" >&2
+small_depth=$(timed "$depth_sql"); small_drained=$(timed "$drained_sql")
 
-# 2. Add millions of finished jobs (succeeded, finished over the last 30 days), optionally with their results.
+# 2. Millions of finished jobs (succeeded, finished over the last 30 days; optionally with their results), then the
+#    same queued jobs again: in this order the heap looks like a real queue's, old finished rows first.
 t=$(now)
+q -c "TRUNCATE bitfleet.jobs CASCADE"
 q -c "INSERT INTO bitfleet.jobs (model, input_url, state, attempt, created_at, run_after, started_at, finished_at)
       SELECT 'bench', 'http://inputs.example/done-' || n || '.npy', 'succeeded', 1,
              f - interval '2 seconds', f - interval '2 seconds', f - interval '1 second', f
@@ -114,6 +126,9 @@ if [ "$results" = 1 ]; then
         SELECT id, 1, 'bench', '1', 64, '{\"predictions\": [{\"sample\": 0, \"top\": [{\"class\": 3, \"p\": 0.9}]}]}'
         FROM bitfleet.jobs WHERE state = 'succeeded'"
 fi
+q -c "INSERT INTO bitfleet.jobs (model, input_url, created_at, run_after)
+      SELECT 'bench', 'http://inputs.example/' || n || '.npy', now() - interval '1 minute', now() - interval '1 minute'
+      FROM generate_series(1, $queued) n"
 insert_s=$(elapsed "$t")
 t=$(now)
 q -c "VACUUM ANALYZE bitfleet.jobs" -c "VACUUM ANALYZE bitfleet.results"
@@ -124,6 +139,7 @@ echo "inserted $finished finished jobs$([ "$results" = 1 ] && echo ' with result
 explain big
 read -r big_med big_p95 big_p99 big_n <<<"$(measure big)"
 echo "claim, $queued queued + $finished finished:  median $big_med ms, p95 $big_p95 ms, p99 $big_p99 ms ($big_n claims)" >&2
+big_depth=$(timed "$depth_sql"); big_drained=$(timed "$drained_sql")
 
 # 3. Retention: prune_finished(7 days, 10 000), a few calls, each timed on the server side.
 prune_ms=()
@@ -148,12 +164,14 @@ echo "== claim latency (claim of 8 due jobs, one client, BEGIN/claim/ROLLBACK ro
 printf '%-44s %10s %10s %10s %8s\n' "jobs table" "median ms" "p95 ms" "p99 ms" "claims"
 printf '%-44s %10s %10s %10s %8s\n' "$queued queued" "$small_med" "$small_p95" "$small_p99" "$small_n"
 printf '%-44s %10s %10s %10s %8s\n' "$queued queued + $finished finished" "$big_med" "$big_p95" "$big_p99" "$big_n"
+echo "queue_depth view (dashboards, KEDA-like counts): $small_depth ms → $big_depth ms; drained check (--exit-when-drained): $small_drained ms → $big_drained ms (median of 5)"
 echo "prune_finished(7 days, 10000): median $prune_med ms per 10 000 rows$([ "$results" = 1 ] && echo ' (with their results)') (max $prune_max)"
 echo "insert of $finished finished rows: $insert_s s; VACUUM ANALYZE: $vacuum_s s; jobs table $jobs_size; database $db_size"
+echo "load average $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores (the machine is shared: tails are scheduling noise)"
 echo "plan with finished rows (EXPLAIN ANALYZE, BUFFERS):"
 sed 's/^/  /' "$work/explain-big.txt"
 if [ "$json" = 1 ]; then
-  printf '{"queued": %s, "finished": %s, "results": %s, "claim_ms": {"queued_only": {"median": %s, "p95": %s, "p99": %s, "n": %s}, "with_finished": {"median": %s, "p95": %s, "p99": %s, "n": %s}}, "prune_ms_per_10000": {"median": %s, "max": %s}, "insert_s": %s, "vacuum_s": %s}\n' \
+  printf '{"queued": %s, "finished": %s, "results": %s, "claim_ms": {"queued_only": {"median": %s, "p95": %s, "p99": %s, "n": %s}, "with_finished": {"median": %s, "p95": %s, "p99": %s, "n": %s}}, "prune_ms_per_10000": {"median": %s, "max": %s}, "queue_depth_ms": [%s, %s], "drained_check_ms": [%s, %s], "insert_s": %s, "vacuum_s": %s}\n' \
     "$queued" "$finished" "$([ "$results" = 1 ] && echo true || echo false)" "$small_med" "$small_p95" "$small_p99" "$small_n" \
-    "$big_med" "$big_p95" "$big_p99" "$big_n" "$prune_med" "$prune_max" "$insert_s" "$vacuum_s"
+    "$big_med" "$big_p95" "$big_p99" "$big_n" "$prune_med" "$prune_max" "$small_depth" "$big_depth" "$small_drained" "$big_drained" "$insert_s" "$vacuum_s"
 fi
