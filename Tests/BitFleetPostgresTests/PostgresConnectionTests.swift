@@ -120,7 +120,7 @@ struct MigratorTests {
 
     @Test func concurrentMigratorsApplyEachMigrationOnce() throws {
         let database = try TestDatabase.create()
-        let results = Results()
+        let results = LockedList()
         DispatchQueue.concurrentPerform(iterations: 4) { _ in
             do {
                 let applied = try Migrator(migrations: migrations).apply(on: try database.connect())
@@ -149,11 +149,4 @@ struct MigratorTests {
         #expect(exists == false)
         #expect(try connection.query("SELECT count(*)::int AS n FROM bitfleet.schema_migrations")[0].int("n") == 0)
     }
-}
-
-final class Results: @unchecked Sendable {
-    private let lock = NSLock()
-    private var names: [String] = []
-    func add(_ more: [String]) { lock.lock(); names += more; lock.unlock() }
-    var all: [String] { lock.lock(); defer { lock.unlock() }; return names }
 }

@@ -106,3 +106,12 @@ public func temporaryDirectory(_ prefix: String = "bitfleet-test") throws -> URL
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url
 }
+
+/// Strings collected from several threads.
+public final class LockedList: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [String] = []
+    public init() {}
+    public func add(_ more: [String]) { lock.lock(); items += more; lock.unlock() }
+    public var all: [String] { lock.lock(); defer { lock.unlock() }; return items }
+}

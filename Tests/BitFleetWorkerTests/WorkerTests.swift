@@ -3,6 +3,7 @@ import BitFleetPostgres
 import BitFleetTestSupport
 import BitFleetWorker
 import Foundation
+import Logging
 import Testing
 
 @Suite("Worker end to end: real Postgres, real HTTP, real engine", .serialized)
@@ -401,5 +402,48 @@ struct RescueOrderTests {
         let next = try JobQueue(connection: try fleet.database.connect(), workerID: "next").claim(limit: 1, leaseSeconds: 30)
         #expect(next.map(\.id) == [first])
         #expect(next.map(\.attempt) == [2])
+    }
+}
+
+@Suite("Database connections lost mid-run")
+struct ConnectionLossTests {
+    @Test func terminatedSessionsReconnectAndEveryJobSucceedsOnce() throws {
+        let fleet = try FleetFixture()
+        let url = try fleet.serveNPY("t.npy", samples: FleetFixture.randomSamples(4, seed: 70))
+        let jobs = 300
+        try fleet.connection.query("""
+            INSERT INTO bitfleet.jobs (model, input_url) SELECT 'tiny', $1 FROM generate_series(1, $2)
+            """, [url, jobs])
+        let done = DispatchSemaphore(value: 0)
+        let failure = LockedList()
+        let configuration = fleet.configuration {
+            $0.leaseSeconds = 2
+            $0.heartbeatSeconds = 0.3
+            $0.claimBatch = 4
+        }
+        Thread {
+            do {
+                var logger = Logger(label: "test.worker")
+                logger.logLevel = .critical
+                try Worker(configuration: configuration, logger: logger).run()
+            } catch {
+                failure.add(["\(error)"])
+            }
+            done.signal()
+        }.start()
+        var terminated = 0
+        for _ in 0..<4 {
+            Thread.sleep(forTimeInterval: 0.25)
+            terminated += try fleet.connection.query("""
+                SELECT pg_terminate_backend(pid) AS t FROM pg_stat_activity
+                WHERE datname = current_database() AND application_name IN ('bitfleet-worker', 'bitfleet-listener')
+                """).count
+        }
+        #expect(done.wait(timeout: .now() + 120) == .success)
+        #expect(failure.all.isEmpty)
+        #expect(terminated > 0)
+        #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.jobs WHERE state = 'succeeded'") == String(jobs))
+        #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.results") == String(jobs))
+        #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.job_costs") == String(jobs))
     }
 }
