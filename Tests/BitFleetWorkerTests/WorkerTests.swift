@@ -447,3 +447,52 @@ struct ConnectionLossTests {
         #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.job_costs") == String(jobs))
     }
 }
+
+@Suite("Graceful drain")
+struct DrainTests {
+    @Test func afterTheGracePeriodUnfinishedJobsAreGivenBack() throws {
+        let fleet = try FleetFixture()
+        let stalled = fleet.http.url("stall/20")
+        let first = try fleet.client.enqueue(.init(model: "tiny", inputURL: stalled))
+        let second = try fleet.client.enqueue(.init(model: "tiny", inputURL: stalled))
+        var logger = Logger(label: "test.worker")
+        logger.logLevel = .critical
+        let worker = Worker(configuration: fleet.configuration {
+            $0.exitWhenDrained = false
+            $0.concurrency = 1
+            $0.claimBatch = 2
+            $0.gracePeriodSeconds = 1
+            $0.fetchPolicy.totalTimeout = 15
+            $0.fetchPolicy.lowSpeedTime = 15
+        }, logger: logger)
+        let returned = DispatchSemaphore(value: 0)
+        Thread { try? worker.run(); returned.signal() }.start()
+        for _ in 0..<50 where try fleet.scalar("SELECT count(*) FROM bitfleet.jobs WHERE state = 'running'") != "2" {
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.jobs WHERE state = 'running'") == "2")
+        #expect(worker.isReady)
+        let stopAt = Date()
+        worker.stop()
+        #expect(!worker.isReady)
+        #expect(returned.wait(timeout: .now() + 10) == .success)
+        #expect(Date().timeIntervalSince(stopAt) < 5)
+        for id in [first, second] {
+            let job = try #require(try fleet.client.job(id))
+            #expect(job.state == "queued")
+            #expect(job.attempt == 0)
+        }
+        #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.jobs WHERE lease_owner IS NOT NULL") == "0")
+    }
+
+    @Test func stoppingBeforeAnyWorkClaimsNothing() throws {
+        let fleet = try FleetFixture()
+        let id = try fleet.client.enqueue(.init(model: "tiny", inputURL: fleet.http.url("x.npy")))
+        var logger = Logger(label: "test.worker")
+        logger.logLevel = .critical
+        let worker = Worker(configuration: fleet.configuration { $0.exitWhenDrained = false }, logger: logger)
+        worker.stop()
+        try worker.run()
+        #expect(try fleet.client.job(id)?.state == "queued")
+    }
+}
