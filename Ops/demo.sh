@@ -45,7 +45,7 @@ psql "$DATABASE_URL" -Atc "select bitfleet.enqueue(model => 'fashion', input_url
 echo "== running 2 worker processes until the queue drains"
 start=$(date +%s.%N)
 for i in 1 2; do
-  "$bitfleet" worker --concurrency 1 --exit-when-drained --allow-networks 127.0.0.1 --poll-seconds 0.5 \
+  "$bitfleet" worker --concurrency 1 --exit-when-drained --allow-networks 127.0.0.1 --poll-seconds 0.5 --health-port 0 \
     2>"$work/worker-$i.log" &
   pids+=($!)
 done
@@ -60,7 +60,7 @@ jobs=$(psql "$DATABASE_URL" -Atc "select count(*) from bitfleet.jobs where state
 samples=$(psql "$DATABASE_URL" -Atc "select coalesce(sum(samples), 0) from bitfleet.results")
 python3 -c "import sys; s=float(sys.argv[3])-float(sys.argv[2]); print(f'throughput: {int(sys.argv[1])} jobs in {s:.2f} s = {int(sys.argv[1])/s:.1f} jobs/s, {int(sys.argv[4])/s:.0f} samples/s (2 workers, wall clock incl. start-up)')" "$jobs" "$start" "$end" "$samples"
 
-echo "== cost summary (bitfleet cost)"
+echo "== cost by model and day (bitfleet cost)"
 "$bitfleet" cost
 psql "$DATABASE_URL" -P pager=off -c "
   select count(*) as jobs, sum(samples) as inferences, round(sum(cpu_seconds)::numeric, 3) as cpu_seconds,
@@ -69,3 +69,6 @@ psql "$DATABASE_URL" -P pager=off -c "
          to_char(sum(euros) / sum(samples) * 1000, 'FM0.000000000') as euros_per_1000_inferences,
          max(price_per_core_hour) as eur_per_core_hour
   from bitfleet.job_costs"
+
+echo "== cost dashboard (bitfleet cost dashboard)"
+"$bitfleet" cost dashboard
