@@ -68,21 +68,42 @@ public enum InputQuantizer {
         public var index: Int
         public var value: Float
         public var reason: String
-        public var description: String { "input value \(value) at index \(index): \(reason)" }
+        /// Set when the caller passed `features` (row length): the sample and feature of `index`.
+        public var sample: Int?
+        public var feature: Int?
+        public var description: String {
+            if let sample, let feature {
+                return "input sample \(sample) feature \(feature): value \(value): \(reason)"
+            }
+            return "input value \(value) at index \(index): \(reason)"
+        }
     }
 
     public static func quantize(_ values: [Float], scale: Float) throws -> [UInt8] {
+        try quantize(values, scale: scale, features: nil)
+    }
+
+    /// With `features` (the row length), errors name the sample and feature rather than only the flat index.
+    public static func quantize(_ values: [Float], scale: Float, features: Int?) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: values.count)
+        func failure(_ i: Int, _ x: Float, _ reason: String) -> OutOfRange {
+            var e = OutOfRange(index: i, value: x, reason: reason)
+            if let f = features, f > 0 {
+                e.sample = i / f
+                e.feature = i % f
+            }
+            return e
+        }
         try values.withUnsafeBufferPointer { v in
             try out.withUnsafeMutableBufferPointer { o in
                 for i in 0..<v.count {
                     let x = v[i]
                     if !x.isFinite {
-                        throw OutOfRange(index: i, value: x, reason: "not a finite number")
+                        throw failure(i, x, "not a finite number")
                     }
                     let r = (x * scale).rounded(.toNearestOrEven)
                     if !(r >= 0 && r <= 255) {
-                        throw OutOfRange(index: i, value: x, reason: "round(x * \(scale)) = \(r) is outside 0...255")
+                        throw failure(i, x, "round(x * \(scale)) = \(r) is outside 0...255")
                     }
                     o[i] = UInt8(r)
                 }

@@ -49,6 +49,18 @@ struct QuantizerTests {
         #expect(try InputQuantizer.quantize([], scale: 1) == [])
     }
 
+    @Test func namesSampleAndFeature() {
+        do {
+            _ = try InputQuantizer.quantize([0, 0.5, 1, 0.2, 2, 0.1], scale: 255, features: 3)
+            Issue.record("accepted 2 * 255")
+        } catch let e as InputQuantizer.OutOfRange {
+            #expect(e.index == 4 && e.sample == 1 && e.feature == 1)
+            #expect(e.description.contains("sample 1 feature 1"))
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+
     @Test(arguments: [Float.nan, .infinity, -.infinity, 255.6, -0.6, 1e30])
     func rejects(bad: Float) {
         do {
