@@ -22,4 +22,5 @@ swift test --skip-build "$@"
 if [ $# -eq 0 ]; then
   python3 -m pip install -q -r Ops/helm/requirements.txt
   python3 Ops/helm/check_chart.py
+  python3 Ops/grafana/check_dashboards.py --database-url "$BITFLEET_TEST_DATABASE_URL"
 fi

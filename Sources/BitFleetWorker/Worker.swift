@@ -14,6 +14,7 @@ public final class Worker: Sendable {
     public let configuration: WorkerConfiguration
     private let logger: Logger
     private let models: ModelStore
+    private let metrics: WorkerMetrics
     private let state = Mutex(State())
     private let wake = WakeSignal()
     private let finished = DispatchGroup()
@@ -26,6 +27,7 @@ public final class Worker: Sendable {
         var failed = 0
         var samples = 0
         var readySlots = 0
+        var busySlots = 0
     }
 
     /// Counters since start, for tests, health and the demo.
@@ -35,9 +37,10 @@ public final class Worker: Sendable {
         public var samples: Int
     }
 
-    public init(configuration: WorkerConfiguration, logger: Logger) {
+    public init(configuration: WorkerConfiguration, logger: Logger, metrics: WorkerMetrics = WorkerMetrics()) {
         self.configuration = configuration
         self.logger = logger
+        self.metrics = metrics
         self.models = ModelStore(baseDirectory: configuration.modelDirectory)
     }
 
@@ -118,7 +121,9 @@ public final class Worker: Sendable {
                 }
                 if client == nil { client = try HTTPClient(policy: configuration.fetchPolicy) }
                 let queue = JobQueue(connection: connection!, workerID: configuration.workerID)
+                let claimStart = Clock.now()
                 let claims = try queue.claim(limit: configuration.claimBatch, leaseSeconds: configuration.leaseSeconds)
+                metrics.claim(seconds: Clock.now() - claimStart, jobs: claims.count)
                 if claims.isEmpty {
                     if configuration.exitWhenDrained, try queue.isDrained() {
                         logger.info("queue drained")
@@ -142,22 +147,40 @@ public final class Worker: Sendable {
     /// Runs a claimed batch: each job in turn, completions written together (one statement per flush), jobs not
     /// started when the worker stops are given back at once.
     private func runClaimed(_ claims: [JobClaim], queue: JobQueue, client: HTTPClient) throws {
-        state.withLock { state in for claim in claims { state.inFlight[claim.id] = claim } }
-        defer { state.withLock { state in for claim in claims { state.inFlight.removeValue(forKey: claim.id) } } }
+        metrics.busySlots(state.withLock { state in
+            for claim in claims { state.inFlight[claim.id] = claim }
+            state.busySlots += 1
+            return state.busySlots
+        })
+        defer {
+            metrics.busySlots(state.withLock { state in
+                for claim in claims { state.inFlight.removeValue(forKey: claim.id) }
+                state.busySlots -= 1
+                return state.busySlots
+            })
+        }
         var pending: [(claim: JobClaim, completion: JobCompletion)] = []
         var oldestPending = 0.0
         func flush() throws {
             guard !pending.isEmpty else { return }
             let start = Clock.now()
             let written = try queue.complete(pending)
-            try queue.recordWriteTime(jobIDs: written, seconds: Clock.now() - start)
+            let seconds = Clock.now() - start
+            try queue.recordWriteTime(jobIDs: written, seconds: seconds)
             let samples = pending.filter { written.contains($0.claim.id) }.reduce(0) { $0 + $1.completion.samples }
             state.withLock {
                 $0.succeeded += written.count
                 $0.samples += samples
             }
-            for item in pending where !written.contains(item.claim.id) {
-                logger.warning("lease lost before the result was written; nothing written", metadata: ["job": "\(item.claim.id)"])
+            for item in pending {
+                guard written.contains(item.claim.id) else {
+                    metrics.jobFinished(outcome: "lease_lost")
+                    logger.warning("lease lost before the result was written; nothing written", metadata: ["job": "\(item.claim.id)"])
+                    continue
+                }
+                metrics.jobFinished(outcome: "succeeded")
+                metrics.samples(item.completion.samples)
+                metrics.phase("write", seconds: seconds / Double(written.count))
             }
             finish(pending.map(\.claim.id))
             pending.removeAll(keepingCapacity: true)
@@ -242,6 +265,10 @@ public final class Worker: Sendable {
                 fetchSeconds: timer["fetch"] + timer["model"], decodeSeconds: timer["decode"], inferSeconds: timer["infer"],
                 cpuSeconds: timer.cpuSeconds, bytesFetched: response.bytesReceived, binaryOps: result.stats.binaryOps,
                 pricePerCoreHour: configuration.pricePerCoreHour)
+            metrics.phase("queue_wait", seconds: claim.queueWaitSeconds)
+            metrics.phase("fetch", seconds: cost.fetchSeconds)
+            metrics.phase("decode", seconds: cost.decodeSeconds)
+            metrics.phase("infer", seconds: cost.inferSeconds)
             log.debug("job done", metadata: ["samples": "\(input.samples)", "cpu_seconds": "\(cost.cpuSeconds)"])
             return JobCompletion(modelVersion: registered.version, samples: input.samples, output: output, cost: cost)
         } catch let failure as JobFailure {
@@ -249,6 +276,7 @@ public final class Worker: Sendable {
                                                             retryable: failure.retryable)
             let written = try queue.fail(claim, failure, decision: decision)
             finish([claim.id])
+            metrics.jobFinished(outcome: written ?? "lease_lost")
             state.withLock { $0.failed += 1 }
             log.warning("job attempt failed", metadata: [
                 "attempt": "\(claim.attempt)", "state": "\(written ?? "lease lost")", "error": "\(failure)",
