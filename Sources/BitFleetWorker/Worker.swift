@@ -241,7 +241,7 @@ public final class Worker: Sendable {
             do {
                 input = try InputDecoder.decode(response.body, format: claim.inputFormat, contentType: response.contentType,
                                                 url: response.effectiveURL, features: features)
-                samples = try Self.quantize(input, scale: Float(model.config.inputScale))
+                samples = try Self.quantize(input, scale: Float(model.config.inputScale), features: features)
             } catch let error as JobFailure {
                 throw error
             } catch {
@@ -289,13 +289,13 @@ public final class Worker: Sendable {
     /// measures the queue itself (claim, complete, meter) without fetch or inference.
     public static let noopModel = "bitfleet.noop"
 
-    static func quantize(_ input: InputBatch, scale: Float) throws -> [UInt8] {
+    static func quantize(_ input: InputBatch, scale: Float, features: Int) throws -> [UInt8] {
         switch input.values {
         case .uint8(let values):
             return values
         case .float32(let values):
             do {
-                return try InputQuantizer.quantize(values, scale: scale)
+                return try InputQuantizer.quantize(values, scale: scale, features: features)
             } catch {
                 throw JobFailure(.permanent, phase: "decode", "\(error)")
             }
