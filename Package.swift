@@ -2,8 +2,9 @@
 import PackageDescription
 
 // The release build must set a target CPU: without it the compiler emits no `popcnt`/AVX2 and the binary
-// kernels run at a third of their speed. `Ops/build.sh` passes `-Xcc -march=x86-64-v3 -Xswiftc -target-cpu ...`;
-// the executable checks at start that the CPU has what the build assumed (see CPUFeatures in BitFleetEngine).
+// kernels run at a third of their speed. `Ops/build.sh` passes `-Xcc -march=x86-64-v3` (Swift takes the target
+// features from the Clang importer; Swift 6.3's own `-target-cpu` does not know `x86-64-v3`). The executable checks
+// at start that the CPU has what the build assumed (see CPUFeatures in BitFleetEngine).
 let package = Package(
     name: "BitFleet",
     platforms: [.macOS(.v15)],
