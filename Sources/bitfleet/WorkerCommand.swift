@@ -27,7 +27,7 @@ struct WorkerCommand: ParsableCommand {
     var nodeClass: String = environment("BITFLEET_NODE_CLASS", "default")
 
     @Option(help: "Directory that relative model URIs are resolved against [BITFLEET_MODEL_DIR].")
-    var modelDir: String? = ProcessInfo.processInfo.environment["BITFLEET_MODEL_DIR"]
+    var modelDir: String?
 
     @Option(help: "Seconds in-flight jobs may finish after SIGTERM before they are given back [BITFLEET_GRACE_PERIOD].")
     var gracePeriod: Double = environment("BITFLEET_GRACE_PERIOD", 30)
@@ -77,7 +77,7 @@ struct WorkerCommand: ParsableCommand {
         configuration.pollOnly = pollOnly
         configuration.pricePerCoreHour = pricePerCoreHour
         configuration.nodeClass = nodeClass
-        configuration.modelDirectory = modelDir
+        configuration.modelDirectory = modelDir ?? ProcessInfo.processInfo.environment["BITFLEET_MODEL_DIR"]
         configuration.gracePeriodSeconds = gracePeriod
         configuration.exitWhenDrained = exitWhenDrained
         configuration.fetchPolicy.allowedNetworks = allowNetworks.split(separator: ",").map {
