@@ -370,15 +370,6 @@ public final class HTTPClient {
     }
 }
 
-extension String {
-    func trimmingSpaces() -> String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" || f == "\n" || f == "\r" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" || l == "\n" || l == "\r" { s.removeLast() }
-        return String(s)
-    }
-}
-
 /// One client belongs to one thread (a libcurl easy handle must not be used concurrently).
 @available(*, unavailable)
 extension HTTPClient: Sendable {}

@@ -47,3 +47,12 @@ public struct DecodeError: Error, CustomStringConvertible, Sendable, Equatable {
 
     public var description: String { message }
 }
+
+extension String {
+    func trimmingSpaces() -> String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" || f == "\n" || f == "\r" { s.removeFirst() }
+        while let l = s.last, l == " " || l == "\t" || l == "\n" || l == "\r" { s.removeLast() }
+        return String(s)
+    }
+}
