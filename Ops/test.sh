@@ -20,8 +20,8 @@ swift build --build-tests
 swift test --skip-build "$@"
 
 if [ $# -eq 0 ]; then
+  Ops/fuzz/run.sh 30   # a bounded libFuzzer pass over the input decoders; a crash fails the run
   python3 -m pip install -q -r Ops/helm/requirements.txt
   python3 Ops/helm/check_chart.py
   python3 Ops/grafana/check_dashboards.py --database-url "$BITFLEET_TEST_DATABASE_URL"
-  Ops/fuzz/run.sh 30   # a bounded libFuzzer pass over the input decoders; a crash fails the run
 fi
