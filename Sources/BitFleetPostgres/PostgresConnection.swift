@@ -80,6 +80,8 @@ public final class PostgresConnection {
             ("keepalives_idle", "10"),
             ("keepalives_interval", "5"),
             ("keepalives_count", "3"),
+            // Data unacknowledged this long means the server is gone (a cut link): fail instead of blocking.
+            ("tcp_user_timeout", "20000"),
             ("dbname", url ?? ""),
         ]
         let keys = pairs.map { strdup($0.0) }

@@ -191,11 +191,19 @@ public struct JobQueue {
         try connection.query("SELECT bitfleet.expire_batches() AS n")[0].int("n")
     }
 
-    /// Deletes finished jobs (and their results; cost rows stay) older than `keepDays`, at most `maxRows` at once.
+    /// Deletes finished jobs (and their results; cost rows stay) older than `keepDays`, `maxRows` per statement,
+    /// repeating while there is more for up to `seconds`. Returns how many were deleted.
     @discardableResult
-    public func pruneFinished(keepDays: Double, maxRows: Int = 10_000) throws -> Int {
-        try connection.query("SELECT bitfleet.prune_finished(make_interval(secs => $1::float8 * 86400), $2) AS n",
-                             [keepDays, maxRows])[0].int("n")
+    public func pruneFinished(keepDays: Double, maxRows: Int = 10_000, forAtMost seconds: Double = 0) throws -> Int {
+        let deadline = Clock.now() + seconds
+        var total = 0
+        while true {
+            let deleted = try connection.query(
+                "SELECT bitfleet.prune_finished(make_interval(secs => $1::float8 * 86400), $2) AS n",
+                [keepDays, maxRows])[0].int("n")
+            total += deleted
+            if deleted < maxRows || Clock.now() >= deadline { return total }
+        }
     }
 
     /// Gives back jobs this worker claimed but will not run (shutdown): they run again at once, ahead of newer work,
@@ -212,7 +220,11 @@ public struct JobQueue {
     /// True when no job is due, waiting for a retry, or running: the queue has drained.
     public func isDrained() throws -> Bool {
         let rows = try connection.query(
-            "SELECT NOT EXISTS (SELECT 1 FROM bitfleet.jobs WHERE state IN ('queued', 'failed', 'running')) AS drained")
+            // Two probes, each matching a partial index (jobs_claimable, jobs_leases): no scan of finished rows.
+            """
+            SELECT NOT EXISTS (SELECT 1 FROM bitfleet.jobs WHERE state IN ('queued', 'failed'))
+               AND NOT EXISTS (SELECT 1 FROM bitfleet.jobs WHERE state = 'running') AS drained
+            """)
         return try rows.first?.bool("drained") ?? true
     }
 }

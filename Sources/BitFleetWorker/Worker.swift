@@ -23,6 +23,8 @@ public final class Worker: Sendable {
         var stopping = false
         var stopRequestedAt: Double?
         var inFlight: [Int: JobClaim] = [:]
+        /// Jobs the heartbeat found no longer leased to this worker: not started if still waiting in a claimed batch.
+        var lostLeases: Set<Int> = []
         var succeeded = 0
         var failed = 0
         var samples = 0
@@ -194,6 +196,13 @@ public final class Worker: Sendable {
                 }
                 return
             }
+            if state.withLock({ $0.lostLeases.remove(claim.id) != nil }) {
+                // Taken over while it waited in this batch (e.g. this worker was cut off): someone else runs it.
+                logger.warning("lease lost before the job started; skipped", metadata: ["job": "\(claim.id)"])
+                metrics.jobFinished(outcome: "lease_lost")
+                finish([claim.id])
+                continue
+            }
             if let completion = try process(claim, queue: queue, client: client) {
                 if pending.isEmpty { oldestPending = Clock.now() }
                 pending.append((claim, completion))
@@ -206,7 +215,12 @@ public final class Worker: Sendable {
 
     /// Stops renewing the leases of jobs whose outcome has been written.
     private func finish(_ ids: [Int]) {
-        state.withLock { state in for id in ids { state.inFlight.removeValue(forKey: id) } }
+        state.withLock { state in
+            for id in ids {
+                state.inFlight.removeValue(forKey: id)
+                state.lostLeases.remove(id)
+            }
+        }
     }
 
     /// Runs one attempt. Returns what to write when it succeeded; a failure is recorded on the job here.
@@ -334,8 +348,15 @@ public final class Worker: Sendable {
                     return
                 }
                 let held = try queue.extendLeases(jobIDs: Array(inFlight.keys), leaseSeconds: configuration.leaseSeconds)
-                for lost in Set(inFlight.keys).subtracting(held) {
-                    logger.warning("lease lost", metadata: ["job": "\(lost)"])
+                let lost = Set(inFlight.keys).subtracting(held)
+                if !lost.isEmpty {
+                    // Only jobs still in flight now: one may have finished between the read and the renewal.
+                    let stillInFlight = state.withLock { state in
+                        let current = lost.filter { state.inFlight[$0] != nil }
+                        state.lostLeases.formUnion(current)
+                        return current
+                    }
+                    for job in stillInFlight.sorted() { logger.warning("lease lost", metadata: ["job": "\(job)"]) }
                 }
                 let rescued = try queue.rescueExpiredLeases()
                 if rescued > 0 {
@@ -348,7 +369,7 @@ public final class Worker: Sendable {
                     // Every worker does it now and then; SKIP LOCKED keeps them out of each other's way.
                     nextMaintenance = Clock.now() + configuration.maintenanceSeconds
                     let expired = try queue.expireBatches()
-                    let pruned = configuration.retentionDays.map { try? queue.pruneFinished(keepDays: $0) } ?? nil
+                    let pruned = configuration.retentionDays.map { try? queue.pruneFinished(keepDays: $0, forAtMost: 2) } ?? nil
                     if expired > 0 || (pruned ?? 0) > 0 {
                         logger.info("maintenance", metadata: ["expired": "\(expired)", "pruned": "\(pruned ?? 0)"])
                     }

@@ -33,3 +33,40 @@ struct WorkerMetricsTests {
         #expect(value("bitfleet_busy_slots") == 0)
     }
 }
+
+@Suite("Lost leases")
+struct LostLeaseTests {
+    @Test func aClaimedJobTakenOverBeforeItStartsIsSkipped() throws {
+        let fleet = try FleetFixture()
+        let slow = try fleet.client.enqueue(.init(model: "tiny", inputURL: fleet.http.url("stall/3")))
+        let url = try fleet.serveNPY("l.npy", samples: FleetFixture.randomSamples(1, seed: 90))
+        let taken = try fleet.client.enqueue(.init(model: "tiny", inputURL: url))
+        let registry = PrometheusCollectorRegistry()
+        var logger = Logger(label: "test.worker")
+        logger.logLevel = .critical
+        let worker = Worker(configuration: fleet.configuration {
+            $0.exitWhenDrained = false
+            $0.concurrency = 1
+            $0.claimBatch = 2
+            $0.heartbeatSeconds = 0.2
+            $0.fetchPolicy.totalTimeout = 1.5
+            $0.fetchPolicy.lowSpeedTime = 10
+        }, logger: logger, metrics: WorkerMetrics(factory: WorkerMetrics.prometheusFactory(registry: registry)))
+        let returned = DispatchSemaphore(value: 0)
+        Thread { try? worker.run(); returned.signal() }.start()
+        for _ in 0..<50 where try fleet.scalar("SELECT count(*) FROM bitfleet.jobs WHERE state = 'running'") != "2" {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        // Another worker takes the second job over while the first one stalls (as after a rescue).
+        try fleet.connection.query(
+            "UPDATE bitfleet.jobs SET lease_owner = 'thief', attempt = attempt + 1 WHERE id = $1", [taken])
+        for _ in 0..<100 where try fleet.client.job(slow)?.state == "running" { Thread.sleep(forTimeInterval: 0.05) }
+        Thread.sleep(forTimeInterval: 0.3)
+        worker.stop()
+        #expect(returned.wait(timeout: .now() + 10) == .success)
+        #expect(try fleet.client.job(slow)?.state == "failed")
+        #expect(try fleet.scalar("SELECT lease_owner FROM bitfleet.jobs WHERE id = $1", [taken]) == "thief")
+        #expect(try fleet.scalar("SELECT count(*) FROM bitfleet.results") == "0")
+        #expect(registry.emitToString().contains("bitfleet_jobs_total{outcome=\"lease_lost\"} 1"))
+    }
+}
