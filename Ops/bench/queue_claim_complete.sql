@@ -24,15 +24,17 @@ SELECT coalesce(quote_literal(array_agg(id)::text), 'NULL') AS ids,
        coalesce(quote_literal(array_agg(queue_wait)::text), 'NULL') AS waits,
        coalesce(quote_literal(array_agg(0.00001::float8)::text), 'NULL') AS zeros,
        coalesce(quote_literal(array_agg(0::bigint)::text), 'NULL') AS bigzeros,
-       coalesce(quote_literal(array_agg(0.05::float8)::text), 'NULL') AS prices
+       coalesce(quote_literal(array_agg(0.05::float8)::text), 'NULL') AS prices,
+       coalesce(quote_literal(array_agg(''::text)::text), 'NULL') AS empties
 FROM claimed
 \gset
 WITH input AS (
     SELECT * FROM unnest(:ids::bigint[], :attempts::int[], :versions::text[], :samples::int[], :outputs::text[], :classes::text[],
                          :waits::float8[], :zeros::float8[], :zeros::float8[], :zeros::float8[], :zeros::float8[],
-                         :bigzeros::bigint[], :bigzeros::bigint[], :prices::float8[], :zeros::float8[])
+                         :bigzeros::bigint[], :bigzeros::bigint[], :prices::float8[], :zeros::float8[], :bigzeros::bigint[],
+                         :zeros::float8[], :zeros::float8[], :empties::text[])
         AS t(id, attempt, model_version, samples, output, node_class, queue_wait_s, fetch_s, decode_s,
-             infer_s, cpu_s, bytes, ops, price, euros)
+             infer_s, cpu_s, bytes, ops, price, euros, memory_bytes, memory_gb_s, price_gb, experts)
 ), done AS (
     UPDATE bitfleet.jobs j
     SET state = 'succeeded', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL, last_error = NULL
@@ -47,10 +49,12 @@ WITH input AS (
 )
 INSERT INTO bitfleet.job_costs (job_id, batch_id, attempt, model, model_version, tenant, worker_id, node_class,
     samples, queue_wait_seconds, fetch_seconds, decode_seconds, infer_seconds, cpu_seconds, bytes_fetched,
-    binary_ops, price_per_core_hour, euros)
+    binary_ops, price_per_core_hour, euros, model_memory_bytes, memory_gb_seconds, price_per_gb_hour,
+    expert_activations)
 SELECT done.id, done.batch_id, input.attempt, done.model, input.model_version, done.tenant, 'pgbench-' || pg_backend_pid(),
        input.node_class, input.samples, input.queue_wait_s, input.fetch_s, input.decode_s, input.infer_s, input.cpu_s,
-       input.bytes, input.ops, input.price, input.euros
+       input.bytes, input.ops, input.price, input.euros, input.memory_bytes, input.memory_gb_s, input.price_gb,
+       string_to_array(nullif(input.experts, ''), ',')::int[]
 FROM done JOIN result ON result.job_id = done.id JOIN input ON input.id = done.id
 RETURNING job_id;
 UPDATE bitfleet.job_costs SET write_seconds = 0.0001 WHERE job_id = ANY(:ids::bigint[]);

@@ -14,6 +14,11 @@ public struct CostRecord: Sendable, Equatable {
     public var bytesFetched: Int
     public var binaryOps: Int
     public var pricePerCoreHour: Double
+    /// The model's weights in memory (mapped + private), held for the job's wall time.
+    public var modelMemoryBytes: Int = 0
+    public var pricePerGBHour: Double = 0
+    /// Samples routed to each expert (each sample counts once per selected expert).
+    public var expertActivations: [Int] = []
 
     public init(nodeClass: String, samples: Int, queueWaitSeconds: Double, fetchSeconds: Double, decodeSeconds: Double,
                 inferSeconds: Double, cpuSeconds: Double, bytesFetched: Int, binaryOps: Int, pricePerCoreHour: Double) {
@@ -29,8 +34,12 @@ public struct CostRecord: Sendable, Equatable {
         self.pricePerCoreHour = pricePerCoreHour
     }
 
-    /// Euros for the CPU time used: core-seconds / 3600 × price per core-hour.
-    public var euros: Double { cpuSeconds / 3600 * pricePerCoreHour }
+    /// Core-seconds / 3600 × price per core-hour.
+    public var cpuEuros: Double { cpuSeconds / 3600 * pricePerCoreHour }
+    /// Model memory (GB, 10^9 bytes) × the job's wall time (fetch + decode + infer).
+    public var memoryGBSeconds: Double { Double(modelMemoryBytes) / 1e9 * (fetchSeconds + decodeSeconds + inferSeconds) }
+    public var memoryEuros: Double { memoryGBSeconds / 3600 * pricePerGBHour }
+    public var euros: Double { cpuEuros + memoryEuros }
 }
 
 /// Clocks for metering: wall time (monotonic) and the CPU time of the calling thread.

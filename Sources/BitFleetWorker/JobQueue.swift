@@ -88,9 +88,10 @@ public struct JobQueue {
             WITH input AS (
                 SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::int[], $6::text[], $7::text[],
                                      $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[],
-                                     $13::bigint[], $14::bigint[], $15::float8[], $16::float8[])
+                                     $13::bigint[], $14::bigint[], $15::float8[], $16::float8[], $17::bigint[],
+                                     $18::float8[], $19::float8[], $20::text[])
                     AS t(id, attempt, model_version, samples, output, node_class, queue_wait_s, fetch_s, decode_s,
-                         infer_s, cpu_s, bytes, ops, price, euros)
+                         infer_s, cpu_s, bytes, ops, price, euros, memory_bytes, memory_gb_s, price_gb, experts)
             ), done AS (
                 UPDATE bitfleet.jobs j
                 SET state = 'succeeded', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL, last_error = NULL
@@ -105,10 +106,12 @@ public struct JobQueue {
             )
             INSERT INTO bitfleet.job_costs (job_id, batch_id, attempt, model, model_version, tenant, worker_id, node_class,
                 samples, queue_wait_seconds, fetch_seconds, decode_seconds, infer_seconds, cpu_seconds, bytes_fetched,
-                binary_ops, price_per_core_hour, euros)
+                binary_ops, price_per_core_hour, euros, model_memory_bytes, memory_gb_seconds, price_per_gb_hour,
+                expert_activations)
             SELECT done.id, done.batch_id, input.attempt, done.model, input.model_version, done.tenant, $1,
                    input.node_class, input.samples, input.queue_wait_s, input.fetch_s, input.decode_s, input.infer_s, input.cpu_s,
-                   input.bytes, input.ops, input.price, input.euros
+                   input.bytes, input.ops, input.price, input.euros, input.memory_bytes, input.memory_gb_s, input.price_gb,
+                   string_to_array(nullif(input.experts, ''), ',')::int[]
             FROM done JOIN result ON result.job_id = done.id JOIN input ON input.id = done.id
             RETURNING job_id
             """, [
@@ -116,7 +119,9 @@ public struct JobQueue {
                 items.map(\.completion.samples), items.map(\.completion.output), costs.map(\.nodeClass),
                 costs.map(\.queueWaitSeconds), costs.map(\.fetchSeconds), costs.map(\.decodeSeconds),
                 costs.map(\.inferSeconds), costs.map(\.cpuSeconds), costs.map(\.bytesFetched), costs.map(\.binaryOps),
-                costs.map(\.pricePerCoreHour), costs.map(\.euros),
+                costs.map(\.pricePerCoreHour), costs.map(\.euros), costs.map(\.modelMemoryBytes),
+                costs.map(\.memoryGBSeconds), costs.map(\.pricePerGBHour),
+                costs.map { $0.expertActivations.isEmpty ? "" : $0.expertActivations.map(String.init).joined(separator: ",") },
             ])
         return Set(try rows.map { try $0.int("job_id") })
     }

@@ -274,11 +274,14 @@ public final class Worker: Sendable {
             timer.lap("infer")
 
             let output = try ResultDocument(model: registered, input: input, result: result).json()
-            let cost = CostRecord(
+            var cost = CostRecord(
                 nodeClass: configuration.nodeClass, samples: input.samples, queueWaitSeconds: claim.queueWaitSeconds,
                 fetchSeconds: timer["fetch"] + timer["model"], decodeSeconds: timer["decode"], inferSeconds: timer["infer"],
                 cpuSeconds: timer.cpuSeconds, bytesFetched: response.bytesReceived, binaryOps: result.stats.binaryOps,
                 pricePerCoreHour: configuration.pricePerCoreHour)
+            cost.modelMemoryBytes = model.mappedBytes + model.privateBytes
+            cost.pricePerGBHour = configuration.pricePerGBHour
+            cost.expertActivations = result.stats.expertActivations
             metrics.phase("queue_wait", seconds: claim.queueWaitSeconds)
             metrics.phase("fetch", seconds: cost.fetchSeconds)
             metrics.phase("decode", seconds: cost.decodeSeconds)

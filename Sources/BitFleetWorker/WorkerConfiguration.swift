@@ -23,6 +23,8 @@ public struct WorkerConfiguration: Sendable {
     public var pollOnly = false
     /// Euros per core-hour of this node class, used for every cost row this worker writes.
     public var pricePerCoreHour: Double = 0.05
+    /// Euros per GB-hour of memory of this node class: the model's memory × each job's wall time is charged at it.
+    public var pricePerGBHour: Double = 0
     public var nodeClass = "default"
     /// Base directory for model URIs that are relative paths.
     public var modelDirectory: String?

@@ -23,6 +23,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Euros per core-hour of this server, for cost rows [BITFLEET_PRICE_PER_CORE_HOUR].")
     var pricePerCoreHour: Double = environment("BITFLEET_PRICE_PER_CORE_HOUR", 0.05)
 
+    @Option(help: "Euros per GB-hour of memory, charged for the model's memory during each job [BITFLEET_PRICE_PER_GB_HOUR].")
+    var pricePerGbHour: Double = environment("BITFLEET_PRICE_PER_GB_HOUR", 0)
+
     @Option(help: "Name of this server's price class [BITFLEET_NODE_CLASS].")
     var nodeClass: String = environment("BITFLEET_NODE_CLASS", "default")
 
@@ -63,6 +66,7 @@ struct WorkerCommand: ParsableCommand {
         guard claimBatch >= 1 && claimBatch <= 1000 else { throw ValidationError("--claim-batch must be 1…1000") }
         guard leaseSeconds >= 2 else { throw ValidationError("--lease-seconds must be at least 2") }
         guard pricePerCoreHour >= 0 else { throw ValidationError("--price-per-core-hour must not be negative") }
+        guard pricePerGbHour >= 0 else { throw ValidationError("--price-per-gb-hour must not be negative") }
         guard (0...65535).contains(healthPort) else { throw ValidationError("--health-port must be 0…65535") }
     }
 
@@ -76,6 +80,7 @@ struct WorkerCommand: ParsableCommand {
         configuration.pollSeconds = pollSeconds
         configuration.pollOnly = pollOnly
         configuration.pricePerCoreHour = pricePerCoreHour
+        configuration.pricePerGBHour = pricePerGbHour
         configuration.nodeClass = nodeClass
         configuration.modelDirectory = modelDir ?? ProcessInfo.processInfo.environment["BITFLEET_MODEL_DIR"]
         configuration.gracePeriodSeconds = gracePeriod

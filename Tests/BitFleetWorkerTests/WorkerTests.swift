@@ -18,7 +18,7 @@ struct WorkerEndToEndTests {
         request.tenant = "acme"
         let fromClient = try fleet.client.enqueue(request)
 
-        let worker = try fleet.drain()
+        let worker = try fleet.drain { $0.pricePerGBHour = 2.5 }
         #expect(worker.statistics.succeeded == 2)
 
         // The stored predictions are the engine's own on the same input.
@@ -43,7 +43,20 @@ struct WorkerEndToEndTests {
         #expect(try row.optionalString("tenant") == "acme")
         let cpu = try row.double("cpu_seconds")
         #expect(cpu > 0 && cpu < 5)
-        #expect(abs(try row.double("euros") - cpu / 3600 * 0.08) < 1e-12)
+        #expect(abs(try row.double("cpu_euros") - cpu / 3600 * 0.08) < 1e-12)
+        let memoryBytes = try row.int("model_memory_bytes")
+        #expect(memoryBytes == fleet.model.mappedBytes + fleet.model.privateBytes)
+        let wall = try row.double("fetch_seconds") + row.double("decode_seconds") + row.double("infer_seconds")
+        #expect(abs(try row.double("memory_gb_seconds") - Double(memoryBytes) / 1e9 * wall) < 1e-12)
+        #expect(abs(try row.double("memory_euros") - row.double("memory_gb_seconds") / 3600 * 2.5) < 1e-15)
+        #expect(abs(try row.double("euros") - row.double("cpu_euros") - row.double("memory_euros")) < 1e-15)
+        #expect(try row.double("price_per_gb_hour") == 2.5)
+        // Every sample is routed to top_k = 2 experts of the model's 6.
+        let activations = try fleet.connection.query(
+            "SELECT array_length(expert_activations, 1) AS n, (SELECT sum(a) FROM unnest(expert_activations) a)::int AS total FROM bitfleet.job_costs WHERE job_id = $1",
+            [fromClient])[0]
+        #expect(try activations.int("n") == 6)
+        #expect(try activations.int("total") == 5 * 2)
         #expect(try row.double("price_per_core_hour") == 0.08)
         #expect(try row.int("bytes_fetched") == 5 * FleetFixture.features + 128)
         #expect(try row.int("binary_ops") > 0)
