@@ -96,7 +96,7 @@ public enum KernelBenchmark {
     /// over `threads` workers of the shared pool; runs at least `minSeconds` after one warm-up GEMM.
     public static func run(m: Int, n: Int, k: Int, threads: Int = 1, minSeconds: Double = 1.0) -> KernelBenchmarkResult {
         let words = (k + 63) / 64
-        var rng = BenchRNG(state: 0x5EED)
+        var rng = SplitMix64(state: 0x5EED)
         let a = UnsafeMutablePointer<UInt64>.allocate(capacity: m * words)
         let b = UnsafeMutablePointer<UInt64>.allocate(capacity: n * words)
         let out = UnsafeMutablePointer<Int32>.allocate(capacity: m * n)
@@ -155,13 +155,3 @@ private struct BenchPointers: @unchecked Sendable {
     let out: UnsafeMutablePointer<Int32>
 }
 
-private struct BenchRNG {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -12,7 +12,7 @@ public enum ModelWriter {
     /// Writes a model with random ±1 weights, thresholds at 0 (balanced for random inputs), random scales/biases.
     public static func writeRandom(directory: String, config: ModelConfig, seed: UInt64 = 1) throws {
         try config.validate(source: "random model config")
-        var rng = SeedRNG(state: seed)
+        var rng = SplitMix64(state: seed)
         let D = config.inputFeatures, S = config.stemWidth, E = config.experts, C = config.classes.count
         let widths = config.expertWidths
         func bits(_ rows: Int, _ k: Int) -> [UInt8] {
@@ -127,9 +127,11 @@ public enum ModelWriter {
     }
 }
 
-struct SeedRNG {
-    var state: UInt64
-    mutating func next() -> UInt64 {
+/// SplitMix64: a small deterministic generator, so random models, benchmarks and tests reproduce from a seed.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    public var state: UInt64
+    public init(state: UInt64) { self.state = state }
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

@@ -247,7 +247,7 @@ struct LoaderTests {
         let (header, _) = Self.split(original)
         let headerEnd = 8 + header.utf8.count
         let x = try TestSupport.npy(dir, "inputs").bytes()
-        var rng = TestSupport.SplitMix64(state: 0xB17F_1EE7)
+        var rng = SplitMix64(state: 0xB17F_1EE7)
         var loaded = 0, rejected = 0
         for round in 0..<400 {
             var bytes = original

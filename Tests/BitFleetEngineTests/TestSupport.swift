@@ -128,16 +128,4 @@ enum TestSupport {
     static func close(_ a: Float, _ b: Float, rel: Float = 1e-5, abs: Float = 1e-6) -> Bool {
         Swift.abs(a - b) <= rel * Swift.abs(b) + abs
     }
-
-    /// Deterministic RNG for fuzzing.
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
 }

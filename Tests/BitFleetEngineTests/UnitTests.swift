@@ -22,7 +22,7 @@ struct SHA256Tests {
     }
 
     @Test func incrementalEqualsOneShot() {
-        var rng = TestSupport.SplitMix64(state: 42)
+        var rng = SplitMix64(state: 42)
         let data = (0..<5000).map { _ in UInt8.random(in: 0...255, using: &rng) }
         for cut in [0, 1, 55, 56, 63, 64, 65, 127, 128, 4999, 5000] {
             var h = SHA256()
@@ -80,7 +80,7 @@ struct KernelTests {
     /// Naive bit-by-bit XOR/AND popcount against the blocked kernel, over shapes that hit every tail path.
     @Test(arguments: [(1, 1, 1), (2, 4, 1), (3, 5, 2), (7, 9, 3), (2, 700, 4), (5, 3, 70), (64, 33, 5)])
     func gemmMatchesNaive(n: Int, m: Int, words: Int) {
-        var rng = TestSupport.SplitMix64(state: UInt64(n * 1000 + m * 10 + words))
+        var rng = SplitMix64(state: UInt64(n * 1000 + m * 10 + words))
         let a = (0..<(n * words)).map { _ in rng.next() }
         let b = (0..<(m * words)).map { _ in rng.next() }
         var out = [Int32](repeating: -1, count: n * m)

@@ -19,7 +19,7 @@ struct WriterTests {
         #expect(model.config == config)
         if oddWidths { #expect(model.privateBytes > 0) } else { #expect(model.privateBytes == 0) }
         let count = 31
-        var rng = TestSupport.SplitMix64(state: 5)
+        var rng = SplitMix64(state: 5)
         let x = (0..<(count * config.inputFeatures)).map { _ in UInt8.random(in: 0...255, using: &rng) }
         FileManager.default.createFile(atPath: dir + "/inputs.raw", contents: Data(x))
         try TestSupport.run(["python3", "-c", """

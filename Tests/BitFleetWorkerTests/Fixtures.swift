@@ -59,9 +59,7 @@ final class FleetFixture: @unchecked Sendable {
 
     /// Runs a worker in this process until the queue drains.
     func drain(_ change: (inout WorkerConfiguration) -> Void = { _ in }) throws -> Worker {
-        var logger = Logger(label: "test.worker")
-        logger.logLevel = .warning
-        let worker = Worker(configuration: configuration(change), logger: logger)
+        let worker = Worker(configuration: configuration(change), logger: quietLogger(.warning))
         try worker.run()
         return worker
     }
@@ -71,32 +69,21 @@ final class FleetFixture: @unchecked Sendable {
     }
 
     static func randomSamples(_ count: Int, seed: UInt64) -> [[UInt8]] {
-        var generator = SeededGenerator(seed: seed)
+        var generator = SplitMix64(state: seed)
         return (0..<count).map { _ in (0..<features).map { _ in UInt8.random(in: 0...255, using: &generator) } }
     }
 }
 
 /// A .npy (version 1.0, C order) of uint8 data.
 func npy(_ values: [UInt8], shape: [Int]) -> Data {
-    let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
-    var header = "{'descr': '|u1', 'fortran_order': False, 'shape': \(shapeText), }"
-    while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
-    header += "\n"
-    var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0])
-    data.append(contentsOf: [UInt8(header.utf8.count & 0xff), UInt8(header.utf8.count >> 8)])
-    data.append(contentsOf: Array(header.utf8))
+    var data = npyHeaderOnly(descr: "|u1", shape: shape, dataBytes: 0)
     data.append(contentsOf: values)
     return data
 }
 
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        state = state &+ 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// A logger for workers run by tests: only what is worth reading in a failing test's output.
+func quietLogger(_ level: Logger.Level = .critical) -> Logger {
+    var logger = Logger(label: "test.worker")
+    logger.logLevel = level
+    return logger
 }

@@ -1,3 +1,4 @@
+import BitFleetEngine
 import BitFleetWorker
 import Foundation
 import Prometheus
@@ -187,7 +188,7 @@ struct HealthServerTests {
         close(slow)
         close(silent)
         // Random bytes, many times.
-        var generator = SeededGenerator(seed: 99)
+        var generator = SplitMix64(state: 99)
         for _ in 0..<20 {
             let fd = try Self.connect(server.port)
             Self.send(fd, (0..<Int.random(in: 1...300, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) })

@@ -14,9 +14,7 @@ struct WorkerMetricsTests {
         _ = try fleet.client.enqueue(.init(model: "tiny", inputURL: url))
         _ = try fleet.client.enqueue(.init(model: "tiny", inputURL: fleet.http.url("status/404")))
         let registry = PrometheusCollectorRegistry()
-        var logger = Logger(label: "test.worker")
-        logger.logLevel = .critical
-        let worker = Worker(configuration: fleet.configuration(), logger: logger,
+        let worker = Worker(configuration: fleet.configuration(), logger: quietLogger(),
                             metrics: WorkerMetrics(factory: WorkerMetrics.prometheusFactory(registry: registry)))
         try worker.run()
         let text = registry.emitToString()
@@ -42,8 +40,6 @@ struct LostLeaseTests {
         let url = try fleet.serveNPY("l.npy", samples: FleetFixture.randomSamples(1, seed: 90))
         let taken = try fleet.client.enqueue(.init(model: "tiny", inputURL: url))
         let registry = PrometheusCollectorRegistry()
-        var logger = Logger(label: "test.worker")
-        logger.logLevel = .critical
         let worker = Worker(configuration: fleet.configuration {
             $0.exitWhenDrained = false
             $0.concurrency = 1
@@ -51,7 +47,7 @@ struct LostLeaseTests {
             $0.heartbeatSeconds = 0.2
             $0.fetchPolicy.totalTimeout = 1.5
             $0.fetchPolicy.lowSpeedTime = 10
-        }, logger: logger, metrics: WorkerMetrics(factory: WorkerMetrics.prometheusFactory(registry: registry)))
+        }, logger: quietLogger(), metrics: WorkerMetrics(factory: WorkerMetrics.prometheusFactory(registry: registry)))
         let returned = DispatchSemaphore(value: 0)
         Thread { try? worker.run(); returned.signal() }.start()
         for _ in 0..<50 where try fleet.scalar("SELECT count(*) FROM bitfleet.jobs WHERE state = 'running'") != "2" {

@@ -436,9 +436,7 @@ struct ConnectionLossTests {
         }
         Thread {
             do {
-                var logger = Logger(label: "test.worker")
-                logger.logLevel = .critical
-                try Worker(configuration: configuration, logger: logger).run()
+                try Worker(configuration: configuration, logger: quietLogger()).run()
             } catch {
                 failure.add(["\(error)"])
             }
@@ -468,8 +466,6 @@ struct DrainTests {
         let stalled = fleet.http.url("stall/20")
         let first = try fleet.client.enqueue(.init(model: "tiny", inputURL: stalled))
         let second = try fleet.client.enqueue(.init(model: "tiny", inputURL: stalled))
-        var logger = Logger(label: "test.worker")
-        logger.logLevel = .critical
         let worker = Worker(configuration: fleet.configuration {
             $0.exitWhenDrained = false
             $0.concurrency = 1
@@ -477,7 +473,7 @@ struct DrainTests {
             $0.gracePeriodSeconds = 1
             $0.fetchPolicy.totalTimeout = 15
             $0.fetchPolicy.lowSpeedTime = 15
-        }, logger: logger)
+        }, logger: quietLogger())
         let returned = DispatchSemaphore(value: 0)
         Thread { try? worker.run(); returned.signal() }.start()
         for _ in 0..<50 where try fleet.scalar("SELECT count(*) FROM bitfleet.jobs WHERE state = 'running'") != "2" {
@@ -501,9 +497,7 @@ struct DrainTests {
     @Test func stoppingBeforeAnyWorkClaimsNothing() throws {
         let fleet = try FleetFixture()
         let id = try fleet.client.enqueue(.init(model: "tiny", inputURL: fleet.http.url("x.npy")))
-        var logger = Logger(label: "test.worker")
-        logger.logLevel = .critical
-        let worker = Worker(configuration: fleet.configuration { $0.exitWhenDrained = false }, logger: logger)
+        let worker = Worker(configuration: fleet.configuration { $0.exitWhenDrained = false }, logger: quietLogger())
         worker.stop()
         try worker.run()
         #expect(try fleet.client.job(id)?.state == "queued")
