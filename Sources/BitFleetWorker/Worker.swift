@@ -71,9 +71,7 @@ public final class Worker: Sendable {
     /// Runs until `stop()` (or until the queue drains with `exitWhenDrained`), then returns.
     public func run() throws {
         HTTPFetcher.globalInit()
-        // Register first: a bad URL or a schema that is not migrated fails here, loudly, not in a slot's loop.
-        let control = try PostgresConnection(url: configuration.databaseURL, applicationName: "bitfleet-worker")
-        try register(on: control)
+        guard let control = try connectAndRegister() else { return }
         logger.info("worker started", metadata: [
             "worker": "\(configuration.workerID)", "concurrency": "\(configuration.concurrency)",
             "lease_seconds": "\(configuration.leaseSeconds)", "node_class": "\(configuration.nodeClass)",
@@ -320,6 +318,27 @@ public final class Worker: Sendable {
     }
 
     // MARK: - Heartbeat and listener
+
+    /// The control connection, once the worker is registered. A database that is down or restarting is waited for
+    /// (with backoff, until `stop()`); a schema that is not migrated is an error that says what to run.
+    private func connectAndRegister() throws -> PostgresConnection? {
+        var backoff = 0.5
+        while !isStopping {
+            do {
+                let control = try PostgresConnection(url: configuration.databaseURL, applicationName: "bitfleet-worker")
+                try register(on: control)
+                return control
+            } catch let error as PostgresError where error.sqlState == "42P01" || error.sqlState == "3F000" {
+                throw PostgresError(kind: .server, sqlState: error.sqlState,
+                                    message: "the bitfleet schema is missing or out of date (\(error.message)): run `bitfleet migrate` first")
+            } catch let error as PostgresError where error.isTransient {
+                logger.warning("database not reachable; retrying", metadata: ["error": "\(error)", "retry_seconds": "\(backoff)"])
+                wake.wait(timeout: backoff)
+                backoff = min(backoff * 2, 10)
+            }
+        }
+        return nil
+    }
 
     private func register(on connection: PostgresConnection) throws {
         try connection.query("""

@@ -503,3 +503,23 @@ struct DrainTests {
         #expect(try fleet.client.job(id)?.state == "queued")
     }
 }
+
+@Suite("Start-up")
+struct StartupTests {
+    @Test func anUnmigratedDatabaseIsAClearError() throws {
+        let database = try TestDatabase.create()
+        let worker = Worker(configuration: WorkerConfiguration(databaseURL: database.url), logger: quietLogger())
+        let error = #expect(throws: PostgresError.self) { try worker.run() }
+        #expect(error?.description.contains("run `bitfleet migrate` first") == true)
+    }
+
+    @Test func anUnreachableDatabaseIsWaitedForUntilStopped() throws {
+        let worker = Worker(configuration: WorkerConfiguration(databaseURL: "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"),
+                            logger: quietLogger())
+        let returned = DispatchSemaphore(value: 0)
+        Thread { try? worker.run(); returned.signal() }.start()
+        #expect(returned.wait(timeout: .now() + 1.5) == .timedOut)  // still retrying, not exited
+        worker.stop()
+        #expect(returned.wait(timeout: .now() + 15) == .success)
+    }
+}
