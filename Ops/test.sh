@@ -21,6 +21,9 @@ swift test --skip-build "$@"
 
 if [ $# -eq 0 ]; then
   Ops/fuzz/run.sh 30   # a bounded libFuzzer pass over the input decoders; a crash fails the run
+  # A short chaos run with real worker processes: kill -9, terminated sessions, a PostgreSQL restart, a flaky
+  # input server; fails unless every job ends final with exactly one result and cost row and nothing is lost.
+  Ops/chaos/run.sh --jobs 1500 --kills 6 --terminations 4 --lease 5
   python3 -m pip install -q -r Ops/helm/requirements.txt
   python3 Ops/helm/check_chart.py
   python3 Ops/grafana/check_dashboards.py --database-url "$BITFLEET_TEST_DATABASE_URL"
