@@ -71,6 +71,9 @@ public final class Worker: Sendable {
     /// Runs until `stop()` (or until the queue drains with `exitWhenDrained`), then returns.
     public func run() throws {
         HTTPFetcher.globalInit()
+        // A fetch policy that cannot work (an unparsable allowlist entry, say) is a configuration error: say so now,
+        // not in every slot's loop.
+        _ = try HTTPClient(policy: configuration.fetchPolicy)
         guard let control = try connectAndRegister() else { return }
         logger.info("worker started", metadata: [
             "worker": "\(configuration.workerID)", "concurrency": "\(configuration.concurrency)",

@@ -523,3 +523,14 @@ struct StartupTests {
         #expect(returned.wait(timeout: .now() + 15) == .success)
     }
 }
+
+@Suite("Configuration errors")
+struct ConfigurationErrorTests {
+    @Test func anInvalidAllowlistEntryStopsTheWorkerAtStart() throws {
+        var configuration = WorkerConfiguration(databaseURL: "postgresql://nobody@127.0.0.1:1/none")
+        configuration.fetchPolicy.allowedNetworks = ["not-an-address/99"]
+        let worker = Worker(configuration: configuration, logger: quietLogger())
+        let error = #expect(throws: (any Error).self) { try worker.run() }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("allowedNetworks"))
+    }
+}
