@@ -10,7 +10,7 @@ struct BitFleetCommand: ParsableCommand {
         abstract: "Binary mixture-of-experts inference on CPUs, drained from a PostgreSQL job queue, metered in euros.",
         subcommands: [
             MigrateCommand.self, WorkerCommand.self, EnqueueCommand.self, BatchCommand.self, StatusCommand.self,
-            CostCommand.self, ModelCommand.self, BenchCommand.self,
+            CostCommand.self, ModelCommand.self, BenchCommand.self, DemoCommand.self,
         ]
     )
 
