@@ -16,6 +16,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
 
     let stem: PackedMatrix
     let stemThreshold: [Int32]
+    /// The stem weights re-laid for the table-lookup kernel (nil: bit-plane AND-popcount kernel).
+    let stemLookup: StemLookupWeights?
+    /// Which stem kernel `predict` uses.
+    public var stemKernel: StemKernel { stemLookup == nil ? .bitPlanes : .lookup }
+    /// Row stride of the stem accumulators (`S`, or `S` rounded up to 16 for the lookup kernel).
+    let stemLd: Int
     let router: PackedMatrix
     let routerScale: [Float]
     let routerBias: [Float]
@@ -34,11 +40,15 @@ public final class BinaryMoEModel: @unchecked Sendable {
 
     /// Loads `directory/config.json` and memory-maps `directory/model.safetensors`, validating every tensor
     /// against the config. With `expectedSHA256`, a file that hashes differently is refused.
-    public static func load(directory: String, expectedSHA256: String? = nil) throws -> BinaryMoEModel {
-        try BinaryMoEModel(directory: directory, expectedSHA256: expectedSHA256)
+    ///
+    /// `stemKernel` picks the input layer's kernel: `.automatic` uses the table-lookup kernel when the model has
+    /// at most 4 input bit planes and the CPU has AVX2, else the bit-plane kernel; both compute the same integers.
+    public static func load(directory: String, expectedSHA256: String? = nil,
+                            stemKernel: StemKernel = .automatic) throws -> BinaryMoEModel {
+        try BinaryMoEModel(directory: directory, expectedSHA256: expectedSHA256, stemKernel: stemKernel)
     }
 
-    private init(directory: String, expectedSHA256: String?) throws(ModelError) {
+    private init(directory: String, expectedSHA256: String?, stemKernel: StemKernel) throws(ModelError) {
         var dir = directory
         if dir.hasPrefix("file://") {
             dir.removeFirst("file://".count)
@@ -67,6 +77,11 @@ public final class BinaryMoEModel: @unchecked Sendable {
             }
         }
         let st = try SafeTensorsFile(file: file)
+        let lookupPossible = StemLookupWeights.supports(config)
+        if stemKernel == .lookup && !lookupPossible {
+            throw ModelError(.config, "\(configPath): the lookup stem kernel needs input_bit_planes ≤ 4, at most "
+                + "\(StemLookupWeights.maxFeatures) input features and a CPU with AVX2")
+        }
 
         let D = config.inputFeatures, S = config.stemWidth, E = config.experts, C = config.classes.count
         let widths = config.expertWidths
@@ -126,8 +141,16 @@ public final class BinaryMoEModel: @unchecked Sendable {
         self.hidden = hidden
         self.hiddenMaxPop = maxPops
         output = PackedMatrix.load(source: st.pointer(outW), rows: E * C, bits: last, owned: &owned)
+        if lookupPossible && stemKernel != .bitPlanes {
+            let lookup = StemLookupWeights(stem: stem, owned: &owned)
+            stemLookup = lookup
+            stemLd = lookup.blocks * 16
+        } else {
+            stemLookup = nil
+            stemLd = S
+        }
         self.owned = owned
-        privateBytes = ([stem, router, output] + hidden).reduce(0) { $0 + $1.ownedBytes }
+        privateBytes = ([stem, router, output] + hidden).reduce(0) { $0 + $1.ownedBytes } + (stemLookup?.byteCount ?? 0)
     }
 
     /// `%XX` escapes of a file URI path decoded (invalid escapes are kept as they are).
@@ -321,7 +344,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
     private func forwardRange(x: UnsafePointer<UInt8>, range: Range<Int>, outputs: Outputs, trace: TraceOutputs?,
                               activations: UnsafeMutablePointer<Int>) {
         let mb = microBatch
-        let scratch = Scratch(config: config, capacity: min(mb, range.count))
+        let scratch = Scratch(config: config, capacity: min(mb, range.count), stemLd: stemLd,
+                              tableBytes: stemLookup?.tableBytes ?? 0)
         defer { scratch.deallocate() }
         var start = range.lowerBound
         while start < range.upperBound {
@@ -335,7 +359,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
     final class Scratch {
         let capacity: Int
         let planes: UnsafeMutablePointer<UInt64>      // [n*P × Wd]
-        let stemAcc: UnsafeMutablePointer<Int32>      // [n × S]  Σ_b 2^b·popcount(plane_b AND w)
+        let stemAcc: UnsafeMutablePointer<Int32>      // [n × stemLd]  Σ_k q_k·[w_k = +1]
+        let tables: UnsafeMutablePointer<UInt8>       // [n × tableBytes] lookup tables (lookup stem kernel)
         let sumQ: UnsafeMutablePointer<Int>           // [n]
         let h: UnsafeMutablePointer<UInt64>           // [n × Ws]
         let routerPops: UnsafeMutablePointer<Int32>   // [n × E]
@@ -350,7 +375,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let z: UnsafeMutablePointer<Float>            // [n × K × C]
         private var all: [UnsafeMutableRawPointer] = []
 
-        init(config: ModelConfig, capacity n: Int) {
+        init(config: ModelConfig, capacity n: Int, stemLd: Int, tableBytes: Int) {
             capacity = n
             let P = config.inputBitPlanes, D = config.inputFeatures, S = config.stemWidth, E = config.experts
             let K = config.topK, C = config.classes.count
@@ -362,8 +387,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 all.append(raw)
                 return raw.bindMemory(to: T.self, capacity: max(1, count))
             }
-            planes = alloc(UInt64.self, n * P * wd)
-            stemAcc = alloc(Int32.self, n * S)
+            planes = alloc(UInt64.self, tableBytes > 0 ? 0 : n * P * wd)
+            stemAcc = alloc(Int32.self, n * max(S, stemLd))
+            tables = alloc(UInt8.self, n * tableBytes)
             sumQ = alloc(Int.self, n)
             h = alloc(UInt64.self, n * ws)
             routerPops = alloc(Int32.self, n * E)
@@ -435,20 +461,27 @@ public final class BinaryMoEModel: @unchecked Sendable {
         combineStage(first: first, n: n, s: s, outputs: outputs)
     }
 
-    /// Stem: AND-popcount of every bit plane with the +1 weight bits, `a = 2·Σ_b 2^b·pop_b − Σ q`, `h = a ≥ t`.
+    /// Stem: `acc = Σ_k q_k·[w_k = +1]` (lookup tables, or AND-popcount of every bit plane with the +1 weight
+    /// bits: `Σ_b 2^b·pop_b`), then `a = 2·acc − Σ q`, `h = a ≥ t`.
     @inline(never)
     private func stemStage(x: UnsafePointer<UInt8>, first: Int, n: Int, s: Scratch, trace: TraceOutputs?) {
         let D = config.inputFeatures, P = config.inputBitPlanes, S = config.stemWidth
         let wd = (D + 63) / 64, ws = (S + 63) / 64
-        buildPlanes(x: x + first * D, n: n, planes: s.planes, sumQ: s.sumQ)
-        BinaryKernels.stemPopcounts(planes: s.planes, n: n, planeCount: P, weights: stem.base, m: S, words: wd,
-                                    acc: s.stemAcc)
+        let ld = stemLd
+        if let lookup = stemLookup {
+            lookup.accumulate(x: x + first * D, n: n, features: D, shift: 8 - P, tables: s.tables, sumQ: s.sumQ,
+                              acc: s.stemAcc, ld: ld)
+        } else {
+            buildPlanes(x: x + first * D, n: n, planes: s.planes, sumQ: s.sumQ)
+            BinaryKernels.stemPopcounts(planes: s.planes, n: n, planeCount: P, weights: stem.base, m: S, words: wd,
+                                        acc: s.stemAcc)
+        }
         s.h.initialize(repeating: 0, count: n * ws)
         stemThreshold.withUnsafeBufferPointer { t in
             for i in 0..<n {
                 let q = Int32(truncatingIfNeeded: s.sumQ[i])
                 let hrow = s.h + i * ws
-                let acc = s.stemAcc + i * S
+                let acc = s.stemAcc + i * ld
                 // a ≥ t  ⇔  2·acc ≥ t + q ; compare word by word
                 var j = 0
                 while j < S {

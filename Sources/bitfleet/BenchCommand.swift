@@ -17,6 +17,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Model directory (default: Ops/models/fashion if present, else a random model written to a temp dir).")
     var model: String?
 
+    @Option(help: "Stem (input layer) kernel: automatic, bit-planes or lookup.")
+    var stemKernel: String = "automatic"
+
     @Option(help: "Price of one CPU core-hour in euros.")
     var pricePerCoreHour: Double = 0.05
 
@@ -76,6 +79,7 @@ struct BenchCommand: ParsableCommand {
         var model: String
         var modelName: String
         var modelSHA256: String
+        var stemKernel: String
         var mappedBytes: Int
         var privateBytes: Int
         var binaryMACsPerSample: Int
@@ -128,7 +132,10 @@ struct BenchCommand: ParsableCommand {
             }
         }
         defer { if let t = temporary { try? FileManager.default.removeItem(atPath: t) } }
-        let loaded = try BinaryMoEModel.load(directory: dir!)
+        guard let kernel = StemKernel(rawValue: stemKernel) else {
+            throw ValidationError("--stem-kernel must be one of: \(StemKernel.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let loaded = try BinaryMoEModel.load(directory: dir!, stemKernel: kernel)
         let cfg = loaded.config
         var rng = SystemRandomNumberGenerator()
         let maxBatch = 256
@@ -163,7 +170,7 @@ struct BenchCommand: ParsableCommand {
             procCPUInfoMHz: CPUClock.procCPUInfoMHz(), builtFor: CPUFeatures.built.description,
             runningCPU: CPUFeatures.running.description, optimizedBuild: CPUFeatures.isOptimizedBuild,
             kernelShape: [m, n, k], kernel: kernelRows, model: temporary == nil ? dir! : "(random, in a temp dir)",
-            modelName: "\(cfg.name) v\(cfg.version)", modelSHA256: loaded.sha256, mappedBytes: loaded.mappedBytes,
+            modelName: "\(cfg.name) v\(cfg.version)", modelSHA256: loaded.sha256, stemKernel: loaded.stemKernel.rawValue, mappedBytes: loaded.mappedBytes,
             privateBytes: loaded.privateBytes, binaryMACsPerSample: cfg.binaryMACsPerSample,
             pricePerCoreHour: pricePerCoreHour, models: modelRows)
 
@@ -191,6 +198,7 @@ struct BenchCommand: ParsableCommand {
         }
         print("")
         print("model      \(report.modelName) at \(report.model)")
+        print("stem       \(loaded.stemKernel.rawValue) kernel")
         print("           \(cfg.inputFeatures) features × \(cfg.inputBitPlanes) planes → stem \(cfg.stemWidth) → \(cfg.experts) experts (top \(cfg.topK)) \(cfg.expertHidden) → \(cfg.classes.count) classes; \(cfg.binaryMACsPerSample) binary MACs/sample")
         print("memory     \(bytes(loaded.mappedBytes)) mapped (shared between processes) + \(bytes(loaded.privateBytes)) private repacked")
         print(pad("batch", 8) + pad("threads", 9) + pad("samples/s", 13) + pad("per core", 13) + pad("per CPU-s", 13) + pad("µs/sample", 12) + pad("GMAC/s", 9) + "€/M inferences @ €\(pricePerCoreHour)/core-h (per CPU-s)")

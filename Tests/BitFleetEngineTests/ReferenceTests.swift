@@ -24,13 +24,24 @@ struct ReferenceTests {
         Spec(features: 300, stem: 1100, experts: 8, topK: 8, hidden: [], classes: 4, planes: 7, seed: 7, samples: 9),
         Spec(features: 64, stem: 63, experts: 12, topK: 5, hidden: [129, 7], classes: 11, planes: 4, seed: 8, samples: 77),
         Spec(features: 9, stem: 257, experts: 3, topK: 2, hidden: [8], classes: 5, planes: 6, seed: 9, samples: 5),
+        // the reference model's shape: 4 planes, 784 × 1024 stem (16 row tiles of the lookup kernel), > 1 micro-batch
+        Spec(features: 784, stem: 1024, experts: 16, topK: 2, hidden: [256], classes: 10, planes: 4, seed: 10, samples: 300),
     ]
 
-    @Test("trace equals reference.py", arguments: specs)
-    func matchesReference(spec: Spec) throws {
+    /// Every spec runs through each stem kernel this model and CPU allow (the lookup kernel needs ≤ 4 planes, AVX2).
+    static var cases: [(Spec, StemKernel)] {
+        specs.flatMap { spec -> [(Spec, StemKernel)] in
+            let lookup = spec.planes <= 4 && CPUFeatures.running.avx2
+            return [(spec, .bitPlanes)] + (lookup ? [(spec, .lookup)] : [])
+        }
+    }
+
+    @Test("trace equals reference.py", arguments: cases)
+    func matchesReference(spec: Spec, kernel: StemKernel) throws {
         let dir = try TestSupport.makeRandomModel(spec)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let model = try BinaryMoEModel.load(directory: dir)
+        let model = try BinaryMoEModel.load(directory: dir, stemKernel: kernel)
+        #expect(model.stemKernel == kernel)
         let cfg = model.config
         #expect(cfg.experts == spec.experts && cfg.topK == spec.topK && cfg.expertHidden == spec.hidden)
         let x = try TestSupport.npy(dir, "inputs").bytes()
@@ -132,6 +143,28 @@ struct ReferenceTests {
         }
         #expect(results.count == 8)
         for r in results { #expect(r == expected) }
+    }
+
+    @Test("the lookup stem kernel on 8 planes is refused with a clear error; automatic picks by plane count")
+    func stemKernelChoice() throws {
+        let spec = Spec(features: 30, stem: 20, experts: 2, topK: 1, hidden: [], classes: 2, planes: 8, seed: 14, samples: 2)
+        let dir = try TestSupport.makeRandomModel(spec)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(try BinaryMoEModel.load(directory: dir).stemKernel == .bitPlanes)
+        do {
+            _ = try BinaryMoEModel.load(directory: dir, stemKernel: .lookup)
+            Issue.record("an 8-plane model loaded with the lookup kernel")
+        } catch let e as ModelError {
+            #expect(e.kind == .config && e.message.contains("input_bit_planes ≤ 4"))
+        }
+        let four = Spec(features: 30, stem: 20, experts: 2, topK: 1, hidden: [], classes: 2, planes: 4, seed: 15, samples: 2)
+        let dir4 = try TestSupport.makeRandomModel(four)
+        defer { try? FileManager.default.removeItem(atPath: dir4) }
+        let auto = try BinaryMoEModel.load(directory: dir4)
+        #expect(auto.stemKernel == (CPUFeatures.running.avx2 ? .lookup : .bitPlanes))
+        // the re-laid weights are private memory and are reported as such
+        let planes = try BinaryMoEModel.load(directory: dir4, stemKernel: .bitPlanes)
+        if auto.stemKernel == .lookup { #expect(auto.privateBytes == planes.privateBytes + 2 * 4 * 32) }
     }
 
     @Test("wrong input length is an error")

@@ -1,6 +1,8 @@
 #ifndef CENGINESUPPORT_H
 #define CENGINESUPPORT_H
 
+#include <stdint.h>
+
 /// What the *C* compilation of this target assumed (reflects `-Xcc -march=...`).
 int bf_c_built_avx2(void);
 int bf_c_built_popcnt(void);
@@ -27,6 +29,20 @@ double bf_monotonic_seconds(void);
 
 /// CPU time of this process (all threads) in seconds.
 double bf_process_cpu_seconds(void);
+
+/// Table-lookup stem kernel (lut_stem.c): 1 when this CPU can run it (x86-64 with AVX2), whatever the build flags.
+int bf_lut_available(void);
+
+/// Lookup tables of one sample: inputs `x[0..<features]` become `q = x >> shift` (shift ≥ 4, so q ≤ 15), zero
+/// padded to `pairs × 8`; table pair p (32 bytes at `tables + p × 32`) holds, in lane L (bytes 16L…16L+15), entry n =
+/// Σ of the q of inputs 8p + 4L + t over the bits t set in n. Returns Σ q.
+long bf_lut_build_tables(const uint8_t *x, long features, int shift, long pairs, uint8_t *tables);
+
+/// `acc[i × ldacc + j] = Σ_k q_ik · bit_jk` for samples i < n and rows j < blocks × 16. `tables` holds n samples'
+/// tables back to back (`pairs × 32` bytes each); `weights` holds, per block of 16 rows and pair p, 32 bytes:
+/// byte 16L + r is the 4-bit index of row 16b + r over inputs 8p + 4L … 8p + 4L + 3. Needs pairs ≤ 1092.
+void bf_lut_stem(const uint8_t *tables, long n, long pairs, const uint8_t *weights, long blocks,
+                 int32_t *acc, long ldacc);
 
 /// Evaluated by the clang importer inside the Swift module that imports this header, so it reflects the clang
 /// options the *Swift* compilation saw (`-Xcc -march=...`).
