@@ -16,8 +16,8 @@ export BITFLEET_TEST_DATABASE_URL
 trap 'Ops/pg.sh stop "$work/pg" || true' EXIT
 echo "throwaway PostgreSQL: $BITFLEET_TEST_DATABASE_URL"
 
-swift build --build-tests
-swift test --skip-build "$@"
+swift build --build-tests "${BITFLEET_TEST_FLAGS[@]}"
+swift test --skip-build "${BITFLEET_TEST_FLAGS[@]}" "$@"
 
 if [ $# -eq 0 ]; then
   Ops/fuzz/run.sh 30   # a bounded libFuzzer pass over the input decoders; a crash fails the run

@@ -78,7 +78,10 @@ struct QuantizerTests {
 @Suite("Kernels")
 struct KernelTests {
     /// Naive bit-by-bit XOR/AND popcount against the blocked kernel, over shapes that hit every tail path.
-    @Test(arguments: [(1, 1, 1), (2, 4, 1), (3, 5, 2), (7, 9, 3), (2, 700, 4), (5, 3, 70), (64, 33, 5)])
+    /// Word counts 4, 8, 70, 125 and 130 cover the AVX2 tile's whole 256-bit steps, its scalar tail, and more than
+    /// one 31-step block of byte counters.
+    @Test(arguments: [(1, 1, 1), (2, 4, 1), (3, 5, 2), (7, 9, 3), (2, 700, 4), (5, 3, 70), (64, 33, 5), (4, 8, 8),
+                      (3, 6, 125), (2, 5, 130)])
     func gemmMatchesNaive(n: Int, m: Int, words: Int) {
         var rng = SplitMix64(state: UInt64(n * 1000 + m * 10 + words))
         let a = (0..<(n * words)).map { _ in rng.next() }
@@ -107,6 +110,27 @@ struct KernelTests {
                 #expect(Int(andOut[i * m + j]) == y)
             }
         }
+    }
+
+    /// Every bit differing is the worst case for the byte-lane counters (8 per byte per step, 31 steps per block).
+    @Test(arguments: [4, 123, 124, 128, 260])
+    func saturatedPopcounts(words: Int) {
+        let n = 2, m = 4
+        let a = [UInt64](repeating: ~0, count: n * words), b = [UInt64](repeating: 0, count: m * words)
+        var out = [Int32](repeating: -1, count: n * m), andOut = out
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in
+            out.withUnsafeMutableBufferPointer { op in
+                BinaryKernels.xorPopcounts(a: ap.baseAddress!, lda: words, n: n, b: bp.baseAddress!, ldb: words, m: m,
+                                           words: words, out: op.baseAddress!, ldo: m)
+            }
+            andOut.withUnsafeMutableBufferPointer { op in
+                BinaryKernels.andPopcounts(a: ap.baseAddress!, lda: words, n: n, b: ap.baseAddress!, ldb: words, m: n,
+                                           words: words, out: op.baseAddress!, ldo: m)
+            }
+        }}
+        #expect(out == [Int32](repeating: Int32(64 * words), count: n * m))
+        #expect(andOut[0] == Int32(64 * words) && andOut[1] == Int32(64 * words))
+        #expect(andOut[m] == Int32(64 * words) && andOut[m + 1] == Int32(64 * words))
     }
 
     @Test func maxPopcountIsFloorDivision() {
