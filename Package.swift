@@ -3,8 +3,10 @@ import PackageDescription
 
 // The release build must set a target CPU: without it the compiler emits no `popcnt`/AVX2 and the binary
 // kernels run at a third of their speed. `Ops/build.sh` passes `-Xcc -march=x86-64-v3` (Swift takes the target
-// features from the Clang importer; Swift 6.3's own `-target-cpu` does not know `x86-64-v3`). The executable checks
-// at start that the CPU has what the build assumed (see CPUFeatures in BitFleetEngine).
+// features from the Clang importer; Swift 6.3's own `-target-cpu` does not know `x86-64-v3`) together with
+// `-Xswiftc -DBITFLEET_AVX2`, which compiles the XNOR kernel's AVX2-intrinsics tile (Swift cannot compile those
+// intrinsics without the target CPU). The executable checks at start that the CPU has what the build assumed (see
+// CPUFeatures in BitFleetEngine).
 let package = Package(
     name: "BitFleet",
     platforms: [.macOS(.v15)],

@@ -14,6 +14,7 @@
 //   SHA256.swift         hand-written SHA-256 for the registry digest check
 //   PackedMatrix.swift   {±1} rows as UInt64 words (zero-copy view of the mapping or a repacked copy)
 //   Kernels.swift        XNOR/AND-popcount GEMM (2×4 register tiles, L1 row blocks), the stem's bit-plane kernel
+//   StemLookup.swift     the stem weights re-laid for the table-lookup kernel (4-bit activations × one-bit weights)
 //   Model.swift          loading, routing (top-k, ties to the lower index), counting-sort grouping per expert,
 //                        one GEMM chain per expert, gate-weighted combination, softmax
 //   ThreadPool.swift     persistent pool; the caller always works too; safe for concurrent callers
@@ -24,4 +25,7 @@
 // sets the Swift code's target features (the compiler takes them from its clang importer), so the kernels get
 // `popcnt` and AVX2 `vpshufb` popcounts (checked with objdump). `-Xswiftc -target-cpu -Xswiftc x86-64-v3` is rejected
 // by Swift 6.3 ("unknown target CPU 'x86-64-v3'"; `-target-cpu haswell` or `znver3` would be accepted) and is not
-// needed. Call `CPUFeatures.unsupportedMessage()` first thing in main.
+// needed. `-Xswiftc -DBITFLEET_AVX2` (Ops/env.sh passes it with the flag) adds the XNOR kernel's AVX2-intrinsics
+// tile. The stem's table-lookup kernel is C (CEngineSupport/lut_stem.c, `target("avx2")`), chosen at load time when
+// the CPU has AVX2 and the model ≤ 4 input planes (StemLookup.swift). Call `CPUFeatures.unsupportedMessage()` first
+// thing in main.
