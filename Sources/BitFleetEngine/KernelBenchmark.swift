@@ -92,8 +92,9 @@ extension Substring {
 }
 
 public enum KernelBenchmark {
-    /// Times `popcount(a_i XOR b_j)` for an `m × n × k` problem (random bits), splitting the `m` activation rows
-    /// over `threads` workers of the shared pool; runs at least `minSeconds` after one warm-up GEMM.
+    /// Times `popcount(a_i XOR b_j)` for an `m × n × k` problem (random bits), splitting the `n` weight rows
+    /// over `threads` workers of the shared pool (each thread then streams only its share of the weights through its
+    /// core's caches); runs at least `minSeconds` after one warm-up GEMM.
     public static func run(m: Int, n: Int, k: Int, threads: Int = 1, minSeconds: Double = 1.0) -> KernelBenchmarkResult {
         let words = (k + 63) / 64
         var rng = SplitMix64(state: 0x5EED)
@@ -106,8 +107,8 @@ public enum KernelBenchmark {
         for r in 0..<n { for w in 0..<words { b[r * words + w] = rng.next() & (w == words - 1 ? tailMask : ~0) } }
 
         let pool = ThreadPool.shared
-        let parts = max(1, min(threads, pool.width, m))
-        let per = (m + parts - 1) / parts
+        let parts = max(1, min(threads, pool.width, (n + 3) / 4))
+        let per = ((n + parts - 1) / parts + 3) & ~3   // whole 4-row tiles per thread
         let ptrs = BenchPointers(a: a, b: b, out: out)
         func gemm() {
             if parts == 1 {
@@ -115,10 +116,10 @@ public enum KernelBenchmark {
                 return
             }
             pool.parallelFor(parts) { p in
-                let lo = p * per, hi = min(m, lo + per)
+                let lo = p * per, hi = min(n, lo + per)
                 if lo < hi {
-                    BinaryKernels.xorPopcounts(a: ptrs.a + lo * words, lda: words, n: hi - lo, b: ptrs.b, ldb: words,
-                                               m: n, words: words, out: ptrs.out + lo * n, ldo: n)
+                    BinaryKernels.xorPopcounts(a: ptrs.a, lda: words, n: m, b: ptrs.b + lo * words, ldb: words,
+                                               m: hi - lo, words: words, out: ptrs.out + lo, ldo: n)
                 }
             }
         }
