@@ -82,7 +82,7 @@ func avx2Tile2x4<Op: BinaryCombine>(_: Op.Type, _ a0: UnsafePointer<UInt64>, _ a
     }
     // byte sums → one Int (registers are scarce: 8 byte accumulators, 6 loads and 3 constants are live in the loop)
     @inline(__always) func total(_ s: __m256i) -> Int {
-        Int(unsafeBitCast(_mm256_sad_epu8(s, zero), to: SIMD4<Int64>.self).wrappedSum())
+        Int(_mm256_sad_epu8(s, zero).wrappedSum())   // __m256i imports as SIMD4<Int64>
     }
     var t00 = 0, t01 = 0, t02 = 0, t03 = 0, t10 = 0, t11 = 0, t12 = 0, t13 = 0
     var v = 0

@@ -76,6 +76,16 @@ static inline void bf_lut_store16(__m256i e, __m256i o, int32_t *out) {
     _mm256_storeu_si256((__m256i *)(out + 8), _mm256_cvtepu16_epi32(hi));
 }
 
+// One pair of groups for four row blocks: t_r += lookup(table, indices of block r).
+#define BF_LOOKUP4(q)                                                                                            \
+    do {                                                                                                         \
+        const __m256i tb = _mm256_loadu_si256((const __m256i *)(tab + (q)));                                     \
+        t0 = _mm256_add_epi8(t0, _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w0 + (q)))));     \
+        t1 = _mm256_add_epi8(t1, _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w1 + (q)))));     \
+        t2 = _mm256_add_epi8(t2, _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w2 + (q)))));     \
+        t3 = _mm256_add_epi8(t3, _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w3 + (q)))));     \
+    } while (0)
+
 __attribute__((target("avx2")))
 void bf_lut_stem(const uint8_t *tables, long n, long pairs, const uint8_t *weights, long blocks,
                  int32_t *acc, long ldacc) {
@@ -91,38 +101,16 @@ void bf_lut_stem(const uint8_t *tables, long n, long pairs, const uint8_t *weigh
             const uint8_t *tab = tables + i * pairs * 32;
             __m256i e0 = _mm256_setzero_si256(), e1 = e0, e2 = e0, e3 = e0;
             __m256i o0 = e0, o1 = e0, o2 = e0, o3 = e0;
-            long p = 0;
-            for (; p + 4 <= pairs; p += 4) {
-                __m256i t0, t1, t2, t3;
-                {
-                    const __m256i tb = _mm256_loadu_si256((const __m256i *)(tab + p * 32));
-                    t0 = _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w0 + p * 32)));
-                    t1 = _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w1 + p * 32)));
-                    t2 = _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w2 + p * 32)));
-                    t3 = _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w3 + p * 32)));
-                }
-                for (long u = 1; u < 4; u++) {
-                    const long q = (p + u) * 32;
-                    const __m256i tb = _mm256_loadu_si256((const __m256i *)(tab + q));
-                    t0 = _mm256_add_epi8(t0, _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w0 + q))));
-                    t1 = _mm256_add_epi8(t1, _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w1 + q))));
-                    t2 = _mm256_add_epi8(t2, _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w2 + q))));
-                    t3 = _mm256_add_epi8(t3, _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w3 + q))));
-                }
-                BF_WIDEN(t0, e0, o0);
-                BF_WIDEN(t1, e1, o1);
-                BF_WIDEN(t2, e2, o2);
-                BF_WIDEN(t3, e3, o3);
-            }
-            if (p < pairs) {
+            // chunks of up to 4 pairs: 4 lookups of ≤ 60 add up in a byte (≤ 240), then widen
+            for (long p = 0; p < pairs; p += 4) {
                 __m256i t0 = _mm256_setzero_si256(), t1 = t0, t2 = t0, t3 = t0;
-                for (; p < pairs; p++) {
-                    const long q = p * 32;
-                    const __m256i tb = _mm256_loadu_si256((const __m256i *)(tab + q));
-                    t0 = _mm256_add_epi8(t0, _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w0 + q))));
-                    t1 = _mm256_add_epi8(t1, _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w1 + q))));
-                    t2 = _mm256_add_epi8(t2, _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w2 + q))));
-                    t3 = _mm256_add_epi8(t3, _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w3 + q))));
+                if (p + 4 <= pairs) {
+                    BF_LOOKUP4(p * 32);
+                    BF_LOOKUP4(p * 32 + 32);
+                    BF_LOOKUP4(p * 32 + 64);
+                    BF_LOOKUP4(p * 32 + 96);
+                } else {
+                    for (long r = p; r < pairs; r++) BF_LOOKUP4(r * 32);
                 }
                 BF_WIDEN(t0, e0, o0);
                 BF_WIDEN(t1, e1, o1);
