@@ -642,7 +642,9 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=None, help="Adam lr (default 3e-3 binary, 1e-3 float), cosine decay")
     ap.add_argument("--aux", type=float, default=0.01, help="load-balancing loss weight")
-    ap.add_argument("--flip", type=int, default=1, help="random horizontal flip augmentation (0/1)")
+    ap.add_argument("--flip", type=int, default=0,
+                    help="random horizontal flip augmentation (0/1); off by default: Fashion-MNIST shoes all face one "
+                         "way, and flipped copies cost the binary model 2–3 points (MODEL_CARD.md)")
     ap.add_argument("--shift", type=int, default=0, help="random shift augmentation in pixels")
     ap.add_argument("--weight-decay", type=float, default=0.0, help="float baseline only (decoupled)")
     ap.add_argument("--teacher", type=str, default=None, help="float model dir (model.onnx) to distil from")
