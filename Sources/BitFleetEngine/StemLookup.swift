@@ -18,8 +18,8 @@ public enum StemKernel: String, Sendable, CaseIterable {
 /// per row and group of four inputs, by blocks of 16 rows: 2 bits per weight, private to the process (~200 KB for
 /// a 784 × 1024 stem), next to the memory-mapped packed weights.
 struct StemLookupWeights: @unchecked Sendable {
-    /// Input feature limit: the kernel's 16-bit per-lane sums hold 1 092 pairs of groups (8 736 inputs).
-    static let maxFeatures = 8_736
+    /// Input feature limit: the kernel sums a row in 16 bits, and a row's sum is at most 15 × D ≤ 65 535.
+    static let maxFeatures = 4_368
 
     let base: UnsafePointer<UInt8>
     /// Pairs of four-input groups (`ceil(D / 8)`).

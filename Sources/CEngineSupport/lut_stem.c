@@ -8,8 +8,8 @@
 // For every group of four inputs q0..q3 (each 0…15) a 16-entry table holds T[n] = Σ_{bit t of n set} q_t (≤ 60, one
 // byte). A weight row's four bits for that group are the index, so one `vpshufb` does 32 lookups = 128 MACs:
 // the low 128-bit lane serves 16 rows for group 2p, the high lane the same 16 rows for group 2p+1. Four lookups
-// fit a byte (4 × 60 = 240); then the bytes are widened into 16-bit sums (≤ 784 × 15 per lane). The two lanes
-// are added once per row block at the end.
+// fit a byte (4 × 60 = 240); then the bytes are widened into 16-bit sums. The two lanes are added once per row
+// block at the end, still in 16 bits, so a row's whole sum (≤ 15 × features) must fit: features ≤ 4 368.
 #include "cenginesupport.h"
 
 #if defined(__x86_64__)

@@ -133,6 +133,29 @@ struct KernelTests {
         #expect(andOut[m] == Int32(64 * words) && andOut[m + 1] == Int32(64 * words))
     }
 
+    /// The lookup stem kernel's largest row sum: every input 255 (q = 15), every weight +1, at its feature limit.
+    @Test func lookupStemAtItsLimit() throws {
+        try #require(CPUFeatures.running.avx2, "the lookup kernel needs AVX2")
+        let D = StemLookupWeights.maxFeatures, S = 70
+        let rowBytes = (D + 7) / 8
+        let bits = [UInt8](repeating: 0xFF, count: S * rowBytes)
+        var owned: [UnsafeMutableRawPointer] = []
+        defer { for p in owned { p.deallocate() } }
+        let stem = bits.withUnsafeBytes { PackedMatrix.load(source: $0.baseAddress!, rows: S, bits: D, owned: &owned) }
+        let lookup = StemLookupWeights(stem: stem, owned: &owned)
+        let n = 3, ld = lookup.blocks * 16
+        let x = [UInt8](repeating: 255, count: n * D)
+        var tables = [UInt8](repeating: 0, count: n * lookup.tableBytes)
+        var sumQ = [Int](repeating: 0, count: n)
+        var acc = [Int32](repeating: -1, count: n * ld)
+        x.withUnsafeBufferPointer { xp in
+            lookup.accumulate(x: xp.baseAddress!, n: n, features: D, shift: 4, tables: &tables, sumQ: &sumQ, acc: &acc, ld: ld)
+        }
+        #expect(sumQ == [Int](repeating: 15 * D, count: n))
+        for i in 0..<n { #expect(Array(acc[(i * ld)..<(i * ld + S)]) == [Int32](repeating: Int32(15 * D), count: S)) }
+        #expect(15 * D <= Int(UInt16.max) && 15 * (D + 8) > Int(UInt16.max))
+    }
+
     @Test func maxPopcountIsFloorDivision() {
         for k in [1, 2, 7, 64, 65] {
             for t in Int32(-70)...Int32(70) {

@@ -40,7 +40,8 @@ long bf_lut_build_tables(const uint8_t *x, long features, int shift, long pairs,
 
 /// `acc[i × ldacc + j] = Σ_k q_ik · bit_jk` for samples i < n and rows j < blocks × 16. `tables` holds n samples'
 /// tables back to back (`pairs × 32` bytes each); `weights` holds, per block of 16 rows and pair p, 32 bytes:
-/// byte 16L + r is the 4-bit index of row 16b + r over inputs 8p + 4L … 8p + 4L + 3. Needs pairs ≤ 1092.
+/// byte 16L + r is the 4-bit index of row 16b + r over inputs 8p + 4L … 8p + 4L + 3. Row sums are 16-bit:
+/// needs pairs ≤ 546 (15 × 4 368 = 65 520).
 void bf_lut_stem(const uint8_t *tables, long n, long pairs, const uint8_t *weights, long blocks,
                  int32_t *acc, long ldacc);
 
