@@ -26,7 +26,6 @@ enum JSONInputDecoder {
             s.skipSpace()
             var values: [Float] = []
             var ids: [String?] = []
-            var sawID = false
             var seen: [String: Int] = [:]
             var samples = 0
             switch s.peek() {
@@ -38,25 +37,8 @@ enum JSONInputDecoder {
                         throw DecodeError("input has more than \(maxSamples) samples (the limit)", sampleIndex: samples)
                     }
                     s.skipSpace()
-                    let c = s.peek()
-                    if c == UInt8(ascii: "[") {
-                        try s.numberRow(into: &values, sample: samples, features: features)
-                        ids.append(nil)
-                    } else if c == UInt8(ascii: "{") {
-                        let id = try s.sampleObject(into: &values, sample: samples, features: features)
-                        if let id {
-                            sawID = true
-                            if let first = seen[id] {
-                                throw DecodeError(
-                                    "sample \(samples) has duplicate custom_id \"\(id)\" (first used by sample \(first))",
-                                    sampleIndex: samples)
-                            }
-                            seen[id] = samples
-                        }
-                        ids.append(id)
-                    } else if c == nil {
-                        throw s.fail("unexpected end of input in the top-level array")
-                    } else {
+                    if try !s.sample(into: &values, ids: &ids, seen: &seen, index: samples, features: features) {
+                        guard let c = s.peek() else { throw s.fail("unexpected end of input in the top-level array") }
                         throw DecodeError(
                             "sample \(samples) is not an array of numbers (ragged input: \(s.describe(c)) next to arrays)",
                             sampleIndex: samples)
@@ -82,7 +64,8 @@ enum JSONInputDecoder {
                 throw s.fail("unexpected data after the JSON array", found: true)
             }
             return InputBatch(
-                samples: samples, features: features, values: .float32(values), customIDs: sawID ? ids : nil,
+                samples: samples, features: features, values: .float32(values),
+                customIDs: ids.contains { $0 != nil } ? ids : nil,
                 format: .json)
         }
     }
@@ -106,22 +89,7 @@ enum JSONInputDecoder {
                     guard samples < maxSamples else {
                         throw DecodeError("input has more than \(maxSamples) samples (the limit)", sampleIndex: samples)
                     }
-                    let c = s.peek()
-                    if c == UInt8(ascii: "[") {
-                        try s.numberRow(into: &values, sample: samples, features: features)
-                        ids.append(nil)
-                    } else if c == UInt8(ascii: "{") {
-                        let id = try s.sampleObject(into: &values, sample: samples, features: features)
-                        if let id {
-                            if let first = seen[id] {
-                                throw DecodeError(
-                                    "line \(lineNo): sample \(samples) has duplicate custom_id \"\(id)\" (first used by sample \(first))",
-                                    sampleIndex: samples)
-                            }
-                            seen[id] = samples
-                        }
-                        ids.append(id)
-                    } else {
+                    if try !s.sample(into: &values, ids: &ids, seen: &seen, index: samples, features: features) {
                         throw s.fail("expected '[' or '{' to start sample \(samples)", found: true)
                     }
                     s.skipSpace()
@@ -144,6 +112,31 @@ private struct Scanner {
     let end: Int
     let lineStart: Int
     let line: Int?
+
+    /// One sample at the cursor, for JSON arrays and NDJSON lines alike: a number row, or an object with
+    /// `custom_id` and `features`; appends its values and id (nil for a row). A custom_id already used is an error.
+    /// Returns false, consuming nothing, when the next byte starts neither.
+    mutating func sample(into values: inout [Float], ids: inout [String?], seen: inout [String: Int], index: Int,
+                         features: Int) throws(DecodeError) -> Bool {
+        let c = peek()
+        if c == UInt8(ascii: "[") {
+            try numberRow(into: &values, sample: index, features: features)
+            ids.append(nil)
+            return true
+        }
+        guard c == UInt8(ascii: "{") else { return false }
+        let id = try sampleObject(into: &values, sample: index, features: features)
+        if let id {
+            if let first = seen[id] {
+                throw DecodeError(
+                    "\(line.map { "line \($0): " } ?? "")sample \(index) has duplicate custom_id \"\(id)\" (first used by sample \(first))",
+                    sampleIndex: index)
+            }
+            seen[id] = index
+        }
+        ids.append(id)
+        return true
+    }
 
     init(bytes: UnsafeBufferPointer<UInt8>, start: Int, end: Int, line: Int?) {
         self.bytes = bytes
