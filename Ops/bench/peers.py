@@ -1,31 +1,50 @@
 #!/usr/bin/env python3
-"""BitFleet against its fp32 peers, on this machine, in one run.
+"""BitFleet against its peers (fp32, int8 and bf16 CPU runtimes), on this machine, in one run.
 
     python3 Ops/bench/peers.py [--bitfleet .build/release/bitfleet] [--model Ops/models/fashion]
-                               [--float-model Ops/models/fashion-float] [--seconds 3] [--json]
+                               [--float-model Ops/models/fashion-float] [--seconds 3] [--skip-accuracy] [--json]
+    python3 Ops/bench/peers.py --selftest      # pure checks on synthetic figures: no timing, no peer packages
 
 (a) kernel: numpy/OpenBLAS fp32 GEMM, M x N x K = 1024 x 1024 x 4096, with 1 and 2 OpenBLAS threads, each in
     its own subprocess (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE removed from that subprocess's environment only, so
     OpenBLAS picks its own kernel for this CPU; threadpoolctl reports which one it used), against the binary
     XNOR-popcount kernel's MAC/s from `bitfleet bench --json`.
-(b) model: ONNX Runtime (1 intra-op thread, sequential) running the float model of the same architecture
-    (Ops/models/fashion-float/model.onnx: sparse top-k dispatch; and the dense variant -- all experts, gated --
-    rebuilt from its weights; the faster of the two is the peer figure) at batch 1
-    and batch 256 on real Fashion-MNIST test images, plus a plain 784-1024-1024-10 fp32 MLP for reference,
-    against the binary model's samples/s from `bitfleet bench --json`.
-Accuracy (binary via Ops/models/reference.py, float via ONNX Runtime) is measured on the 10 000 test images.
+(b) model: the float twin of the same architecture (Ops/models/fashion-float/model.onnx: sparse top-k dispatch;
+    and the dense variant -- all experts, gated -- rebuilt from its weights) run by every peer, all on 1 thread,
+    at batch 1 and batch 256 on real Fashion-MNIST test images, against the binary model's samples/s from
+    `bitfleet bench --json`:
+      - ONNX Runtime fp32 (1 intra-op thread, sequential), sparse and dense;
+      - ONNX Runtime int8: onnxruntime.quantization.quantize_dynamic of both graphs, QInt8 and QUInt8 weights;
+      - OpenVINO CPU (INFERENCE_NUM_THREADS 1, NUM_STREAMS 1, PERFORMANCE_HINT LATENCY, the input reshaped to a
+        static [batch, 784]) with INFERENCE_PRECISION_HINT f32, and bf16 when /proc/cpuinfo reports amx_bf16 or
+        avx512_bf16; sparse and dense.
+    The best peer per batch size is the one with the most samples/s; a plain 784-1024-1024-10 fp32 MLP on ONNX
+    Runtime is shown for reference only (a different model, never the best peer). A peer that cannot be built or
+    compiled is recorded with its error and the run goes on.
+Accuracy (binary via Ops/models/reference.py, float via ONNX Runtime, and each peer's own compiled model) is
+measured on the 10 000 test images.
 
-If the bitfleet binary is missing or its bench fails, the numpy / ONNX Runtime side still runs and is printed;
+If onnxruntime, openvino, onnx or threadpoolctl is missing, the script first runs
+`python3 -m pip install -q -r Ops/bench/requirements.txt` (as Ops/setup.sh does for Ops/requirements.txt).
+
+If the bitfleet binary is missing or its bench fails, the numpy / peer side still runs and is printed;
 the script then exits with status 2 and says why (the JSON line carries "bitfleet_error").
 
 With --json the last line of stdout is ONE JSON object: kernel_vs_fp32 (1 and 2 threads), model_vs_onnxruntime
-(batch 1 and batch 256), accuracy (binary, float), weights_ratio, and the raw figures. Every throughput is also
-given per CPU-second the measured process actually got (kernel_vs_fp32_per_cpu_s, model_vs_onnxruntime_per_cpu_s):
-on a machine shared with other work the wall-clock figures of both sides are depressed by however much CPU the
-neighbours took at that moment, the per-CPU-second ones much less so.
+(batch 1 and batch 256, against the best ONNX Runtime fp32 float model), peers (every peer: samples/s, samples
+per CPU-second, CPU utilisation, accuracy, or its error), best_peer and model_vs_best_peer (batch1, batch256;
+also per CPU-second), cpu (lscpu model name and the SIMD flags that matter here), kernel_paths (passed through
+from `bitfleet bench --json` when it reports them), accuracy (binary, float, int8, openvino_f32, openvino_bf16),
+weights_ratio, and the raw figures. Every throughput is also given per CPU-second the measured process actually
+got (kernel_vs_fp32_per_cpu_s, model_vs_onnxruntime_per_cpu_s, model_vs_best_peer_per_cpu_s): on a machine shared
+with other work the wall-clock figures of both sides are depressed by however much CPU the neighbours took at
+that moment, the per-CPU-second ones much less so.
 """
 import argparse
+import importlib
+import importlib.util
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -39,6 +58,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "Ops", "models"))
 
 GEMM_M, GEMM_N, GEMM_K = 1024, 1024, 4096
+BATCHES = ("batch1", "batch256")
+REQUIREMENTS = os.path.join(ROOT, "Ops", "bench", "requirements.txt")
+PEER_MODULES = ("onnxruntime", "openvino", "onnx", "threadpoolctl")
+# SIMD / matrix flags that decide which kernels the peers (and bitfleet) can use
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vpopcntdq", "avx512_bitalg", "avx512vbmi", "avx512_vnni", "avx_vnni",
+             "amx_int8", "amx_bf16", "avx512_bf16")
 
 GEMM_CHILD = r"""
 import json, sys, time
@@ -103,25 +128,35 @@ def ort_session(path_or_model, threads=1):
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
-def time_ort(sess, x, batch, seconds):
-    """samples/s for back-to-back calls of `batch` rows, cycling through x."""
-    name = sess.get_inputs()[0].name
+def time_fn(run, x, batch, seconds):
+    """(samples/s, samples per CPU-second) for back-to-back run(chunk) calls of `batch` rows, cycling through x.
+    The same loop times every peer."""
     n = len(x) // batch
     chunks = [np.ascontiguousarray(x[i * batch:(i + 1) * batch]) for i in range(min(n, 64))]
     for c in chunks[:3]:
-        sess.run(None, {name: c})
+        run(c)
     done = 0
     i = 0
     t0 = time.perf_counter()
     c0 = time.process_time()
     while True:
-        sess.run(None, {name: chunks[i % len(chunks)]})
+        run(chunks[i % len(chunks)])
         done += batch
         i += 1
         el = time.perf_counter() - t0
         if el >= seconds and i >= 3:
             cpu = time.process_time() - c0
             return done / el, done / cpu
+
+
+def ort_runner(sess):
+    name = sess.get_inputs()[0].name
+    return lambda c: sess.run(None, {name: c})[0]
+
+
+def time_ort(sess, x, batch, seconds):
+    """samples/s for back-to-back calls of `batch` rows, cycling through x."""
+    return time_fn(ort_runner(sess), x, batch, seconds)
 
 
 def ort_rows(sess, x, seconds):
@@ -235,6 +270,170 @@ def figures_from_bench(bj):
     return figs
 
 
+def ensure_packages():
+    """Install the peer runtimes like Ops/setup.sh does: only when one is missing; never fatal here (a peer that
+    still cannot be imported is reported as failed)."""
+    missing = [m for m in PEER_MODULES if importlib.util.find_spec(m) is None]
+    if not missing:
+        return None
+    print(f"peers.py: missing {', '.join(missing)}; python3 -m pip install -q -r {os.path.relpath(REQUIREMENTS)}",
+          file=sys.stderr)
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", REQUIREMENTS],
+                         capture_output=True, text=True)
+    importlib.invalidate_caches()
+    if out.returncode != 0:
+        msg = f"pip install -r {REQUIREMENTS} failed ({out.returncode}): {out.stderr.strip()[-800:]}"
+        print(f"peers.py: {msg}", file=sys.stderr)
+        return msg
+    return None
+
+
+def parse_cpu(lscpu_text, cpuinfo_text):
+    """CPU model name (lscpu "Model name", else /proc/cpuinfo "model name") and the CPU_FLAGS it reports."""
+    model, flags = None, None
+    for line in (lscpu_text or "").splitlines():
+        key, _, val = line.partition(":")
+        if key.strip() == "Model name" and model is None:
+            model = val.strip()
+        elif key.strip() == "Flags" and flags is None:
+            flags = set(val.split())
+    for line in (cpuinfo_text or "").splitlines():
+        key, _, val = line.partition(":")
+        if key.strip() == "model name" and model is None:
+            model = val.strip()
+        elif key.strip() in ("flags", "Features") and flags is None:
+            flags = set(val.split())
+    flags = flags or set()
+    have = {f: f in flags for f in CPU_FLAGS}
+    return dict(model=model or platform.processor() or "unknown", flags=have,
+                present=[f for f in CPU_FLAGS if have[f]], bf16=have["amx_bf16"] or have["avx512_bf16"])
+
+
+def cpu_info():
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=20,
+                               env=dict(os.environ, LC_ALL="C")).stdout
+    except (OSError, subprocess.SubprocessError):
+        lscpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpuinfo = f.read()
+    except OSError:
+        cpuinfo = ""
+    return parse_cpu(lscpu, cpuinfo)
+
+
+def find_kernel_paths(bj):
+    """(dotted key, value) of the kernel paths `bitfleet bench --json` reports, passed through as is: a key named
+    kernel_paths / kernelPaths (preferred), else paths / kernels; (None, None) when the bench does not report them.
+    ("kernel", the list of GEMM rows, is not it.)"""
+    found = {}
+
+    def walk(o, path):
+        if isinstance(o, dict):
+            for k, v in o.items():
+                norm = str(k).lower().replace("_", "").replace("-", "")
+                if norm in ("kernelpaths", "paths", "kernels") and norm not in found:
+                    found[norm] = (".".join(path + [str(k)]), v)
+                walk(v, path + [str(k)])
+        elif isinstance(o, list):
+            for i, v in enumerate(o):
+                walk(v, path + [str(i)])
+    walk(bj, [])
+    for norm in ("kernelpaths", "paths", "kernels"):
+        if norm in found:
+            return found[norm]
+    return None, None
+
+
+def peer_record(label, engine, precision, graph):
+    return dict(label=label, engine=engine, precision=precision, graph=graph,
+                samples_per_s={}, samples_per_cpu_s={}, cpu_utilisation={})
+
+
+def measure_peer(rec, make_run, x, seconds):
+    """Time one peer at batch 1 and 256; make_run(batch) returns run(chunk) -> logits. Errors are recorded per
+    batch size (rec["errors"]) and never raised. Returns {batch: run} for the batch sizes that worked."""
+    runs = {}
+    for b in (1, 256):
+        key = f"batch{b}"
+        try:
+            run = make_run(b)
+            wall, cpu = time_fn(run, x, b, seconds)
+            rec["samples_per_s"][key], rec["samples_per_cpu_s"][key] = wall, cpu
+            rec["cpu_utilisation"][key] = wall / cpu if cpu else None  # CPU-seconds per wall second: ~1 on 1 thread
+            runs[key] = (b, run)
+        except Exception as e:  # noqa: BLE001 - record and go on
+            rec.setdefault("errors", {})[key] = f"{type(e).__name__}: {str(e).strip()[:1500]}"
+    return runs
+
+
+def peer_accuracy(rec, runs, x, y):
+    """Accuracy of the peer's own compiled model (the batch-256 one; static shapes are padded)."""
+    if not runs:
+        return
+    b, run = runs.get("batch256") or runs.get("batch1")
+    try:
+        preds = []
+        for i in range(0, len(x), b):
+            c = x[i:i + b]
+            n = len(c)
+            if n < b:
+                c = np.concatenate([c, np.zeros((b - n, c.shape[1]), c.dtype)])
+            preds.append(np.asarray(run(np.ascontiguousarray(c)))[:n].argmax(1))
+        rec["accuracy"] = float((np.concatenate(preds) == y).mean())
+    except Exception as e:  # noqa: BLE001
+        rec.setdefault("errors", {})["accuracy"] = f"{type(e).__name__}: {str(e).strip()[:1500]}"
+
+
+def quantize_int8(src, dst, weight_type):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs a "consider pre-processing" warning on every call
+    try:
+        quantize_dynamic(src, dst, weight_type=getattr(QuantType, weight_type))
+    finally:
+        root.setLevel(level)
+    return dst
+
+
+def openvino_maker(core, path, precision):
+    """make_run(batch) for OpenVINO: read the ONNX model, reshape its input to a static [batch, 784] (the dense
+    graph does not compile with a dynamic batch), compile for CPU on 1 thread, 1 stream."""
+    def make_run(batch):
+        m = core.read_model(path)
+        m.reshape({m.inputs[0].get_any_name(): [batch, 784]})
+        cm = core.compile_model(m, "CPU", {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1,
+                                           "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision})
+        req = cm.create_infer_request()
+        return lambda c: req.infer({0: c}, share_inputs=True)[0]
+    return make_run
+
+
+def summarize_peers(peers, figs):
+    """best_peer / model_vs_best_peer from the measured peers (pure: used by --selftest).
+    peers: {name: {samples_per_s: {batch1, batch256}, samples_per_cpu_s: {...}, ...}} (missing or None figures,
+    e.g. of a failed peer, are ignored); figs: figures_from_bench()."""
+    out = dict(best_peer={}, model_vs_best_peer={}, best_peer_per_cpu_s={}, model_vs_best_peer_per_cpu_s={})
+    for field, best_key, ratio_key, fig in (
+            ("samples_per_s", "best_peer", "model_vs_best_peer", "model_samples_per_s_{}"),
+            ("samples_per_cpu_s", "best_peer_per_cpu_s", "model_vs_best_peer_per_cpu_s",
+             "model_samples_per_cpu_s_{}")):
+        for b in BATCHES:
+            cands = [(rec[field][b], name) for name, rec in peers.items()
+                     if isinstance(rec.get(field), dict) and isinstance(rec[field].get(b), (int, float))
+                     and rec[field][b] > 0]
+            if not cands:
+                out[best_key][b] = None
+                continue
+            val, name = max(cands)
+            out[best_key][b] = {"name": name, field: val}
+            if fig.format(b) in figs:
+                out[ratio_key][b] = figs[fig.format(b)] / val
+    return out
+
+
 def bitfleet_bench(binary, model, timeout, seconds):
     if not os.path.exists(binary):
         raise RuntimeError(f"bitfleet binary not found at {binary} (build it: Ops/build.sh, or pass --bitfleet)")
@@ -262,16 +461,24 @@ def main():
     ap.add_argument("--bench-timeout", type=float, default=900)
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
+    ap.add_argument("--selftest", "--self-test", action="store_true",
+                    help="check best-peer selection and the JSON keys on synthetic figures (no timing) and exit")
     a = ap.parse_args()
+    if a.selftest:
+        return selftest()
 
+    install_error = ensure_packages()
+    cpu = cpu_info()
     res = dict(machine=dict(cpu=cpu_name(), cores=os.cpu_count(), python=platform.python_version(),
-                            numpy=np.__version__))
+                            numpy=np.__version__), cpu=cpu)
+    if install_error:
+        res["install_error"] = install_error
     # ---------------------------------------------------------------- numpy GEMM
     res["numpy_gemm"] = {}
     for t in (1, 2):
         r = numpy_gemm(t, a.seconds)
         res["numpy_gemm"][f"threads{t}"] = r
-    # ---------------------------------------------------------------- ONNX Runtime
+    # ---------------------------------------------------------------- ONNX Runtime fp32
     import onnxruntime as ort
     res["machine"]["onnxruntime"] = ort.__version__
     xte, yte = load_test()
@@ -279,11 +486,25 @@ def main():
     ortres, ortcpu = {}, {}
     tmp = tempfile.TemporaryDirectory()
     sparse = os.path.join(a.float_model, "model.onnx")
+    graphs = {}  # "sparse" / "dense" -> float ONNX path
+    peers = {}
+    peer_runs = {}
     if os.path.exists(sparse):
-        for fname, path in (("model.onnx", sparse),
-                            ("model_dense.onnx", dense_from_sparse(sparse, os.path.join(tmp.name, "dense.onnx")))):
-            s = ort_session(path)
-            ortres[fname], ortcpu[fname] = ort_rows(s, xf, a.seconds)
+        graphs["sparse"] = sparse
+        try:
+            graphs["dense"] = dense_from_sparse(sparse, os.path.join(tmp.name, "dense.onnx"))
+        except Exception as e:  # noqa: BLE001
+            peers["ort_fp32_dense"] = dict(peer_record("ORT fp32 MoE, dense", "onnxruntime", "fp32", "dense"),
+                                           errors={"build": f"{type(e).__name__}: {e}"})
+        for graph, fname in (("sparse", "model.onnx"), ("dense", "model_dense.onnx")):
+            if graph not in graphs:
+                continue
+            name = f"ort_fp32_{graph}"
+            rec = peers[name] = peer_record(f"ORT fp32 MoE, {graph}", "onnxruntime", "fp32", graph)
+            s = ort_session(graphs[graph])
+            peer_runs[name] = measure_peer(rec, lambda b, s=s: ort_runner(s), xf, a.seconds)
+            if rec["samples_per_s"].keys() >= set(BATCHES):
+                ortres[fname], ortcpu[fname] = rec["samples_per_s"], rec["samples_per_cpu_s"]
     else:
         print(f"peers.py: no float model at {sparse} (train.py --float --out {a.float_model})", file=sys.stderr)
     s = ort_session(plain_mlp())
@@ -291,11 +512,49 @@ def main():
     res["onnxruntime_samples_per_s"] = ortres
     res["onnxruntime_samples_per_cpu_s"] = ortcpu
     moe = {k: v for k, v in ortres.items() if k.startswith("model")}
-    best = {b: max((v[b] for v in moe.values()), default=None) for b in ("batch1", "batch256")}
+    best = {b: max((v[b] for v in moe.values()), default=None) for b in BATCHES}
     res["onnxruntime_float_moe_best"] = best
     moec = {k: v for k, v in ortcpu.items() if k.startswith("model")}
-    bestc = {b: max((v[b] for v in moec.values()), default=None) for b in ("batch1", "batch256")}
+    bestc = {b: max((v[b] for v in moec.values()), default=None) for b in BATCHES}
     res["onnxruntime_float_moe_best_per_cpu_s"] = bestc
+    # ---------------------------------------------------------------- ONNX Runtime int8 (dynamic quantization)
+    for wt in ("QInt8", "QUInt8"):
+        for graph, path in graphs.items():
+            name = f"ort_int8_{wt.lower()}_{graph}"
+            rec = peers[name] = peer_record(f"ORT int8 ({wt} weights) MoE, {graph}", "onnxruntime",
+                                            f"int8 dynamic ({wt} weights, uint8 activations)", graph)
+            try:
+                q = quantize_int8(path, os.path.join(tmp.name, f"{graph}_{wt}.onnx"), wt)
+                s = ort_session(q)
+            except Exception as e:  # noqa: BLE001
+                rec["errors"] = {"build": f"{type(e).__name__}: {str(e).strip()[:1500]}"}
+                continue
+            peer_runs[name] = measure_peer(rec, lambda b, s=s: ort_runner(s), xf, a.seconds)
+    # ---------------------------------------------------------------- OpenVINO (f32; bf16 where the CPU has it)
+    precisions = ["f32"] + (["bf16"] if cpu["bf16"] else [])
+    if not cpu["bf16"]:
+        res["openvino_bf16_skipped"] = "the CPU reports neither amx_bf16 nor avx512_bf16"
+    try:
+        import openvino as ov
+        core = ov.Core()
+        res["machine"]["openvino"] = ov.__version__
+        try:
+            res["machine"]["openvino_cpu_capabilities"] = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        except Exception:  # noqa: BLE001
+            pass
+        ov_error = None
+    except Exception as e:  # noqa: BLE001
+        core, ov_error = None, f"{type(e).__name__}: {e}"
+    for prec in precisions:
+        for graph, path in graphs.items():
+            name = f"openvino_{prec}_{graph}"
+            rec = peers[name] = peer_record(f"OpenVINO {prec} MoE, {graph}", "openvino", prec, graph)
+            if core is None:
+                rec["errors"] = {"build": ov_error}
+                continue
+            peer_runs[name] = measure_peer(rec, openvino_maker(core, path, prec), xf, a.seconds)
+    res["peers"] = peers
+    res["peer_errors"] = {k: v["errors"] for k, v in peers.items() if v.get("errors")}
     # ---------------------------------------------------------------- accuracy + sizes
     acc = {}
     if not a.skip_accuracy:
@@ -307,6 +566,16 @@ def main():
         if os.path.exists(fpath):
             fl = ort_session(fpath, 2).run(None, {"x": xf})[0]
             acc["float"] = float((fl.argmax(1) == yte).mean())
+        for name, runs in peer_runs.items():
+            peer_accuracy(peers[name], runs, xf, yte)
+        # one figure per kind: the accuracy of that kind's fastest peer (batch 256)
+        for kind, prefix in (("int8", "ort_int8_"), ("openvino_f32", "openvino_f32_"),
+                             ("openvino_bf16", "openvino_bf16_")):
+            cands = [(v["samples_per_s"].get("batch256", 0), k) for k, v in peers.items()
+                     if k.startswith(prefix) and "accuracy" in v]
+            if cands:
+                k = max(cands)[1]
+                acc[kind], acc[kind + "_peer"] = peers[k]["accuracy"], k
     res["accuracy"] = acc
     st = os.path.join(a.model, "model.safetensors")
     fpath = os.path.join(a.float_model, "model.onnx")
@@ -325,33 +594,13 @@ def main():
     except Exception as e:  # noqa: BLE001 - report and keep the peer side
         err = str(e)
         res["bitfleet_error"] = err
-        figs = {}
+        bj, figs = {}, {}
+    key, paths = find_kernel_paths(bj)
+    res["kernel_paths"] = paths
+    res["kernel_paths_key"] = key
     # ---------------------------------------------------------------- ratios
-    g = res["numpy_gemm"]
-    kv = {}
-    for t, lab in ((1, "kernel_macs_per_s_1thread"), (2, "kernel_macs_per_s_2threads")):
-        if lab in figs:
-            kv[f"threads{t}"] = figs[lab] / g[f"threads{t}"]["best_macs_per_s"]
-    res["kernel_vs_fp32"] = kv
-    mv = {}
-    for b in ("batch1", "batch256"):
-        lab = f"model_samples_per_s_{b}"
-        if lab in figs and best[b]:
-            mv[b] = figs[lab] / best[b]
-            mv[b + "_vs_mlp"] = figs[lab] / ortres["mlp_784_1024_1024_10"][b]
-    res["model_vs_onnxruntime"] = mv
-    # the same ratios per CPU-second actually used (robust when other processes share the cores)
-    kc = {}
-    for t, lab in ((1, "kernel_macs_per_cpu_s_1thread"), (2, "kernel_macs_per_cpu_s_2threads")):
-        if lab in figs:
-            kc[f"threads{t}"] = figs[lab] / g[f"threads{t}"]["macs_per_cpu_s"]
-    res["kernel_vs_fp32_per_cpu_s"] = kc
-    mc = {}
-    for b in ("batch1", "batch256"):
-        lab = f"model_samples_per_cpu_s_{b}"
-        if lab in figs and bestc[b]:
-            mc[b] = figs[lab] / bestc[b]
-    res["model_vs_onnxruntime_per_cpu_s"] = mc
+    res.update(ratios(res, figs))
+    res.update(summarize_peers(peers, figs))
 
     print_table(res, figs)
     if a.json:
@@ -360,6 +609,40 @@ def main():
         print(f"peers.py: bitfleet side missing: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def ratios(res, figs):
+    """kernel_vs_fp32 and model_vs_onnxruntime (fp32 float MoE on ONNX Runtime), wall clock and per CPU-second."""
+    g = res["numpy_gemm"]
+    best, bestc = res["onnxruntime_float_moe_best"], res["onnxruntime_float_moe_best_per_cpu_s"]
+    mlp = res["onnxruntime_samples_per_s"].get("mlp_784_1024_1024_10", {})
+    out = {}
+    kv = {}
+    for t, lab in ((1, "kernel_macs_per_s_1thread"), (2, "kernel_macs_per_s_2threads")):
+        if lab in figs:
+            kv[f"threads{t}"] = figs[lab] / g[f"threads{t}"]["best_macs_per_s"]
+    out["kernel_vs_fp32"] = kv
+    mv = {}
+    for b in BATCHES:
+        lab = f"model_samples_per_s_{b}"
+        if lab in figs and best.get(b):
+            mv[b] = figs[lab] / best[b]
+            if mlp.get(b):
+                mv[b + "_vs_mlp"] = figs[lab] / mlp[b]
+    out["model_vs_onnxruntime"] = mv
+    # the same ratios per CPU-second actually used (robust when other processes share the cores)
+    kc = {}
+    for t, lab in ((1, "kernel_macs_per_cpu_s_1thread"), (2, "kernel_macs_per_cpu_s_2threads")):
+        if lab in figs:
+            kc[f"threads{t}"] = figs[lab] / g[f"threads{t}"]["macs_per_cpu_s"]
+    out["kernel_vs_fp32_per_cpu_s"] = kc
+    mc = {}
+    for b in BATCHES:
+        lab = f"model_samples_per_cpu_s_{b}"
+        if lab in figs and bestc.get(b):
+            mc[b] = figs[lab] / bestc[b]
+    out["model_vs_onnxruntime_per_cpu_s"] = mc
+    return out
 
 
 def cpu_name():
@@ -384,8 +667,11 @@ def fmt(v, unit=""):
 
 def print_table(res, figs):
     g = res["numpy_gemm"]
-    print(f"machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, numpy {res['machine']['numpy']}, "
-          f"onnxruntime {res['machine'].get('onnxruntime')}")
+    cpu = res.get("cpu", {})
+    print(f"CPU: {cpu.get('model', res['machine']['cpu'])}")
+    print(f"  flags: {' '.join(f if cpu.get('flags', {}).get(f) else '-' + f for f in CPU_FLAGS)}")
+    print(f"machine: {res['machine']['cores']} cores, numpy {res['machine']['numpy']}, "
+          f"onnxruntime {res['machine'].get('onnxruntime')}, openvino {res['machine'].get('openvino')}")
     for t in (1, 2):
         b = g[f"threads{t}"]["blas"]
         b0 = b[0] if b else {}
@@ -429,18 +715,162 @@ def print_table(res, figs):
     print(f"{'ratio per CPU-second':40s} {mc.get('batch1', float('nan')):>13.2f}x "
           f"{mc.get('batch256', float('nan')):>13.2f}x")
     print()
+    print_peers(res, figs)
+    print()
     acc = res.get("accuracy", {})
     if acc:
         print(f"test accuracy: binary {acc.get('binary', float('nan')) * 100:.2f}%  "
-              f"float {acc.get('float', float('nan')) * 100:.2f}%")
+              f"float {acc.get('float', float('nan')) * 100:.2f}%  "
+              + "  ".join(f"{k} {acc[k] * 100:.2f}%" for k in ("int8", "openvino_f32", "openvino_bf16") if k in acc))
     if "weights_ratio" in res:
         print(f"weights: binary {res['binary_model_bytes']} bytes, float fp32 {res['float_weight_bytes']} bytes "
               f"-> {res['weights_ratio']:.1f}x smaller")
     if figs:
         print("bitfleet figures read from: " + ", ".join(f"{k[:-4]} <- {v}" for k, v in figs.items()
                                                          if k.endswith("_key")))
+    if res.get("kernel_paths_key"):
+        print(f"bitfleet kernel paths ({res['kernel_paths_key']}): {json.dumps(res.get('kernel_paths'))}")
+    elif "bitfleet_bench" in res:
+        print("bitfleet kernel paths: not reported by this bitfleet build (no kernel_paths key in its bench JSON)")
     if "bitfleet_error" in res:
         print(f"bitfleet: NOT MEASURED -- {res['bitfleet_error']}")
+
+
+def print_peers(res, figs):
+    """Every peer (1 thread) at batch 1 and 256 with its accuracy, the best peer and bitfleet's ratio to it."""
+    cpu = res.get("cpu", {})
+    print(f"peers on {cpu.get('model', res['machine']['cpu'])}, all 1 thread "
+          f"(CPU-s per s = CPU time the peer used per wall second)")
+    print(f"{'model samples/s':40s} {'batch 1':>14s} {'batch 256':>14s} {'accuracy':>9s} {'CPU-s per s':>12s}")
+
+    def cell(d, b, f="{:>14.0f}"):
+        v = d.get(b)
+        return f.format(v) if isinstance(v, (int, float)) else f"{'-':>14s}"
+    for name, rec in res.get("peers", {}).items():
+        accs = f"{rec['accuracy'] * 100:8.2f}%" if "accuracy" in rec else f"{'-':>9s}"
+        util = "/".join(f"{rec['cpu_utilisation'][b]:.2f}" for b in BATCHES
+                        if isinstance(rec.get("cpu_utilisation", {}).get(b), (int, float)))
+        print(f"{rec['label']:40s} {cell(rec['samples_per_s'], 'batch1')} {cell(rec['samples_per_s'], 'batch256')} "
+              f"{accs} {util or '-':>12s}")
+        for what, e in rec.get("errors", {}).items():
+            print(f"{'':4s}FAILED ({what}): {e.splitlines()[0][:150] if e else e}")
+    acc = res.get("accuracy", {})
+    accs = f"{acc['binary'] * 100:8.2f}%" if "binary" in acc else f"{'-':>9s}"
+    print(f"{'bitfleet binary MoE':40s} {cell(figs, 'model_samples_per_s_batch1')} "
+          f"{cell(figs, 'model_samples_per_s_batch256')} {accs}")
+    bp = res.get("best_peer", {})
+    peers = res.get("peers", {})
+    for b in BATCHES:
+        p = bp.get(b)
+        if p:
+            print(f"best peer at batch {b[5:]:>3s}: {peers.get(p['name'], {}).get('label', p['name'])} "
+                  f"({p['name']}, {p['samples_per_s']:.0f} samples/s)")
+        else:
+            print(f"best peer at batch {b[5:]:>3s}: none measured")
+    mv = res.get("model_vs_best_peer", {})
+    print(f"{'ratio (bitfleet / best peer)':40s} " + " ".join(
+        f"{mv[b]:>13.2f}x" if b in mv else f"{'-':>14s}" for b in BATCHES))
+    mc = res.get("model_vs_best_peer_per_cpu_s", {})
+    print(f"{'ratio per CPU-s (best peer per CPU-s)':40s} " + " ".join(
+        f"{mc[b]:>13.2f}x" if b in mc else f"{'-':>14s}" for b in BATCHES))
+
+
+def selftest():
+    """Pure checks on synthetic figures (no timing, no peer packages): best-peer selection, ratios, JSON keys,
+    CPU flag parsing and the kernel-paths pass-through. Exit status 0 when all hold."""
+    checks = []
+
+    def check(cond, what):
+        checks.append(what)
+        if not cond:
+            raise AssertionError(f"peers.py self-test failed: {what}")
+
+    def rec(b1, b256, c1=None, c256=None, errors=None):
+        r = peer_record("x", "e", "p", "g")
+        r["samples_per_s"] = {k: v for k, v in (("batch1", b1), ("batch256", b256)) if v is not None}
+        r["samples_per_cpu_s"] = {k: v for k, v in (("batch1", c1 or b1), ("batch256", c256 or b256))
+                                  if v is not None}
+        if errors:
+            r["errors"] = errors
+        return r
+    peers = {"ort_fp32_sparse": rec(4000.0, 30000.0), "ort_fp32_dense": rec(600.0, 6000.0),
+             "ort_int8_qint8_sparse": rec(3000.0, 45000.0, c256=40000.0),
+             "openvino_f32_sparse": rec(1500.0, 29000.0),
+             "openvino_bf16_sparse": rec(1800.0, 117000.0, c256=50000.0),
+             "openvino_bf16_dense": rec(None, None, errors={"batch1": "RuntimeError: x", "batch256": "RuntimeError: y"}),
+             "openvino_f32_dense": rec(5000.0, None, errors={"batch256": "RuntimeError: z"})}
+    bench = {"kernel": [{"threads": 1, "macsPerSecond": 3e11, "macsPerCPUCycle": 10.0},
+                        {"threads": 2, "macsPerSecond": 5e11, "macsPerCPUCycle": 9.0}],
+             "clockHz": 3e9,
+             "models": [{"batch": 1, "threads": 1, "samplesPerSecond": 100000.0, "samplesPerCPUSecond": 110000.0},
+                        {"batch": 256, "threads": 1, "samplesPerSecond": 234000.0, "samplesPerCPUSecond": 200000.0},
+                        {"batch": 256, "threads": 2, "samplesPerSecond": 400000.0}],
+             "kernelPaths": {"stem": "lookup", "hidden": "avx512-vpopcntdq"}}
+    figs = figures_from_bench(bench)
+    check(figs["model_samples_per_s_batch1"] == 100000.0 and figs["model_samples_per_s_batch256"] == 234000.0,
+          "figures_from_bench reads models[batch, threads=1]")
+    out = summarize_peers(peers, figs)
+    check(set(out) == {"best_peer", "model_vs_best_peer", "best_peer_per_cpu_s", "model_vs_best_peer_per_cpu_s"},
+          "summarize_peers keys")
+    check(out["best_peer"]["batch1"] == {"name": "openvino_f32_dense", "samples_per_s": 5000.0},
+          "best peer at batch 1 (a peer that failed only at batch 256 still counts at batch 1)")
+    check(out["best_peer"]["batch256"] == {"name": "openvino_bf16_sparse", "samples_per_s": 117000.0},
+          "best peer at batch 256")
+    check(abs(out["model_vs_best_peer"]["batch1"] - 20.0) < 1e-9, "model_vs_best_peer batch1 = 100000 / 5000")
+    check(abs(out["model_vs_best_peer"]["batch256"] - 2.0) < 1e-9, "model_vs_best_peer batch256 = 234000 / 117000")
+    check(out["best_peer_per_cpu_s"]["batch256"]["name"] == "openvino_bf16_sparse"
+          and abs(out["model_vs_best_peer_per_cpu_s"]["batch256"] - 4.0) < 1e-9,
+          "per CPU-second best peer and ratio (200000 / 50000)")
+    empty = summarize_peers({"a": rec(None, None, errors={"build": "x"})}, figs)
+    check(empty["best_peer"] == {"batch1": None, "batch256": None} and empty["model_vs_best_peer"] == {},
+          "no usable peer: best_peer null, no ratio")
+    nofigs = summarize_peers(peers, {})
+    check(nofigs["best_peer"]["batch256"]["name"] == "openvino_bf16_sparse" and nofigs["model_vs_best_peer"] == {},
+          "no bitfleet figures: best peer still named, no ratio")
+    check(find_kernel_paths(bench) == ("kernelPaths", {"stem": "lookup", "hidden": "avx512-vpopcntdq"}),
+          "kernel paths passed through from kernelPaths")
+    check(find_kernel_paths({"kernel": [{"threads": 1}], "x": {"kernel_paths": ["a"]}, "paths": "p"})
+          == ("x.kernel_paths", ["a"]), "kernel_paths preferred over paths, found nested; 'kernel' rows ignored")
+    check(find_kernel_paths({"kernel": [{"threads": 1}]}) == (None, None), "no kernel paths reported")
+    lscpu = "Architecture: x86_64\nModel name:   Intel(R) Xeon(R) Platinum 8480+\nFlags: fpu avx2 avx512f amx_bf16\n"
+    c = parse_cpu(lscpu, "model name\t: other\nflags\t\t: sse2\n")
+    check(c["model"] == "Intel(R) Xeon(R) Platinum 8480+" and c["present"] == ["avx2", "avx512f", "amx_bf16"]
+          and c["bf16"] and set(c["flags"]) == set(CPU_FLAGS), "parse_cpu from lscpu")
+    c = parse_cpu("", "model name\t: AMD EPYC\nflags\t\t: avx2 avx512f avx512_vnni\n")
+    check(c["model"] == "AMD EPYC" and c["flags"]["avx512_vnni"] and not c["bf16"], "parse_cpu from /proc/cpuinfo")
+    # the JSON object main() assembles: every key the issue names is there and serialisable
+    res = dict(machine=dict(cpu="x", cores=2, numpy=np.__version__), cpu=c,
+               numpy_gemm={f"threads{t}": dict(best_macs_per_s=5e10 * t, macs_per_cpu_s=5e10, blas=[],
+                                               env_removed={}) for t in (1, 2)},
+               onnxruntime_samples_per_s={"model.onnx": peers["ort_fp32_sparse"]["samples_per_s"],
+                                          "model_dense.onnx": peers["ort_fp32_dense"]["samples_per_s"],
+                                          "mlp_784_1024_1024_10": {"batch1": 7000.0, "batch256": 23000.0}},
+               onnxruntime_samples_per_cpu_s={}, onnxruntime_float_moe_best={"batch1": 4000.0, "batch256": 30000.0},
+               onnxruntime_float_moe_best_per_cpu_s={"batch1": 4000.0, "batch256": 30000.0},
+               peers=peers, accuracy={"binary": 0.88, "float": 0.90, "int8": 0.90}, kernel_paths_key="kernelPaths",
+               kernel_paths=find_kernel_paths(bench)[1])
+    res.update(ratios(res, figs))
+    res.update(out)
+    check(abs(res["model_vs_onnxruntime"]["batch1"] - 25.0) < 1e-9
+          and abs(res["model_vs_onnxruntime"]["batch256"] - 7.8) < 1e-9,
+          "model_vs_onnxruntime stays the fp32 float MoE ratio (100000 / 4000, 234000 / 30000)")
+    check(abs(res["kernel_vs_fp32"]["threads1"] - 6.0) < 1e-9, "kernel_vs_fp32 threads1 = 3e11 / 5e10")
+    back = json.loads(json.dumps(res))
+    for k in ("model_vs_best_peer", "best_peer", "cpu", "kernel_paths", "model_vs_onnxruntime", "peers", "accuracy"):
+        check(k in back, f"JSON key {k}")
+    check(set(back["model_vs_best_peer"]) == set(BATCHES) and set(back["best_peer"]) == set(BATCHES)
+          and set(back["best_peer"]["batch1"]) == {"name", "samples_per_s"}, "best_peer / model_vs_best_peer shape")
+    check(set(back["cpu"]) >= {"model", "flags"} and set(back["cpu"]["flags"]) == set(CPU_FLAGS), "cpu shape")
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()) as buf:
+        print_peers(res, figs)
+    text = buf.getvalue()
+    check("best peer at batch 256: x (openvino_bf16_sparse, 117000 samples/s)" in text
+          and "FAILED (batch256)" in text and "20.00x" in text,
+          "peer table names the best peer, the failures and the ratio")
+    print(f"peers.py self-test: ok ({len(checks)} checks)")
+    return 0
 
 
 if __name__ == "__main__":
