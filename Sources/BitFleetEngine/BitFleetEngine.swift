@@ -13,19 +13,18 @@
 //   SafeTensors.swift    header validation: dtype, shape, offsets inside the file, no overlap, no holes
 //   SHA256.swift         hand-written SHA-256 for the registry digest check
 //   PackedMatrix.swift   {±1} rows as UInt64 words (zero-copy view of the mapping or a repacked copy)
-//   Kernels.swift        XNOR/AND-popcount GEMM (2×4 register tiles, L1 row blocks), the stem's bit-plane kernel
-//   StemLookup.swift     the stem weights re-laid for the table-lookup kernel (4-bit activations × one-bit weights)
+//   Kernels.swift        the stem's portable bit-plane kernel
+//   KernelPaths.swift    run-time choice of kernel paths (XNORPath, StemKernel), BITFLEET_KERNEL_PATH / _STEM_KERNEL
+//   StemLookup.swift     the stem weights re-laid for the table-lookup kernel; the stem kernel chosen by timing
+//   CEngineSupport       C kernels, one function per instruction set: xnor_gemm.c (portable, AVX2, AVX-512
+//                        VPOPCNTDQ), lut_stem.c (AVX2 lookup), stem_int8.c (AVX-512 VNNI, AMX-INT8, threshold)
 //   Model.swift          loading, routing (top-k, ties to the lower index), counting-sort grouping per expert,
 //                        one GEMM chain per expert, gate-weighted combination, softmax
 //   ThreadPool.swift     persistent pool; the caller always works too; safe for concurrent callers
 //   CPUFeatures.swift    what the build assumed vs what the CPU has
 //   KernelBenchmark.swift, ModelWriter.swift   benchmark pieces and a Swift model writer (random models)
 //
-// Speed needs a target CPU: build with `swift build -c release -Xcc -march=x86-64-v3`. That clang flag alone also
-// sets the Swift code's target features (the compiler takes them from its clang importer), so the kernels get
-// `popcnt` and AVX2 `vpshufb` popcounts (checked with objdump). `-Xswiftc -target-cpu -Xswiftc x86-64-v3` is rejected
-// by Swift 6.3 ("unknown target CPU 'x86-64-v3'"; `-target-cpu haswell` or `znver3` would be accepted) and is not
-// needed. `-Xswiftc -DBITFLEET_AVX2` (Ops/env.sh passes it with the flag) adds the XNOR kernel's AVX2-intrinsics
-// tile. The stem's table-lookup kernel is C (CEngineSupport/lut_stem.c, `target("avx2")`), chosen at load time when
-// the CPU has AVX2 and the model ≤ 4 input planes (StemLookup.swift). Call `CPUFeatures.unsupportedMessage()` first
-// thing in main.
+// Build: `swift build -c release -Xcc -march=x86-64-v2` (Ops/build.sh). That clang flag also sets the Swift code's
+// target features (the compiler takes them from its clang importer), so Swift code gets `popcnt`; every hot kernel
+// is C with its own `target(...)` attribute and runs only where the CPU reports the features (one binary for a
+// mixed fleet). Call `CPUFeatures.unsupportedMessage()` first thing in main.

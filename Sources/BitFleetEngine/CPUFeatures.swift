@@ -2,9 +2,10 @@ import CEngineSupport
 
 /// What this binary was compiled to assume about the CPU, and what the running CPU offers.
 ///
-/// The release build is meant to be compiled for x86-64-v3 (AVX2, BMI2, POPCNT, FMA): without a target CPU the
-/// compiler emits neither `popcnt` nor AVX2 `vpshufb` and the binary kernels run at a fraction of their speed; with
-/// it, the binary traps with SIGILL on an older CPU. ``unsupportedMessage()`` turns the latter into a clear message.
+/// The release build is compiled for x86-64-v2 (POPCNT, SSE4.2), which every x86-64 server CPU since 2009 has; the
+/// kernels that need more (AVX2, AVX-512, VNNI, AMX) carry their own target attributes and are chosen at run time
+/// (`XNORPath`, `StemKernel`). A binary built for a newer baseline traps with SIGILL on an older CPU;
+/// ``unsupportedMessage()`` turns that into a clear message.
 public struct CPUFeatures: Sendable, Equatable, CustomStringConvertible {
     public var avx2: Bool
     public var popcnt: Bool
@@ -18,7 +19,7 @@ public struct CPUFeatures: Sendable, Equatable, CustomStringConvertible {
         self.fma = fma
     }
 
-    /// Features the build assumed: the C support target's compile-time macros (`-Xcc -march=x86-64-v3` sets them),
+    /// Features the build assumed: the C support target's compile-time macros (`-Xcc -march=...` sets them),
     /// or-ed with the macros the Swift module's clang importer saw.
     public static var built: CPUFeatures {
         CPUFeatures(
@@ -34,8 +35,8 @@ public struct CPUFeatures: Sendable, Equatable, CustomStringConvertible {
                     bmi2: bf_cpu_has_bmi2() != 0, fma: bf_cpu_has_fma() != 0)
     }
 
-    /// True when the build targets x86-64-v3 (the fast kernels).
-    public static var isOptimizedBuild: Bool { built.avx2 && built.popcnt }
+    /// True when the build gives Swift code `popcnt` (x86-64-v2 or newer); the C kernels dispatch on their own.
+    public static var isOptimizedBuild: Bool { built.popcnt }
 
     public var names: [String] {
         var n: [String] = []
@@ -62,14 +63,13 @@ public struct CPUFeatures: Sendable, Equatable, CustomStringConvertible {
     public static func unsupportedMessage(built: CPUFeatures = .built, running: CPUFeatures = .running) -> String? {
         let m = missing(built: built, running: running)
         if m.isEmpty { return nil }
-        return "this bitfleet binary was built for x86-64-v3 (\(built)) but this CPU lacks \(m.joined(separator: ", ")); "
-            + "run it on a CPU with AVX2/BMI2/POPCNT (Intel Haswell 2013+, AMD Zen) or rebuild without "
-            + "-march=x86-64-v3 (slower kernels)"
+        return "this bitfleet binary was built for a newer CPU (\(built)) but this CPU lacks \(m.joined(separator: ", ")); "
+            + "rebuild with Ops/build.sh (x86-64-v2: any x86-64 CPU with POPCNT)"
     }
 
     /// A one-line warning when the build is not optimized (no popcnt/AVX2), nil otherwise.
     public static var slowBuildWarning: String? {
         isOptimizedBuild ? nil
-            : "bitfleet was built without a target CPU (swift build -c release -Xcc -march=x86-64-v3): binary kernels run several times slower"
+            : "bitfleet was built without a target CPU (swift build -c release -Xcc -march=x86-64-v2): Swift code has no popcnt"
     }
 }

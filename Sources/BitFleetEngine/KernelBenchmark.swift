@@ -25,8 +25,13 @@ public struct KernelBenchmarkResult: Sendable, Codable, Equatable {
     public var cpuSeconds: Double
     /// Binary MACs per CPU-second, i.e. per core actually used.
     public var macsPerCPUSecond: Double
-    /// Sum of all popcounts of the last GEMM (identical for any thread count).
+    /// Sum of all popcounts of the last GEMM (identical for any thread count and path).
     public var checksum: Int
+    /// The kernel path that ran (`XNORPath` raw value).
+    public var path: String
+    /// Cycles per GEMM counted by the CPU's cycle counter (`perf_event_open`, this thread, user space), on one
+    /// thread only; nil where the kernel or hypervisor exposes no counter.
+    public var perfCycles: Double?
 }
 
 /// The CPU clock, measured rather than assumed.
@@ -35,27 +40,45 @@ public struct CPUClock: Sendable, Codable, Equatable {
     /// How `hertz` was obtained: "calibrated loop of dependent adds (thread CPU time)" or "/proc/cpuinfo".
     public var source: String
 
-    /// Times a chain of dependent integer adds (1 cycle each) on this thread; falls back to /proc/cpuinfo.
+    /// The clock of this core: cycles counted by `perf_event_open` (PERF_COUNT_HW_CPU_CYCLES) over a timed loop
+    /// where the kernel exposes the counter; else a chain of dependent 64-bit `imul`s (3 cycles of latency each on
+    /// every x86-64 core, Intel and AMD alike; a chain of adds of an immediate is not usable: recent Intel cores
+    /// fold those at rename and ran it at "10–12 GHz"); else /proc/cpuinfo.
     public static func measure(seconds: Double = 0.2) -> CPUClock {
-        // warm up (lets the core reach its boost clock), then time
-        _ = bf_dependent_add_seconds(2_000_000)
-        var iterations = 1_000_000
-        var best = 0.0
+        _ = bf_dependent_imul_seconds(1_000_000)   // warm up: lets the core reach its boost clock
+        var iterations = 200_000
         while true {
-            let t = bf_dependent_add_seconds(iterations)
+            let t = bf_dependent_imul_seconds(iterations)
             if t < 0 { break }
-            if t > seconds / 4 {
-                for _ in 0..<3 {
-                    let u = bf_dependent_add_seconds(iterations)
-                    best = max(best, Double(iterations) * 20 / u)
-                }
-                best = max(best, Double(iterations) * 20 / t)
-                break
-            }
+            if t > seconds / 4 { break }
             iterations *= 2
         }
-        if best > 0 { return CPUClock(hertz: best, source: "calibrated loop of dependent adds (thread CPU time)") }
+        let handle = bf_perf_cycles_open()
+        if handle >= 0 {
+            defer { bf_perf_cycles_close(handle) }
+            var best = 0.0
+            for _ in 0..<3 {
+                let c0 = bf_perf_cycles_read(handle)
+                let t = bf_dependent_imul_seconds(iterations)
+                let c1 = bf_perf_cycles_read(handle)
+                if c0 >= 0 && c1 > c0 && t > 0 { best = max(best, Double(c1 - c0) / t) }
+            }
+            if best > 0 { return CPUClock(hertz: best, source: "perf_event_open cycle counter") }
+        }
+        var best = 0.0
+        for _ in 0..<3 {
+            let t = bf_dependent_imul_seconds(iterations)
+            if t > 0 { best = max(best, Double(iterations) * 60 / t) }
+        }
+        if best > 0 { return CPUClock(hertz: best, source: "calibrated chain of dependent imul (no cycle counter here)") }
         return CPUClock(hertz: procCPUInfoMHz().map { $0 * 1e6 } ?? 0, source: "/proc/cpuinfo")
+    }
+
+    /// True when this process can count its own cycles (`perf_event_open`).
+    public static var hasCycleCounter: Bool {
+        let h = bf_perf_cycles_open()
+        bf_perf_cycles_close(h)
+        return h >= 0
     }
 
     /// The first "cpu MHz" of /proc/cpuinfo (the nominal or current clock, as the kernel reports it).
@@ -95,7 +118,8 @@ public enum KernelBenchmark {
     /// Times `popcount(a_i XOR b_j)` for an `m × n × k` problem (random bits), splitting the `n` weight rows
     /// over `threads` workers of the shared pool (each thread then streams only its share of the weights through its
     /// core's caches); runs at least `minSeconds` after one warm-up GEMM.
-    public static func run(m: Int, n: Int, k: Int, threads: Int = 1, minSeconds: Double = 1.0) -> KernelBenchmarkResult {
+    public static func run(m: Int, n: Int, k: Int, threads: Int = 1, minSeconds: Double = 1.0,
+                           path: XNORPath = .best) -> KernelBenchmarkResult {
         let words = (k + 63) / 64
         var rng = SplitMix64(state: 0x5EED)
         let a = UnsafeMutablePointer<UInt64>.allocate(capacity: m * words)
@@ -106,25 +130,35 @@ public enum KernelBenchmark {
         for r in 0..<m { for w in 0..<words { a[r * words + w] = rng.next() & (w == words - 1 ? tailMask : ~0) } }
         for r in 0..<n { for w in 0..<words { b[r * words + w] = rng.next() & (w == words - 1 ? tailMask : ~0) } }
 
+        // the weight side re-laid in 8-row blocks, as a model does at load
+        let blocks = (n + 7) / 8
+        let w = UnsafeMutableRawPointer.allocate(byteCount: max(1, blocks * 8 * words * 8), alignment: 64)
+            .bindMemory(to: UInt64.self, capacity: max(1, blocks * 8 * words))
+        defer { w.deallocate() }
+        bf_xnor_interleave(b, words, n, words, w)
+
         let pool = ThreadPool.shared
-        let parts = max(1, min(threads, pool.width, (n + 3) / 4))
-        let per = ((n + parts - 1) / parts + 3) & ~3   // whole 4-row tiles per thread
-        let ptrs = BenchPointers(a: a, b: b, out: out)
+        let parts = max(1, min(threads, pool.width, (n + 31) / 32))
+        let per = ((n + parts - 1) / parts + 31) & ~31   // whole 32-row tiles per thread
+        let ptrs = BenchPointers(a: a, b: w, out: out)
+        let code = path.code
         func gemm() {
             if parts == 1 {
-                BinaryKernels.xorPopcounts(a: a, lda: words, n: m, b: b, ldb: words, m: n, words: words, out: out, ldo: n)
+                bf_xnor_popcounts(code, a, words, m, w, n, words, out, n)
                 return
             }
             pool.parallelFor(parts) { p in
                 let lo = p * per, hi = min(n, lo + per)
                 if lo < hi {
-                    BinaryKernels.xorPopcounts(a: ptrs.a, lda: words, n: m, b: ptrs.b + lo * words, ldb: words,
-                                               m: hi - lo, words: words, out: ptrs.out + lo, ldo: n)
+                    bf_xnor_popcounts(code, ptrs.a, words, m, ptrs.b + lo * words, hi - lo, words, ptrs.out + lo, n)
                 }
             }
         }
         gemm()
         var iterations = 0
+        let counter = parts == 1 ? bf_perf_cycles_open() : -1
+        defer { bf_perf_cycles_close(counter) }
+        let cycles0 = bf_perf_cycles_read(counter)
         let c0 = bf_process_cpu_seconds()
         let t0 = bf_monotonic_seconds()
         var elapsed = 0.0
@@ -134,13 +168,16 @@ public enum KernelBenchmark {
             elapsed = bf_monotonic_seconds() - t0
         } while elapsed < minSeconds
         let cpu = (bf_process_cpu_seconds() - c0) / Double(iterations)
+        let cycles1 = bf_perf_cycles_read(counter)
+        let perfCycles = cycles0 >= 0 && cycles1 > cycles0 ? Double(cycles1 - cycles0) / Double(iterations) : nil
         var checksum = 0
         for i in 0..<(m * n) { checksum &+= Int(out[i]) }
         let macs = m * n * k
         let perGEMM = elapsed / Double(iterations)
         return KernelBenchmarkResult(m: m, n: n, k: k, threads: parts, iterations: iterations, seconds: perGEMM,
                                      macs: macs, macsPerSecond: Double(macs) / perGEMM, cpuSeconds: cpu,
-                                     macsPerCPUSecond: Double(macs) / cpu, checksum: checksum)
+                                     macsPerCPUSecond: Double(macs) / cpu, checksum: checksum, path: path.rawValue,
+                                     perfCycles: perfCycles)
     }
 
     /// Monotonic seconds (for callers timing model throughput).

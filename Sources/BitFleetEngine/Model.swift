@@ -1,3 +1,6 @@
+import CEngineSupport
+import Synchronization
+
 /// A loaded binary mixture-of-experts model (docs/MODEL_FORMAT.md). Immutable after loading; `predict` may be
 /// called from any number of threads at once.
 public final class BinaryMoEModel: @unchecked Sendable {
@@ -10,19 +13,36 @@ public final class BinaryMoEModel: @unchecked Sendable {
     public var mappedBytes: Int { file.count }
     /// Bytes of repacked weights held privately by this process (0 when every matrix is a view of the mapping).
     public let privateBytes: Int
+    /// Of `privateBytes`, the packed matrices that could not be views of the mapping (odd row lengths).
+    let repackedBytes: Int
 
     let file: MappedFile
     private var owned: [UnsafeMutableRawPointer] = []
 
     let stem: PackedMatrix
     let stemThreshold: [Int32]
-    /// The stem weights re-laid for the table-lookup kernel (nil: bit-plane AND-popcount kernel).
+    /// The stem weights re-laid for the table-lookup kernel (nil unless a chosen stem kernel is `.lookup`).
     let stemLookup: StemLookupWeights?
-    /// Which stem kernel `predict` uses.
-    public var stemKernel: StemKernel { stemLookup == nil ? .bitPlanes : .lookup }
-    /// Row stride of the stem accumulators (`S`, or `S` rounded up to 16 for the lookup kernel).
+    /// The stem weights as {0, 1} bytes for the int8 kernels (nil unless a chosen stem kernel is `.vnni`/`.amx`).
+    let stemInt8: UnsafePointer<UInt8>?
+    /// Which stem kernel `predict` uses for micro-batches of at least 16 samples (never `.automatic`).
+    public let stemKernel: StemKernel
+    /// The stem kernel for micro-batches of fewer than 16 samples: a 16 × 16 AMX tile wastes most of its work on
+    /// one sample, so the automatic choice is timed separately for small batches (the same as `stemKernel` when
+    /// a kernel was forced).
+    public let stemKernelSmallBatch: StemKernel
+    /// Micro-batches below this many samples use `stemKernelSmallBatch`.
+    static let smallBatch = 16
+    private let scratchPool = Mutex<[Scratch]>([])
+    /// Which XNOR-popcount path the router and the experts use.
+    public let xnorPath: XNORPath
+    /// Row stride of the stem accumulators (`S`, or `S` rounded up to 16 for the lookup and int8 kernels).
     let stemLd: Int
     let router: PackedMatrix
+    /// Router, hidden and output weights re-laid for the XNOR kernels (one part per expert).
+    let routerBlocks: InterleavedMatrix
+    let hiddenBlocks: [InterleavedMatrix]
+    let outputBlocks: InterleavedMatrix
     let routerScale: [Float]
     let routerBias: [Float]
     /// Per layer: rows `E × H_{l+1}` (expert e's rows start at `e × H_{l+1}`).
@@ -36,19 +56,26 @@ public final class BinaryMoEModel: @unchecked Sendable {
 
     deinit {
         for p in owned { p.deallocate() }
+        scratchPool.withLock { pool in for s in pool { s.deallocate() } }
     }
 
     /// Loads `directory/config.json` and memory-maps `directory/model.safetensors`, validating every tensor
     /// against the config. With `expectedSHA256`, a file that hashes differently is refused.
     ///
-    /// `stemKernel` picks the input layer's kernel: `.automatic` uses the table-lookup kernel when the model has
-    /// at most 4 input bit planes and the CPU has AVX2, else the bit-plane kernel; both compute the same integers.
+    /// `stemKernel` picks the input layer's kernel and `xnorPath` the instruction set of the XNOR-popcount
+    /// kernels; every choice computes the same integers. `.automatic` and `nil` take `BITFLEET_STEM_KERNEL` and
+    /// `BITFLEET_KERNEL_PATH` from the environment when set, else the fastest this CPU offers: for models with at
+    /// most 4 input bit planes the stem kernels this CPU supports (lookup, VNNI, AMX) are timed once per process
+    /// on the model's shape and the fastest is kept; otherwise the bit-plane kernel.
     public static func load(directory: String, expectedSHA256: String? = nil,
-                            stemKernel: StemKernel = .automatic) throws -> BinaryMoEModel {
-        try BinaryMoEModel(directory: directory, expectedSHA256: expectedSHA256, stemKernel: stemKernel)
+                            stemKernel: StemKernel = .automatic, xnorPath: XNORPath? = nil) throws -> BinaryMoEModel {
+        let env = try KernelSelection.fromProcessEnvironment()
+        return try BinaryMoEModel(directory: directory, expectedSHA256: expectedSHA256,
+                                  stemKernel: stemKernel == .automatic ? env.stem : stemKernel,
+                                  xnorPath: xnorPath ?? env.xnor)
     }
 
-    private init(directory: String, expectedSHA256: String?, stemKernel: StemKernel) throws(ModelError) {
+    private init(directory: String, expectedSHA256: String?, stemKernel: StemKernel, xnorPath: XNORPath?) throws(ModelError) {
         var dir = directory
         if dir.hasPrefix("file://") {
             dir.removeFirst("file://".count)
@@ -77,11 +104,15 @@ public final class BinaryMoEModel: @unchecked Sendable {
             }
         }
         let st = try SafeTensorsFile(file: file)
-        let lookupPossible = StemLookupWeights.supports(config)
-        if stemKernel == .lookup && !lookupPossible {
-            throw ModelError(.config, "\(configPath): the lookup stem kernel needs input_bit_planes ≤ 4, at most "
-                + "\(StemLookupWeights.maxFeatures) input features and a CPU with AVX2")
+        if !stemKernel.supports(config) {
+            throw ModelError(.config, "\(configPath): the \(stemKernel.rawValue) stem kernel needs \(stemKernel.requirement)")
         }
+        let xnor = xnorPath ?? .best
+        if !xnor.isSupported {
+            throw ModelError(.config, "the \(xnor.rawValue) kernel path is not supported by this CPU "
+                + "(supported: \(XNORPath.allCases.filter(\.isSupported).map(\.rawValue).joined(separator: ", ")))")
+        }
+        self.xnorPath = xnor
 
         let D = config.inputFeatures, S = config.stemWidth, E = config.experts, C = config.classes.count
         let widths = config.expertWidths
@@ -141,16 +172,38 @@ public final class BinaryMoEModel: @unchecked Sendable {
         self.hidden = hidden
         self.hiddenMaxPop = maxPops
         output = PackedMatrix.load(source: st.pointer(outW), rows: E * C, bits: last, owned: &owned)
-        if lookupPossible && stemKernel != .bitPlanes {
+        routerBlocks = InterleavedMatrix(router, parts: 1, owned: &owned)
+        hiddenBlocks = hidden.map { InterleavedMatrix($0, parts: E, owned: &owned) }
+        outputBlocks = InterleavedMatrix(output, parts: E, owned: &owned)
+        let chosen = stemKernel == .automatic
+            ? StemChoice.fastest(config: config, stem: stem) : (large: stemKernel, small: stemKernel)
+        self.stemKernel = chosen.large
+        stemKernelSmallBatch = chosen.small
+        let kernels = [chosen.large, chosen.small]
+        var stemBytes = 0
+        if kernels.contains(.lookup) {
             let lookup = StemLookupWeights(stem: stem, owned: &owned)
             stemLookup = lookup
-            stemLd = lookup.blocks * 16
+            stemBytes += lookup.byteCount
         } else {
             stemLookup = nil
-            stemLd = S
         }
+        if kernels.contains(.vnni) || kernels.contains(.amx) {
+            let count = bf_stem_int8_bytes(S, D)
+            let storage = UnsafeMutableRawPointer.allocate(byteCount: max(1, count), alignment: 64)
+            bf_stem_int8_pack(stem.base, S, D, storage.assumingMemoryBound(to: UInt8.self))
+            owned.append(storage)
+            stemInt8 = UnsafePointer(storage.assumingMemoryBound(to: UInt8.self))
+            stemBytes += count
+        } else {
+            stemInt8 = nil
+        }
+        // the lookup and int8 kernels write whole 16-row blocks
+        stemLd = stemLookup == nil && stemInt8 == nil ? S : (S + 15) / 16 * 16
         self.owned = owned
-        privateBytes = ([stem, router, output] + hidden).reduce(0) { $0 + $1.ownedBytes } + (stemLookup?.byteCount ?? 0)
+        repackedBytes = ([stem, router, output] + hidden).reduce(0) { $0 + $1.ownedBytes }
+        privateBytes = repackedBytes + stemBytes
+            + ([routerBlocks, outputBlocks] + hiddenBlocks).reduce(0) { $0 + $1.byteCount }
     }
 
     /// `%XX` escapes of a file URI path decoded (invalid escapes are kept as they are).
@@ -344,9 +397,16 @@ public final class BinaryMoEModel: @unchecked Sendable {
     private func forwardRange(x: UnsafePointer<UInt8>, range: Range<Int>, outputs: Outputs, trace: TraceOutputs?,
                               activations: UnsafeMutablePointer<Int>) {
         let mb = microBatch
-        let scratch = Scratch(config: config, capacity: min(mb, range.count), stemLd: stemLd,
-                              tableBytes: stemLookup?.tableBytes ?? 0)
-        defer { scratch.deallocate() }
+        // working memory is reused across calls (allocating and faulting in ~1.5 MB per call costs more than a
+        // small batch's inference)
+        let scratch = scratchPool.withLock { $0.popLast() }
+            ?? Scratch(config: config, capacity: mb, stemLd: stemLd, tableBytes: stemLookup?.tableBytes ?? 0,
+                       int8Bytes: stemInt8 == nil ? 0 : (config.inputFeatures + 63) / 64 * 64)
+        defer {
+            scratchPool.withLock { pool in
+                if pool.count < 64 { pool.append(scratch) } else { scratch.deallocate() }
+            }
+        }
         var start = range.lowerBound
         while start < range.upperBound {
             let n = min(mb, range.upperBound - start)
@@ -356,11 +416,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
     }
 
     /// Per-thread working memory for one micro-batch.
-    final class Scratch {
+    final class Scratch: @unchecked Sendable {
         let capacity: Int
         let planes: UnsafeMutablePointer<UInt64>      // [n*P × Wd]
         let stemAcc: UnsafeMutablePointer<Int32>      // [n × stemLd]  Σ_k q_k·[w_k = +1]
         let tables: UnsafeMutablePointer<UInt8>       // [n × tableBytes] lookup tables (lookup stem kernel)
+        let q: UnsafeMutablePointer<UInt8>            // [n₃₂ × kpad] int8 activations (VNNI/AMX stem kernels)
         let sumQ: UnsafeMutablePointer<Int>           // [n]
         let h: UnsafeMutablePointer<UInt64>           // [n × Ws]
         let routerPops: UnsafeMutablePointer<Int32>   // [n × E]
@@ -375,7 +436,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let z: UnsafeMutablePointer<Float>            // [n × K × C]
         private var all: [UnsafeMutableRawPointer] = []
 
-        init(config: ModelConfig, capacity n: Int, stemLd: Int, tableBytes: Int) {
+        init(config: ModelConfig, capacity n: Int, stemLd: Int, tableBytes: Int, int8Bytes: Int) {
             capacity = n
             let P = config.inputBitPlanes, D = config.inputFeatures, S = config.stemWidth, E = config.experts
             let K = config.topK, C = config.classes.count
@@ -388,8 +449,11 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 return raw.bindMemory(to: T.self, capacity: max(1, count))
             }
             planes = alloc(UInt64.self, tableBytes > 0 ? 0 : n * P * wd)
-            stemAcc = alloc(Int32.self, n * max(S, stemLd))
+            // the AMX kernel reads and writes whole 16-sample tiles (pairs of them): rows padded to 32
+            let padded = (n + 31) / 32 * 32
+            stemAcc = alloc(Int32.self, padded * max(S, stemLd))
             tables = alloc(UInt8.self, n * tableBytes)
+            q = alloc(UInt8.self, padded * int8Bytes)
             sumQ = alloc(Int.self, n)
             h = alloc(UInt64.self, n * ws)
             routerPops = alloc(Int32.self, n * E)
@@ -468,36 +532,26 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let D = config.inputFeatures, P = config.inputBitPlanes, S = config.stemWidth
         let wd = (D + 63) / 64, ws = (S + 63) / 64
         let ld = stemLd
-        if let lookup = stemLookup {
+        let kernel = n < Self.smallBatch ? stemKernelSmallBatch : stemKernel
+        if kernel == .lookup, let lookup = stemLookup {
             lookup.accumulate(x: x + first * D, n: n, features: D, shift: 8 - P, tables: s.tables, sumQ: s.sumQ,
                               acc: s.stemAcc, ld: ld)
+        } else if let w = stemInt8, let code = kernel.int8Code {
+            bf_stem_int8_activations(x + first * D, n, D, Int32(8 - P), s.q, s.sumQ)
+            bf_stem_int8(code, s.q, n, D, w, (S + 15) / 16, s.stemAcc, ld)
         } else {
             buildPlanes(x: x + first * D, n: n, planes: s.planes, sumQ: s.sumQ)
             BinaryKernels.stemPopcounts(planes: s.planes, n: n, planeCount: P, weights: stem.base, m: S, words: wd,
                                         acc: s.stemAcc)
         }
-        s.h.initialize(repeating: 0, count: n * ws)
         stemThreshold.withUnsafeBufferPointer { t in
-            for i in 0..<n {
-                let q = Int32(truncatingIfNeeded: s.sumQ[i])
-                let hrow = s.h + i * ws
-                let acc = s.stemAcc + i * ld
-                // a ≥ t  ⇔  2·acc ≥ t + q ; compare word by word
-                var j = 0
-                while j < S {
-                    let end = min(S, j &+ 64)
-                    var word: UInt64 = 0
-                    for jj in j..<end {
-                        // bit set when 2·acc − q − t ≥ 0 (sign bit clear), branch-free
-                        let d = 2 &* Int(acc[jj]) &- Int(q) &- Int(t[jj])
-                        word |= (UInt64(bitPattern: Int64(~d)) &>> 63) &<< UInt64(truncatingIfNeeded: jj &- j)
-                    }
-                    hrow[j &>> 6] = word
-                    j = end
-                }
-                if let tr = trace {
+            bf_stem_threshold(s.stemAcc, ld, n, S, s.sumQ, t.baseAddress!, s.h, ws)
+            if let tr = trace {
+                for i in 0..<n {
+                    let q = s.sumQ[i]
+                    let acc = s.stemAcc + i * ld
                     for j in 0..<S {
-                        let a = 2 * Int(acc[j]) - Int(q)
+                        let a = 2 * Int(acc[j]) - q
                         tr.stemPre[(first + i) * S + j] = a
                         tr.stemBits[(first + i) * S + j] = a >= Int(t[j])
                     }
@@ -511,8 +565,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
     private func routerStage(first: Int, n: Int, s: Scratch, trace: TraceOutputs?) {
         let S = config.stemWidth, E = config.experts, K = config.topK
         let ws = (S + 63) / 64
-        BinaryKernels.xorPopcounts(a: s.h, lda: ws, n: n, b: router.base, ldb: router.words, m: E, words: ws,
-                                   out: s.routerPops, ldo: E)
+        bf_xnor_popcounts(xnorPath.code, s.h, ws, n, routerBlocks.part(0), E, ws, s.routerPops, E)
         routerScale.withUnsafeBufferPointer { scale in
             routerBias.withUnsafeBufferPointer { bias in
                 for i in 0..<n {
@@ -580,15 +633,13 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 let rows = widths[l + 1]
                 let inWords = layer.words, outWords = (rows + 63) / 64
                 hiddenMaxPop[l].withUnsafeBufferPointer { mp in
-                    BinaryKernels.xnorThresholdLayer(a: src, lda: inWords, n: g, b: layer.row(e * rows), ldb: inWords,
-                                                     m: rows, words: inWords, maxPop: mp.baseAddress! + e * rows,
-                                                     out: dst, ldo: outWords)
+                    bf_xnor_threshold(xnorPath.code, src, inWords, g, hiddenBlocks[l].part(e), rows, inWords,
+                                      mp.baseAddress! + e * rows, dst, outWords)
                 }
                 swap(&src, &dst)
             }
             let last = widths.last!
-            BinaryKernels.xorPopcounts(a: src, lda: output.words, n: g, b: output.row(e * C), ldb: output.words, m: C,
-                                       words: output.words, out: s.pops, ldo: C)
+            bf_xnor_popcounts(xnorPath.code, src, output.words, g, outputBlocks.part(e), C, output.words, s.pops, C)
             outScale.withUnsafeBufferPointer { scale in
                 outBias.withUnsafeBufferPointer { bias in
                     for r in 0..<g {

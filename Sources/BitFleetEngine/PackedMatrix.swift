@@ -1,3 +1,5 @@
+import CEngineSupport
+
 /// A matrix of `{±1}` rows packed as UInt64 words: element `j` of a row is bit `j % 64` of word `j / 64`,
 /// bit 1 = +1, padding bits zero. Either a view into the memory-mapped file (zero copy, when the tensor's rows are
 /// whole words, 8-byte aligned and clean) or a repacked copy owned by the model.
@@ -45,5 +47,38 @@ struct PackedMatrix: @unchecked Sendable {
         owned.append(storage)
         return PackedMatrix(base: UnsafePointer(storage.assumingMemoryBound(to: UInt64.self)), rows: rows, bits: bits,
                             words: words, ownedBytes: count * 8)
+    }
+}
+
+/// Weight rows re-laid for the C XNOR kernels (`bf_xnor_interleave`): blocks of 8 rows with word k of the 8 rows
+/// side by side, one such matrix per expert (`part`), so a kernel's vector lanes each accumulate one row.
+struct InterleavedMatrix: @unchecked Sendable {
+    let base: UnsafePointer<UInt64>
+    /// Rows of one part (e.g. one expert's layer).
+    let rows: Int
+    let words: Int
+    /// Words of one part: `ceil(rows / 8) × 8 × words`.
+    let partWords: Int
+    let parts: Int
+    var byteCount: Int { parts * partWords * 8 }
+
+    @inline(__always) func part(_ p: Int) -> UnsafePointer<UInt64> { base + p &* partWords }
+
+    /// Interleaves `parts` consecutive groups of `rows` rows of `source` (rows `p × rows …` form part p).
+    init(_ source: PackedMatrix, parts: Int, owned: inout [UnsafeMutableRawPointer]) {
+        let rows = source.rows / max(1, parts)
+        self.rows = rows
+        self.words = source.words
+        self.parts = parts
+        partWords = (rows + 7) / 8 * 8 * source.words
+        let count = max(1, parts * partWords)
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: count * 8, alignment: 64)
+        let words = storage.bindMemory(to: UInt64.self, capacity: count)
+        words.initialize(repeating: 0, count: count)
+        for p in 0..<parts {
+            bf_xnor_interleave(source.row(p * rows), source.words, rows, source.words, words + p * partWords)
+        }
+        owned.append(storage)
+        base = UnsafePointer(words)
     }
 }

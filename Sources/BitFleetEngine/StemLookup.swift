@@ -1,14 +1,5 @@
 import CEngineSupport
-
-/// The input layer's kernel.
-public enum StemKernel: String, Sendable, CaseIterable {
-    /// Lookup when the model and CPU allow it, else bit planes.
-    case automatic
-    /// One AND-popcount pass per input bit plane (any plane count, any CPU).
-    case bitPlanes = "bit-planes"
-    /// Table lookup, 4-bit activations × one-bit weights in the style of T-MAC (≤ 4 planes, AVX2).
-    case lookup
-}
+import Synchronization
 
 /// The stem's weights re-laid for the table-lookup kernel (`bf_lut_stem` in CEngineSupport/lut_stem.c).
 ///
@@ -66,5 +57,75 @@ struct StemLookupWeights: @unchecked Sendable {
             sumQ[i] = bf_lut_build_tables(x + i * features, features, Int32(shift), pairs, tables + i * tableBytes)
         }
         bf_lut_stem(tables, n, pairs, base, blocks, acc, ld)
+    }
+}
+
+/// Picks the stem kernels by measurement: every kernel this CPU and model allow is timed on the model's own stem
+/// shape (pseudo-random samples, best of 5 runs), once for large micro-batches (64 samples) and once for small ones
+/// (1 sample), and the fastest of each is kept. All of them compute the same integers, so the choice only affects
+/// speed. Measured once per shape per process.
+enum StemChoice {
+    private static let cache = Mutex<[String: (large: StemKernel, small: StemKernel)]>([:])
+
+    static func fastest(config: ModelConfig, stem: PackedMatrix) -> (large: StemKernel, small: StemKernel) {
+        let candidates = [StemKernel.lookup, .vnni, .amx].filter { $0.supports(config) }
+        guard let first = candidates.first else { return (.bitPlanes, .bitPlanes) }
+        if candidates.count == 1 { return (first, first) }
+        let key = "\(config.inputFeatures)x\(config.stemWidth)x\(config.inputBitPlanes)"
+        if let known = cache.withLock({ $0[key] }) { return known }
+        let large = candidates.map { ($0, time($0, samples: 64, config: config, stem: stem)) }.min { $0.1 < $1.1 }!.0
+        let small = candidates.map { ($0, time($0, samples: 1, config: config, stem: stem)) }.min { $0.1 < $1.1 }!.0
+        cache.withLock { $0[key] = (large, small) }
+        return (large, small)
+    }
+
+    /// Best-of-5 seconds for one stem pass over `n` samples with `kernel`.
+    static func time(_ kernel: StemKernel, samples n: Int, config: ModelConfig, stem: PackedMatrix) -> Double {
+        let D = config.inputFeatures, S = config.stemWidth
+        let shift = 8 - config.inputBitPlanes
+        var rng = SplitMix64(state: 0x5EED)
+        let x = (0..<(n * D)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let ld = (S + 15) / 16 * 16
+        var owned: [UnsafeMutableRawPointer] = []
+        defer { for p in owned { p.deallocate() } }
+        let padded = (n + 31) / 32 * 32
+        let acc = UnsafeMutablePointer<Int32>.allocate(capacity: padded * ld)
+        let sumQ = UnsafeMutablePointer<Int>.allocate(capacity: n)
+        defer { acc.deallocate(); sumQ.deallocate() }
+        let run: () -> Void
+        switch kernel {
+        case .lookup:
+            let lookup = StemLookupWeights(stem: stem, owned: &owned)
+            let tables = UnsafeMutablePointer<UInt8>.allocate(capacity: n * lookup.tableBytes)
+            owned.append(UnsafeMutableRawPointer(tables))
+            run = {
+                x.withUnsafeBufferPointer {
+                    lookup.accumulate(x: $0.baseAddress!, n: n, features: D, shift: shift, tables: tables, sumQ: sumQ,
+                                      acc: acc, ld: ld)
+                }
+            }
+        default:
+            let code = kernel.int8Code!
+            let w = UnsafeMutableRawPointer.allocate(byteCount: bf_stem_int8_bytes(S, D), alignment: 64)
+            owned.append(w)
+            bf_stem_int8_pack(stem.base, S, D, w.assumingMemoryBound(to: UInt8.self))
+            let kpad = (D + 63) / 64 * 64
+            let q = UnsafeMutablePointer<UInt8>.allocate(capacity: padded * kpad)
+            owned.append(UnsafeMutableRawPointer(q))
+            run = {
+                x.withUnsafeBufferPointer {
+                    bf_stem_int8_activations($0.baseAddress!, n, D, Int32(shift), q, sumQ)
+                }
+                bf_stem_int8(code, q, n, D, w.assumingMemoryBound(to: UInt8.self), (S + 15) / 16, acc, ld)
+            }
+        }
+        run()
+        var best = Double.infinity
+        for _ in 0..<5 {
+            let t0 = bf_monotonic_seconds()
+            run()
+            best = min(best, bf_monotonic_seconds() - t0)
+        }
+        return best
     }
 }

@@ -9,16 +9,29 @@ struct BenchCommand: ParsableCommand {
         abstract: "Measure binary kernel throughput, model samples/s per core and euros per million inferences.",
         discussion: """
             Kernel: XNOR-popcount GEMM of M activation rows × N weight rows × K bits, on 1 and 2 threads, in binary \
-            MACs per second and per cycle (the clock is measured with a calibrated loop of dependent adds; \
-            /proc/cpuinfo is shown for comparison). Model: samples/s per core at batch 1 and batch 256, mapped \
-            memory, and € per million inferences at --price-per-core-hour.
+            MACs per second and per cycle (cycles from the CPU's cycle counter where perf_event_open allows it, \
+            else from a calibrated chain of dependent imul; the source is printed). Model: samples/s per core at \
+            batch 1 and batch 256, mapped memory, and € per million inferences at --price-per-core-hour. \
+            --compare-paths also times every kernel path this CPU supports (XNOR: portable, avx2, \
+            avx512-vpopcntdq; stem: bit-planes, lookup, vnni, amx); --experts-scaling N compares random models of \
+            the reference shape with 16 and N experts at batch 256. The kernel paths in use are printed (and in \
+            --json as kernelPaths); BITFLEET_KERNEL_PATH and BITFLEET_STEM_KERNEL force them.
             """)
 
     @Option(help: "Model directory (default: Ops/models/fashion if present, else a random model written to a temp dir).")
     var model: String?
 
-    @Option(help: "Stem (input layer) kernel: automatic, bit-planes or lookup.")
-    var stemKernel: String = "automatic"
+    @Option(help: "Stem (input layer) kernel: \(StemKernel.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var stemKernel: StemKernel = .automatic
+
+    @Option(help: "XNOR kernel path: \(XNORPath.allCases.map(\.rawValue).joined(separator: ", ")) (default: the best this CPU supports).")
+    var kernelPath: XNORPath?
+
+    @Flag(help: "Also time every kernel path this CPU supports (XNOR GEMM on 1 thread, model at batch 256 per stem kernel).")
+    var comparePaths = false
+
+    @Option(help: "Compare random models of the reference shape with 16 and this many experts (top 2) at batch 256; 0 skips.")
+    var expertsScaling: Int = 0
 
     @Option(help: "Price of one CPU core-hour in euros.")
     var pricePerCoreHour: Double = 0.05
@@ -52,6 +65,32 @@ struct BenchCommand: ParsableCommand {
         var speedup: Double
         var secondsPerGEMM: Double
         var checksum: Int
+        var path: String
+        /// Cycles per GEMM from the cycle counter (1 thread), when the kernel exposes it.
+        var perfCyclesPerGEMM: Double?
+    }
+
+    struct PathRow: Codable {
+        var kind: String
+        var path: String
+        var figure: Double
+        var unit: String
+    }
+
+    struct ScalingRow: Codable {
+        var experts: Int
+        var topK: Int
+        var samplesPerSecond: Double
+        var samplesPerCPUSecond: Double
+        var mappedBytes: Int
+    }
+
+    struct KernelPaths: Codable {
+        var xnor: String
+        var stem: String
+        var stemSmallBatch: String
+        var xnorSupported: [String]
+        var stemSupported: [String]
     }
 
     struct ModelRow: Codable {
@@ -85,12 +124,19 @@ struct BenchCommand: ParsableCommand {
         var binaryMACsPerSample: Int
         var pricePerCoreHour: Double
         var models: [ModelRow]
+        var kernelPaths: KernelPaths
+        var pathComparison: [PathRow]
+        var expertsScaling: [ScalingRow]
+        /// samples/s of the many-expert model ÷ the 16-expert model at batch 256 (nil unless --experts-scaling).
+        var expertsScalingRatio: Double?
     }
 
     func validate() throws {
         if m < 1 || n < 1 || k < 1 { throw ValidationError("--m, --n and --k must be >= 1") }
         if pricePerCoreHour < 0 { throw ValidationError("--price-per-core-hour must be >= 0") }
         if seconds <= 0 { throw ValidationError("--seconds must be > 0") }
+        if expertsScaling < 0 { throw ValidationError("--experts-scaling must be >= 0") }
+        if let p = kernelPath, !p.isSupported { throw ValidationError("kernel path \(p.rawValue) is not supported by this CPU") }
     }
 
     func run() throws {
@@ -105,14 +151,17 @@ struct BenchCommand: ParsableCommand {
         var kernelRows: [KernelRow] = []
         if !skipKernel {
             var base = 0.0
+            let path = kernelPath ?? .best
             for t in threadCounts.isEmpty ? [1] : threadCounts {
-                let r = KernelBenchmark.run(m: m, n: n, k: k, threads: t, minSeconds: seconds)
+                let r = KernelBenchmark.run(m: m, n: n, k: k, threads: t, minSeconds: seconds, path: path)
                 if base == 0 { base = r.macsPerSecond / Double(r.threads) }
+                // with a cycle counter, MACs per cycle are counted, not derived from a clock
+                let perCycle = r.perfCycles.map { Double(r.macs) / $0 } ?? r.macsPerSecond / hz
                 kernelRows.append(KernelRow(
-                    threads: r.threads, macsPerSecond: r.macsPerSecond, macsPerCycle: r.macsPerSecond / hz,
-                    macsPerCyclePerCore: r.macsPerSecond / hz / Double(r.threads),
+                    threads: r.threads, macsPerSecond: r.macsPerSecond, macsPerCycle: perCycle,
+                    macsPerCyclePerCore: perCycle / Double(r.threads),
                     macsPerCPUCycle: r.macsPerCPUSecond / hz, speedup: r.macsPerSecond / base,
-                    secondsPerGEMM: r.seconds, checksum: r.checksum))
+                    secondsPerGEMM: r.seconds, checksum: r.checksum, path: r.path, perfCyclesPerGEMM: r.perfCycles))
             }
         }
 
@@ -132,10 +181,7 @@ struct BenchCommand: ParsableCommand {
             }
         }
         defer { if let t = temporary { try? FileManager.default.removeItem(atPath: t) } }
-        guard let kernel = StemKernel(rawValue: stemKernel) else {
-            throw ValidationError("--stem-kernel must be one of: \(StemKernel.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        let loaded = try BinaryMoEModel.load(directory: dir!, stemKernel: kernel)
+        let loaded = try BinaryMoEModel.load(directory: dir!, stemKernel: stemKernel, xnorPath: kernelPath)
         let cfg = loaded.config
         var rng = SystemRandomNumberGenerator()
         let maxBatch = 256
@@ -144,25 +190,44 @@ struct BenchCommand: ParsableCommand {
         var modelRows: [ModelRow] = []
         let cases: [(batch: Int, threads: Int)] = [(1, 1), (256, 1)] + (threadCounts.contains(2) ? [(256, 2)] : [])
         for c in cases {
-            let batchInputs = Array(inputs[0..<(c.batch * cfg.inputFeatures)])
-            _ = try loaded.predict(samples: batchInputs, count: c.batch, threads: c.threads)
-            var samples = 0
-            let c0 = KernelBenchmark.processCPUSeconds()
-            let t0 = KernelBenchmark.now()
-            var elapsed = 0.0
-            repeat {
-                _ = try loaded.predict(samples: batchInputs, count: c.batch, threads: c.threads)
-                samples += c.batch
-                elapsed = KernelBenchmark.now() - t0
-            } while elapsed < seconds
-            let cpu = KernelBenchmark.processCPUSeconds() - c0
-            let perSecond = Double(samples) / elapsed
+            let (perSecond, cpu, samples) = try Self.throughput(loaded, inputs, batch: c.batch, threads: c.threads, seconds: seconds)
             let perCore = perSecond / Double(c.threads)
             let perCPUSecond = Double(samples) / max(cpu, 1e-9)
             modelRows.append(ModelRow(
                 batch: c.batch, threads: c.threads, samplesPerSecond: perSecond, samplesPerSecondPerCore: perCore,
                 samplesPerCPUSecond: perCPUSecond, microsecondsPerSample: 1e6 / perSecond, binaryMACsPerSecond: perSecond * Double(cfg.binaryMACsPerSample),
                 eurosPerMillionInferences: pricePerCoreHour / 3600 / perCPUSecond * 1e6))
+        }
+
+        var pathRows: [PathRow] = []
+        if comparePaths {
+            for p in XNORPath.allCases where p.isSupported {
+                let r = KernelBenchmark.run(m: m, n: n, k: k, threads: 1, minSeconds: seconds / 2, path: p)
+                pathRows.append(PathRow(kind: "xnor-gemm", path: p.rawValue, figure: r.macsPerSecond, unit: "binary MAC/s"))
+            }
+            for sk in StemKernel.allCases where sk != .automatic && sk.isSupportedByCPU {
+                guard let m = try? BinaryMoEModel.load(directory: dir!, stemKernel: sk, xnorPath: kernelPath) else { continue }
+                let (perSecond, _, _) = try Self.throughput(m, inputs, batch: 256, threads: 1, seconds: seconds / 2)
+                pathRows.append(PathRow(kind: "model-stem", path: sk.rawValue, figure: perSecond, unit: "samples/s at batch 256"))
+            }
+        }
+
+        var scaling: [ScalingRow] = []
+        if expertsScaling > 0 {
+            let base = NSTemporaryDirectory() + "bitfleet-bench-experts-\(getpid())"
+            try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: base) }
+            for e in [16, expertsScaling] {
+                let config = ModelConfig(name: "random-\(e)-experts", version: "1", inputFeatures: 784, inputShape: [28, 28],
+                                         inputBitPlanes: 4, inputScale: 255, stemWidth: 1024, experts: e, topK: 2,
+                                         expertHidden: [256], classes: (0..<10).map { "class\($0)" })
+                let d = base + "/\(e)"
+                try ModelWriter.writeRandom(directory: d, config: config, seed: 11)
+                let m = try BinaryMoEModel.load(directory: d, stemKernel: stemKernel, xnorPath: kernelPath)
+                let (perSecond, cpu, samples) = try Self.throughput(m, inputs, batch: 256, threads: 1, seconds: seconds)
+                scaling.append(ScalingRow(experts: e, topK: 2, samplesPerSecond: perSecond,
+                                          samplesPerCPUSecond: Double(samples) / max(cpu, 1e-9), mappedBytes: m.mappedBytes))
+            }
         }
 
         let report = Report(
@@ -172,7 +237,13 @@ struct BenchCommand: ParsableCommand {
             kernelShape: [m, n, k], kernel: kernelRows, model: temporary == nil ? dir! : "(random, in a temp dir)",
             modelName: "\(cfg.name) v\(cfg.version)", modelSHA256: loaded.sha256, stemKernel: loaded.stemKernel.rawValue, mappedBytes: loaded.mappedBytes,
             privateBytes: loaded.privateBytes, binaryMACsPerSample: cfg.binaryMACsPerSample,
-            pricePerCoreHour: pricePerCoreHour, models: modelRows)
+            pricePerCoreHour: pricePerCoreHour, models: modelRows,
+            kernelPaths: KernelPaths(xnor: loaded.xnorPath.rawValue, stem: loaded.stemKernel.rawValue,
+                                     stemSmallBatch: loaded.stemKernelSmallBatch.rawValue,
+                                     xnorSupported: KernelCapabilities.running.xnorPaths,
+                                     stemSupported: KernelCapabilities.running.stemKernels),
+            pathComparison: pathRows, expertsScaling: scaling,
+            expertsScalingRatio: scaling.count == 2 ? scaling[1].samplesPerSecond / scaling[0].samplesPerSecond : nil)
 
         if json {
             let encoder = JSONEncoder()
@@ -181,11 +252,12 @@ struct BenchCommand: ParsableCommand {
             return
         }
         print("CPU        \(report.cpu)   clock \(fmt(clock.hertz / 1e9, 2)) GHz (\(clock.source); /proc/cpuinfo says \(report.procCPUInfoMHz.map { fmt($0, 0) } ?? "?") MHz)")
-        print("build      \(report.builtFor)\(report.optimizedBuild ? "" : "   WARNING: not built for x86-64-v3, kernels are slow")   CPU has \(report.runningCPU)")
+        print("build      \(report.builtFor)   CPU has \(report.runningCPU)")
+        print("kernels    xnor \(loaded.xnorPath.rawValue), stem \(loaded.stemKernel.rawValue) (batches under 16: \(loaded.stemKernelSmallBatch.rawValue))   (this CPU: \(KernelCapabilities.running))")
         if let w = CPUFeatures.slowBuildWarning { print("           \(w)") }
         if !kernelRows.isEmpty {
             print("")
-            print("kernel     XNOR-popcount GEMM \(m)×\(n)×\(k)")
+            print("kernel     XNOR-popcount GEMM \(m)×\(n)×\(k), \(kernelRows[0].path) path; MAC/cycle from \(kernelRows[0].perfCyclesPerGEMM != nil ? "the cycle counter" : clock.source)")
             print(pad("threads", 8) + pad("GMAC/s", 12) + pad("MAC/cycle", 12) + pad("per core", 12) + pad("speedup", 10) + pad("ms/GEMM", 10) + "MAC/CPU-cycle")
             for r in kernelRows {
                 print(pad("\(r.threads)", 8) + pad(fmt(r.macsPerSecond / 1e9, 1), 12) + pad(fmt(r.macsPerCycle, 1), 12)
@@ -198,7 +270,6 @@ struct BenchCommand: ParsableCommand {
         }
         print("")
         print("model      \(report.modelName) at \(report.model)")
-        print("stem       \(loaded.stemKernel.rawValue) kernel")
         print("           \(cfg.inputFeatures) features × \(cfg.inputBitPlanes) planes → stem \(cfg.stemWidth) → \(cfg.experts) experts (top \(cfg.topK)) \(cfg.expertHidden) → \(cfg.classes.count) classes; \(cfg.binaryMACsPerSample) binary MACs/sample")
         print("memory     \(bytes(loaded.mappedBytes)) mapped (shared between processes) + \(bytes(loaded.privateBytes)) private repacked")
         print(pad("batch", 8) + pad("threads", 9) + pad("samples/s", 13) + pad("per core", 13) + pad("per CPU-s", 13) + pad("µs/sample", 12) + pad("GMAC/s", 9) + "€/M inferences @ €\(pricePerCoreHour)/core-h (per CPU-s)")
@@ -206,6 +277,39 @@ struct BenchCommand: ParsableCommand {
             print(pad("\(r.batch)", 8) + pad("\(r.threads)", 9) + pad(fmt(r.samplesPerSecond, 0), 13) + pad(fmt(r.samplesPerSecondPerCore, 0), 13)
                   + pad(fmt(r.samplesPerCPUSecond, 0), 13) + pad(fmt(r.microsecondsPerSample, 2), 12) + pad(fmt(r.binaryMACsPerSecond / 1e9, 1), 9) + fmt(r.eurosPerMillionInferences, 4))
         }
+        if !pathRows.isEmpty {
+            print("")
+            print("paths      every kernel path this CPU supports (1 thread)")
+            for r in pathRows {
+                let v = r.unit == "binary MAC/s" ? fmt(r.figure / 1e9, 1) + " G" : fmt(r.figure, 0)
+                print("           " + pad(r.kind, 12) + pad(r.path, 20) + v + " " + r.unit)
+            }
+        }
+        if scaling.count == 2, let ratio = report.expertsScalingRatio {
+            print("")
+            print("experts    random models 784 × 4 planes → 1024 → E experts (top 2) [256] → 10, batch 256, 1 thread")
+            for r in scaling {
+                print("           " + pad("\(r.experts) experts", 14) + pad(fmt(r.samplesPerSecond, 0) + " samples/s", 22) + bytes(r.mappedBytes) + " weights")
+            }
+            print("           \(scaling[1].experts) experts keep \(fmt(100 * ratio, 1)) % of the 16-expert samples/s")
+        }
+    }
+
+    /// Samples/s (wall clock), CPU seconds and samples of repeated `predict` calls for `seconds`, after a warm-up.
+    static func throughput(_ model: BinaryMoEModel, _ inputs: [UInt8], batch: Int, threads: Int,
+                           seconds: Double) throws -> (Double, Double, Int) {
+        let batchInputs = Array(inputs[0..<(batch * model.config.inputFeatures)])
+        _ = try model.predict(samples: batchInputs, count: batch, threads: threads)
+        var samples = 0
+        let c0 = KernelBenchmark.processCPUSeconds()
+        let t0 = KernelBenchmark.now()
+        var elapsed = 0.0
+        repeat {
+            _ = try model.predict(samples: batchInputs, count: batch, threads: threads)
+            samples += batch
+            elapsed = KernelBenchmark.now() - t0
+        } while elapsed < seconds
+        return (Double(samples) / elapsed, KernelBenchmark.processCPUSeconds() - c0, samples)
     }
 
     private func fmt(_ v: Double, _ decimals: Int) -> String { String(format: "%.\(decimals)f", v) }
@@ -214,3 +318,6 @@ struct BenchCommand: ParsableCommand {
         n >= 1 << 20 ? fmt(Double(n) / Double(1 << 20), 1) + " MiB" : n >= 1 << 10 ? fmt(Double(n) / 1024, 1) + " KiB" : "\(n) B"
     }
 }
+
+extension StemKernel: ExpressibleByArgument {}
+extension XNORPath: ExpressibleByArgument {}

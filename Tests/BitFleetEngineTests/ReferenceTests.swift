@@ -28,20 +28,46 @@ struct ReferenceTests {
         Spec(features: 784, stem: 1024, experts: 16, topK: 2, hidden: [256], classes: 10, planes: 4, seed: 10, samples: 300),
     ]
 
-    /// Every spec runs through each stem kernel this model and CPU allow (the lookup kernel needs ≤ 4 planes, AVX2).
+    /// The stem kernels this CPU can run for a spec (the lookup, VNNI and AMX kernels need ≤ 4 planes).
+    static func stemKernels(_ spec: Spec) -> [StemKernel] {
+        [.bitPlanes] + [StemKernel.lookup, .vnni, .amx].filter { spec.planes <= 4 && $0.isSupportedByCPU }
+    }
+
+    /// Every spec runs through each stem kernel this model and CPU allow; inside, through every XNOR path the CPU
+    /// supports. Paths this CPU lacks are named by `pathsOnThisCPU`.
     static var cases: [(Spec, StemKernel)] {
-        specs.flatMap { spec -> [(Spec, StemKernel)] in
-            let lookup = spec.planes <= 4 && CPUFeatures.running.avx2
-            return [(spec, .bitPlanes)] + (lookup ? [(spec, .lookup)] : [])
-        }
+        specs.flatMap { spec in stemKernels(spec).map { (spec, $0) } }
+    }
+
+    @Test("kernel paths run on this CPU (and those it lacks)")
+    func pathsOnThisCPU() {
+        let xnorRun = XNORPath.allCases.filter(\.isSupported).map(\.rawValue)
+        let xnorNot = XNORPath.allCases.filter { !$0.isSupported }.map(\.rawValue)
+        let stemRun = StemKernel.allCases.filter { $0 != .automatic && $0.isSupportedByCPU }.map(\.rawValue)
+        let stemNot = StemKernel.allCases.filter { $0 != .automatic && !$0.isSupportedByCPU }.map(\.rawValue)
+        print("kernel paths tested against reference.py on this CPU (\(CPUClock.cpuModelName ?? "unknown")): "
+              + "xnor \(xnorRun.joined(separator: ", ")); stem \(stemRun.joined(separator: ", "))")
+        print("kernel paths NOT run on this CPU (it lacks the instructions): xnor "
+              + "\(xnorNot.isEmpty ? "none" : xnorNot.joined(separator: ", ")); stem \(stemNot.isEmpty ? "none" : stemNot.joined(separator: ", "))")
+        // CI always runs the portable path and the bit-plane stem; on any x86-64 CI machine also AVX2
+        #expect(xnorRun.contains("portable") && stemRun.contains("bit-planes"))
+        #if arch(x86_64)
+        #expect(xnorRun.contains("avx2") == CPUFeatures.running.avx2)
+        #endif
     }
 
     @Test("trace equals reference.py", arguments: cases)
     func matchesReference(spec: Spec, kernel: StemKernel) throws {
         let dir = try TestSupport.makeRandomModel(spec)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let model = try BinaryMoEModel.load(directory: dir, stemKernel: kernel)
-        #expect(model.stemKernel == kernel)
+        for path in XNORPath.allCases where path.isSupported {
+            try check(spec: spec, dir: dir, kernel: kernel, path: path)
+        }
+    }
+
+    func check(spec: Spec, dir: String, kernel: StemKernel, path: XNORPath) throws {
+        let model = try BinaryMoEModel.load(directory: dir, stemKernel: kernel, xnorPath: path)
+        #expect(model.stemKernel == kernel && model.xnorPath == path)
         let cfg = model.config
         #expect(cfg.experts == spec.experts && cfg.topK == spec.topK && cfg.expertHidden == spec.hidden)
         let x = try TestSupport.npy(dir, "inputs").bytes()
@@ -62,16 +88,16 @@ struct ReferenceTests {
 
         for threads in [1, 2] {
             let t = try model.trace(samples: x, count: M, threads: threads)
-            #expect(t.stemPreActivations == stemPre, "stem pre-activations differ (threads \(threads))")
+            #expect(t.stemPreActivations == stemPre, "stem pre-activations differ (threads \(threads), \(kernel), \(path))")
             #expect(t.stemBits.map { $0 ? 1 : 0 } == stemBits)
             // router scores: same float32 operations in the same order, so bit-identical
             #expect(t.routerScores == scores, "router scores differ (threads \(threads))")
-            #expect(t.experts == experts, "selected experts differ (threads \(threads))")
+            #expect(t.experts == experts, "selected experts differ (threads \(threads), \(kernel), \(path))")
             var bad = 0
             for i in 0..<(M * K) where !TestSupport.close(t.gates[i], gates[i]) { bad += 1 }
             for i in 0..<(M * C) where !TestSupport.close(t.logits[i], logits[i]) { bad += 1 }
             for i in 0..<(M * C) where !TestSupport.close(t.probabilities[i], probs[i]) { bad += 1 }
-            #expect(bad == 0, "\(bad) gates/logits/probabilities outside 1e-5 relative (threads \(threads))")
+            #expect(bad == 0, "\(bad) gates/logits/probabilities outside 1e-5 relative (threads \(threads), \(kernel), \(path))")
         }
 
         // predict agrees with the trace, on 1 and 2 threads, and reports sensible stats
@@ -145,7 +171,7 @@ struct ReferenceTests {
         for r in results { #expect(r == expected) }
     }
 
-    @Test("the lookup stem kernel on 8 planes is refused with a clear error; automatic picks by plane count")
+    @Test("the lookup stem kernel on 8 planes is refused with a clear error; automatic picks by plane count and timing")
     func stemKernelChoice() throws {
         let spec = Spec(features: 30, stem: 20, experts: 2, topK: 1, hidden: [], classes: 2, planes: 8, seed: 14, samples: 2)
         let dir = try TestSupport.makeRandomModel(spec)
@@ -161,10 +187,18 @@ struct ReferenceTests {
         let dir4 = try TestSupport.makeRandomModel(four)
         defer { try? FileManager.default.removeItem(atPath: dir4) }
         let auto = try BinaryMoEModel.load(directory: dir4)
-        #expect(auto.stemKernel == (CPUFeatures.running.avx2 ? .lookup : .bitPlanes))
+        let candidates = Self.stemKernels(four).filter { $0 != .bitPlanes }
+        #expect(candidates.isEmpty ? auto.stemKernel == .bitPlanes : candidates.contains(auto.stemKernel))
+        #expect(auto.xnorPath == XNORPath.best)
         // the re-laid weights are private memory and are reported as such
         let planes = try BinaryMoEModel.load(directory: dir4, stemKernel: .bitPlanes)
         if auto.stemKernel == .lookup { #expect(auto.privateBytes == planes.privateBytes + 2 * 4 * 32) }
+        if auto.stemKernel == .vnni || auto.stemKernel == .amx {
+            #expect(auto.privateBytes == planes.privateBytes + 2 * 16 * 64)   // 2 row blocks × 16 quads × 64 bytes
+        }
+        for k in [StemKernel.lookup, .vnni, .amx] where !k.isSupportedByCPU {
+            #expect(throws: ModelError.self) { try BinaryMoEModel.load(directory: dir4, stemKernel: k) }
+        }
     }
 
     @Test("wrong input length is an error")

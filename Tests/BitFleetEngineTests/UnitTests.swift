@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import CEngineSupport
 @testable import BitFleetEngine
 
 @Suite("SHA-256")
@@ -77,60 +78,138 @@ struct QuantizerTests {
 
 @Suite("Kernels")
 struct KernelTests {
-    /// Naive bit-by-bit XOR/AND popcount against the blocked kernel, over shapes that hit every tail path.
-    /// Word counts 4, 8, 70, 125 and 130 cover the AVX2 tile's whole 256-bit steps, its scalar tail, and more than
-    /// one 31-step block of byte counters.
+    /// Runs the C XNOR kernel on `path` over interleaved weights: raw popcounts, and the fused threshold.
+    static func xnor(_ path: XNORPath, _ a: [UInt64], n: Int, _ b: [UInt64], m: Int, words: Int,
+                     maxPop: [Int32]? = nil) -> ([Int32], [UInt64]) {
+        let blocks = (m + 7) / 8
+        var w = [UInt64](repeating: 0, count: max(1, blocks * 8 * words))
+        b.withUnsafeBufferPointer { bp in w.withUnsafeMutableBufferPointer { wp in
+            bf_xnor_interleave(bp.baseAddress!, words, m, words, wp.baseAddress!)
+        }}
+        var out = [Int32](repeating: -1, count: n * m)
+        a.withUnsafeBufferPointer { ap in w.withUnsafeBufferPointer { wp in out.withUnsafeMutableBufferPointer { op in
+            bf_xnor_popcounts(path.code, ap.baseAddress!, words, n, wp.baseAddress!, m, words, op.baseAddress!, m)
+        }}}
+        let ldBits = (m + 63) / 64 + 1   // one spare word per row: the kernel must not write past ceil(m / 64)
+        var bits = [UInt64](repeating: 0xDEAD_BEEF, count: n * ldBits)
+        if let mp = maxPop {
+            a.withUnsafeBufferPointer { ap in w.withUnsafeBufferPointer { wp in
+                mp.withUnsafeBufferPointer { mpp in bits.withUnsafeMutableBufferPointer { bp in
+                    bf_xnor_threshold(path.code, ap.baseAddress!, words, n, wp.baseAddress!, m, words, mpp.baseAddress!,
+                                      bp.baseAddress!, ldBits)
+                }}
+            }}
+        }
+        return (out, bits)
+    }
+
+    /// Naive bit-by-bit XOR popcount against every XNOR kernel path this CPU supports, over shapes that hit every
+    /// tail: sample counts not a multiple of the 4-sample tiles, row counts not a multiple of 8 or 32, word counts
+    /// 1…130 (the AVX2 path's byte counters fold every 31 words).
     @Test(arguments: [(1, 1, 1), (2, 4, 1), (3, 5, 2), (7, 9, 3), (2, 700, 4), (5, 3, 70), (64, 33, 5), (4, 8, 8),
-                      (3, 6, 125), (2, 5, 130)])
+                      (3, 6, 125), (2, 5, 130), (9, 40, 16), (5, 257, 17)])
     func gemmMatchesNaive(n: Int, m: Int, words: Int) {
         var rng = SplitMix64(state: UInt64(n * 1000 + m * 10 + words))
         let a = (0..<(n * words)).map { _ in rng.next() }
         let b = (0..<(m * words)).map { _ in rng.next() }
-        var out = [Int32](repeating: -1, count: n * m)
-        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in out.withUnsafeMutableBufferPointer { op in
-            BinaryKernels.xorPopcounts(a: ap.baseAddress!, lda: words, n: n, b: bp.baseAddress!, ldb: words, m: m,
-                                       words: words, out: op.baseAddress!, ldo: m)
-        }}}
-        var andOut = [Int32](repeating: -1, count: n * m)
-        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in andOut.withUnsafeMutableBufferPointer { op in
-            BinaryKernels.andPopcounts(a: ap.baseAddress!, lda: words, n: n, b: bp.baseAddress!, ldb: words, m: m,
-                                       words: words, out: op.baseAddress!, ldo: m)
-        }}}
+        var expected = [Int32](repeating: 0, count: n * m)
         for i in 0..<n {
             for j in 0..<m {
-                var x = 0, y = 0
+                var x = 0
                 for w in 0..<words {
-                    for bit in 0..<64 {
-                        let p = (a[i * words + w] >> UInt64(bit)) & 1, q = (b[j * words + w] >> UInt64(bit)) & 1
-                        x += Int(p ^ q)
-                        y += Int(p & q)
-                    }
+                    for bit in 0..<64 { x += Int(((a[i * words + w] ^ b[j * words + w]) >> UInt64(bit)) & 1) }
                 }
-                #expect(Int(out[i * m + j]) == x)
-                #expect(Int(andOut[i * m + j]) == y)
+                expected[i * m + j] = Int32(x)
             }
+        }
+        // thresholds around the median popcount, so about half the bits fire
+        var maxPop: [Int32] = []
+        for _ in 0..<m {
+            let jitter = Int(rng.next() % 17)
+            maxPop.append(Int32(32 * words - 8 + jitter))
+        }
+        let ldBits = (m + 63) / 64 + 1
+        for path in XNORPath.allCases where path.isSupported {
+            let (out, bits) = Self.xnor(path, a, n: n, b, m: m, words: words, maxPop: maxPop)
+            #expect(out == expected, "\(path) popcounts")
+            var wrong = 0
+            for i in 0..<n {
+                for j in 0..<m where ((bits[i * ldBits + j / 64] >> UInt64(j % 64)) & 1 == 1) != (expected[i * m + j] <= maxPop[j]) {
+                    wrong += 1
+                }
+                // padding bits of the last written word are zero; the spare word is untouched
+                if m % 64 != 0 { #expect(bits[i * ldBits + m / 64] >> UInt64(m % 64) == 0, "\(path) padding bits") }
+                #expect(bits[i * ldBits + ldBits - 1] == 0xDEAD_BEEF, "\(path) wrote past the row")
+            }
+            #expect(wrong == 0, "\(path) threshold bits")
         }
     }
 
-    /// Every bit differing is the worst case for the byte-lane counters (8 per byte per step, 31 steps per block).
-    @Test(arguments: [4, 123, 124, 128, 260])
+    /// Every bit differing is the worst case for the AVX2 byte-lane counters (8 per byte per word, 31 words).
+    @Test(arguments: [4, 31, 32, 123, 124, 128, 260])
     func saturatedPopcounts(words: Int) {
-        let n = 2, m = 4
+        let n = 5, m = 12
         let a = [UInt64](repeating: ~0, count: n * words), b = [UInt64](repeating: 0, count: m * words)
-        var out = [Int32](repeating: -1, count: n * m), andOut = out
-        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in
-            out.withUnsafeMutableBufferPointer { op in
-                BinaryKernels.xorPopcounts(a: ap.baseAddress!, lda: words, n: n, b: bp.baseAddress!, ldb: words, m: m,
-                                           words: words, out: op.baseAddress!, ldo: m)
+        for path in XNORPath.allCases where path.isSupported {
+            let (out, _) = Self.xnor(path, a, n: n, b, m: m, words: words)
+            #expect(out == [Int32](repeating: Int32(64 * words), count: n * m), "\(path)")
+        }
+    }
+
+    /// The int8 stem kernels (VNNI, AMX) against a naive sum, at shapes with partial tiles (samples not a multiple
+    /// of 16 or 32, rows not a multiple of 16 or 32, inputs not a multiple of 64), and at the largest values.
+    @Test(arguments: [(1, 16, 64), (3, 20, 100), (17, 33, 784), (40, 64, 130), (33, 48, 65)])
+    func int8StemMatchesNaive(n: Int, rows: Int, features: Int) {
+        var rng = SplitMix64(state: UInt64(n * 7 + rows * 13 + features))
+        let words = (features + 63) / 64
+        var w = [UInt64](repeating: 0, count: rows * words)
+        for j in 0..<rows {
+            for k in 0..<features where rng.next() & 1 == 1 { w[j * words + k / 64] |= 1 << UInt64(k % 64) }
+        }
+        let x = (0..<(n * features)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let shift = 4
+        var expected = [Int32](repeating: 0, count: n * rows)
+        for i in 0..<n {
+            for j in 0..<rows {
+                var s = 0
+                for k in 0..<features where (w[j * words + k / 64] >> UInt64(k % 64)) & 1 == 1 { s += Int(x[i * features + k] >> 4) }
+                expected[i * rows + j] = Int32(s)
             }
-            andOut.withUnsafeMutableBufferPointer { op in
-                BinaryKernels.andPopcounts(a: ap.baseAddress!, lda: words, n: n, b: ap.baseAddress!, ldb: words, m: n,
-                                           words: words, out: op.baseAddress!, ldo: m)
-            }
+        }
+        let kpad = (features + 63) / 64 * 64, blocks = (rows + 15) / 16, ld = blocks * 16
+        let padded = (n + 31) / 32 * 32
+        var packed = [UInt8](repeating: 0, count: bf_stem_int8_bytes(rows, features))
+        w.withUnsafeBufferPointer { wp in packed.withUnsafeMutableBufferPointer { pp in
+            bf_stem_int8_pack(wp.baseAddress!, rows, features, pp.baseAddress!)
         }}
-        #expect(out == [Int32](repeating: Int32(64 * words), count: n * m))
-        #expect(andOut[0] == Int32(64 * words) && andOut[1] == Int32(64 * words))
-        #expect(andOut[m] == Int32(64 * words) && andOut[m + 1] == Int32(64 * words))
+        for kernel in [StemKernel.vnni, .amx] where kernel.isSupportedByCPU {
+            var q = [UInt8](repeating: 0, count: padded * kpad)
+            var sumQ = [Int](repeating: 0, count: n)
+            var acc = [Int32](repeating: -1, count: padded * ld)
+            x.withUnsafeBufferPointer { xp in
+                bf_stem_int8_activations(xp.baseAddress!, n, features, Int32(shift), &q, &sumQ)
+            }
+            packed.withUnsafeBufferPointer { pp in
+                bf_stem_int8(kernel.int8Code!, q, n, features, pp.baseAddress!, blocks, &acc, ld)
+            }
+            var got = [Int32](repeating: 0, count: n * rows)
+            for i in 0..<n { for j in 0..<rows { got[i * rows + j] = acc[i * ld + j] } }
+            #expect(got == expected, "\(kernel)")
+            #expect(sumQ == (0..<n).map { i in (0..<features).reduce(0) { $0 + Int(x[i * features + $1] >> 4) } })
+        }
+    }
+
+    @Test func kernelSelectionFromEnvironment() throws {
+        #expect(try KernelSelection.fromEnvironment([:]) == KernelSelection())
+        let s = try KernelSelection.fromEnvironment(["BITFLEET_KERNEL_PATH": "avx2", "BITFLEET_STEM_KERNEL": "amx"])
+        #expect(s.xnor == .avx2 && s.stem == .amx)
+        do {
+            _ = try KernelSelection.fromEnvironment(["BITFLEET_KERNEL_PATH": "avx1024"])
+            Issue.record("accepted an unknown path")
+        } catch {
+            #expect(error.message.contains("avx1024") && error.message.contains("portable, avx2, avx512-vpopcntdq"))
+        }
+        #expect(throws: ModelError.self) { try KernelSelection.fromEnvironment(["BITFLEET_STEM_KERNEL": "fast"]) }
     }
 
     /// The lookup stem kernel's largest row sum: every input 255 (q = 15), every weight +1, at its feature limit.
@@ -171,7 +250,15 @@ struct KernelTests {
         let r = KernelBenchmark.run(m: 64, n: 64, k: 256, threads: 2, minSeconds: 0.01)
         #expect(r.macs == 64 * 64 * 256)
         #expect(r.macsPerSecond > 0)
-        #expect(r.checksum == KernelBenchmark.run(m: 64, n: 64, k: 256, threads: 1, minSeconds: 0.01).checksum)
+        for path in XNORPath.allCases where path.isSupported {
+            #expect(r.checksum == KernelBenchmark.run(m: 64, n: 64, k: 256, threads: 1, minSeconds: 0.01, path: path).checksum)
+        }
+    }
+
+    @Test func clockIsPlausible() {
+        let c = CPUClock.measure(seconds: 0.05)
+        // any server core of the last 20 years runs between 0.8 and 6 GHz (a folded add chain read 10–12 GHz)
+        #expect(c.hertz > 0.8e9 && c.hertz < 6.5e9, "\(c.hertz) Hz from \(c.source)")
     }
 }
 

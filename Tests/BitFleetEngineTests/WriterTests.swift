@@ -17,7 +17,7 @@ struct WriterTests {
         try ModelWriter.writeRandom(directory: dir, config: config, seed: 99)
         let model = try BinaryMoEModel.load(directory: dir)
         #expect(model.config == config)
-        if oddWidths { #expect(model.privateBytes > 0) } else { #expect(model.privateBytes == 0) }
+        if oddWidths { #expect(model.repackedBytes > 0) } else { #expect(model.repackedBytes == 0) }
         let count = 31
         var rng = SplitMix64(state: 5)
         let x = (0..<(count * config.inputFeatures)).map { _ in UInt8.random(in: 0...255, using: &rng) }

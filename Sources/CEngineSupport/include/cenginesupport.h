@@ -2,6 +2,7 @@
 #define CENGINESUPPORT_H
 
 #include <stdint.h>
+#include "bf_kernels.h"
 
 /// What the *C* compilation of this target assumed (reflects `-Xcc -march=...`).
 int bf_c_built_avx2(void);
@@ -18,11 +19,6 @@ int bf_cpu_has_avx512f(void);
 
 /// CPUs this process may run on (sched_getaffinity), else online CPUs.
 int bf_usable_cpus(void);
-
-/// Runs `iterations` × 20 dependent integer adds (one cycle each on any modern x86 core) and returns the
-/// thread CPU seconds they took (not wall time, so time given to other processes does not count):
-/// cycles/second = iterations × 20 / seconds. Returns a negative value where unsupported.
-double bf_dependent_add_seconds(long iterations);
 
 /// Monotonic clock in seconds.
 double bf_monotonic_seconds(void);

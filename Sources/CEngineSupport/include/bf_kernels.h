@@ -1,0 +1,88 @@
+#ifndef BF_KERNELS_H
+#define BF_KERNELS_H
+
+#include <stdint.h>
+
+/// Instruction-set paths of the binary kernels. Every path computes the same integers; the engine picks the best
+/// one the running CPU supports (`bf_xnor_best_path`), or the one `BITFLEET_KERNEL_PATH` names.
+enum {
+    /// Plain C, `__builtin_popcountll` (a `popcnt` instruction where the CPU has one): any x86-64 or Arm CPU.
+    BF_XNOR_PORTABLE = 0,
+    /// AVX2: `vpshufb` nibble popcounts summed in byte lanes, folded with `vpsadbw`.
+    BF_XNOR_AVX2 = 1,
+    /// AVX-512 with VPOPCNTDQ: `vpopcntq` on 512-bit lanes.
+    BF_XNOR_AVX512 = 2,
+    BF_XNOR_PATH_COUNT = 3
+};
+
+/// 1 when the running CPU can execute `path`.
+int bf_xnor_path_supported(int path);
+
+/// Rows per interleaved block: weights are re-laid so that word k of 8 consecutive rows is contiguous.
+#define BF_XNOR_BLOCK_ROWS 8
+
+/// Re-lays `rows` packed rows of `words` UInt64 (row stride `ld`) into blocks of 8 rows:
+/// `dst[(b × words + k) × 8 + r] = src[(8b + r) × ld + k]`, rows past `rows` zero.
+/// `dst` holds `ceil(rows / 8) × 8 × words` words.
+void bf_xnor_interleave(const uint64_t *src, long ld, long rows, long words, uint64_t *dst);
+
+/// Raw popcounts: `out[i × ldo + j] = popcount(a_i XOR w_j)` for samples `i < n`, rows `j < m`.
+/// `a` holds n rows of `words` (stride `lda`); `w` is interleaved by `bf_xnor_interleave`.
+void bf_xnor_popcounts(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
+                       int32_t *out, long ldo);
+
+/// Fused threshold: bit j of output row i (row stride `ldbits` words) is set when
+/// `popcount(a_i XOR w_j) ≤ maxPop[j]`; every other bit of the first `ceil(m / 64)` words of each row is zero.
+void bf_xnor_threshold(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
+                       const int32_t *maxPop, uint64_t *bits, long ldbits);
+
+/// Instruction-set paths of the stem (input layer): `acc[i × ldacc + j] = Σ_k q_ik · [w_jk = +1]` for 4-bit
+/// activations q (≤ 4 input planes).
+enum {
+    /// AVX2 table lookup (T-MAC style), `bf_lut_stem`.
+    BF_STEM_LOOKUP_AVX2 = 0,
+    /// AVX-512 VNNI: `vpdpbusd`, unsigned activations × {0, 1} weight bytes.
+    BF_STEM_VNNI = 1,
+    /// AMX-INT8: `tdpbusd` on 16 × 64 tiles.
+    BF_STEM_AMX = 2,
+    BF_STEM_PATH_COUNT = 3
+};
+
+/// 1 when the running CPU (and, for AMX, the kernel: `arch_prctl(ARCH_REQ_XCOMP_PERM)`) allows `path`.
+int bf_stem_path_supported(int path);
+
+/// Bytes of the int8 weight layout (`bf_stem_int8_pack`) for `rows × features`.
+long bf_stem_int8_bytes(long rows, long features);
+
+/// Lays out stem weights for the VNNI and AMX kernels: per block of 16 rows and group of 4 inputs, 64 bytes
+/// `[r × 4 + t] = bit(8·... )` of row 16b + r, input 4g + t, as 0 or 1. Inputs are padded to a multiple of 64,
+/// rows to a multiple of 16. `src` is packed rows of `ceil(features / 64)` words.
+void bf_stem_int8_pack(const uint64_t *src, long rows, long features, uint8_t *dst);
+
+/// Activations for the int8 kernels: `q[i × kpad + k] = x[i × features + k] >> shift` (zero padded to kpad =
+/// features rounded up to 64); returns nothing; `sumQ[i] = Σ_k q_ik`.
+void bf_stem_int8_activations(const uint8_t *x, long n, long features, int shift, uint8_t *q, long *sumQ);
+
+/// `acc[i × ldacc + j] = Σ_k q_ik · w_jk` (w ∈ {0, 1}) for i < n, j < blocks × 16, with q from
+/// `bf_stem_int8_activations` and weights from `bf_stem_int8_pack`. `path` is BF_STEM_VNNI or BF_STEM_AMX.
+void bf_stem_int8(int path, const uint8_t *q, long n, long features, const uint8_t *weights, long blocks,
+                  int32_t *acc, long ldacc);
+
+/// Stem threshold: bit j of `h` row i (stride `ldh` words; the first ceil(S/64) words are written whole) is set
+/// when `2·acc[i × ldacc + j] − sumQ[i] ≥ t[j]`, for j < S.
+void bf_stem_threshold(const int32_t *acc, long ldacc, long n, long S, const long *sumQ, const int32_t *t,
+                       uint64_t *h, long ldh);
+
+/// Cycle counter of this thread (`perf_event_open`, PERF_COUNT_HW_CPU_CYCLES, user space only): a handle ≥ 0, or
+/// -1 where the kernel or the hypervisor does not expose it.
+int bf_perf_cycles_open(void);
+/// Cycles counted since open (or -1).
+long long bf_perf_cycles_read(int handle);
+void bf_perf_cycles_close(int handle);
+
+/// Seconds of thread CPU time for `iterations` × 20 dependent 64-bit `imul`s (3 cycles of latency each on every
+/// x86-64 core since 2008, Intel and AMD alike, and not folded away by rename like an add of an immediate):
+/// cycles/second = iterations × 60 / seconds. Negative where unsupported.
+double bf_dependent_imul_seconds(long iterations);
+
+#endif

@@ -1,0 +1,275 @@
+// XNOR-popcount GEMM kernels, one per instruction-set path, all on one weight layout.
+//
+// Weights are re-laid at model load in blocks of 8 rows, word-interleaved: the 8 rows' word k sit next to each
+// other (64 bytes). A kernel broadcasts one activation word, XORs it with the 8 rows' words in one vector and
+// popcounts every 64-bit lane: the lanes accumulate the 8 rows' popcounts directly, so no horizontal reduction is
+// ever needed, whatever K is, and the threshold is one vector compare that yields the 8 output bits.
+//
+//   AVX-512 VPOPCNTDQ: vpxorq + vpopcntq + vpaddq per 512 binary MACs (ports 0 and 5: ≈ 340 MACs/cycle peak),
+//                      tiles of 4 samples × 32 rows (16 accumulators).
+//   AVX2:              vpshufb nibble popcounts summed in byte lanes for up to 31 words, folded with vpsadbw
+//                      (which sums exactly one row's 8 bytes per 64-bit lane), tiles of 2 samples × 8 rows.
+//   portable:          plain C with __builtin_popcountll, compiled twice (with `popcnt` where the CPU has it).
+//
+// Every function carries its own target attribute, so the package builds for baseline x86-64 (and Arm) and the
+// engine picks a path at run time from what the CPU reports.
+#include <string.h>
+#include "bf_kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define BF_X86 1
+#define BF_AVX512_TARGET "avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq"
+#endif
+
+// ---------------------------------------------------------------------------------------------------------------
+// Layout and shared output handling
+
+void bf_xnor_interleave(const uint64_t *src, long ld, long rows, long words, uint64_t *dst) {
+    const long blocks = (rows + BF_XNOR_BLOCK_ROWS - 1) / BF_XNOR_BLOCK_ROWS;
+    for (long b = 0; b < blocks; b++) {
+        for (long k = 0; k < words; k++) {
+            for (long r = 0; r < BF_XNOR_BLOCK_ROWS; r++) {
+                const long row = b * BF_XNOR_BLOCK_ROWS + r;
+                dst[(b * words + k) * BF_XNOR_BLOCK_ROWS + r] = row < rows ? src[row * ld + k] : 0;
+            }
+        }
+    }
+}
+
+// Where a kernel puts the 8 popcounts of (sample i, block b): raw int32s, or threshold bits (one byte).
+typedef struct {
+    int32_t *out;
+    long ldo;
+    const int32_t *maxPop;
+    uint8_t *bits;      // row i starts at bits + i × ldbitsBytes
+    long ldbitsBytes;
+    long m;
+} bf_sink;
+
+static inline void bf_store8(const bf_sink *s, long i, long b, const long long pops[8]) {
+    const long j0 = b * 8;
+    const long valid = s->m - j0 < 8 ? s->m - j0 : 8;
+    if (s->out) {
+        for (long r = 0; r < valid; r++) s->out[i * s->ldo + j0 + r] = (int32_t)pops[r];
+    } else {
+        unsigned byte = 0;
+        for (long r = 0; r < valid; r++) byte |= (unsigned)(pops[r] <= s->maxPop[j0 + r]) << r;
+        s->bits[i * s->ldbitsBytes + b] = (uint8_t)byte;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Portable
+
+#define BF_PORTABLE_BODY                                                                                        \
+    const long blocks = (s->m + 7) / 8;                                                                         \
+    for (long i = 0; i < n; i++) {                                                                              \
+        const uint64_t *x = a + i * lda;                                                                        \
+        for (long b = 0; b < blocks; b++) {                                                                     \
+            const uint64_t *wb = w + b * words * 8;                                                             \
+            long long p[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                          \
+            for (long k = 0; k < words; k++) {                                                                  \
+                const uint64_t v = x[k];                                                                        \
+                for (int r = 0; r < 8; r++) p[r] += __builtin_popcountll(v ^ wb[k * 8 + r]);                    \
+            }                                                                                                   \
+            bf_store8(s, i, b, p);                                                                              \
+        }                                                                                                       \
+    }
+
+static void bf_xnor_generic(const uint64_t *a, long lda, long n, const uint64_t *w, long words, const bf_sink *s) {
+    BF_PORTABLE_BODY
+}
+
+#if BF_X86
+__attribute__((target("popcnt")))
+static void bf_xnor_popcnt(const uint64_t *a, long lda, long n, const uint64_t *w, long words, const bf_sink *s) {
+    BF_PORTABLE_BODY
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------------------------
+// AVX2
+
+#if BF_X86
+__attribute__((target("avx2"), always_inline))
+static inline __m256i bf_popcnt8_avx2(__m256i v, __m256i lut, __m256i low) {
+    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(v, low)),
+                           _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
+}
+
+__attribute__((target("avx2"), always_inline))
+static inline void bf_store_avx2(const bf_sink *s, long i, long b, __m256i lo, __m256i hi) {
+    long long p[8];
+    _mm256_storeu_si256((__m256i *)p, lo);
+    _mm256_storeu_si256((__m256i *)(p + 4), hi);
+    bf_store8(s, i, b, p);
+}
+
+// `ms` samples (1 or 2) × one block of 8 rows.
+__attribute__((target("avx2"), always_inline))
+static inline void bf_tile_avx2(const uint64_t *a, long lda, long i, int ms, const uint64_t *wb, long words,
+                                const bf_sink *s, long b) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    const __m256i zero = _mm256_setzero_si256();
+    const uint64_t *x0 = a + i * lda, *x1 = ms > 1 ? x0 + lda : x0;
+    __m256i t00 = zero, t01 = zero, t10 = zero, t11 = zero;
+    long k = 0;
+    while (k < words) {
+        const long end = k + 31 < words ? k + 31 : words;   // 31 × 8 ≤ 255: byte lanes cannot overflow
+        __m256i c00 = zero, c01 = zero, c10 = zero, c11 = zero;
+        for (; k < end; k++) {
+            const __m256i w0 = _mm256_loadu_si256((const __m256i *)(wb + k * 8));
+            const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wb + k * 8 + 4));
+            const __m256i v0 = _mm256_set1_epi64x((long long)x0[k]);
+            c00 = _mm256_add_epi8(c00, bf_popcnt8_avx2(_mm256_xor_si256(v0, w0), lut, low));
+            c01 = _mm256_add_epi8(c01, bf_popcnt8_avx2(_mm256_xor_si256(v0, w1), lut, low));
+            if (ms > 1) {
+                const __m256i v1 = _mm256_set1_epi64x((long long)x1[k]);
+                c10 = _mm256_add_epi8(c10, bf_popcnt8_avx2(_mm256_xor_si256(v1, w0), lut, low));
+                c11 = _mm256_add_epi8(c11, bf_popcnt8_avx2(_mm256_xor_si256(v1, w1), lut, low));
+            }
+        }
+        t00 = _mm256_add_epi64(t00, _mm256_sad_epu8(c00, zero));
+        t01 = _mm256_add_epi64(t01, _mm256_sad_epu8(c01, zero));
+        if (ms > 1) {
+            t10 = _mm256_add_epi64(t10, _mm256_sad_epu8(c10, zero));
+            t11 = _mm256_add_epi64(t11, _mm256_sad_epu8(c11, zero));
+        }
+    }
+    bf_store_avx2(s, i, b, t00, t01);
+    if (ms > 1) bf_store_avx2(s, i + 1, b, t10, t11);
+}
+
+__attribute__((target("avx2")))
+static void bf_xnor_avx2(const uint64_t *a, long lda, long n, const uint64_t *w, long words, const bf_sink *s) {
+    const long blocks = (s->m + 7) / 8;
+    // blocks of weight rows that stay in L1 (≤ 16 KB) while every sample streams past them
+    long chunk = (16 * 1024) / (words * 64);
+    if (chunk < 1) chunk = 1;
+    for (long b0 = 0; b0 < blocks; b0 += chunk) {
+        const long b1 = b0 + chunk < blocks ? b0 + chunk : blocks;
+        long i = 0;
+        for (; i + 2 <= n; i += 2) {
+            for (long b = b0; b < b1; b++) bf_tile_avx2(a, lda, i, 2, w + b * words * 8, words, s, b);
+        }
+        for (; i < n; i++) {
+            for (long b = b0; b < b1; b++) bf_tile_avx2(a, lda, i, 1, w + b * words * 8, words, s, b);
+        }
+    }
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------------------------
+// AVX-512 VPOPCNTDQ
+
+#if BF_X86
+__attribute__((target(BF_AVX512_TARGET), always_inline))
+static inline void bf_store_avx512(const bf_sink *s, long i, long b, __m512i acc) {
+    const long j0 = b * 8;
+    const long valid = s->m - j0 < 8 ? s->m - j0 : 8;
+    const __mmask8 vm = (__mmask8)((1u << valid) - 1);
+    if (s->out) {
+        _mm256_mask_storeu_epi32(s->out + i * s->ldo + j0, vm, _mm512_cvtepi64_epi32(acc));
+    } else {
+        const __m512i mp = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(vm, s->maxPop + j0));
+        s->bits[i * s->ldbitsBytes + b] = (uint8_t)(_mm512_cmple_epi64_mask(acc, mp) & vm);
+    }
+}
+
+// MS samples × NB blocks (8 rows each) of accumulators; MS and NB are compile-time constants at every call.
+#define BF_TILE512(MS, NB)                                                                                      \
+    __attribute__((target(BF_AVX512_TARGET), always_inline)) static inline void bf_tile512_##MS##x##NB(        \
+        const uint64_t *a, long lda, long i, const uint64_t *w, long b, long words, const bf_sink *s) {         \
+        __m512i acc[MS][NB];                                                                                    \
+        for (int u = 0; u < MS; u++)                                                                            \
+            for (int q = 0; q < NB; q++) acc[u][q] = _mm512_setzero_si512();                                    \
+        const uint64_t *wb = w + b * words * 8;                                                                 \
+        const long stride = words * 8;                                                                          \
+        for (long k = 0; k < words; k++) {                                                                     \
+            __m512i wv[NB];                                                                                     \
+            for (int q = 0; q < NB; q++) wv[q] = _mm512_loadu_si512((const void *)(wb + q * stride + k * 8));   \
+            for (int u = 0; u < MS; u++) {                                                                      \
+                const __m512i x = _mm512_set1_epi64((long long)a[(i + u) * lda + k]);                           \
+                for (int q = 0; q < NB; q++)                                                                    \
+                    acc[u][q] = _mm512_add_epi64(acc[u][q], _mm512_popcnt_epi64(_mm512_xor_si512(x, wv[q])));   \
+            }                                                                                                   \
+        }                                                                                                       \
+        for (int u = 0; u < MS; u++)                                                                            \
+            for (int q = 0; q < NB; q++) bf_store_avx512(s, i + u, b + q, acc[u][q]);                           \
+    }
+
+BF_TILE512(4, 4)
+BF_TILE512(1, 4)
+BF_TILE512(4, 1)
+BF_TILE512(1, 1)
+
+__attribute__((target(BF_AVX512_TARGET)))
+static void bf_xnor_avx512(const uint64_t *a, long lda, long n, const uint64_t *w, long words, const bf_sink *s) {
+    const long blocks = (s->m + 7) / 8;
+    // groups of 4 blocks (32 rows) per tile; chunks of tiles whose weights stay in L1 (≤ 24 KB)
+    long chunk = ((24 * 1024) / (words * 64)) & ~3L;
+    if (chunk < 4) chunk = 4;
+    for (long b0 = 0; b0 < blocks; b0 += chunk) {
+        const long b1 = b0 + chunk < blocks ? b0 + chunk : blocks;
+        long i = 0;
+        for (; i + 4 <= n; i += 4) {
+            long b = b0;
+            for (; b + 4 <= b1; b += 4) bf_tile512_4x4(a, lda, i, w, b, words, s);
+            for (; b < b1; b++) bf_tile512_4x1(a, lda, i, w, b, words, s);
+        }
+        for (; i < n; i++) {
+            long b = b0;
+            for (; b + 4 <= b1; b += 4) bf_tile512_1x4(a, lda, i, w, b, words, s);
+            for (; b < b1; b++) bf_tile512_1x1(a, lda, i, w, b, words, s);
+        }
+    }
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------------------------
+// Dispatch
+
+int bf_xnor_path_supported(int path) {
+    switch (path) {
+    case BF_XNOR_PORTABLE: return 1;
+#if BF_X86
+    case BF_XNOR_AVX2: __builtin_cpu_init(); return __builtin_cpu_supports("avx2") ? 1 : 0;
+    case BF_XNOR_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vpopcntdq") ? 1 : 0;
+#endif
+    default: return 0;
+    }
+}
+
+static void bf_xnor_run(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long words,
+                        const bf_sink *s) {
+    if (n <= 0 || s->m <= 0) return;
+#if BF_X86
+    if (path == BF_XNOR_AVX512 && bf_xnor_path_supported(BF_XNOR_AVX512)) { bf_xnor_avx512(a, lda, n, w, words, s); return; }
+    if (path == BF_XNOR_AVX2 && bf_xnor_path_supported(BF_XNOR_AVX2)) { bf_xnor_avx2(a, lda, n, w, words, s); return; }
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("popcnt")) { bf_xnor_popcnt(a, lda, n, w, words, s); return; }
+#endif
+    (void)path;
+    bf_xnor_generic(a, lda, n, w, words, s);
+}
+
+void bf_xnor_popcounts(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
+                       int32_t *out, long ldo) {
+    bf_sink s = {out, ldo, 0, 0, 0, m};
+    bf_xnor_run(path, a, lda, n, w, words, &s);
+}
+
+void bf_xnor_threshold(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
+                       const int32_t *maxPop, uint64_t *bits, long ldbits) {
+    const long outWords = (m + 63) / 64;
+    for (long i = 0; i < n; i++) memset(bits + i * ldbits, 0, (size_t)outWords * 8);
+    bf_sink s = {0, 0, maxPop, (uint8_t *)bits, ldbits * 8, m};
+    bf_xnor_run(path, a, lda, n, w, words, &s);
+}
