@@ -36,6 +36,8 @@ public enum StemKernel: String, Sendable, CaseIterable, Codable {
     case bitPlanes = "bit-planes"
     /// Table lookup, 4-bit activations × one-bit weights in the style of T-MAC (≤ 4 planes, AVX2).
     case lookup
+    /// The same table lookup on 512-bit lanes (≤ 4 planes, AVX-512BW): four groups of inputs per `vpshufb`.
+    case lookupAVX512 = "lookup-avx512"
     /// int8 dot products with AVX-512 VNNI `vpdpbusd` (≤ 4 planes).
     case vnni
     /// int8 tile products with AMX `tdpbusd` (≤ 4 planes; Intel Sapphire Rapids and later).
@@ -55,6 +57,7 @@ public enum StemKernel: String, Sendable, CaseIterable, Codable {
         switch self {
         case .automatic, .bitPlanes: true
         case .lookup: bf_stem_path_supported(Int32(BF_STEM_LOOKUP_AVX2)) != 0
+        case .lookupAVX512: bf_lut512_available() != 0
         case .vnni: bf_stem_path_supported(Int32(BF_STEM_VNNI)) != 0
         case .amx: bf_stem_path_supported(Int32(BF_STEM_AMX)) != 0
         }
@@ -65,6 +68,7 @@ public enum StemKernel: String, Sendable, CaseIterable, Codable {
         switch self {
         case .automatic, .bitPlanes: "nothing"
         case .lookup: "input_bit_planes ≤ 4, at most \(StemLookupWeights.maxFeatures) input features and a CPU with AVX2"
+        case .lookupAVX512: "input_bit_planes ≤ 4, at most \(StemLookupWeights.maxFeatures) input features and a CPU with AVX-512BW"
         case .vnni: "input_bit_planes ≤ 4 and a CPU with AVX-512 VNNI"
         case .amx: "input_bit_planes ≤ 4 and a CPU with AMX-INT8 (and a Linux kernel that grants the tile state)"
         }
@@ -74,7 +78,7 @@ public enum StemKernel: String, Sendable, CaseIterable, Codable {
     func supports(_ config: ModelConfig) -> Bool {
         switch self {
         case .automatic, .bitPlanes: return true
-        case .lookup: return StemLookupWeights.supports(config)
+        case .lookup, .lookupAVX512: return StemLookupWeights.supports(config) && isSupportedByCPU
         case .vnni, .amx:
             // int8 sums: Σ of up to 15 × features must fit in int32
             return config.inputBitPlanes <= 4 && config.inputFeatures <= 1 << 26 && isSupportedByCPU

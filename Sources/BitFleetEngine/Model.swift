@@ -181,7 +181,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         stemKernelSmallBatch = chosen.small
         let kernels = [chosen.large, chosen.small]
         var stemBytes = 0
-        if kernels.contains(.lookup) {
+        if kernels.contains(.lookup) || kernels.contains(.lookupAVX512) {
             let lookup = StemLookupWeights(stem: stem, owned: &owned)
             stemLookup = lookup
             stemBytes += lookup.byteCount
@@ -533,9 +533,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let wd = (D + 63) / 64, ws = (S + 63) / 64
         let ld = stemLd
         let kernel = n < Self.smallBatch ? stemKernelSmallBatch : stemKernel
-        if kernel == .lookup, let lookup = stemLookup {
+        if kernel == .lookup || kernel == .lookupAVX512, let lookup = stemLookup {
             lookup.accumulate(x: x + first * D, n: n, features: D, shift: 8 - P, tables: s.tables, sumQ: s.sumQ,
-                              acc: s.stemAcc, ld: ld)
+                              acc: s.stemAcc, ld: ld, wide: kernel == .lookupAVX512)
         } else if let w = stemInt8, let code = kernel.int8Code {
             bf_stem_int8_activations(x + first * D, n, D, Int32(8 - P), s.q, s.sumQ)
             bf_stem_int8(code, s.q, n, D, w, (S + 15) / 16, s.stemAcc, ld)

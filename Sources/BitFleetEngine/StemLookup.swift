@@ -51,12 +51,17 @@ struct StemLookupWeights: @unchecked Sendable {
     }
 
     /// `acc[i × ld + j] = Σ_k q_ik·[w_jk = +1]` and `sumQ[i] = Σ_k q_ik` for `q = x >> shift`, samples `i < n`.
+    /// `wide` runs the AVX-512BW kernel over the same tables and weights.
     func accumulate(x: UnsafePointer<UInt8>, n: Int, features: Int, shift: Int, tables: UnsafeMutablePointer<UInt8>,
-                    sumQ: UnsafeMutablePointer<Int>, acc: UnsafeMutablePointer<Int32>, ld: Int) {
+                    sumQ: UnsafeMutablePointer<Int>, acc: UnsafeMutablePointer<Int32>, ld: Int, wide: Bool = false) {
         for i in 0..<n {
             sumQ[i] = bf_lut_build_tables(x + i * features, features, Int32(shift), pairs, tables + i * tableBytes)
         }
-        bf_lut_stem(tables, n, pairs, base, blocks, acc, ld)
+        if wide {
+            bf_lut_stem_avx512(tables, n, pairs, base, blocks, acc, ld)
+        } else {
+            bf_lut_stem(tables, n, pairs, base, blocks, acc, ld)
+        }
     }
 }
 
@@ -68,7 +73,7 @@ enum StemChoice {
     private static let cache = Mutex<[String: (large: StemKernel, small: StemKernel)]>([:])
 
     static func fastest(config: ModelConfig, stem: PackedMatrix) -> (large: StemKernel, small: StemKernel) {
-        let candidates = [StemKernel.lookup, .vnni, .amx].filter { $0.supports(config) }
+        let candidates = [StemKernel.lookup, .lookupAVX512, .vnni, .amx].filter { $0.supports(config) }
         guard let first = candidates.first else { return (.bitPlanes, .bitPlanes) }
         if candidates.count == 1 { return (first, first) }
         let key = "\(config.inputFeatures)x\(config.stemWidth)x\(config.inputBitPlanes)"
@@ -94,14 +99,15 @@ enum StemChoice {
         defer { acc.deallocate(); sumQ.deallocate() }
         let run: () -> Void
         switch kernel {
-        case .lookup:
+        case .lookup, .lookupAVX512:
             let lookup = StemLookupWeights(stem: stem, owned: &owned)
+            let wide = kernel == .lookupAVX512
             let tables = UnsafeMutablePointer<UInt8>.allocate(capacity: n * lookup.tableBytes)
             owned.append(UnsafeMutableRawPointer(tables))
             run = {
                 x.withUnsafeBufferPointer {
                     lookup.accumulate(x: $0.baseAddress!, n: n, features: D, shift: shift, tables: tables, sumQ: sumQ,
-                                      acc: acc, ld: ld)
+                                      acc: acc, ld: ld, wide: wide)
                 }
             }
         default:

@@ -143,6 +143,85 @@ void bf_lut_stem(const uint8_t *tables, long n, long pairs, const uint8_t *weigh
     }
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// AVX-512BW: the same tables and weight layout, two pairs (four groups, one per 128-bit lane) per `vpshufb`.
+// An odd last pair is read with its upper 32 table bytes zeroed, so those lanes look up zeros.
+
+#define BF_LUT512_TARGET "avx512f,avx512bw"
+
+#define BF_WIDEN512(t, e, o)                                           \
+    do {                                                               \
+        e = _mm512_add_epi16(e, _mm512_and_si512(t, lowBytes));        \
+        o = _mm512_add_epi16(o, _mm512_srli_epi16(t, 8));              \
+    } while (0)
+
+__attribute__((target(BF_LUT512_TARGET)))
+static inline void bf_lut_store16_512(__m512i e, __m512i o, int32_t *out) {
+    const __m256i e2 = _mm256_add_epi16(_mm512_castsi512_si256(e), _mm512_extracti64x4_epi64(e, 1));
+    const __m256i o2 = _mm256_add_epi16(_mm512_castsi512_si256(o), _mm512_extracti64x4_epi64(o, 1));
+    const __m128i se = _mm_add_epi16(_mm256_castsi256_si128(e2), _mm256_extracti128_si256(e2, 1));
+    const __m128i so = _mm_add_epi16(_mm256_castsi256_si128(o2), _mm256_extracti128_si256(o2, 1));
+    _mm256_storeu_si256((__m256i *)out, _mm256_cvtepu16_epi32(_mm_unpacklo_epi16(se, so)));
+    _mm256_storeu_si256((__m256i *)(out + 8), _mm256_cvtepu16_epi32(_mm_unpackhi_epi16(se, so)));
+}
+
+// One quad (two pairs) for `NB` row blocks.
+#define BF_LOOKUP512(NB, q, tb)                                                                                    \
+    do {                                                                                                         \
+        for (int r = 0; r < NB; r++)                                                                             \
+            t[r] = _mm512_add_epi8(t[r], _mm512_shuffle_epi8(tb, _mm512_loadu_si512((const void *)(w[r] + (q))))); \
+    } while (0)
+
+#define BF_LUT512_BLOCKS(NB)                                                                                     \
+    __attribute__((target(BF_LUT512_TARGET), always_inline)) static inline void bf_lut512_##NB(                 \
+        const uint8_t *tables, long n, long pairs, const uint8_t *weights, long b, int32_t *acc, long ldacc) {   \
+        const __m512i lowBytes = _mm512_set1_epi16(0x00FF);                                                     \
+        const long blockBytes = pairs * 32;                                                                      \
+        const uint8_t *w[NB];                                                                                    \
+        for (int r = 0; r < NB; r++) w[r] = weights + (b + r) * blockBytes;                                      \
+        const long quads = pairs / 2;                                                                            \
+        for (long i = 0; i < n; i++) {                                                                           \
+            const uint8_t *tab = tables + i * pairs * 32;                                                        \
+            __m512i e[NB], o[NB], t[NB];                                                                         \
+            for (int r = 0; r < NB; r++) e[r] = o[r] = _mm512_setzero_si512();                                  \
+            /* chunks of up to 4 quads: 4 lookups of ≤ 60 add up in a byte (≤ 240), then widen */               \
+            for (long p = 0; p < quads; p += 4) {                                                                \
+                for (int r = 0; r < NB; r++) t[r] = _mm512_setzero_si512();                                     \
+                const long end = p + 4 < quads ? p + 4 : quads;                                                  \
+                for (long u = p; u < end; u++) {                                                                 \
+                    const __m512i tb = _mm512_loadu_si512((const void *)(tab + u * 64));                        \
+                    BF_LOOKUP512(NB, u * 64, tb);                                                                    \
+                }                                                                                                \
+                for (int r = 0; r < NB; r++) BF_WIDEN512(t[r], e[r], o[r]);                                      \
+            }                                                                                                    \
+            if (pairs & 1) {                                                                                     \
+                for (int r = 0; r < NB; r++) t[r] = _mm512_setzero_si512();                                     \
+                const __m512i tb = _mm512_maskz_loadu_epi8(0xFFFFFFFFULL, tab + quads * 64);                    \
+                for (int r = 0; r < NB; r++)                                                                     \
+                    t[r] = _mm512_shuffle_epi8(tb, _mm512_maskz_loadu_epi8(0xFFFFFFFFULL, w[r] + quads * 64));   \
+                for (int r = 0; r < NB; r++) BF_WIDEN512(t[r], e[r], o[r]);                                      \
+            }                                                                                                    \
+            int32_t *out = acc + i * ldacc + b * 16;                                                             \
+            for (int r = 0; r < NB; r++) bf_lut_store16_512(e[r], o[r], out + 16 * r);                          \
+        }                                                                                                        \
+    }
+
+BF_LUT512_BLOCKS(4)
+BF_LUT512_BLOCKS(1)
+
+__attribute__((target(BF_LUT512_TARGET)))
+void bf_lut_stem_avx512(const uint8_t *tables, long n, long pairs, const uint8_t *weights, long blocks,
+                        int32_t *acc, long ldacc) {
+    long b = 0;
+    for (; b + 4 <= blocks; b += 4) bf_lut512_4(tables, n, pairs, weights, b, acc, ldacc);
+    for (; b < blocks; b++) bf_lut512_1(tables, n, pairs, weights, b, acc, ldacc);
+}
+
+int bf_lut512_available(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? 1 : 0;
+}
+
 #else
 
 int bf_lut_available(void) { return 0; }
@@ -152,6 +231,11 @@ long bf_lut_build_tables(const uint8_t *x, long features, int shift, long pairs,
 }
 void bf_lut_stem(const uint8_t *tables, long n, long pairs, const uint8_t *weights, long blocks,
                  int32_t *acc, long ldacc) {
+    (void)tables; (void)n; (void)pairs; (void)weights; (void)blocks; (void)acc; (void)ldacc;
+}
+int bf_lut512_available(void) { return 0; }
+void bf_lut_stem_avx512(const uint8_t *tables, long n, long pairs, const uint8_t *weights, long blocks,
+                        int32_t *acc, long ldacc) {
     (void)tables; (void)n; (void)pairs; (void)weights; (void)blocks; (void)acc; (void)ldacc;
 }
 

@@ -30,7 +30,7 @@ struct ReferenceTests {
 
     /// The stem kernels this CPU can run for a spec (the lookup, VNNI and AMX kernels need ≤ 4 planes).
     static func stemKernels(_ spec: Spec) -> [StemKernel] {
-        [.bitPlanes] + [StemKernel.lookup, .vnni, .amx].filter { spec.planes <= 4 && $0.isSupportedByCPU }
+        [.bitPlanes] + [StemKernel.lookup, .lookupAVX512, .vnni, .amx].filter { spec.planes <= 4 && $0.isSupportedByCPU }
     }
 
     /// Every spec runs through each stem kernel this model and CPU allow; inside, through every XNOR path the CPU
@@ -192,11 +192,12 @@ struct ReferenceTests {
         #expect(auto.xnorPath == XNORPath.best)
         // the re-laid weights are private memory and are reported as such
         let planes = try BinaryMoEModel.load(directory: dir4, stemKernel: .bitPlanes)
-        if auto.stemKernel == .lookup { #expect(auto.privateBytes == planes.privateBytes + 2 * 4 * 32) }
-        if auto.stemKernel == .vnni || auto.stemKernel == .amx {
-            #expect(auto.privateBytes == planes.privateBytes + 2 * 16 * 64)   // 2 row blocks × 16 quads × 64 bytes
-        }
-        for k in [StemKernel.lookup, .vnni, .amx] where !k.isSupportedByCPU {
+        // lookup weights: 2 row blocks × 4 pairs × 32 bytes; int8 weights: 2 row blocks × 16 quads × 64 bytes
+        let kernels = Set([auto.stemKernel, auto.stemKernelSmallBatch])
+        let lookupBytes = kernels.contains(.lookup) || kernels.contains(.lookupAVX512) ? 2 * 4 * 32 : 0
+        let int8Bytes = kernels.contains(.vnni) || kernels.contains(.amx) ? 2 * 16 * 64 : 0
+        #expect(auto.privateBytes == planes.privateBytes + lookupBytes + int8Bytes)
+        for k in [StemKernel.lookup, .lookupAVX512, .vnni, .amx] where !k.isSupportedByCPU {
             #expect(throws: ModelError.self) { try BinaryMoEModel.load(directory: dir4, stemKernel: k) }
         }
     }

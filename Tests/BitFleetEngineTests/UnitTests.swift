@@ -224,14 +224,17 @@ struct KernelTests {
         let lookup = StemLookupWeights(stem: stem, owned: &owned)
         let n = 3, ld = lookup.blocks * 16
         let x = [UInt8](repeating: 255, count: n * D)
-        var tables = [UInt8](repeating: 0, count: n * lookup.tableBytes)
-        var sumQ = [Int](repeating: 0, count: n)
-        var acc = [Int32](repeating: -1, count: n * ld)
-        x.withUnsafeBufferPointer { xp in
-            lookup.accumulate(x: xp.baseAddress!, n: n, features: D, shift: 4, tables: &tables, sumQ: &sumQ, acc: &acc, ld: ld)
+        for wide in [false, true] where !wide || StemKernel.lookupAVX512.isSupportedByCPU {
+            var tables = [UInt8](repeating: 0, count: n * lookup.tableBytes)
+            var sumQ = [Int](repeating: 0, count: n)
+            var acc = [Int32](repeating: -1, count: n * ld)
+            x.withUnsafeBufferPointer { xp in
+                lookup.accumulate(x: xp.baseAddress!, n: n, features: D, shift: 4, tables: &tables, sumQ: &sumQ,
+                                  acc: &acc, ld: ld, wide: wide)
+            }
+            #expect(sumQ == [Int](repeating: 15 * D, count: n))
+            for i in 0..<n { #expect(Array(acc[(i * ld)..<(i * ld + S)]) == [Int32](repeating: Int32(15 * D), count: S), "wide \(wide)") }
         }
-        #expect(sumQ == [Int](repeating: 15 * D, count: n))
-        for i in 0..<n { #expect(Array(acc[(i * ld)..<(i * ld + S)]) == [Int32](repeating: Int32(15 * D), count: S)) }
         #expect(15 * D <= Int(UInt16.max) && 15 * (D + 8) > Int(UInt16.max))
     }
 

@@ -41,6 +41,11 @@ long bf_lut_build_tables(const uint8_t *x, long features, int shift, long pairs,
 void bf_lut_stem(const uint8_t *tables, long n, long pairs, const uint8_t *weights, long blocks,
                  int32_t *acc, long ldacc);
 
+/// The same lookup on 512-bit lanes (AVX-512BW: four groups per `vpshufb`), same tables, layout and limits.
+int bf_lut512_available(void);
+void bf_lut_stem_avx512(const uint8_t *tables, long n, long pairs, const uint8_t *weights, long blocks,
+                        int32_t *acc, long ldacc);
+
 /// Evaluated by the clang importer inside the Swift module that imports this header, so it reflects the clang
 /// options the *Swift* compilation saw (`-Xcc -march=...`).
 static inline int bf_importer_built_avx2(void) {
