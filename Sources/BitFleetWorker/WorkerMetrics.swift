@@ -2,6 +2,7 @@ import CoreMetrics
 import Metrics
 import Prometheus
 import Synchronization
+import BitFleetEngine
 
 /// The worker's live metrics, recorded through swift-metrics (so any backend works) and served by the
 /// `HealthServer` at `/metrics` when the executable bootstraps the Prometheus backend.
@@ -15,6 +16,8 @@ import Synchronization
 /// | `bitfleet_claimed_jobs_total` | counter | — | `claim(seconds:jobs:)` |
 /// | `bitfleet_samples_total` | counter | — (samples/s = `rate(bitfleet_samples_total[1m])`) | `samples(_:)` |
 /// | `bitfleet_busy_slots` | gauge | — | `busySlots(_:)` |
+/// | `bitfleet_cpu_kernels_info` | gauge (1) | `xnor`, `stem` = the kernel paths this CPU supports | `init` |
+/// | `bitfleet_model_kernels_info` | gauge (1) | `model`, `xnor`, `stem`, `stem_small_batch` = the paths a loaded model uses | `modelKernels(...)` |
 ///
 /// Every method is cheap and thread-safe; call them from any slot thread.
 public final class WorkerMetrics: Sendable {
@@ -28,6 +31,8 @@ public final class WorkerMetrics: Sendable {
     public static let claimedJobsLabel = "bitfleet_claimed_jobs_total"
     public static let samplesLabel = "bitfleet_samples_total"
     public static let busySlotsLabel = "bitfleet_busy_slots"
+    public static let cpuKernelsLabel = "bitfleet_cpu_kernels_info"
+    public static let modelKernelsLabel = "bitfleet_model_kernels_info"
 
     private let factory: any MetricsFactory
     private let outcomeCounters: [String: CoreMetrics.Counter]
@@ -55,6 +60,17 @@ public final class WorkerMetrics: Sendable {
         claimedJobs = CoreMetrics.Counter(label: Self.claimedJobsLabel, dimensions: [], factory: factory)
         samplesCounter = CoreMetrics.Counter(label: Self.samplesLabel, dimensions: [], factory: factory)
         busy = CoreMetrics.Gauge(label: Self.busySlotsLabel, dimensions: [], factory: factory)
+        let cpu = KernelCapabilities.running
+        CoreMetrics.Gauge(label: Self.cpuKernelsLabel, dimensions: [
+            ("xnor", cpu.xnorPaths.joined(separator: ",")), ("stem", cpu.stemKernels.joined(separator: ",")),
+        ], factory: factory).record(1)
+    }
+
+    /// A model was loaded: which kernel paths it runs on this CPU (an info metric, value 1).
+    public func modelKernels(model: String, xnor: String, stem: String, stemSmallBatch: String) {
+        CoreMetrics.Gauge(label: Self.modelKernelsLabel, dimensions: [
+            ("model", model), ("xnor", xnor), ("stem", stem), ("stem_small_batch", stemSmallBatch),
+        ], factory: factory).record(1)
     }
 
     /// A job attempt ended: `succeeded` (result written), `failed` (will retry), `dead` (no more attempts),
