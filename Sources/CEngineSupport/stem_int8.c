@@ -163,7 +163,8 @@ typedef struct {
 static int bf_amx_state = -1;   // -1 unknown, 0 unavailable, 1 usable
 
 static int bf_amx_usable(void) {
-    if (bf_amx_state >= 0) return bf_amx_state;
+    const int known = __atomic_load_n(&bf_amx_state, __ATOMIC_ACQUIRE);
+    if (known >= 0) return known;
     int ok = 0;
     __builtin_cpu_init();
     if (__builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-int8")) {
