@@ -238,13 +238,29 @@ CREATE POLICY workers_see_all ON bitfleet.results TO bitfleet_worker USING (true
 
 -- Views read their tables with the rights (and row-level security) of whoever queries them, so a bound role's
 -- batch_progress, cost_by_batch, queue_depth … count its own tenant's rows only. Every view of the schema that
--- exists now (including any an earlier migration of this version added) is switched.
+-- reads jobs, batches, results or job_costs, directly or through another view, is switched (views over fleet
+-- data only, such as fleet_utilisation_hour, keep their owner's rights).
 DO $$
 DECLARE
     v record;
 BEGIN
-    FOR v IN SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = 'bitfleet' AND c.relkind = 'v' LOOP
+    FOR v IN
+        WITH RECURSIVE tenant_data(oid) AS (
+            SELECT unnest(ARRAY['bitfleet.jobs'::regclass, 'bitfleet.batches'::regclass,
+                                'bitfleet.results'::regclass, 'bitfleet.job_costs'::regclass])::oid
+          UNION
+            SELECT r.ev_class
+            FROM pg_catalog.pg_depend d
+            JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+            JOIN tenant_data t ON t.oid = d.refobjid
+            WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass
+              AND r.ev_class <> d.refobjid
+        )
+        SELECT c.relname FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        JOIN tenant_data t ON t.oid = c.oid
+        WHERE n.nspname = 'bitfleet' AND c.relkind = 'v'
+    LOOP
         EXECUTE format('ALTER VIEW bitfleet.%I SET (security_invoker = true)', v.relname);
     END LOOP;
 END;
