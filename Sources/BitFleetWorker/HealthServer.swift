@@ -362,6 +362,10 @@ public final class HealthServer: Sendable {
         _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
     }
 
+    private static func text(_ chars: [CChar]) -> String {
+        String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Host text and port of a socket address.
     private static func address(of storage: sockaddr_storage) -> (host: String, port: Int) {
         var storage = storage
@@ -371,7 +375,7 @@ public final class HealthServer: Sendable {
                 $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
                     var a = sin.pointee.sin_addr
                     inet_ntop(AF_INET, &a, &text, socklen_t(text.count))
-                    return (String(cString: text), Int(UInt16(bigEndian: sin.pointee.sin_port)))
+                    return (Self.text(text), Int(UInt16(bigEndian: sin.pointee.sin_port)))
                 }
             }
         }
@@ -379,7 +383,7 @@ public final class HealthServer: Sendable {
             $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
                 var a = sin6.pointee.sin6_addr
                 inet_ntop(AF_INET6, &a, &text, socklen_t(text.count))
-                return (String(cString: text), Int(UInt16(bigEndian: sin6.pointee.sin6_port)))
+                return (Self.text(text), Int(UInt16(bigEndian: sin6.pointee.sin6_port)))
             }
         }
     }
