@@ -62,8 +62,10 @@ public struct Migrator {
     public static let unprivilegedGroups = ["bitfleet_worker", "bitfleet_enqueue", "bitfleet_readonly"]
 
     /// Migrations run as the schema owner (or a superuser), never with the credentials of a worker, an enqueuer
-    /// or a dashboard: a role in one of those groups, or one that does not own an existing schema `bitfleet`, is
-    /// refused (SQLSTATE 42501) before anything is changed.
+    /// or a dashboard: a role that has one of those groups' rights, or one that does not own an existing schema
+    /// `bitfleet`, is refused (SQLSTATE 42501) before anything is changed. ('USAGE', not 'MEMBER': since
+    /// PostgreSQL 16 the role that creates the groups, the owner, holds an ADMIN-only membership in them, without
+    /// their rights, and must still migrate.)
     public static func checkRole(on connection: PostgresConnection) throws {
         let rows = try connection.query("""
             SELECT current_user::text AS me,
@@ -72,7 +74,7 @@ public struct Migrator {
                    (SELECT pg_has_role(current_user, n.nspowner, 'USAGE') FROM pg_namespace n
                     WHERE n.nspname = 'bitfleet') AS owns,
                    (SELECT string_agg(g.rolname::text, ', ' ORDER BY g.rolname) FROM pg_roles g
-                    WHERE g.rolname = ANY($1::text[]) AND pg_has_role(current_user, g.oid, 'MEMBER')) AS groups
+                    WHERE g.rolname = ANY($1::text[]) AND pg_has_role(current_user, g.oid, 'USAGE')) AS groups
             FROM pg_roles r WHERE r.rolname = current_user
             """, [unprivilegedGroups])
         guard let row = rows.first else { return }
