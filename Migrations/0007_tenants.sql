@@ -7,7 +7,9 @@
 -- tenant's jobs, batches, results and cost rows (row-level security), cancels only its tenant's batches, cannot
 -- raise priority above its binding's max_priority nor date a job into the past, and has idempotency keys of its
 -- own (keys are unique per tenant). Roles that are not bound keep the behaviour of versions 1-6: they see every
--- row, and may enqueue for any tenant. Members of bitfleet_worker always see every row (never bind a worker login).
+-- row, and may enqueue for any tenant. Roles with bitfleet_worker's or bitfleet_readonly's rights always see every
+-- row (workers must; dashboards and KEDA count the whole queue, and without a row filter their queries keep using
+-- the partial indexes), so bind_tenant refuses them: bind logins that are in bitfleet_enqueue only.
 -- bitfleet_readonly no longer reads jobs.input_url (pre-signed URLs carry credentials in their query strings):
 -- bitfleet.jobs_redacted shows every job with the URL's user-info, query string and fragment replaced by "…".
 --
@@ -51,10 +53,22 @@ COMMENT ON FUNCTION bitfleet.current_tenant() IS
     'The tenant the current role (else the session''s login role) is bound to; NULL for unbound roles.';
 
 CREATE FUNCTION bitfleet.bind_tenant(role regrole, tenant text, max_priority integer DEFAULT 0) RETURNS void
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    fleet_group text;
+BEGIN
+    SELECT g.rolname INTO fleet_group FROM pg_catalog.pg_roles g
+    WHERE g.rolname IN ('bitfleet_worker', 'bitfleet_readonly') AND pg_catalog.pg_has_role(bind_tenant.role, g.oid, 'MEMBER')
+    ORDER BY g.rolname LIMIT 1;
+    IF fleet_group IS NOT NULL THEN
+        RAISE EXCEPTION 'role % is a member of %, which sees every tenant''s rows: bind a login that is in bitfleet_enqueue only',
+            bind_tenant.role, fleet_group USING ERRCODE = '42501';
+    END IF;
     INSERT INTO bitfleet.tenant_roles (role, tenant, max_priority)
     VALUES (bind_tenant.role, bind_tenant.tenant, bind_tenant.max_priority)
-    ON CONFLICT (role) DO UPDATE SET tenant = excluded.tenant, max_priority = excluded.max_priority
+    ON CONFLICT (role) DO UPDATE SET tenant = excluded.tenant, max_priority = excluded.max_priority;
+END;
 $$;
 CREATE FUNCTION bitfleet.unbind_tenant(role regrole) RETURNS boolean
 LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
@@ -204,26 +218,28 @@ $$;
 -- ---------------------------------------------------------------------------------------------------------------
 -- Row-level security. Unbound roles: current_tenant() is NULL and every row passes (one lookup per statement: the
 -- scalar subqueries are evaluated once). Bound roles: only their tenant's rows, for reading and for writing.
--- bitfleet_worker: every row, without the lookup. The table owner (migrations, SECURITY DEFINER functions) and
--- superusers are not subject to these policies.
+-- bitfleet_worker and bitfleet_readonly: every row, with no row filter at all (a filter, even one that passes
+-- every row, keeps PostgreSQL from using the partial indexes for their non-leakproof enum conditions, which
+-- would turn KEDA's count into a scan of every finished job). The table owner (migrations, SECURITY DEFINER
+-- functions) and superusers are not subject to these policies.
 
 ALTER TABLE bitfleet.jobs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON bitfleet.jobs
     USING ((SELECT bitfleet.current_tenant()) IS NULL OR tenant = (SELECT bitfleet.current_tenant()))
     WITH CHECK ((SELECT bitfleet.current_tenant()) IS NULL OR tenant = (SELECT bitfleet.current_tenant()));
-CREATE POLICY workers_see_all ON bitfleet.jobs TO bitfleet_worker USING (true) WITH CHECK (true);
+CREATE POLICY fleet_roles_see_all ON bitfleet.jobs TO bitfleet_worker, bitfleet_readonly USING (true) WITH CHECK (true);
 
 ALTER TABLE bitfleet.batches ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON bitfleet.batches
     USING ((SELECT bitfleet.current_tenant()) IS NULL OR tenant = (SELECT bitfleet.current_tenant()))
     WITH CHECK ((SELECT bitfleet.current_tenant()) IS NULL OR tenant = (SELECT bitfleet.current_tenant()));
-CREATE POLICY workers_see_all ON bitfleet.batches TO bitfleet_worker USING (true) WITH CHECK (true);
+CREATE POLICY fleet_roles_see_all ON bitfleet.batches TO bitfleet_worker, bitfleet_readonly USING (true) WITH CHECK (true);
 
 ALTER TABLE bitfleet.job_costs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON bitfleet.job_costs
     USING ((SELECT bitfleet.current_tenant()) IS NULL OR tenant = (SELECT bitfleet.current_tenant()))
     WITH CHECK ((SELECT bitfleet.current_tenant()) IS NULL OR tenant = (SELECT bitfleet.current_tenant()));
-CREATE POLICY workers_see_all ON bitfleet.job_costs TO bitfleet_worker USING (true) WITH CHECK (true);
+CREATE POLICY fleet_roles_see_all ON bitfleet.job_costs TO bitfleet_worker, bitfleet_readonly USING (true) WITH CHECK (true);
 
 -- Results carry no tenant: a result is visible with its job (the jobs policy applies inside the subquery too).
 ALTER TABLE bitfleet.results ENABLE ROW LEVEL SECURITY;
@@ -234,41 +250,93 @@ CREATE POLICY tenant_isolation ON bitfleet.results
     WITH CHECK ((SELECT bitfleet.current_tenant()) IS NULL
            OR EXISTS (SELECT 1 FROM bitfleet.jobs j
                       WHERE j.id = results.job_id AND j.tenant = (SELECT bitfleet.current_tenant())));
-CREATE POLICY workers_see_all ON bitfleet.results TO bitfleet_worker USING (true) WITH CHECK (true);
+CREATE POLICY fleet_roles_see_all ON bitfleet.results TO bitfleet_worker, bitfleet_readonly USING (true) WITH CHECK (true);
 
--- Views read their tables with the rights (and row-level security) of whoever queries them, so a bound role's
--- batch_progress, cost_by_batch, queue_depth … count its own tenant's rows only. Every view of the schema that
--- reads jobs, batches, results or job_costs, directly or through another view, is switched (views over fleet
--- data only, such as fleet_utilisation_hour, keep their owner's rights).
-DO $$
-DECLARE
-    v record;
-BEGIN
-    FOR v IN
-        WITH RECURSIVE tenant_data(oid) AS (
-            SELECT unnest(ARRAY['bitfleet.jobs'::regclass, 'bitfleet.batches'::regclass,
-                                'bitfleet.results'::regclass, 'bitfleet.job_costs'::regclass])::oid
-          UNION
-            SELECT r.ev_class
-            FROM pg_catalog.pg_depend d
-            JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
-            JOIN tenant_data t ON t.oid = d.refobjid
-            WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass
-              AND r.ev_class <> d.refobjid
-        )
-        SELECT c.relname FROM pg_catalog.pg_class c
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        JOIN tenant_data t ON t.oid = c.oid
-        WHERE n.nspname = 'bitfleet' AND c.relkind = 'v'
-    LOOP
-        EXECUTE format('ALTER VIEW bitfleet.%I SET (security_invoker = true)', v.relname);
-    END LOOP;
-END;
+-- Views keep their owner's rights (no row-level security inside them, so dashboards and KEDA keep the plans and
+-- statistics they had), and the four a bound role can read (granted to bitfleet_enqueue) filter by the caller's
+-- tenant themselves: current_tenant() is evaluated for whoever queries the view. They are security barriers, so
+-- a caller's own functions in WHERE cannot see rows before the filter has removed them. Views granted only to
+-- bitfleet_readonly need no filter (nobody in it can be bound, see bind_tenant).
+
+CREATE OR REPLACE VIEW bitfleet.batch_progress WITH (security_barrier) AS
+SELECT b.id AS batch_id, b.model, b.tenant, b.created_at, b.expires_at, b.cancelled_at,
+       count(j.id)                                          AS total,
+       count(j.id) FILTER (WHERE j.state = 'queued')        AS queued,
+       count(j.id) FILTER (WHERE j.state = 'running')       AS running,
+       count(j.id) FILTER (WHERE j.state = 'failed')        AS retrying,
+       count(j.id) FILTER (WHERE j.state = 'succeeded')     AS succeeded,
+       count(j.id) FILTER (WHERE j.state = 'dead')          AS failed,
+       count(j.id) FILTER (WHERE j.state = 'cancelled')     AS cancelled,
+       CASE WHEN b.cancelled_at IS NOT NULL AND count(j.id) FILTER (WHERE j.state IN ('queued', 'running', 'failed')) = 0 THEN 'cancelled'
+            WHEN b.cancelled_at IS NOT NULL THEN 'cancelling'
+            WHEN count(j.id) FILTER (WHERE j.state IN ('queued', 'running', 'failed')) > 0 THEN 'in_progress'
+            WHEN count(j.id) FILTER (WHERE j.last_error = 'batch expired') > 0 THEN 'expired'
+            ELSE 'completed' END                            AS status
+FROM bitfleet.batches b
+LEFT JOIN bitfleet.jobs j ON j.batch_id = b.id
+WHERE (SELECT bitfleet.current_tenant()) IS NULL OR b.tenant = (SELECT bitfleet.current_tenant())
+GROUP BY b.id;
+
+CREATE OR REPLACE VIEW bitfleet.queue_depth WITH (security_barrier) AS
+SELECT s.state,
+       count(j.id) AS jobs,
+       extract(epoch FROM now() - min(j.run_after) FILTER (WHERE j.state IN ('queued', 'failed') AND j.run_after <= now()))
+           AS oldest_due_seconds
+FROM unnest(enum_range(NULL::bitfleet.job_state)) AS s(state)
+LEFT JOIN bitfleet.jobs j ON j.state = s.state
+    AND ((SELECT bitfleet.current_tenant()) IS NULL OR j.tenant = (SELECT bitfleet.current_tenant()))
+GROUP BY s.state
+ORDER BY s.state;
+
+CREATE OR REPLACE VIEW bitfleet.queue_summary WITH (security_barrier) AS
+SELECT count(*) FILTER (WHERE j.state IN ('queued', 'failed') AND j.run_after <= now())          AS due,
+       count(*) FILTER (WHERE j.state = 'queued' AND j.run_after <= now())                       AS queued_due,
+       count(*) FILTER (WHERE j.state = 'failed' AND j.run_after <= now())                       AS retrying_due,
+       count(*) FILTER (WHERE j.state IN ('queued', 'failed') AND j.run_after > now())           AS scheduled,
+       count(*) FILTER (WHERE j.state = 'running')                                               AS running,
+       extract(epoch FROM now() - min(j.run_after) FILTER (WHERE j.state IN ('queued', 'failed') AND j.run_after <= now()))::double precision
+                                                                                                 AS oldest_due_seconds,
+       extract(epoch FROM now() - min(j.created_at) FILTER (WHERE j.state IN ('queued', 'failed', 'running')))::double precision
+                                                                                                 AS oldest_unfinished_age_seconds
+FROM bitfleet.jobs j
+WHERE (SELECT bitfleet.current_tenant()) IS NULL OR j.tenant = (SELECT bitfleet.current_tenant());
+
+CREATE OR REPLACE VIEW bitfleet.cost_by_batch WITH (security_barrier) AS
+SELECT b.id                                                      AS batch_id,
+       b.model,
+       coalesce(b.tenant, '__unallocated__')                     AS tenant,
+       b.created_at,
+       p.status,
+       p.total                                                   AS items,
+       p.succeeded,
+       coalesce(c.samples, 0)                                    AS samples,
+       coalesce(c.cpu_seconds, 0)                                AS cpu_seconds,
+       coalesce(c.euros, 0)                                      AS euros,
+       c.euros / nullif(c.samples, 0) * 1000                     AS euros_per_1000_inferences,
+       c.first_cost_at,
+       c.last_cost_at
+FROM bitfleet.batches b
+JOIN bitfleet.batch_progress p ON p.batch_id = b.id
+LEFT JOIN (
+    SELECT batch_id, sum(samples) AS samples, sum(cpu_seconds) AS cpu_seconds, sum(euros) AS euros,
+           min(created_at) AS first_cost_at, max(created_at) AS last_cost_at
+    FROM bitfleet.job_costs WHERE batch_id IS NOT NULL GROUP BY batch_id
+) c ON c.batch_id = b.id
+WHERE (SELECT bitfleet.current_tenant()) IS NULL OR b.tenant = (SELECT bitfleet.current_tenant());
+
+-- KEDA's count of due and running work, with the owner's rights (partial indexes, full statistics): the chart's
+-- default scaler query is SELECT bitfleet.queue_load(). Reading bitfleet.jobs directly also works, more slowly on
+-- a big table, because row-level security hides column statistics from the planner.
+CREATE FUNCTION bitfleet.queue_load() RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT count(*) FROM bitfleet.jobs
+    WHERE state = 'running' OR (state IN ('queued', 'failed') AND run_after <= now())
 $$;
+REVOKE EXECUTE ON FUNCTION bitfleet.queue_load() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bitfleet.queue_load() TO bitfleet_readonly, bitfleet_worker;
 
--- cost_by_batch (granted to bitfleet_enqueue) now reads job_costs as its caller: the enqueue role gets the
--- columns it needs, and bound roles see their own cost rows through them. (Not every column: an unbound enqueue
--- role still cannot SELECT * from job_costs.)
+-- Bound roles read their own cost rows (row-level security); not every column, so an unbound enqueue role still
+-- cannot SELECT * from job_costs.
 GRANT SELECT (job_id, batch_id, tenant, model, model_version, samples, cpu_seconds, euros, created_at)
     ON bitfleet.job_costs TO bitfleet_enqueue;
 
@@ -291,8 +359,8 @@ BEGIN
     WHERE a.attrelid = 'bitfleet.jobs'::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> 'input_url';
     EXECUTE 'REVOKE SELECT ON bitfleet.jobs FROM bitfleet_readonly';
     EXECUTE format('GRANT SELECT (%s) ON bitfleet.jobs TO bitfleet_readonly', columns);
-    -- The view runs with its owner's rights (readonly cannot read input_url itself), so it applies the tenant
-    -- filter on its own.
+    -- The view runs with its owner's rights (readonly cannot read input_url itself); should it ever be granted to
+    -- a role that can be bound, it applies the tenant filter on its own.
     EXECUTE format($v$
         CREATE VIEW bitfleet.jobs_redacted AS
         SELECT %s, bitfleet.redact_url(j.input_url) AS input_url
@@ -305,7 +373,7 @@ BEGIN
 END;
 $$;
 COMMENT ON VIEW bitfleet.jobs_redacted IS
-    'Every job (a bound role: its tenant''s) with input_url reduced to scheme, host and path: user-info, query '
+    'Every job (for a role bound to a tenant: its tenant''s) with input_url reduced to scheme, host and path: user-info, query '
     'string (pre-signed credentials) and fragment are replaced by "…". bitfleet_readonly reads jobs through it.';
 GRANT SELECT ON bitfleet.jobs_redacted TO bitfleet_readonly;
 
