@@ -260,7 +260,7 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
 
 # Per-value-set expectations beyond what follows from the values themselves.
 EXTRA_EXPECTATIONS: dict[str, dict[str, Any]] = {
-    "default": {"kinds": {"Deployment", "ScaledObject", "TriggerAuthentication", "Secret", "Job", "PodDisruptionBudget", "Service", "ServiceAccount"},
+    "default": {"kinds": {"Deployment", "ScaledObject", "TriggerAuthentication", "Secret", "Job", "PodDisruptionBudget", "Service", "ServiceAccount", "NetworkPolicy"},
                 "absent": {"HorizontalPodAutoscaler", "ServiceMonitor", "ConfigMap"}},
     "keda-disabled-hpa": {"kinds": {"Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job"},
                           "absent": {"ScaledObject", "TriggerAuthentication"}},
@@ -270,7 +270,8 @@ EXTRA_EXPECTATIONS: dict[str, dict[str, Any]] = {
 }
 
 # Values that must make rendering fail (base values are merged under each).
-BASE_OK = {"database": {"url": "postgresql://bitfleet_worker:pw@db:5432/bitfleet"}}
+BASE_OK = {"database": {"url": "postgresql://bitfleet_worker:pw@db:5432/bitfleet"},
+           "migrations": {"database": {"url": "postgresql://bitfleet_owner:pw@db:5432/bitfleet"}}}
 MUST_FAIL: list[tuple[str, dict[str, Any], str]] = [
     ("KEDA and the CPU HPA together", {"keda": {"enabled": True}, "hpa": {"enabled": True}}, "mutually exclusive"),
     ("misspelled top-level key (replicas)", {"replicas": 3}, "additional properties"),
@@ -286,6 +287,17 @@ MUST_FAIL: list[tuple[str, dict[str, Any], str]] = [
 ]
 MUST_FAIL_RAW: list[tuple[str, dict[str, Any], str]] = [
     ("no database URL and no existing Secret", {}, "database.existingSecret"),
+    ("migrations without credentials of their own",
+     {"database": {"url": "postgresql://bitfleet_worker:pw@db:5432/bitfleet"}}, "not with the worker's credentials"),
+    ("migrations with the worker's URL",
+     {"database": {"url": "postgresql://w@db/b"}, "migrations": {"database": {"url": "postgresql://w@db/b"}}},
+     "is the worker's database.url"),
+    ("migrations with the worker's existing Secret",
+     {"database": {"existingSecret": "db"}, "migrations": {"database": {"existingSecret": "db"}}},
+     "is the worker's database Secret"),
+    ("networkPolicy.metricsFrom not a list",
+     {"database": {"url": "postgresql://w@db/b"}, "migrations": {"enabled": False},
+      "networkPolicy": {"metricsFrom": "everyone"}}, "metricsFrom"),
     ("both database.url and existingSecret",
      {"database": {"url": "postgresql://x@db/b", "existingSecret": "s"}}, "only one"),
 ]
@@ -623,6 +635,11 @@ def check_value_set(rep: Report, path: Path) -> None:
             if rep.check(f"{label}: postgresql trigger", len(pg) == 1):
                 t = pg[0]
                 q = re.sub(r"\s+", " ", t["metadata"].get("query", "")).lower()
+                if "bitfleet.queue_load()" in q:
+                    # The default calls the schema's function (owner's rights, partial indexes): check its body.
+                    body = re.search(r"create function bitfleet\.queue_load\(\).*?\$\$(.*?)\$\$", "\n".join(
+                        m.read_text() for m in sorted((ROOT / "Migrations").glob("*.sql"))), re.S | re.I)
+                    q = re.sub(r"\s+", " ", body.group(1) if body else "").lower()
                 rep.check(f"{label}: KEDA query reads bitfleet.jobs", "from bitfleet.jobs" in q, q)
                 rep.check(f"{label}: KEDA query counts running jobs",
                           re.search(r"state\s*=\s*'running'|state in \([^)]*'running'", q) is not None, q)
@@ -723,8 +740,8 @@ def check_value_set(rep: Report, path: Path) -> None:
             jc = jpod["containers"][0]
             rep.check(f"{label}: migrations Job never restarts in place", jpod.get("restartPolicy") == "Never")
             jcmd = (jc.get("command") or []) + (jc.get("args") or [])
-            rep.check(f"{label}: migrations Job runs `bitfleet migrate --database-url`",
-                      jcmd[:2] == ["/usr/local/bin/bitfleet", "migrate"] and "--database-url" in jcmd, str(jcmd))
+            rep.check(f"{label}: migrations Job runs `bitfleet migrate` (URL from the environment, not an argument)",
+                      jcmd == ["/usr/local/bin/bitfleet", "migrate"], str(jcmd))
             rep.check(f"{label}: migrations Job uses the worker image", jc["image"] == image)
             check_container_security(rep, f"{label}: migrate", jpod, jc)
             ref = env_map(jc).get("DATABASE_URL", {}).get("valueFrom", {}).get("secretKeyRef")
@@ -739,13 +756,38 @@ def check_value_set(rep: Report, path: Path) -> None:
                     rep.check(f"{label}: hook Secret weight ({sw}) < Job weight ({jw})", sw < jw)
                     rep.check(f"{label}: hook Secret deleted after success",
                               "hook-succeeded" in hook_secrets[0]["metadata"]["annotations"].get("helm.sh/hook-delete-policy", ""))
-            if merged["migrations"]["database"]["existingSecret"] or merged["migrations"]["database"]["url"]:
-                rep.check(f"{label}: migrations use their own credentials",
-                          bool(ref) and db is not None and (ref["name"], ref["key"]) != (db["name"], db["key"]))
+            rep.check(f"{label}: migrations use their own credentials (the schema owner's, not the worker's)",
+                      bool(ref) and db is not None and (ref["name"], ref["key"]) != (db["name"], db["key"]))
     else:
         rep.check(f"{label}: no migrations Job when disabled", not jobs)
     non_hook_jobs = [j for j in jobs if not hook_phases(j)]
     rep.check(f"{label}: no Job outside hooks", not non_hook_jobs)
+
+    # no database URL in any process's arguments (visible to every process on the node)
+    for d in docs:
+        spec = (d.get("spec") or {}).get("template", {}).get("spec") or {}
+        for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+            argv = " ".join((c.get("command") or []) + (c.get("args") or []))
+            rep.check(f"{label}: {d['kind']}/{d['metadata']['name']} container {c['name']} has no database URL in its arguments",
+                      not re.search(r"postgres(ql)?://|DATABASE_URL|--database-url", argv), argv)
+
+    # NetworkPolicy: only the health port, only from networkPolicy.metricsFrom
+    nps = kind_objs(docs, "NetworkPolicy")
+    if merged["networkPolicy"]["enabled"]:
+        if rep.check(f"{label}: NetworkPolicy rendered", len(nps) == 1):
+            np = nps[0]["spec"]
+            rep.check(f"{label}: NetworkPolicy selects the worker pods", matches(np["podSelector"]["matchLabels"], pod_labels))
+            rep.check(f"{label}: NetworkPolicy restricts ingress", "Ingress" in np.get("policyTypes", []))
+            rules = np.get("ingress") or []
+            peers = merged["networkPolicy"]["metricsFrom"]
+            if peers:
+                rep.check(f"{label}: NetworkPolicy opens only the health port to metricsFrom",
+                          len(rules) == 1 and rules[0].get("from") == peers
+                          and rules[0].get("ports") == [{"protocol": "TCP", "port": port}], str(rules))
+            else:
+                rep.check(f"{label}: NetworkPolicy without metricsFrom admits no pod", rules == [], str(rules))
+    else:
+        rep.check(f"{label}: no NetworkPolicy when disabled", not nps)
 
 
 def check_long_names(rep: Report) -> None:

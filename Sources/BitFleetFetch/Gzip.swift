@@ -54,6 +54,12 @@ public enum Gzip {
         }
     }
 
+    /// How many bytes `input` decompresses to, checked fully (CRC and length) and stopped at `limit`.
+    /// (The output is produced and dropped: memory use is that of `decompress` with the same limit.)
+    public static func decompressedSize(_ input: [UInt8], limit: Int) throws(Failure) -> Int {
+        try decompress(input, limit: limit).count
+    }
+
     private static func le32(_ s: UnsafeBufferPointer<UInt8>, _ i: Int) -> UInt32 {
         UInt32(s[i]) | UInt32(s[i + 1]) << 8 | UInt32(s[i + 2]) << 16 | UInt32(s[i + 3]) << 24
     }

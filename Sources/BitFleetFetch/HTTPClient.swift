@@ -60,6 +60,7 @@ public final class HTTPClient {
     private let guardState: UnsafeMutablePointer<ccurl_guard>
     private let headerCapture: UnsafeMutablePointer<ccurl_headers>
     private let errorBuffer: UnsafeMutablePointer<CChar>
+    private var resolverBox: ResolverBox?
     private static let errorBufferSize = 512   // >= CURL_ERROR_SIZE (256)
 
     public init(policy: FetchPolicy) throws(FetchError) {
@@ -163,9 +164,42 @@ public final class HTTPClient {
         }
     }
 
-    /// Whether the SSRF guard of this client lets a connection to a numeric address through.
-    public func permits(address: String) -> Bool {
-        ccurl_guard_permits_text(guardState, address) == 1
+    /// Whether the SSRF guard of this client lets a connection to a numeric address (and port, when given) through.
+    /// Without a port only allow-list entries that name no port count.
+    public func permits(address: String, port: Int? = nil) -> Bool {
+        ccurl_guard_permits_text_port(guardState, address, Int32(port ?? -1)) == 1
+    }
+
+    /// Replaces the resolver the guard uses for host-name entries (tests: names whose addresses change).
+    /// `resolve` returns numeric addresses; it is called on this client's thread, during `get`.
+    func setGuardResolver(_ resolve: @escaping (String) -> [String]) {
+        let box = ResolverBox(resolve)
+        resolverBox = box
+        ccurl_guard_set_resolver(guardState, { context, name, families, addresses, capacity in
+            guard let context, let name, let families, let addresses else { return 0 }
+            let box = Unmanaged<ResolverBox>.fromOpaque(context).takeUnretainedValue()
+            var n: Int32 = 0
+            for text in box.resolve(String(cString: name)) where n < capacity {
+                var raw = [UInt8](repeating: 0, count: 16)
+                let family: Int32
+                if inet_pton(AF_INET, text, &raw) == 1 {
+                    family = Int32(AF_INET)
+                } else if inet_pton(AF_INET6, text, &raw) == 1 {
+                    family = Int32(AF_INET6)
+                } else {
+                    continue
+                }
+                families[Int(n)] = family
+                withUnsafeMutableBytes(of: &addresses[Int(n)]) { $0.copyBytes(from: raw) }
+                n += 1
+            }
+            return n
+        }, Unmanaged.passUnretained(box).toOpaque())
+    }
+
+    private final class ResolverBox {
+        let resolve: (String) -> [String]
+        init(_ resolve: @escaping (String) -> [String]) { self.resolve = resolve }
     }
 
     /// GET `url`. Returns only 2xx responses; everything else is a `FetchError` naming the cause.
@@ -250,6 +284,8 @@ public final class HTTPClient {
         } else {
             body = []
         }
+        // Hand the sink's buffer back now rather than after the decoding below: one body in memory, not two.
+        if sink.pointee.capacity > 8 << 20 { ccurl_sink_free(sink) }
         let encoding = withUnsafeBytes(of: headerCapture.pointee.content_encoding) {
             String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self)
         }
@@ -273,9 +309,27 @@ public final class HTTPClient {
         default:
             throw FetchError(.other, "unsupported Content-Encoding '\(encoding)' from \(redactedURL(effective)) (only gzip is accepted)")
         }
+        try checkEmbeddedGzip(body, from: effective)
         return FetchResponse(
             status: status, body: body, contentType: contentType, effectiveURL: effective,
             bytesReceived: Int(wire), totalSeconds: total, redirects: redirects, remoteAddress: remote)
+    }
+
+    /// A body that is itself gzip data (`inputs.npy.gz` served without Content-Encoding) is decompressed by the
+    /// input decoder; here it must decompress within `maxBodyBytes` (the operator's --max-input-bytes), so no
+    /// later stage holds more than the limit for one input. Data that is not valid gzip is left alone (a raw
+    /// input may begin with the magic bytes by chance); only a stream that expands past the limit is refused.
+    private func checkEmbeddedGzip(_ body: [UInt8], from effective: String) throws(FetchError) {
+        guard Gzip.isGzip(body) else { return }
+        do {
+            _ = try Gzip.decompressedSize(body, limit: policy.maxBodyBytes)
+        } catch {
+            if error.kind == .tooLarge {
+                throw FetchError(
+                    .tooLarge,
+                    "body from \(redactedURL(effective)) is gzip data that decompresses past the limit of \(policy.maxBodyBytes) bytes")
+            }
+        }
     }
 
     private func checkScheme(_ url: String, _ shown: String) throws(FetchError) {

@@ -23,6 +23,7 @@ public struct Migrator {
     /// A migration whose text changed after it was applied is an error, not a silent skip.
     @discardableResult
     public func apply(on connection: PostgresConnection) throws -> [String] {
+        try Self.checkRole(on: connection)
         try connection.query("SELECT pg_advisory_lock($1)", [Self.lockKey])
         defer { _ = try? connection.query("SELECT pg_advisory_unlock($1)", [Self.lockKey]) }
         try connection.execute(script: """
@@ -55,6 +56,36 @@ public struct Migrator {
             done.append(migration.name)
         }
         return done
+    }
+
+    /// The group roles of least privilege that must never run migrations.
+    public static let unprivilegedGroups = ["bitfleet_worker", "bitfleet_enqueue", "bitfleet_readonly"]
+
+    /// Migrations run as the schema owner (or a superuser), never with the credentials of a worker, an enqueuer
+    /// or a dashboard: a role that has one of those groups' rights, or one that does not own an existing schema
+    /// `bitfleet`, is refused (SQLSTATE 42501) before anything is changed. ('USAGE', not 'MEMBER': since
+    /// PostgreSQL 16 the role that creates the groups, the owner, holds an ADMIN-only membership in them, without
+    /// their rights, and must still migrate.)
+    public static func checkRole(on connection: PostgresConnection) throws {
+        let rows = try connection.query("""
+            SELECT current_user::text AS me,
+                   r.rolsuper AS superuser,
+                   (SELECT pg_get_userbyid(n.nspowner)::text FROM pg_namespace n WHERE n.nspname = 'bitfleet') AS owner,
+                   (SELECT pg_has_role(current_user, n.nspowner, 'USAGE') FROM pg_namespace n
+                    WHERE n.nspname = 'bitfleet') AS owns,
+                   (SELECT string_agg(g.rolname::text, ', ' ORDER BY g.rolname) FROM pg_roles g
+                    WHERE g.rolname = ANY($1::text[]) AND pg_has_role(current_user, g.oid, 'USAGE')) AS groups
+            FROM pg_roles r WHERE r.rolname = current_user
+            """, [unprivilegedGroups])
+        guard let row = rows.first else { return }
+        let me = try row.string("me")
+        if try row.bool("superuser") { return }
+        if let groups = try row.optionalString("groups") {
+            throw PostgresError(kind: .server, sqlState: "42501", message: "refusing to migrate as \(me), a member of \(groups): migrations run as the schema owner, never with a worker's, enqueuer's or dashboard's credentials (give `bitfleet migrate` the owner's DATABASE_URL)")
+        }
+        if let owner = try row.optionalString("owner"), try row.optionalString("owns") != "t" {
+            throw PostgresError(kind: .server, sqlState: "42501", message: "refusing to migrate as \(me): schema bitfleet belongs to \(owner); run `bitfleet migrate` as \(owner) (the schema owner)")
+        }
     }
 
     /// FNV-1a 64 of the migration text: enough to notice an edited file.

@@ -1,38 +1,118 @@
 import BitFleetEngine
 import BitFleetFetch
-import Foundation
+import Synchronization
+
+/// Bounds on one job's result that are not fetch settings. The CLI sets `maxResultBytes` once at start from
+/// `--max-result-bytes` / `BITFLEET_MAX_RESULT_BYTES`; every slot of the process uses it.
+public enum ResultLimits {
+    /// 64 MiB: about 250 000 samples with three classes each.
+    public static let defaultMaxResultBytes = 64 << 20
+    private static let storage = Atomic<Int>(defaultMaxResultBytes)
+
+    /// Largest result document (`bitfleet.results.output`, JSON text) a job may produce; a job whose result
+    /// would be larger fails permanently (phase `result`) before the document is built.
+    public static var maxResultBytes: Int {
+        get { storage.load(ordering: .relaxed) }
+        set { storage.store(max(1024, newValue), ordering: .relaxed) }
+    }
+}
 
 /// The JSON written to `bitfleet.results.output`:
-/// `{"model":"fashion","version":"1","predictions":[{"sample":0,"custom_id":"a","top":[{"class":9,"label":"Ankle boot","p":0.97}]}]}`
-struct ResultDocument: Encodable {
-    struct Top: Encodable {
-        var `class`: Int
-        var label: String
-        var p: Float
-    }
-
-    struct Prediction: Encodable {
-        var sample: Int
-        var custom_id: String?
-        var top: [Top]
-    }
-
+/// `{"model":"fashion","predictions":[{"custom_id":"a","sample":0,"top":[{"class":9,"label":"Ankle boot","p":0.97}]}],"version":"1"}`
+/// (keys sorted; `custom_id` only where the input named one). It is written straight into one byte buffer,
+/// never larger than `maxBytes`: a result that would not fit is refused with the size it needs, before anything
+/// big is allocated when even its smallest possible encoding is over the limit.
+struct ResultDocument {
     var model: String
     var version: String
-    var predictions: [Prediction]
+    var input: InputBatch
+    var result: InferenceResult
+    var maxBytes: Int
 
-    init(model: RegisteredModel, input: InputBatch, result: InferenceResult) {
+    init(model: RegisteredModel, input: InputBatch, result: InferenceResult,
+         maxBytes: Int = ResultLimits.maxResultBytes) {
         self.model = model.name
         self.version = model.version
-        self.predictions = result.predictions.enumerated().map { index, scores in
-            Prediction(sample: index, custom_id: input.customIDs?[index],
-                       top: scores.map { Top(class: $0.index, label: $0.label, p: $0.probability) })
-        }
+        self.input = input
+        self.result = result
+        self.maxBytes = maxBytes
     }
 
-    func json() throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    /// The fewest bytes the document can take: every prediction and class entry with one-digit numbers and
+    /// empty labels. Over the limit means the result cannot fit, whatever the labels are.
+    var minimumBytes: Int {
+        let classes = result.predictions.reduce(0) { $0 + $1.count }
+        // {"sample":0,"top":[]},  and  {"class":0,"label":"","p":0},
+        return 40 + model.utf8.count + version.utf8.count + result.predictions.count * 22 + classes * 29
+    }
+
+    func tooLarge(_ bytes: Int, exact: Bool) -> JobFailure {
+        let classes = result.predictions.first?.count ?? 0
+        let size = exact ? "exceeds" : "needs at least \(bytes) bytes, over"
+        return JobFailure(.permanent, phase: "result",
+                          "the result document \(size) the limit of \(maxBytes) bytes (--max-result-bytes) for "
+                          + "\(result.predictions.count) samples × \(classes) classes each; split the input into smaller "
+                          + "jobs or lower top_k")
+    }
+
+    func json() throws(JobFailure) -> String {
+        let minimum = minimumBytes
+        if minimum > maxBytes { throw tooLarge(minimum, exact: false) }
+        var out: [UInt8] = []
+        out.reserveCapacity(min(maxBytes, minimum * 2))
+        out += Array("{\"model\":".utf8)
+        Self.string(model, into: &out)
+        out += Array(",\"predictions\":[".utf8)
+        for (index, scores) in result.predictions.enumerated() {
+            if index > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(UInt8(ascii: "{"))
+            if let id = input.customIDs?[index] {
+                out += Array("\"custom_id\":".utf8)
+                Self.string(id, into: &out)
+                out.append(UInt8(ascii: ","))
+            }
+            out += Array("\"sample\":\(index),\"top\":[".utf8)
+            for (k, score) in scores.enumerated() {
+                if k > 0 { out.append(UInt8(ascii: ",")) }
+                out += Array("{\"class\":\(score.index),\"label\":".utf8)
+                Self.string(score.label, into: &out)
+                out += Array(",\"p\":".utf8)
+                out += Array(Self.number(score.probability).utf8)
+                out.append(UInt8(ascii: "}"))
+            }
+            out += Array("]}".utf8)
+            if out.count > maxBytes { throw tooLarge(out.count, exact: true) }
+        }
+        out += Array("],\"version\":".utf8)
+        Self.string(version, into: &out)
+        out.append(UInt8(ascii: "}"))
+        if out.count > maxBytes { throw tooLarge(out.count, exact: true) }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// A JSON number for a probability (shortest form that reads back the same Float; never NaN or ±inf).
+    static func number(_ value: Float) -> String {
+        guard value.isFinite else { return "0" }
+        if value == value.rounded(), abs(value) < 1e9 { return String(Int(value)) }
+        return "\(value)"
+    }
+
+    /// Appends `text` as a JSON string: quotes, backslashes and control characters escaped, '/' and non-ASCII as is.
+    static func string(_ text: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+            case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+            case 0x0A: out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+            case 0x0D: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+            case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                out += Array("\\u00".utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 15)]]
+            default: out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
     }
 }

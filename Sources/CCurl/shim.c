@@ -145,6 +145,39 @@ static int v6_embedded_v4(const uint8_t *b, uint32_t *out) {
     return 0;
 }
 
+static uint32_t v4_at(const uint8_t *b, int i0, int i1, int i2, int i3) {
+    return ((uint32_t)b[i0] << 24) | ((uint32_t)b[i1] << 16) | ((uint32_t)b[i2] << 8) | b[i3];
+}
+
+// IPv6 forms that carry an IPv4 address a packet may end up at are judged by that address: a non-public embedded
+// address makes the IPv6 address non-public too (the reason names the form and the embedded range).
+static const char *classify_v6_embedded(const uint8_t *b) {
+    static __thread char reason[96];
+    const char *form = NULL;
+    const char *r = NULL;
+    if (v6_is_zero(b, 0, 8) && b[8] == 0xFF && b[9] == 0xFF && b[10] == 0 && b[11] == 0) {
+        form = "IPv4-translated";                       // ::ffff:0:a.b.c.d (SIIT)
+        r = classify_v4(v4_at(b, 12, 13, 14, 15));
+    } else if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && v6_is_zero(b, 4, 12)) {
+        form = "NAT64";                                 // 64:ff9b::/96, IPv4 in the low 32 bits
+        r = classify_v4(v4_at(b, 12, 13, 14, 15));
+    } else if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4] == 0x00 && b[5] == 0x01) {
+        form = "local NAT64";                           // 64:ff9b:1::/48 (RFC 8215): RFC 6052 /48 layout
+        r = classify_v4(v4_at(b, 6, 7, 9, 10));
+    } else if (b[0] == 0x20 && b[1] == 0x02) {
+        form = "6to4";                                  // 2002:AABB:CCDD::/48
+        r = classify_v4(v4_at(b, 2, 3, 4, 5));
+    } else if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00 && b[3] == 0x00) {
+        form = "Teredo";                                // 2001::/32: server IPv4, then the client's, inverted
+        uint32_t client = ~v4_at(b, 12, 13, 14, 15);
+        r = classify_v4(client);
+        if (!r) r = classify_v4(v4_at(b, 4, 5, 6, 7));
+    }
+    if (!form || !r) return NULL;
+    snprintf(reason, sizeof(reason), "%s of %s", form, r);
+    return reason;
+}
+
 static const char *classify_v6(const uint8_t *b) {
     uint32_t v4;
     if (v6_is_zero(b, 0, 16)) return "unspecified (::)";
@@ -153,11 +186,10 @@ static const char *classify_v6(const uint8_t *b) {
         const char *r = classify_v4(v4);
         return r ? r : NULL;
     }
-    // NAT64 64:ff9b::/96 carries an IPv4 address in the low 32 bits.
-    if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && v6_is_zero(b, 4, 12)) {
-        v4 = ((uint32_t)b[12] << 24) | ((uint32_t)b[13] << 16) | ((uint32_t)b[14] << 8) | b[15];
-        return classify_v4(v4);
-    }
+    const char *embedded = classify_v6_embedded(b);
+    if (embedded) return embedded;
+    if (b[0] == 0x01 && b[1] == 0x00 && v6_is_zero(b, 2, 8)) return "discard-only (100::/64)";
+    if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) return "documentation (2001:db8::/32)";
     if (b[0] == 0xFE && (b[1] & 0xC0) == 0x80) return "link-local (fe80::/10)";
     if (b[0] == 0xFE && (b[1] & 0xC0) == 0xC0) return "site-local (fec0::/10)";
     if ((b[0] & 0xFE) == 0xFC) return "unique-local (fc00::/7)";
@@ -186,12 +218,54 @@ static void normalise(int family, const uint8_t *bytes, int *out_family, uint8_t
     memcpy(out, bytes, family == AF_INET ? 4 : 16);
 }
 
-static int guard_allows(const ccurl_guard *g, int family, const uint8_t *bytes) {
+static int default_resolve(void *context, const char *name, int *families, uint8_t (*addresses)[16], int capacity) {
+    (void)context;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(name, NULL, &hints, &res) != 0 || !res) return 0;
+    int n = 0;
+    for (struct addrinfo *ai = res; ai && n < capacity; ai = ai->ai_next) {
+        if (ai->ai_family == AF_INET) {
+            families[n] = AF_INET;
+            memset(addresses[n], 0, 16);
+            memcpy(addresses[n], &((struct sockaddr_in *)ai->ai_addr)->sin_addr, 4);
+            n++;
+        } else if (ai->ai_family == AF_INET6) {
+            families[n] = AF_INET6;
+            memcpy(addresses[n], &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, 16);
+            n++;
+        }
+    }
+    freeaddrinfo(res);
+    return n;
+}
+
+// Whether an allow-list entry covers this address and port (port < 0: unknown, only port-less entries match).
+// Host-name entries are resolved again on every check, so a name whose addresses change is followed.
+static int guard_allows(const ccurl_guard *g, int family, const uint8_t *bytes, int port) {
     int fam;
     uint8_t b[16];
     normalise(family, bytes, &fam, b);
     for (int i = 0; i < g->count; i++) {
-        if (g->nets[i].family == fam && prefix_match(b, g->nets[i].addr, g->nets[i].prefix)) return 1;
+        const ccurl_net *n = &g->nets[i];
+        if (n->port != 0 && n->port != port) continue;
+        if (n->family == fam && prefix_match(b, n->addr, n->prefix)) return 1;
+    }
+    for (int i = 0; i < g->host_count; i++) {
+        const ccurl_host *h = &g->hosts[i];
+        if (h->port != 0 && h->port != port) continue;
+        int families[32];
+        uint8_t addresses[32][16];
+        ccurl_resolver resolve = g->resolver ? g->resolver : default_resolve;
+        int found = resolve(g->resolver_context, h->name, families, addresses, 32);
+        for (int k = 0; k < found && k < 32; k++) {
+            int af;
+            uint8_t ab[16];
+            normalise(families[k], addresses[k], &af, ab);
+            if (af == fam && memcmp(ab, b, fam == AF_INET ? 4 : 16) == 0) return 1;
+        }
     }
     return 0;
 }
@@ -235,12 +309,21 @@ const char *ccurl_classify_text(const char *address) {
 }
 
 int ccurl_guard_permits_text(const ccurl_guard *g, const char *address) {
+    return ccurl_guard_permits_text_port(g, address, -1);
+}
+
+int ccurl_guard_permits_text_port(const ccurl_guard *g, const char *address, int port) {
     int fam;
     uint8_t b[16];
     if (!parse_numeric(address, &fam, b)) return -1;
     if (!g->enabled) return 1;
     if (classify_bytes(fam, b) == NULL) return 1;
-    return guard_allows(g, fam, b);
+    return guard_allows(g, fam, b, port);
+}
+
+void ccurl_guard_set_resolver(ccurl_guard *g, ccurl_resolver resolver, void *context) {
+    g->resolver = resolver;
+    g->resolver_context = context;
 }
 
 void ccurl_guard_init(ccurl_guard *g, int enabled) {
@@ -257,7 +340,7 @@ void ccurl_guard_reset_transfer(ccurl_guard *g) {
     g->last_address[0] = 0;
 }
 
-static int add_net(ccurl_guard *g, int family, const uint8_t *bytes, int prefix, char *err, size_t errlen) {
+static int add_net(ccurl_guard *g, int family, const uint8_t *bytes, int prefix, int port, char *err, size_t errlen) {
     if (g->count >= CCURL_GUARD_MAX_NETS) {
         snprintf(err, errlen, "too many allowed networks (at most %d addresses)", CCURL_GUARD_MAX_NETS);
         return -1;
@@ -275,10 +358,36 @@ static int add_net(ccurl_guard *g, int family, const uint8_t *bytes, int prefix,
     }
     n->family = fam;
     n->prefix = prefix;
+    n->port = port;
     memcpy(n->addr, b, fam == AF_INET ? 4 : 16);
     return 0;
 }
 
+static int parse_port(const char *text, int *port) {
+    if (!*text) return 0;
+    long p = 0;
+    for (const char *c = text; *c; c++) {
+        if (*c < '0' || *c > '9') return 0;
+        p = p * 10 + (*c - '0');
+        if (p > 65535) return 0;
+    }
+    if (p < 1) return 0;
+    *port = (int)p;
+    return 1;
+}
+
+static int valid_host_name(const char *name) {
+    size_t n = strlen(name);
+    if (n == 0 || n > 253 || name[0] == '-' || name[0] == '.') return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!(isalnum((unsigned char)c) || c == '-' || c == '.' || c == '_')) return 0;
+    }
+    return 1;
+}
+
+// Entry forms: 10.1.2.3, 10.0.0.0/8, fd00::/8, ::1, host.name, and each with a port: 10.1.2.3:9000,
+// 10.0.0.0/8:443, [fd00::1]:443, [fd00::/8]:443, host.name:9000.
 int ccurl_guard_allow(ccurl_guard *g, const char *entry, char *err, size_t errlen) {
     char buf[300];
     size_t len = strlen(entry);
@@ -287,8 +396,28 @@ int ccurl_guard_allow(ccurl_guard *g, const char *entry, char *err, size_t errle
         return -1;
     }
     memcpy(buf, entry, len + 1);
+    int port = 0;
+    char *host = buf;
+    if (buf[0] == '[') {
+        char *close = strchr(buf, ']');
+        if (!close || (close[1] != 0 && (close[1] != ':' || !parse_port(close + 2, &port)))) {
+            snprintf(err, errlen, "invalid allowed network '%s' (expected [address]:port)", entry);
+            return -1;
+        }
+        *close = 0;
+        host = buf + 1;
+    } else {
+        char *first = strchr(buf, ':'), *last = strrchr(buf, ':');
+        if (first && first == last) {   // one colon: host:port (IPv6 addresses have several; bracket them)
+            if (!parse_port(first + 1, &port)) {
+                snprintf(err, errlen, "invalid port in allowed network '%s' (1-65535)", entry);
+                return -1;
+            }
+            *first = 0;
+        }
+    }
     int prefix = -1;
-    char *slash = strchr(buf, '/');
+    char *slash = strchr(host, '/');
     if (slash) {
         *slash = 0;
         char *end = NULL;
@@ -301,54 +430,37 @@ int ccurl_guard_allow(ccurl_guard *g, const char *entry, char *err, size_t errle
     }
     int fam;
     uint8_t b[16];
-    if (parse_numeric(buf, &fam, b)) {
+    if (parse_numeric(host, &fam, b)) {
         int maxp = fam == AF_INET ? 32 : 128;
         if (prefix < 0) prefix = maxp;
         if (prefix > maxp) {
             snprintf(err, errlen, "prefix /%d is too long for '%s'", prefix, entry);
             return -1;
         }
-        return add_net(g, fam, b, prefix, err, errlen);
+        return add_net(g, fam, b, prefix, port, err, errlen);
     }
-    if (prefix >= 0) {
-        snprintf(err, errlen, "invalid address in allowed network '%s'", entry);
+    if (prefix >= 0 || !valid_host_name(host)) {
+        snprintf(err, errlen, "invalid address or host name in allowed network '%s'", entry);
         return -1;
     }
     // "localhost" (and *.localhost): libcurl resolves these itself to 127.0.0.1 and ::1 whatever /etc/hosts
     // says, so allow the whole loopback range of both families.
-    size_t bl = strlen(buf);
-    if (strcasecmp(buf, "localhost") == 0 || (bl > 10 && strcasecmp(buf + bl - 10, ".localhost") == 0)) {
+    size_t bl = strlen(host);
+    if (strcasecmp(host, "localhost") == 0 || (bl > 10 && strcasecmp(host + bl - 10, ".localhost") == 0)) {
         uint8_t v4[16] = {127, 0, 0, 0}, v6[16] = {0};
         v6[15] = 1;
-        if (add_net(g, AF_INET, v4, 8, err, errlen) != 0) return -1;
-        return add_net(g, AF_INET6, v6, 128, err, errlen);
+        if (add_net(g, AF_INET, v4, 8, port, err, errlen) != 0) return -1;
+        return add_net(g, AF_INET6, v6, 128, port, err, errlen);
     }
-    // A host name: allow the addresses it resolves to now.
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(buf, NULL, &hints, &res);
-    if (rc != 0 || !res) {
-        snprintf(err, errlen, "cannot resolve allowed host '%s': %s", entry, gai_strerror(rc));
+    // A host name: kept as a name and resolved whenever a non-public address must be checked against it, so
+    // the allow-list follows the name's current addresses (a name that does not resolve allows nothing).
+    if (g->host_count >= CCURL_GUARD_MAX_HOSTS) {
+        snprintf(err, errlen, "too many allowed host names (at most %d)", CCURL_GUARD_MAX_HOSTS);
         return -1;
     }
-    int added = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        if (ai->ai_family == AF_INET) {
-            const uint8_t *p = (const uint8_t *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
-            if (guard_allows(g, AF_INET, p)) continue;
-            if (add_net(g, AF_INET, p, 32, err, errlen) != 0) { freeaddrinfo(res); return -1; }
-            added++;
-        } else if (ai->ai_family == AF_INET6) {
-            const uint8_t *p = (const uint8_t *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
-            if (guard_allows(g, AF_INET6, p)) continue;
-            if (add_net(g, AF_INET6, p, 128, err, errlen) != 0) { freeaddrinfo(res); return -1; }
-            added++;
-        }
-    }
-    freeaddrinfo(res);
-    (void)added;
+    ccurl_host *h = &g->hosts[g->host_count++];
+    snprintf(h->name, sizeof(h->name), "%s", host);
+    h->port = port;
     return 0;
 }
 
@@ -356,14 +468,17 @@ static curl_socket_t guard_opensocket(void *clientp, curlsocktype purpose, struc
     ccurl_guard *g = (ccurl_guard *)clientp;
     char text[64] = "?";
     const uint8_t *bytes = NULL;
+    int port = -1;
     int family = address->family;
     if (family == AF_INET) {
         struct sockaddr_in *sin = (struct sockaddr_in *)&address->addr;
         bytes = (const uint8_t *)&sin->sin_addr;
+        port = ntohs(sin->sin_port);
         inet_ntop(AF_INET, bytes, text, sizeof(text));
     } else if (family == AF_INET6) {
         struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&address->addr;
         bytes = (const uint8_t *)&sin6->sin6_addr;
+        port = ntohs(sin6->sin6_port);
         inet_ntop(AF_INET6, bytes, text, sizeof(text));
     }
     if (g->enabled && purpose == CURLSOCKTYPE_IPCXN) {
@@ -372,7 +487,7 @@ static curl_socket_t guard_opensocket(void *clientp, curlsocktype purpose, struc
             reason = "not an IP socket";
         } else {
             reason = classify_bytes(family, bytes);
-            if (reason && guard_allows(g, family, bytes)) reason = NULL;
+            if (reason && guard_allows(g, family, bytes, port)) reason = NULL;
         }
         if (reason) {
             g->refused++;

@@ -60,6 +60,10 @@ struct WorkerCommand: ParsableCommand {
     var exitWhenDrained = false
     @Option(help: "Port of GET /healthz, /readyz and /metrics (Prometheus); 0 turns it off [BITFLEET_HEALTH_PORT].")
     var healthPort: Int = environment("BITFLEET_HEALTH_PORT", 8080)
+    @Option(help: "Address the health endpoint binds: 0.0.0.0 (all IPv4), :: (all), 127.0.0.1, a pod IP … [BITFLEET_HEALTH_HOST].")
+    var healthHost: String = environment("BITFLEET_HEALTH_HOST", "0.0.0.0")
+    @Option(help: "Largest result document of one job in bytes; larger results fail the job [BITFLEET_MAX_RESULT_BYTES].")
+    var maxResultBytes: Int = environment("BITFLEET_MAX_RESULT_BYTES", ResultLimits.defaultMaxResultBytes)
 
     func validate() throws {
         guard concurrency >= 1 && concurrency <= 256 else { throw ValidationError("--concurrency must be 1…256") }
@@ -68,6 +72,7 @@ struct WorkerCommand: ParsableCommand {
         guard pricePerCoreHour >= 0 else { throw ValidationError("--price-per-core-hour must not be negative") }
         guard pricePerGbHour >= 0 else { throw ValidationError("--price-per-gb-hour must not be negative") }
         guard (0...65535).contains(healthPort) else { throw ValidationError("--health-port must be 0…65535") }
+        guard maxResultBytes >= 1024 else { throw ValidationError("--max-result-bytes must be at least 1024") }
     }
 
     func run() throws {
@@ -90,6 +95,7 @@ struct WorkerCommand: ParsableCommand {
         }.filter { !$0.isEmpty }
         configuration.fetchPolicy.maxBodyBytes = maxInputBytes
         configuration.fetchPolicy.totalTimeout = fetchTimeout
+        ResultLimits.maxResultBytes = maxResultBytes
 
         // Metrics are bootstrapped once, here in the executable, before the worker makes its metric objects.
         let registry = PrometheusCollectorRegistry()
@@ -101,9 +107,9 @@ struct WorkerCommand: ParsableCommand {
         if healthPort != 0 {
             let logger = Logger(label: "bitfleet.health")
             do {
-                health = try HealthServer(port: healthPort, ready: { worker.isReady }, metrics: { registry.emitToString() })
+                health = try HealthServer(port: healthPort, host: healthHost, ready: { worker.isReady }, metrics: { registry.emitToString() })
                 health?.start()
-                logger.info("health endpoint listening", metadata: ["port": "\(healthPort)", "paths": "/healthz /readyz /metrics"])
+                logger.info("health endpoint listening", metadata: ["host": "\(healthHost)", "port": "\(healthPort)", "paths": "/healthz /readyz /metrics"])
             } catch {
                 logger.warning("health endpoint off", metadata: ["port": "\(healthPort)", "error": "\(error)"])
             }

@@ -118,18 +118,13 @@ Name of the Secret holding the worker's database URL, and the key inside it.
 {{- end }}
 
 {{/*
-Secret used by the migrations hook Job. Order of preference:
-migrations.database.existingSecret, then a hook Secret from migrations.database.url,
-then database.existingSecret, then a hook copy of database.url (the chart's own Secret
-does not exist yet at pre-install time, so the hook needs its own copy).
+Secret used by the migrations hook Job: migrations.database.existingSecret, or a hook Secret made from
+migrations.database.url (the chart's own Secrets do not exist yet at pre-install time). Migrations run as
+the schema owner: never with the worker's credentials (bitfleet.validate refuses that).
 */}}
 {{- define "bitfleet.migrationsSecretName" -}}
 {{- if .Values.migrations.database.existingSecret }}
 {{- .Values.migrations.database.existingSecret }}
-{{- else if .Values.migrations.database.url }}
-{{- include "bitfleet.suffixedName" (list . "migrations") }}
-{{- else if .Values.database.existingSecret }}
-{{- .Values.database.existingSecret }}
 {{- else }}
 {{- include "bitfleet.suffixedName" (list . "migrations") }}
 {{- end }}
@@ -138,10 +133,6 @@ does not exist yet at pre-install time, so the hook needs its own copy).
 {{- define "bitfleet.migrationsSecretKey" -}}
 {{- if .Values.migrations.database.existingSecret }}
 {{- default "DATABASE_URL" .Values.migrations.database.existingSecretKey }}
-{{- else if .Values.migrations.database.url }}
-{{- "DATABASE_URL" }}
-{{- else if .Values.database.existingSecret }}
-{{- include "bitfleet.databaseSecretKey" . }}
 {{- else }}
 {{- "DATABASE_URL" }}
 {{- end }}
@@ -149,7 +140,7 @@ does not exist yet at pre-install time, so the hook needs its own copy).
 
 {{/* True ("true") when the chart must render a hook Secret for the migrations Job. */}}
 {{- define "bitfleet.migrationsNeedsHookSecret" -}}
-{{- if and (not .Values.migrations.database.existingSecret) (or .Values.migrations.database.url (not .Values.database.existingSecret)) -}}
+{{- if and (not .Values.migrations.database.existingSecret) .Values.migrations.database.url -}}
 true
 {{- end }}
 {{- end }}
@@ -199,6 +190,21 @@ Refuse contradictory autoscaling: KEDA creates its own HPA, so the chart's CPU H
 {{- end }}
 {{- if and .Values.database.existingSecret .Values.database.url }}
 {{- fail "set only one of database.url and database.existingSecret" }}
+{{- end }}
+{{- if .Values.migrations.enabled }}
+{{- $m := .Values.migrations.database }}
+{{- if and (not $m.existingSecret) (not $m.url) }}
+{{- fail "migrations run as the schema owner, not with the worker's credentials: set migrations.database.url or migrations.database.existingSecret (or migrations.enabled=false and run `bitfleet migrate` as the owner yourself)" }}
+{{- end }}
+{{- if and $m.existingSecret $m.url }}
+{{- fail "set only one of migrations.database.url and migrations.database.existingSecret" }}
+{{- end }}
+{{- if and $m.url (eq $m.url .Values.database.url) }}
+{{- fail "migrations.database.url is the worker's database.url: migrations need the schema owner's credentials, the worker must not have them" }}
+{{- end }}
+{{- if and $m.existingSecret (eq $m.existingSecret .Values.database.existingSecret) (eq (default "DATABASE_URL" $m.existingSecretKey) (default "DATABASE_URL" .Values.database.existingSecretKey)) }}
+{{- fail "migrations.database.existingSecret/existingSecretKey is the worker's database Secret: migrations need the schema owner's credentials, the worker must not have them" }}
+{{- end }}
 {{- end }}
 {{- if and .Values.keda.enabled (gt (int .Values.keda.minReplicaCount) (int .Values.keda.maxReplicaCount)) }}
 {{- fail "keda.minReplicaCount must not exceed keda.maxReplicaCount" }}

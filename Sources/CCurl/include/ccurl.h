@@ -56,7 +56,18 @@ typedef struct ccurl_net {
     int family;          // AF_INET or AF_INET6
     uint8_t addr[16];    // network address (4 bytes used for AF_INET)
     int prefix;          // prefix length in bits
+    int port;            // 0: any port
 } ccurl_net;
+
+#define CCURL_GUARD_MAX_HOSTS 64
+
+typedef struct ccurl_host {
+    char name[256];      // a host name, resolved again whenever it is checked
+    int port;            // 0: any port
+} ccurl_host;
+
+// Resolves `name` into at most `capacity` addresses (family AF_INET/AF_INET6, 4 or 16 bytes); returns how many.
+typedef int (*ccurl_resolver)(void *context, const char *name, int *families, uint8_t (*addresses)[16], int capacity);
 
 typedef struct ccurl_guard {
     int enabled;                       // 0: every address passes (the guard only records)
@@ -64,15 +75,20 @@ typedef struct ccurl_guard {
     ccurl_net nets[CCURL_GUARD_MAX_NETS];
     int refused;                       // addresses refused during the current transfer
     char refused_address[64];          // the last refused address, as text
-    char refused_reason[48];           // why: "loopback", "private", "link-local", ...
+    char refused_reason[96];           // why: "loopback", "private", "link-local", ...
     int connects;                      // sockets opened during the current transfer
     int refused_since_connect;         // refusals since the last socket that was opened (redirect hops)
     char last_address[64];             // the last address a socket was opened for
+    int host_count;
+    ccurl_host hosts[CCURL_GUARD_MAX_HOSTS];
+    ccurl_resolver resolver;           // NULL: getaddrinfo (tests substitute their own)
+    void *resolver_context;
 } ccurl_guard;
 
 void ccurl_guard_init(ccurl_guard *guard, int enabled);
 // Add an allow-list entry: an IPv4/IPv6 address, a CIDR ("10.0.0.0/8", "fd00::/8"), or a host name (resolved
-// now; each of its addresses is added as a single-host network). Returns 0, or -1 with a message in `error`.
+// again at every check, never frozen), each optionally with a port ("10.0.0.5:9000", "[fd00::/8]:443",
+// "minio.internal:9000": only that port). Returns 0, or -1 with a message in `error`.
 int ccurl_guard_allow(ccurl_guard *guard, const char *entry, char *error, size_t error_length);
 void ccurl_guard_reset_transfer(ccurl_guard *guard);
 CURLcode ccurl_install_guard(CURL *handle, ccurl_guard *guard);
@@ -82,6 +98,9 @@ CURLcode ccurl_install_guard(CURL *handle, ccurl_guard *guard);
 const char *ccurl_classify_text(const char *address);
 // 1 if the guard lets a connection to this numeric address through, 0 if it refuses it, -1 if unparsable.
 int ccurl_guard_permits_text(const ccurl_guard *guard, const char *address);
+// The same for a connection to `port` (-1: unknown; then only entries without a port count).
+int ccurl_guard_permits_text_port(const ccurl_guard *guard, const char *address, int port);
+void ccurl_guard_set_resolver(ccurl_guard *guard, ccurl_resolver resolver, void *context);
 
 #ifdef __cplusplus
 }
