@@ -273,3 +273,8 @@ void bf_xnor_threshold(int path, const uint64_t *a, long lda, long n, const uint
     bf_sink s = {0, 0, maxPop, (uint8_t *)bits, ldbits * 8, m};
     bf_xnor_run(path, a, lda, n, w, words, &s);
 }
+
+void bf_prefetch(const void *p, long bytes) {
+    const char *c = (const char *)p;
+    for (long i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 2);
+}

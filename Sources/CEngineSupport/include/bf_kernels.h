@@ -36,6 +36,11 @@ void bf_xnor_popcounts(int path, const uint64_t *a, long lda, long n, const uint
 void bf_xnor_threshold(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
                        const int32_t *maxPop, uint64_t *bits, long ldbits);
 
+/// Asks the CPU to bring `bytes` at `p` into the caches (L2) ahead of use: the experts stage calls it for the next
+/// expert's weights while it computes the current one (with hundreds of experts each is used by ~1 sample of a
+/// micro-batch, so its weights come from L3 or memory).
+void bf_prefetch(const void *p, long bytes);
+
 /// Instruction-set paths of the stem (input layer): `acc[i × ldacc + j] = Σ_k q_ik · [w_jk = +1]` for 4-bit
 /// activations q (≤ 4 input planes).
 enum {
