@@ -33,6 +33,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
     public let stemKernelSmallBatch: StemKernel
     /// Micro-batches below this many samples use `stemKernelSmallBatch`.
     static let smallBatch = 16
+    /// Samples per stem block (a multiple of 32: the AMX kernel works on pairs of 16-sample tiles).
+    static let stemBlock = 64
     private let scratchPool = Mutex<[Scratch]>([])
     /// Which XNOR-popcount path the router and the experts use.
     public let xnorPath: XNORPath
@@ -448,11 +450,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 all.append(raw)
                 return raw.bindMemory(to: T.self, capacity: max(1, count))
             }
-            planes = alloc(UInt64.self, tableBytes > 0 ? 0 : n * P * wd)
+            let block = min(n, BinaryMoEModel.stemBlock)   // the stem works on blocks of samples
+            planes = alloc(UInt64.self, tableBytes > 0 ? 0 : block * P * wd)
             // the AMX kernel reads and writes whole 16-sample tiles (pairs of them): rows padded to 32
-            let padded = (n + 31) / 32 * 32
+            let padded = (block + 31) / 32 * 32
             stemAcc = alloc(Int32.self, padded * max(S, stemLd))
-            tables = alloc(UInt8.self, n * tableBytes)
+            tables = alloc(UInt8.self, block * tableBytes)
             q = alloc(UInt8.self, padded * int8Bytes)
             sumQ = alloc(Int.self, n)
             h = alloc(UInt64.self, n * ws)
@@ -533,30 +536,40 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let wd = (D + 63) / 64, ws = (S + 63) / 64
         let ld = stemLd
         let kernel = n < Self.smallBatch ? stemKernelSmallBatch : stemKernel
-        if kernel == .lookup || kernel == .lookupAVX512, let lookup = stemLookup {
-            lookup.accumulate(x: x + first * D, n: n, features: D, shift: 8 - P, tables: s.tables, sumQ: s.sumQ,
-                              acc: s.stemAcc, ld: ld, wide: kernel == .lookupAVX512)
-        } else if let w = stemInt8, let code = kernel.int8Code {
-            bf_stem_int8_activations(x + first * D, n, D, Int32(8 - P), s.q, s.sumQ)
-            bf_stem_int8(code, s.q, n, D, w, (S + 15) / 16, s.stemAcc, ld)
-        } else {
-            buildPlanes(x: x + first * D, n: n, planes: s.planes, sumQ: s.sumQ)
-            BinaryKernels.stemPopcounts(planes: s.planes, n: n, planeCount: P, weights: stem.base, m: S, words: wd,
-                                        acc: s.stemAcc)
-        }
-        stemThreshold.withUnsafeBufferPointer { t in
-            bf_stem_threshold(s.stemAcc, ld, n, S, s.sumQ, t.baseAddress!, s.h, ws)
-            if let tr = trace {
-                for i in 0..<n {
-                    let q = s.sumQ[i]
-                    let acc = s.stemAcc + i * ld
-                    for j in 0..<S {
-                        let a = 2 * Int(acc[j]) - q
-                        tr.stemPre[(first + i) * S + j] = a
-                        tr.stemBits[(first + i) * S + j] = a >= Int(t[j])
+        // blocks of `stemBlock` samples: their int32 accumulators (256 KB for a 1024-wide stem) stay in L2 between
+        // the kernel and the threshold, and the working set of a thread fits its core's L2
+        var i0 = 0
+        while i0 < n {
+            let m = min(Self.stemBlock, n - i0)
+            let xs = x + (first + i0) * D
+            let sumQ = s.sumQ + i0
+            if kernel == .lookup || kernel == .lookupAVX512, let lookup = stemLookup {
+                lookup.accumulate(x: xs, n: m, features: D, shift: 8 - P, tables: s.tables, sumQ: sumQ,
+                                  acc: s.stemAcc, ld: ld, wide: kernel == .lookupAVX512)
+            } else if let w = stemInt8, let code = kernel.int8Code {
+                bf_stem_int8_activations(xs, m, D, Int32(8 - P), s.q, sumQ)
+                bf_stem_int8(code, s.q, m, D, w, (S + 15) / 16, s.stemAcc, ld)
+            } else {
+                buildPlanes(x: xs, n: m, planes: s.planes, sumQ: sumQ)
+                BinaryKernels.stemPopcounts(planes: s.planes, n: m, planeCount: P, weights: stem.base, m: S, words: wd,
+                                            acc: s.stemAcc)
+            }
+            stemThreshold.withUnsafeBufferPointer { t in
+                bf_stem_threshold(s.stemAcc, ld, m, S, sumQ, t.baseAddress!, s.h + i0 * ws, ws)
+                if let tr = trace {
+                    for i in 0..<m {
+                        let q = sumQ[i]
+                        let acc = s.stemAcc + i * ld
+                        let row = (first + i0 + i) * S
+                        for j in 0..<S {
+                            let a = 2 * Int(acc[j]) - q
+                            tr.stemPre[row + j] = a
+                            tr.stemBits[row + j] = a >= Int(t[j])
+                        }
                     }
                 }
             }
+            i0 += m
         }
     }
 
