@@ -203,9 +203,9 @@ public final class HealthServer: Sendable {
     private func lingeringClose(_ client: Int32) {
         var chunk = [UInt8](repeating: 0, count: 4096)
         var drained = 0
-        let deadline = Clock.now() + 0.2
+        let deadline = WorkerClock.monotonic() + 0.2
         while drained < 65536 {
-            let remaining = deadline - Clock.now()
+            let remaining = deadline - WorkerClock.monotonic()
             if remaining <= 0 { return }
             var descriptor = pollfd(fd: client, events: Int16(POLLIN), revents: 0)
             if poll(&descriptor, 1, Int32(max(1, remaining * 1000))) <= 0 { return }
@@ -220,11 +220,11 @@ public final class HealthServer: Sendable {
         var buffer: [UInt8] = []
         buffer.reserveCapacity(1024)
         var chunk = [UInt8](repeating: 0, count: 2048)
-        let deadline = Clock.now() + requestTimeout
+        let deadline = WorkerClock.monotonic() + requestTimeout
         while true {
             if let end = Self.headerEnd(buffer) { return Self.parse(Array(buffer[..<end])) }
             if buffer.count > maxHeaderBytes { return .error(status: 431) }
-            let remaining = deadline - Clock.now()
+            let remaining = deadline - WorkerClock.monotonic()
             if remaining <= 0 { return buffer.isEmpty ? .closed : .error(status: 408) }
             var descriptor = pollfd(fd: client, events: Int16(POLLIN), revents: 0)
             let polled = poll(&descriptor, 1, Int32(max(1, min(remaining * 1000, 1000))))
