@@ -53,6 +53,12 @@ struct WorkerCommand: ParsableCommand {
     @Flag(help: "Do not LISTEN for new jobs, poll only (PgBouncer transaction pooling) [BITFLEET_POLL_ONLY=1].")
     var pollOnly = environmentFlag("BITFLEET_POLL_ONLY")
 
+    @Option(help: "Longest a worker statement may run, in seconds [BITFLEET_STATEMENT_TIMEOUT].")
+    var statementTimeout: Double = environment("BITFLEET_STATEMENT_TIMEOUT", 30)
+
+    @Option(help: "Longest a worker statement waits for a lock, in seconds [BITFLEET_LOCK_TIMEOUT].")
+    var lockTimeout: Double = environment("BITFLEET_LOCK_TIMEOUT", 5)
+
     @Flag(help: "Exit once no job is queued, retrying or running.")
     var exitWhenDrained = false
     @Option(help: "Port of GET /healthz, /readyz and /metrics (Prometheus); 0 turns it off [BITFLEET_HEALTH_PORT].")
@@ -68,6 +74,8 @@ struct WorkerCommand: ParsableCommand {
         guard gracePeriod >= 0 && gracePeriod.isFinite else { throw ValidationError("--grace-period must not be negative") }
         guard fetchTimeout > 0 && fetchTimeout.isFinite else { throw ValidationError("--fetch-timeout must be positive") }
         guard maxInputBytes > 0 else { throw ValidationError("--max-input-bytes must be positive") }
+        guard statementTimeout > 0 && statementTimeout.isFinite else { throw ValidationError("--statement-timeout must be positive") }
+        guard lockTimeout > 0 && lockTimeout.isFinite else { throw ValidationError("--lock-timeout must be positive") }
         guard concurrency >= 1 && concurrency <= 256 else { throw ValidationError("--concurrency must be 1…256") }
         guard claimBatch >= 1 && claimBatch <= 1000 else { throw ValidationError("--claim-batch must be 1…1000") }
         guard leaseSeconds >= 2 else { throw ValidationError("--lease-seconds must be at least 2") }
@@ -89,6 +97,8 @@ struct WorkerCommand: ParsableCommand {
         configuration.nodeClass = nodeClass
         configuration.modelDirectory = modelDir
         configuration.gracePeriodSeconds = gracePeriod
+        configuration.statementTimeoutSeconds = statementTimeout
+        configuration.lockTimeoutSeconds = lockTimeout
         configuration.exitWhenDrained = exitWhenDrained
         configuration.fetchPolicy.allowedNetworks = allowNetworks.split(separator: ",").map {
             $0.trimmingCharacters(in: .whitespaces)
