@@ -14,8 +14,7 @@ struct CostCommand: ParsableCommand {
             """,
         subcommands: [Dashboard.self])
 
-    @OptionGroup var connection: ConnectionOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var options: FleetOptions
     @Flag(help: "Print CSV.") var csv = false
     @Option(help: "Which view to print.") var view: CostView = .modelDay
     @Option(help: "Days back from today (views by hour, day or month; --view throughput always covers the last hour).")
@@ -23,26 +22,25 @@ struct CostCommand: ParsableCommand {
     @Flag(help: "Print the cost dashboard (same as `bitfleet cost dashboard`).") var dashboard = false
 
     func validate() throws {
-        if csv && output.json { throw ValidationError("--csv and --json exclude each other") }
+        if csv && options.json { throw ValidationError("--csv and --json exclude each other") }
         if days < 1 { throw ValidationError("--days must be at least 1") }
         if dashboard && csv { throw ValidationError("the dashboard prints as a table or --json") }
     }
 
     func run() throws {
-        let client = FleetClient(connection: try connection.connect())
+        let client = FleetClient(connection: try options.connect())
         if dashboard {
-            try CostDashboard(client: client, hours: 24).print(json: output.json)
+            try CostDashboard(client: client, hours: 24).print(json: options.json)
             return
         }
         let (sql, parameters) = view.query(days: days)
-        try printQuery(client, sql, parameters, format: output.json ? .json : csv ? .csv : .table)
+        try printQuery(client, sql, parameters, format: options.json ? .json : csv ? .csv : .table)
     }
 
     struct Dashboard: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Cost per 1 000 inferences, fleet utilisation with idle cost, and the GPU comparison.")
-        @OptionGroup var connection: ConnectionOptions
-        @OptionGroup var output: OutputOptions
+        @OptionGroup var options: FleetOptions
         @Option(help: "Hours of utilisation to show.") var hours = 24
 
         func validate() throws {
@@ -50,7 +48,7 @@ struct CostCommand: ParsableCommand {
         }
 
         func run() throws {
-            try CostDashboard(client: FleetClient(connection: try connection.connect()), hours: hours).print(json: output.json)
+            try CostDashboard(client: FleetClient(connection: try options.connect()), hours: hours).print(json: options.json)
         }
     }
 }

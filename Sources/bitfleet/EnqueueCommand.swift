@@ -6,8 +6,7 @@ struct EnqueueCommand: ParsableCommand {
         commandName: "enqueue",
         abstract: "Enqueue one job (the same as `select bitfleet.enqueue(...)`) and print its id.")
 
-    @OptionGroup var connection: ConnectionOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var options: FleetOptions
 
     @Option(help: "Registered model name.") var model: String
     @Option(help: "Input URL (.npy, JSON, NDJSON or raw).") var input: String
@@ -30,7 +29,7 @@ struct EnqueueCommand: ParsableCommand {
         request.tenant = tenant
         request.idempotencyKey = idempotencyKey
         request.delaySeconds = delay
-        let id = try FleetClient(connection: try connection.connect()).enqueue(request)
-        if output.json { try printJSON(["id": id]) } else { print(id) }
+        let id = try FleetClient(connection: try options.connect()).enqueue(request)
+        if options.json { try printJSON(["id": id]) } else { print(id) }
     }
 }

@@ -14,13 +14,22 @@ struct ConnectionOptions: ParsableArguments {
     }
 
     func connect(_ applicationName: String = "bitfleet-cli") throws -> PostgresConnection {
-        try PostgresConnection(url: resolvedURL, applicationName: applicationName)
+        try ConnectionString.validate(resolvedURL)  // a clear message, without the password
+        return try PostgresConnection(url: resolvedURL, applicationName: applicationName)
     }
 }
 
-struct OutputOptions: ParsableArguments {
+/// The options every command that reads or writes the fleet's tables shares: where the database is, and `--json`.
+/// (Commands that print no table take `ConnectionOptions` alone.)
+struct FleetOptions: ParsableArguments {
+    @OptionGroup var connection: ConnectionOptions
+
     @Flag(help: "Print JSON for scripts instead of a table.")
     var json = false
+
+    func connect(_ applicationName: String = "bitfleet-cli") throws -> PostgresConnection {
+        try connection.connect(applicationName)
+    }
 }
 
 /// Environment values that did not parse (`BITFLEET_CONCURRENCY=eight`): commands that read them refuse to run.

@@ -4,14 +4,13 @@ import BitFleetWorker
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status", abstract: "Queue depth by state, the oldest due job, and live workers.")
-    @OptionGroup var connection: ConnectionOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var options: FleetOptions
 
     func run() throws {
-        let client = FleetClient(connection: try connection.connect())
+        let client = FleetClient(connection: try options.connect())
         let queue = try client.queueDepth()
         let workers = try client.liveWorkers()
-        if output.json {
+        if options.json {
             try printJSON(["queue": rowsAsObjects(queue), "workers": rowsAsObjects(workers)])
             return
         }
