@@ -93,7 +93,9 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, bitfleet, pg_temp AS
     WITH due AS (
         SELECT q.id FROM bitfleet.jobs q
         WHERE q.state IN ('queued', 'failed') AND q.run_after <= now()
-          AND (q.batch_id IS NULL OR bitfleet.batch_stop_reason(q.batch_id) IS NULL)
+          AND (q.batch_id IS NULL OR NOT EXISTS (
+                SELECT 1 FROM bitfleet.batches b
+                WHERE b.id = q.batch_id AND (b.cancelled_at IS NOT NULL OR b.expires_at < now())))
         ORDER BY q.priority DESC, q.run_after, q.id
         LIMIT $2
         FOR UPDATE SKIP LOCKED

@@ -15,7 +15,7 @@ struct BatchCommand: ParsableCommand {
         @Option(help: "Registered model name.") var model: String
         @Option(help: "File of inputs ('-' for standard input).") var inputs: String
         @Option(help: "Model version (default: the newest registered).") var modelVersion: String?
-        @Option(help: "Input format of every item (default: detect).") var format: String?
+        @Option(help: "Input format of every item: npy, json, ndjson, json:uint8, ndjson:uint8 or raw:<dtype>:<shape> (default: detect).") var format: String?
         @Option(help: "Classes reported per sample.") var topK = 3
         @Option(help: "Tenant label for cost allocation.") var tenant: String?
         @Option(help: "Hours until unfinished items expire.") var expiresInHours: Double = 24

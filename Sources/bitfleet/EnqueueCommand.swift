@@ -11,7 +11,7 @@ struct EnqueueCommand: ParsableCommand {
     @Option(help: "Registered model name.") var model: String
     @Option(help: "Input URL (.npy, JSON, NDJSON or raw).") var input: String
     @Option(help: "Model version (default: the newest registered).") var modelVersion: String?
-    @Option(help: "Input format: npy, json, ndjson or raw:<dtype>:<shape> (default: detect).") var format: String?
+    @Option(help: "Input format: npy, json, ndjson, json:uint8, ndjson:uint8 (raw 0–255 values) or raw:<dtype>:<shape> (default: detect).") var format: String?
     @Option(help: "Classes reported per sample.") var topK = 3
     @Option(help: "Higher runs first.") var priority = 0
     @Option(help: "Attempts before the job is dead.") var maxAttempts = 5
