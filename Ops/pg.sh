@@ -12,12 +12,14 @@ set -euo pipefail
 cmd=${1:?usage: Ops/pg.sh start|stop|restart|url|remove DIR}
 dir=${2:?usage: Ops/pg.sh start|stop|restart|url|remove DIR}
 bin=${PG_BIN:-/usr/lib/postgresql/15/bin}
+if [ -d "$dir" ]; then dir=$(cd "$dir" && pwd); fi
 
 fail() { echo "Ops/pg.sh: $*" >&2; exit 1; }
 [ -x "$bin/initdb" ] || fail "no PostgreSQL server at $bin: run Ops/setup.sh (or apt-get install postgresql-15)"
 
 as_root() { [ "$(id -u)" = 0 ]; }
-as_owner() { if as_root; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# As root, from / (the caller's directory may be one the postgres user cannot enter); every path here is absolute.
+as_owner() { if as_root; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'

@@ -220,7 +220,7 @@ public final class Worker: Sendable {
             case .releaseRest:
                 try flush(&pending, database: database)
                 let rest = Array(claims[index...])
-                try database.run { try $0.release(rest) }
+                _ = try database.run { try $0.release(rest) }
                 machine.withLock { $0.finished(rest.map(\.key)) }
                 return
             case .skipLeaseLost:

@@ -30,7 +30,7 @@ struct WorkerCommand: ParsableCommand {
     var nodeClass: String = environment("BITFLEET_NODE_CLASS", "default")
 
     @Option(help: "Directory that relative model URIs are resolved against [BITFLEET_MODEL_DIR].")
-    var modelDir: String? = ProcessInfo.processInfo.environment["BITFLEET_MODEL_DIR"]
+    var modelDir: String = environment("BITFLEET_MODEL_DIR", "")
 
     @Option(help: "Seconds in-flight jobs may finish after SIGTERM before they are given back [BITFLEET_GRACE_PERIOD].")
     var gracePeriod: Double = environment("BITFLEET_GRACE_PERIOD", 30)
@@ -95,7 +95,7 @@ struct WorkerCommand: ParsableCommand {
         configuration.pricePerCoreHour = pricePerCoreHour
         configuration.pricePerGBHour = pricePerGbHour
         configuration.nodeClass = nodeClass
-        configuration.modelDirectory = modelDir
+        configuration.modelDirectory = modelDir.isEmpty ? nil : modelDir
         configuration.gracePeriodSeconds = gracePeriod
         configuration.statementTimeoutSeconds = statementTimeout
         configuration.lockTimeoutSeconds = lockTimeout
