@@ -51,7 +51,18 @@ place() {
   echo "$home" >"$dir/location"
 }
 
+# The server outlives this script: it must not hold a descriptor it inherited from the caller (a pipe the caller
+# reads to the end would then never end).
+close_inherited() {
+  local fd
+  for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+}
+
 start() {
+  close_inherited
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   place
