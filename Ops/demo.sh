@@ -4,17 +4,21 @@
 # enqueues a batch, runs two worker processes until the queue drains, and prints predictions and the cost summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Stop at the first failure and say where, with what to do next.
+step="installing what is missing (Ops/setup.sh)"
+trap 'echo "Ops/demo.sh: failed while $step (exit $?). Fix the error above and run Ops/demo.sh again; logs: .tmp/demo/" >&2' ERR
 Ops/setup.sh
 source Ops/env.sh
 
 files=${BITFLEET_DEMO_FILES:-100}
 per_file=${BITFLEET_DEMO_PER_FILE:-100}
 work="$PWD/.tmp/demo"
-Ops/pg.sh stop "$work/pg" 2>/dev/null || true
+Ops/pg.sh remove "$work/pg" 2>/dev/null || true
 rm -rf "$work"
 mkdir -p "$work"
 
 echo "== building (release, x86-64-v3)"
+step="building the release binary (Ops/build.sh)"
 bitfleet=$(Ops/build.sh)
 
 pids=()
@@ -25,16 +29,22 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== starting a throwaway PostgreSQL cluster and the input server"
-export DATABASE_URL=$(Ops/pg.sh start "$work/pg")
+step="starting the throwaway PostgreSQL cluster (Ops/pg.sh start $work/pg)"
+# Assigned apart from `export`, so that a cluster that does not start stops the demo here (never libpq's default socket).
+DATABASE_URL=$(Ops/pg.sh start "$work/pg")
+export DATABASE_URL
+step="starting the input server"
 python3 Ops/demo/make_inputs.py "$work" --files "$files" --per-file "$per_file"
 python3 Ops/testing/http_fixture.py --root "$work" --port 0 --ignore-stdin >"$work/http.out" 2>"$work/http.log" &
 pids+=($!)
 for _ in $(seq 50); do grep -q '^PORT ' "$work/http.out" 2>/dev/null && break; sleep 0.1; done
 port=$(awk '/^PORT /{print $2; exit}' "$work/http.out")
+[ -n "$port" ] || { echo "Ops/demo.sh: the input server did not start (see $work/http.log)" >&2; exit 1; }
 echo "database: $DATABASE_URL"
 echo "inputs:   http://127.0.0.1:$port/inputs/ ($files files × $per_file images)"
 
 echo "== migrate, register the model, enqueue a batch"
+step="migrating, registering the model and enqueuing"
 "$bitfleet" migrate
 "$bitfleet" model add --name fashion --version 2 --path Ops/models/fashion
 sed "s#\"url\": \"/#\"url\": \"http://127.0.0.1:$port/#" "$work/batch.jsonl" >"$work/batch-urls.jsonl"
@@ -43,6 +53,7 @@ echo "batch $batch created; also one job enqueued from SQL:"
 psql "$DATABASE_URL" -Atc "select bitfleet.enqueue(model => 'fashion', input_url => 'http://127.0.0.1:$port/inputs/test-0000.npy', tenant => 'demo-sql')"
 
 echo "== running 2 worker processes until the queue drains"
+step="running the workers (logs: $work/worker-*.log)"
 start=$(date +%s.%N)
 for i in 1 2; do
   "$bitfleet" worker --concurrency 1 --exit-when-drained --allow-networks 127.0.0.1 --poll-seconds 0.5 --health-port 0 \
@@ -54,6 +65,7 @@ wait "${pids[@]:1}"
 end=$(date +%s.%N)
 
 echo "== predictions"
+step="reading the results"
 "$bitfleet" batch results "$batch" | python3 Ops/demo/score.py "$work/labels.json"
 "$bitfleet" batch status "$batch"
 jobs=$(psql "$DATABASE_URL" -Atc "select count(*) from bitfleet.jobs where state = 'succeeded'")

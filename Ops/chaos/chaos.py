@@ -89,11 +89,13 @@ def main():
     random.seed(args.seed)
 
     work = os.path.join(ROOT, ".tmp", "chaos")
-    subprocess.run([os.path.join(ROOT, "Ops/pg.sh"), "stop", work + "/pg"], capture_output=True)
+    subprocess.run([os.path.join(ROOT, "Ops/pg.sh"), "remove", work + "/pg"], capture_output=True)
     subprocess.run(["rm", "-rf", work], check=True)
     os.makedirs(work + "/inputs")
-    url = subprocess.run([os.path.join(ROOT, "Ops/pg.sh"), "start", work + "/pg"], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    started = subprocess.run([os.path.join(ROOT, "Ops/pg.sh"), "start", work + "/pg"], capture_output=True, text=True)
+    if started.returncode != 0:
+        sys.exit(f"chaos: the throwaway PostgreSQL cluster did not start:\n{started.stderr.strip()}")
+    url = started.stdout.strip()
     env = dict(os.environ, DATABASE_URL=url, BITFLEET_LOG_LEVEL="warning")
     workers = {}
     log = open(os.path.join(work, "workers.log"), "ab")
@@ -241,7 +243,7 @@ def main():
         for process in workers.values():
             if process.poll() is None:
                 process.kill()
-        subprocess.run([os.path.join(ROOT, "Ops/pg.sh"), "stop", work + "/pg"], capture_output=True)
+        subprocess.run([os.path.join(ROOT, "Ops/pg.sh"), "remove", work + "/pg"], capture_output=True)
 
 
 if __name__ == "__main__":

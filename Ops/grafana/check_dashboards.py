@@ -32,6 +32,8 @@ import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "Ops" / "testing"))
+from throwaway_pg import ClusterError, throwaway_cluster  # noqa: E402
 GRAFANA = ROOT / "Ops" / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
 CHART_DASHBOARDS = ROOT / "Helm" / "bitfleet" / "dashboards"
@@ -211,14 +213,17 @@ def check_sql(rep: Report, dashboards: dict[str, dict], admin_url: str | None) -
     if not Path(psql).exists():
         rep.check("psql available", False, "apt-get install postgresql-client-15")
         return
-    base = None
-    cluster = None
     if admin_url is None:
-        base = Path(tempfile.mkdtemp(prefix="bitfleet-grafana-pg-"))
-        os.chmod(base, 0o755)  # the cluster runs as user postgres when we are root
-        cluster = base / "pg"
-        admin_url = subprocess.run(["bash", str(ROOT / "Ops" / "pg.sh"), "start", str(cluster)], check=True,
-                                   capture_output=True, text=True, timeout=120).stdout.strip().splitlines()[-1]
+        try:
+            with throwaway_cluster("bitfleet-grafana-pg-") as url:
+                check_sql_on(rep, dashboards, url, psql)
+        except ClusterError as exc:
+            rep.check("SQL checks ran", False, str(exc))
+        return
+    check_sql_on(rep, dashboards, admin_url, psql)
+
+
+def check_sql_on(rep: Report, dashboards: dict[str, dict], admin_url: str, psql: str) -> None:
 
     def run(url: str, statement: str) -> list[str]:
         out = subprocess.run([psql, url, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", statement],
@@ -303,11 +308,6 @@ def check_sql(rep: Report, dashboards: dict[str, dict], admin_url: str | None) -
             run(admin_url, f"DROP ROLE IF EXISTS {login}")
         except Exception:  # noqa: BLE001
             pass
-        if cluster is not None:
-            subprocess.run(["bash", str(ROOT / "Ops" / "pg.sh"), "stop", str(cluster)], capture_output=True,
-                           timeout=120)
-        if base is not None:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def main() -> int:

@@ -46,6 +46,8 @@ except ImportError as exc:  # pragma: no cover - environment problem
     sys.exit(1)
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "Ops" / "testing"))
+from throwaway_pg import ClusterError, throwaway_cluster  # noqa: E402
 CHART = ROOT / "Helm" / "bitfleet"
 VALUES_DIR = Path(__file__).resolve().parent / "values"
 RELEASE = "fleet"
@@ -847,13 +849,15 @@ def check_sql(rep: Report) -> None:
                          "Ops/pg.sh or Migrations/*.sql missing")
         print("  skip  " + rep.notes[-1])
         return
-    base = Path(tempfile.mkdtemp(prefix="bitfleet-chart-pg-"))
-    os.chmod(base, 0o755)  # the cluster runs as user postgres when we are root
-    cluster = base / "pg"
     try:
-        url = subprocess.run(["bash", str(pg_sh), "start", str(cluster)], check=True, capture_output=True,
-                             text=True, timeout=120).stdout.strip().splitlines()[-1]
+        with throwaway_cluster("bitfleet-chart-pg-") as url:
+            check_sql_on(rep, url, psql, migrations)
+    except ClusterError as exc:
+        rep.check("sql: throwaway PostgreSQL", False, str(exc))
 
+
+def check_sql_on(rep: Report, url: str, psql: str, migrations: list[Path]) -> None:
+    try:
         def sql(statement: str, role: str | None = None) -> str:
             if role:
                 statement = f"SET ROLE {role};\n{statement}"
@@ -931,9 +935,6 @@ def check_sql(rep: Report) -> None:
             rep.check("sql: cost_by_model_day sums the fixture's euros (4 x 0.001)", float(euros) == 0.004, euros)
     except Exception as exc:  # noqa: BLE001
         rep.check("sql: throwaway PostgreSQL", False, f"{type(exc).__name__}: {exc}")
-    finally:
-        subprocess.run(["bash", str(pg_sh), "stop", str(cluster)], capture_output=True, timeout=120)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def main() -> int:

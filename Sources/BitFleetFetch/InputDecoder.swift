@@ -2,7 +2,8 @@
 /// cause (and the sample), never a crash, and nothing is allocated for sizes the body cannot back.
 public enum InputDecoder {
     /// Decode `body`.
-    /// - format: from the job: "npy", "json", "ndjson" (or "jsonl"), "raw:uint8:100x784", "raw:float32:784",
+    /// - format: from the job: "npy", "json", "ndjson" (or "jsonl"), "json:uint8", "ndjson:uint8" (JSON numbers
+    ///   that are raw 8-bit values: integers 0…255, used as they are, not scaled), "raw:uint8:100x784", "raw:float32:784",
     ///   "raw:uint8" (width from `features`); nil → detect: npy magic, gzip magic (an error), Content-Type,
     ///   URL suffix, then the first non-blank byte ('[' JSON, '{' NDJSON).
     /// - features: the model's input width; every sample must have exactly this many values.
@@ -39,13 +40,36 @@ public enum InputDecoder {
         case .npy:
             return try NpyDecoder.decode(body, features: features, maxSamples: maxSamples)
         case .json:
-            return try JSONInputDecoder.decodeJSON(body, features: features, maxSamples: maxSamples)
+            let batch = try JSONInputDecoder.decodeJSON(body, features: features, maxSamples: maxSamples)
+            return spec.jsonUInt8 ? try Self.uint8(batch) : batch
         case .ndjson:
-            return try JSONInputDecoder.decodeNDJSON(body, features: features, maxSamples: maxSamples)
+            let batch = try JSONInputDecoder.decodeNDJSON(body, features: features, maxSamples: maxSamples)
+            return spec.jsonUInt8 ? try Self.uint8(batch) : batch
         case .raw:
             return try RawDecoder.decode(
                 body, dtype: spec.rawDType ?? .uint8, shape: spec.rawShape, features: features, maxSamples: maxSamples)
         }
+    }
+
+    /// JSON numbers declared as raw 8-bit values (`json:uint8`, `ndjson:uint8`): each must be an integer 0…255 and
+    /// is used as it is (no `input_scale`). Anything else is an error that names the sample and feature.
+    static func uint8(_ batch: InputBatch) throws(DecodeError) -> InputBatch {
+        guard case .float32(let values) = batch.values else { return batch }
+        var bytes = [UInt8](repeating: 0, count: values.count)
+        for (index, value) in values.enumerated() {
+            guard value >= 0, value <= 255, value.rounded() == value else {
+                let width = max(batch.features, 1)
+                throw DecodeError(
+                    "sample \(index / width) feature \(index % width): value \(value) is not an integer 0…255 "
+                        + "(input_format '\(batch.format.rawValue):uint8' takes raw 8-bit values; send values scaled "
+                        + "by the model's input_scale with plain '\(batch.format.rawValue)')",
+                    sampleIndex: index / width)
+            }
+            bytes[index] = UInt8(value)
+        }
+        var out = batch
+        out.values = .uint8(bytes)
+        return out
     }
 
     /// The format a body is in, from its magic bytes, content type, URL suffix or first byte (JSON by default).
@@ -84,19 +108,24 @@ struct FormatSpec {
     var format: InputFormat
     var rawDType: RawDType? = nil
     var rawShape: [Int]? = nil
+    /// `json:uint8` / `ndjson:uint8`: the numbers are raw 8-bit values, not scaled.
+    var jsonUInt8 = false
 
     static func parse(_ text: String) throws(DecodeError) -> FormatSpec {
         let lower = text.lowercased().trimmingSpaces()
         switch lower {
         case "npy", "numpy": return FormatSpec(format: .npy)
-        case "json": return FormatSpec(format: .json)
-        case "ndjson", "jsonl", "jsonlines": return FormatSpec(format: .ndjson)
+        case "json", "json:float", "json:float32": return FormatSpec(format: .json)
+        case "ndjson", "jsonl", "jsonlines", "ndjson:float", "ndjson:float32", "jsonl:float", "jsonl:float32":
+            return FormatSpec(format: .ndjson)
+        case "json:uint8", "json:u8": return FormatSpec(format: .json, jsonUInt8: true)
+        case "ndjson:uint8", "ndjson:u8", "jsonl:uint8", "jsonl:u8": return FormatSpec(format: .ndjson, jsonUInt8: true)
         default: break
         }
         let parts = lower.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
         guard parts.first == "raw", (2...3).contains(parts.count) else {
             throw DecodeError(
-                "unknown input format '\(text)' (expected npy, json, ndjson, or raw:<uint8|float32>[:<samples>x<features>])")
+                "unknown input format '\(text)' (expected npy, json, ndjson, json:uint8, ndjson:uint8, or raw:<uint8|float32>[:<samples>x<features>])")
         }
         let dtype: RawDType
         switch parts[1] {

@@ -98,7 +98,8 @@ public final class PostgresConnection {
             }
         }
         guard let connection, PQstatus(connection) == CONNECTION_OK else {
-            let message = PostgresError.connectionMessage(connection)
+            // libpq quotes a connection string it cannot use, password and all: never pass that on.
+            let message = ConnectionString.redact(PostgresError.connectionMessage(connection), in: url)
             if let connection { PQfinish(connection) }
             throw PostgresError(kind: .connection, message: "could not connect: \(message)")
         }

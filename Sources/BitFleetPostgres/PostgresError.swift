@@ -9,6 +9,8 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
         case server
         /// A value could not be read as the requested type.
         case decoding
+        /// The connection string itself is wrong (libpq cannot parse it): retrying cannot help.
+        case configuration
     }
 
     public var kind: Kind

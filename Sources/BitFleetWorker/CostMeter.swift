@@ -42,44 +42,42 @@ public struct CostRecord: Sendable, Equatable {
     public var euros: Double { cpuEuros + memoryEuros }
 }
 
-/// Clocks for metering: wall time (monotonic) and the CPU time of the calling thread.
-public enum Clock {
-    /// Monotonic seconds, for wall-time phases.
-    public static func now() -> Double {
-        var spec = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &spec)
-        return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
-    }
+/// The worker's one clock helper: monotonic wall time, wall-clock time for database timestamps, and CPU time.
+/// (Not named `Clock`, which would shadow the standard library's protocol.)
+public enum WorkerClock {
+    /// Monotonic seconds, for durations and deadlines.
+    public static func monotonic() -> Double { read(CLOCK_MONOTONIC) }
+
+    /// Seconds since the Unix epoch (for timestamps written to the database).
+    public static func wall() -> Double { read(CLOCK_REALTIME) }
 
     /// CPU seconds this thread has used (user + system): what the job really cost, whatever else the machine did.
-    public static func threadCPU() -> Double {
-        var spec = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &spec)
-        return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
-    }
+    public static func threadCPU() -> Double { read(CLOCK_THREAD_CPUTIME_ID) }
 
     /// CPU seconds of the whole process (all threads).
-    public static func processCPU() -> Double {
+    public static func processCPU() -> Double { read(CLOCK_PROCESS_CPUTIME_ID) }
+
+    private static func read(_ clock: clockid_t) -> Double {
         var spec = timespec()
-        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &spec)
+        clock_gettime(clock, &spec)
         return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
     }
 }
 
 /// Measures the phases of one job on the thread that runs it.
 struct PhaseTimer {
-    private var wallStart = Clock.now()
-    private let cpuStart = Clock.threadCPU()
+    private var wallStart = WorkerClock.monotonic()
+    private let cpuStart = WorkerClock.threadCPU()
     private(set) var phases: [String: Double] = [:]
 
     /// Ends the current phase under `name` and starts the next.
     mutating func lap(_ name: String) {
-        let now = Clock.now()
+        let now = WorkerClock.monotonic()
         phases[name, default: 0] += now - wallStart
         wallStart = now
     }
 
-    var cpuSeconds: Double { Clock.threadCPU() - cpuStart }
+    var cpuSeconds: Double { WorkerClock.threadCPU() - cpuStart }
     subscript(name: String) -> Double { phases[name] ?? 0 }
 }
 
@@ -98,14 +96,14 @@ struct UsageMeter {
     private var wallStart: Double
     private var cpuStart: Double
 
-    init(cores: Double, wall: Double = wallClockNow(), cpu: Double = Clock.processCPU()) {
+    init(cores: Double, wall: Double = WorkerClock.wall(), cpu: Double = WorkerClock.processCPU()) {
         self.cores = cores
         self.wallStart = wall
         self.cpuStart = cpu
     }
 
     /// Closes the period ending now and starts the next one.
-    mutating func next(wall: Double = wallClockNow(), cpu: Double = Clock.processCPU()) -> Period {
+    mutating func next(wall: Double = WorkerClock.wall(), cpu: Double = WorkerClock.processCPU()) -> Period {
         let seconds = max(0, wall - wallStart)
         let capacity = cores * seconds
         let busy = min(capacity, max(0, cpu - cpuStart))
@@ -115,11 +113,4 @@ struct UsageMeter {
         }
         return Period(start: wallStart, end: wall, cores: cores, busy: busy, idle: capacity - busy)
     }
-}
-
-/// Seconds since the Unix epoch (for timestamps written to the database).
-func wallClockNow() -> Double {
-    var spec = timespec()
-    clock_gettime(CLOCK_REALTIME, &spec)
-    return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
 }

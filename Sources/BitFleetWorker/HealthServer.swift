@@ -191,11 +191,11 @@ public final class HealthServer: Sendable {
             for c in connections {
                 descriptors.append(pollfd(fd: c.fd, events: Int16(c.phase == .writing ? POLLOUT : POLLIN), revents: 0))
             }
-            let now = Clock.now()
+            let now = WorkerClock.monotonic()
             let nearest = connections.map(\.deadline).min().map { max(0, $0 - now) } ?? 0.2
             let waited = poll(&descriptors, nfds_t(descriptors.count), Int32(min(0.2, nearest) * 1000) + 1)
             if waited < 0 && errno != EINTR { break }
-            let after = Clock.now()
+            let after = WorkerClock.monotonic()
             var closing = Set<Int32>()
             for (index, c) in connections.enumerated() {
                 let events = descriptors[index + 1].revents

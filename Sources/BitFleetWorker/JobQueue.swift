@@ -1,5 +1,20 @@
 import BitFleetPostgres
 
+/// One attempt at a job: what a lease belongs to. Two attempts of the same job are different leases, so a slot
+/// that still holds a stale attempt can never renew, skip or release the live one.
+public struct AttemptID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var job: Int
+    public var attempt: Int
+
+    public init(job: Int, attempt: Int) {
+        self.job = job
+        self.attempt = attempt
+    }
+
+    public static func < (a: AttemptID, b: AttemptID) -> Bool { (a.job, a.attempt) < (b.job, b.attempt) }
+    public var description: String { "\(job)#\(attempt)" }
+}
+
 /// A job a worker holds under a lease. Every write about it is fenced by `(id, attempt, owner)`.
 public struct JobClaim: Sendable, Equatable {
     public var id: Int
@@ -15,6 +30,9 @@ public struct JobClaim: Sendable, Equatable {
     public var tenant: String?
     /// Seconds between the job becoming due and this claim.
     public var queueWaitSeconds: Double
+
+    /// The attempt this claim started: the key of its lease.
+    public var key: AttemptID { AttemptID(job: id, attempt: attempt) }
 }
 
 /// What a succeeded attempt writes, all in one transaction.
@@ -34,6 +52,9 @@ public struct JobCompletion: Sendable {
 }
 
 /// The queue's SQL, run on a connection owned by the calling thread. Knows jobs and leases, nothing of models.
+///
+/// Every write goes through the fenced `bitfleet.worker_*` functions (Migrations/0006_worker_functions.sql): the
+/// worker role has no direct write on the queue's tables.
 public struct JobQueue {
     public let connection: PostgresConnection
     public let workerID: String
@@ -43,24 +64,20 @@ public struct JobQueue {
         self.workerID = workerID
     }
 
+    /// Session limits, so that a stray lock or a forgotten transaction cannot wedge claims, heartbeats or the drain:
+    /// a statement waits at most `lockTimeout` for a lock and runs at most `statementTimeout`.
+    public func limitSession(statementTimeout: Double, lockTimeout: Double, idleInTransactionTimeout: Double) throws {
+        func ms(_ seconds: Double) -> String { String(max(1, Int((seconds * 1000).rounded()))) }
+        try connection.query("""
+            SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $2, false),
+                   set_config('idle_in_transaction_session_timeout', $3, false)
+            """, [ms(statementTimeout), ms(lockTimeout), ms(idleInTransactionTimeout)])
+    }
+
     /// Claims up to `limit` due jobs with `FOR UPDATE SKIP LOCKED`, highest priority first, under a lease of
-    /// `leaseSeconds`, and starts a new attempt on each.
+    /// `leaseSeconds`, and starts a new attempt on each. Jobs of cancelled or expired batches are never claimed.
     public func claim(limit: Int, leaseSeconds: Double) throws -> [JobClaim] {
-        let rows = try connection.query("""
-            WITH due AS (
-                SELECT id FROM bitfleet.jobs
-                WHERE state IN ('queued', 'failed') AND run_after <= now()
-                ORDER BY priority DESC, run_after, id
-                LIMIT $2
-                FOR UPDATE SKIP LOCKED
-            )
-            UPDATE bitfleet.jobs j
-            SET state = 'running', attempt = j.attempt + 1, lease_owner = $1,
-                lease_expires_at = now() + make_interval(secs => $3), started_at = coalesce(j.started_at, now())
-            FROM due WHERE j.id = due.id
-            RETURNING j.id, j.attempt, j.max_attempts, j.batch_id, j.custom_id, j.model, j.model_version, j.input_url,
-                      j.input_format, j.top_k, j.tenant, extract(epoch FROM now() - j.run_after)::float8 AS queue_wait
-            """, [workerID, limit, leaseSeconds])
+        let rows = try connection.query("SELECT * FROM bitfleet.worker_claim($1, $2, $3)", [workerID, limit, leaseSeconds])
         return try rows.map { row in
             JobClaim(
                 id: try row.int("id"), attempt: try row.int("attempt"), maxAttempts: try row.int("max_attempts"),
@@ -68,7 +85,7 @@ public struct JobQueue {
                 model: try row.string("model"), modelVersion: try row.optionalString("model_version"),
                 inputURL: try row.string("input_url"), inputFormat: try row.optionalString("input_format"),
                 topK: try row.int("top_k"), tenant: try row.optionalString("tenant"),
-                queueWaitSeconds: max(0, try row.double("queue_wait")))
+                queueWaitSeconds: max(0, try row.double("queue_wait_seconds")))
         }
     }
 
@@ -78,49 +95,23 @@ public struct JobQueue {
         try complete([(claim, completion)]) == [claim.id]
     }
 
-    /// Completes many jobs in one statement (arrays, unnested): for each, the result, the cost row and `succeeded`,
-    /// each fenced by its own `(id, attempt)` and this worker's lease. Returns the ids written; a job whose lease
-    /// was lost is absent and nothing of it was written.
+    /// Completes many jobs in one statement: for each, the result, the cost row and `succeeded`, each fenced by its
+    /// own `(id, attempt)` and this worker's lease. Returns the ids written; a job whose lease was lost is absent and
+    /// nothing of it was written. One value Postgres refuses fails the whole statement (nothing is written).
     public func complete(_ items: [(claim: JobClaim, completion: JobCompletion)]) throws -> Set<Int> {
         guard !items.isEmpty else { return [] }
         let costs = items.map(\.completion.cost)
         let rows = try connection.query("""
-            WITH input AS (
-                SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::int[], $6::text[], $7::text[],
-                                     $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[],
-                                     $13::bigint[], $14::bigint[], $15::float8[], $16::float8[], $17::bigint[],
-                                     $18::float8[], $19::float8[], $20::text[])
-                    AS t(id, attempt, model_version, samples, output, node_class, queue_wait_s, fetch_s, decode_s,
-                         infer_s, cpu_s, bytes, ops, price, euros, memory_bytes, memory_gb_s, price_gb, experts)
-            ), done AS (
-                UPDATE bitfleet.jobs j
-                SET state = 'succeeded', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL, last_error = NULL
-                FROM input
-                WHERE j.id = input.id AND j.attempt = input.attempt AND j.lease_owner = $1 AND j.state = 'running'
-                RETURNING j.id, j.batch_id, j.model, j.tenant
-            ), result AS (
-                INSERT INTO bitfleet.results (job_id, attempt, model, model_version, samples, output)
-                SELECT done.id, input.attempt, done.model, input.model_version, input.samples, input.output::jsonb
-                FROM done JOIN input ON input.id = done.id
-                RETURNING job_id
-            )
-            INSERT INTO bitfleet.job_costs (job_id, batch_id, attempt, model, model_version, tenant, worker_id, node_class,
-                samples, queue_wait_seconds, fetch_seconds, decode_seconds, infer_seconds, cpu_seconds, bytes_fetched,
-                binary_ops, price_per_core_hour, euros, model_memory_bytes, memory_gb_seconds, price_per_gb_hour,
-                expert_activations)
-            SELECT done.id, done.batch_id, input.attempt, done.model, input.model_version, done.tenant, $1,
-                   input.node_class, input.samples, input.queue_wait_s, input.fetch_s, input.decode_s, input.infer_s, input.cpu_s,
-                   input.bytes, input.ops, input.price, input.euros, input.memory_bytes, input.memory_gb_s, input.price_gb,
-                   string_to_array(nullif(input.experts, ''), ',')::int[]
-            FROM done JOIN result ON result.job_id = done.id JOIN input ON input.id = done.id
-            RETURNING job_id
+            SELECT bitfleet.worker_complete($1, $2::bigint[], $3::int[], $4::text[], $5::int[], $6::text[], $7::text[],
+                $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::bigint[], $14::bigint[],
+                $15::float8[], $16::bigint[], $17::float8[], $18::float8[], $19::text[]) AS job_id
             """, [
                 workerID, items.map(\.claim.id), items.map(\.claim.attempt), items.map(\.completion.modelVersion),
                 items.map(\.completion.samples), items.map(\.completion.output), costs.map(\.nodeClass),
                 costs.map(\.queueWaitSeconds), costs.map(\.fetchSeconds), costs.map(\.decodeSeconds),
                 costs.map(\.inferSeconds), costs.map(\.cpuSeconds), costs.map(\.bytesFetched), costs.map(\.binaryOps),
-                costs.map(\.pricePerCoreHour), costs.map(\.euros), costs.map(\.modelMemoryBytes),
-                costs.map(\.memoryGBSeconds), costs.map(\.pricePerGBHour),
+                costs.map(\.pricePerCoreHour), costs.map(\.modelMemoryBytes), costs.map(\.memoryGBSeconds),
+                costs.map(\.pricePerGBHour),
                 costs.map { $0.expertActivations.isEmpty ? "" : $0.expertActivations.map(String.init).joined(separator: ",") },
             ])
         return Set(try rows.map { try $0.int("job_id") })
@@ -129,65 +120,38 @@ public struct JobQueue {
     /// Records how long the completing statement took (it cannot measure itself), shared evenly by its jobs.
     public func recordWriteTime(jobIDs: Set<Int>, seconds: Double) throws {
         guard !jobIDs.isEmpty else { return }
-        try connection.query("UPDATE bitfleet.job_costs SET write_seconds = $2 WHERE job_id = ANY($1::bigint[])",
-                             [Array(jobIDs), seconds / Double(jobIDs.count)])
+        try connection.query("SELECT bitfleet.worker_write_time($1, $2::bigint[], $3)", [workerID, Array(jobIDs), seconds])
     }
 
-    /// Ends a failed attempt: `failed` (runs again after the delay) or `dead`, appending to the error history.
-    /// Fenced like `complete`; returns the state written, or nil when the lease was lost.
+    /// Ends a failed attempt: `failed` (runs again after the delay), `dead`, or `cancelled` when its batch was
+    /// cancelled or expired (never retried), appending to the error history. Fenced like `complete`; returns the
+    /// state written, or nil when the lease was lost.
     @discardableResult
     public func fail(_ claim: JobClaim, _ failure: JobFailure, decision: RetryPolicy.Decision) throws -> String? {
-        let (state, delay): (String, Double) = switch decision {
-        case .retry(let delay): ("failed", delay)
-        case .dead: ("dead", 0)
+        let delay: Double? = switch decision {
+        case .retry(let delay): delay
+        case .dead: nil
         }
-        let rows = try connection.query("""
-            UPDATE bitfleet.jobs
-            SET state = $4::bitfleet.job_state, run_after = now() + make_interval(secs => $5),
-                lease_owner = NULL, lease_expires_at = NULL, last_error = $6,
-                finished_at = CASE WHEN $4 = 'dead' THEN now() END,
-                errors = errors || jsonb_build_object('attempt', $2::int, 'at', now(), 'worker', $3::text,
-                                                      'class', $7::text, 'phase', $8::text, 'error', $6::text)
-            WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running'
-            RETURNING state
-            """, [claim.id, claim.attempt, workerID, state, delay, failure.description, failure.errorClass.rawValue, failure.phase])
+        let rows = try connection.query(
+            "SELECT bitfleet.worker_fail($1, $2, $3, $4, $5, $6, $7) AS state",
+            [workerID, claim.id, claim.attempt, delay, failure.description, failure.errorClass.rawValue, failure.phase])
         return rows.first.flatMap { $0["state"] }
     }
 
-    /// Extends the leases this worker holds on `jobIDs`; returns the ids still held.
-    public func extendLeases(jobIDs: [Int], leaseSeconds: Double) throws -> Set<Int> {
-        guard !jobIDs.isEmpty else { return [] }
-        let rows = try connection.query("""
-            UPDATE bitfleet.jobs SET lease_expires_at = now() + make_interval(secs => $3)
-            WHERE id = ANY($2::bigint[]) AND lease_owner = $1 AND state = 'running'
-            RETURNING id
-            """, [workerID, jobIDs, leaseSeconds])
-        return Set(try rows.map { try $0.int("id") })
+    /// Extends the leases this worker holds on these attempts; returns the attempts still held. Also this worker's
+    /// heartbeat.
+    public func extendLeases(_ attempts: [AttemptID], leaseSeconds: Double) throws -> Set<AttemptID> {
+        let rows = try connection.query(
+            "SELECT job_id, attempt FROM bitfleet.worker_heartbeat($1, $2::bigint[], $3::int[], $4)",
+            [workerID, attempts.map(\.job), attempts.map(\.attempt), leaseSeconds])
+        return Set(try rows.map { AttemptID(job: try $0.int("job_id"), attempt: try $0.int("attempt")) })
     }
 
-    /// Returns jobs whose lease expired (their worker died or hung) to the queue, or to `dead` when out of attempts.
-    /// `run_after` keeps its old value, so a rescued job runs before work that was queued after it.
-    /// Any worker may run this; returns how many jobs were rescued.
+    /// Returns jobs whose lease expired (their worker died or hung) to the queue, to `dead` when out of attempts,
+    /// or to `cancelled` when their batch was cancelled or expired. Any worker may run this; returns how many.
     @discardableResult
     public func rescueExpiredLeases() throws -> Int {
-        let rows = try connection.query("""
-            WITH expired AS (
-                SELECT id FROM bitfleet.jobs
-                WHERE state = 'running' AND lease_expires_at < now()
-                FOR UPDATE SKIP LOCKED
-            )
-            UPDATE bitfleet.jobs j
-            SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'dead'::bitfleet.job_state ELSE 'failed' END,
-                finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
-                last_error = 'lease expired: worker ' || j.lease_owner || ' stopped renewing it',
-                errors = j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(), 'worker', j.lease_owner,
-                                                        'class', 'transient', 'phase', 'lease',
-                                                        'error', 'lease expired'),
-                lease_owner = NULL, lease_expires_at = NULL
-            FROM expired WHERE j.id = expired.id
-            RETURNING j.id
-            """)
-        return rows.count
+        try connection.query("SELECT bitfleet.worker_rescue() AS n")[0].int("n")
     }
 
     /// Cancels the unstarted items of batches past their expiry window; returns how many.
@@ -196,30 +160,49 @@ public struct JobQueue {
         try connection.query("SELECT bitfleet.expire_batches() AS n")[0].int("n")
     }
 
-    /// Deletes finished jobs (and their results; cost rows stay) older than `keepDays`, `maxRows` per statement,
-    /// repeating while there is more for up to `seconds`. Returns how many were deleted.
+    /// Deletes finished jobs (and their results; cost rows stay) older than the retention the database owner set
+    /// (`bitfleet.settings.finished_job_retention`), `maxRows` per statement, repeating while there is more for up to
+    /// `seconds`. Returns how many were deleted.
     @discardableResult
-    public func pruneFinished(keepDays: Double, maxRows: Int = 10_000, forAtMost seconds: Double = 0) throws -> Int {
-        let deadline = Clock.now() + seconds
+    public func pruneFinished(maxRows: Int = 10_000, forAtMost seconds: Double = 0) throws -> Int {
+        let deadline = WorkerClock.monotonic() + seconds
         var total = 0
         while true {
-            let deleted = try connection.query(
-                "SELECT bitfleet.prune_finished(make_interval(secs => $1::float8 * 86400), $2) AS n",
-                [keepDays, maxRows])[0].int("n")
+            let deleted = try connection.query("SELECT bitfleet.worker_prune($1) AS n", [maxRows])[0].int("n")
             total += deleted
-            if deleted < maxRows || Clock.now() >= deadline { return total }
+            if deleted < maxRows || WorkerClock.monotonic() >= deadline { return total }
         }
     }
 
     /// Gives back jobs this worker claimed but will not run (shutdown): they run again at once, ahead of newer work,
-    /// and the attempt is not counted.
+    /// and the attempt is not counted (those of a cancelled or expired batch end `cancelled`). Returns how many.
+    @discardableResult
+    public func release(_ claims: [JobClaim]) throws -> Int {
+        guard !claims.isEmpty else { return 0 }
+        return try connection.query("SELECT bitfleet.worker_release($1, $2::bigint[], $3::int[]) AS n",
+                                    [workerID, claims.map(\.id), claims.map(\.attempt)])[0].int("n")
+    }
+
     public func release(_ claim: JobClaim) throws {
-        try connection.query("""
-            UPDATE bitfleet.jobs
-            SET state = CASE WHEN attempt > 1 THEN 'failed'::bitfleet.job_state ELSE 'queued' END,
-                attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL
-            WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running'
-            """, [claim.id, claim.attempt, workerID])
+        try release([claim])
+    }
+
+    /// Registers (or re-registers) this worker in `bitfleet.workers`.
+    public func register(hostname: String, pid: Int, concurrency: Int, nodeClass: String, pricePerCoreHour: Double) throws {
+        try connection.query("SELECT bitfleet.worker_register($1, $2, $3, $4, $5, $6)",
+                             [workerID, hostname, pid, concurrency, nodeClass, pricePerCoreHour])
+    }
+
+    /// Marks this worker stopped.
+    public func stopped() throws {
+        try connection.query("SELECT bitfleet.worker_stopped($1)", [workerID])
+    }
+
+    /// Busy and idle core-seconds of one heartbeat interval (`bitfleet.worker_usage`).
+    func recordUsage(_ period: UsageMeter.Period, nodeClass: String, pricePerCoreHour: Double) throws {
+        try connection.query("SELECT bitfleet.worker_usage($1, $2, $3, $4, $5, $6, $7, $8)",
+                             [workerID, nodeClass, period.start, period.end, period.cores, period.busy, period.idle,
+                              pricePerCoreHour])
     }
 
     /// True when no job is due, waiting for a retry, or running: the queue has drained.

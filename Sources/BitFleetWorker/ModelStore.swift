@@ -38,28 +38,35 @@ final class ModelStore: Sendable {
                                uri: try row.string("uri"), sha256: try row.string("sha256"))
     }
 
-    /// The loaded model, loading and verifying it against the registered sha256 on first use.
+    /// The loaded model, loading and verifying it against the registered sha256 on first use. Loading and hashing
+    /// run outside the lock, so a slot loading a large model never blocks slots using another (two slots loading
+    /// the same model at once both map it; the first one stored is kept).
     func model(for registered: RegisteredModel) throws -> BinaryMoEModel {
-        try loaded.withLock { models in
-            if let model = models[registered.sha256] { return model }
-            let directory = localPath(registered.uri)
-            do {
-                let model = try BinaryMoEModel.load(directory: directory, expectedSHA256: registered.sha256)
-                models[registered.sha256] = model
-                return model
-            } catch {
-                throw JobFailure(.transient, phase: "model",
-                                 "cannot load model \(registered.name) \(registered.version) from \(directory): \(error)")
-            }
+        if let model = loaded.withLock({ $0[registered.sha256] }) { return model }
+        let directory = localPath(registered.uri)
+        let model: BinaryMoEModel
+        do {
+            model = try BinaryMoEModel.load(directory: directory, expectedSHA256: registered.sha256)
+        } catch {
+            // A checksum that does not match (or a broken config) stays broken: permanent; a file that cannot be
+            // read now may be readable later: retry.
+            let disposition = ErrorClassifier.classify(error, phase: .model)
+            throw JobFailure(disposition == .permanent ? .permanent : .transient, phase: "model",
+                             "cannot load model \(registered.name) \(registered.version) from \(directory): \(error)")
+        }
+        return loaded.withLock { models in
+            if let existing = models[registered.sha256] { return existing }
+            models[registered.sha256] = model
+            return model
         }
     }
 
+    /// Where the loader finds the model: `file://` URIs go to it as they are (the engine's loader is the one place
+    /// that reads them: `file:///path`, `file://localhost/path`, percent-escapes), a relative path is resolved
+    /// against the worker's `--model-dir`.
     func localPath(_ uri: String) -> String {
-        var path = uri
-        if path.hasPrefix("file://") { path = String(path.dropFirst("file://".count)) }
-        if !path.hasPrefix("/"), let baseDirectory {
-            path = (baseDirectory as NSString).appendingPathComponent(path)
-        }
-        return path
+        if uri.hasPrefix("file://") || uri.hasPrefix("/") { return uri }
+        guard let baseDirectory else { return uri }
+        return (baseDirectory as NSString).appendingPathComponent(uri)
     }
 }

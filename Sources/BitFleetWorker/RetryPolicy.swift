@@ -56,3 +56,16 @@ public struct JobFailure: Error, CustomStringConvertible, Sendable {
     public var retryable: Bool { errorClass == .transient }
     public var description: String { "\(phase): \(message)" }
 }
+
+extension JobFailure {
+    /// The failure an error means in `phase`, classified by `ErrorClassifier` (a `JobFailure` stays as it is).
+    /// A `reconnect` error reaching a job counts as retryable: the job is not at fault.
+    public init(_ error: any Error, phase: JobPhase) {
+        if let failure = error as? JobFailure {
+            self = failure
+            return
+        }
+        let disposition = ErrorClassifier.classify(error, phase: phase)
+        self.init(disposition == .permanent ? .permanent : .transient, phase: phase.rawValue, "\(error)")
+    }
+}

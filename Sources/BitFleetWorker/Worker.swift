@@ -15,16 +15,13 @@ public final class Worker: Sendable {
     private let logger: Logger
     private let models: ModelStore
     private let metrics: WorkerMetrics
-    private let state = Mutex(State())
+    /// The decisions (what to run, skip, release, renew; when to flush, drain, maintain): a pure value.
+    private let machine: Mutex<WorkerStateMachine>
+    private let counters = Mutex(Counters())
     private let wake = WakeSignal()
     private let finished = DispatchGroup()
 
-    struct State {
-        var stopping = false
-        var stopRequestedAt: Double?
-        var inFlight: [Int: JobClaim] = [:]
-        /// Jobs the heartbeat found no longer leased to this worker: not started if still waiting in a claimed batch.
-        var lostLeases: Set<Int> = []
+    struct Counters {
         var succeeded = 0
         var failed = 0
         var samples = 0
@@ -44,32 +41,34 @@ public final class Worker: Sendable {
         self.logger = logger
         self.metrics = metrics
         self.models = ModelStore(baseDirectory: configuration.modelDirectory)
+        self.machine = Mutex(WorkerStateMachine(settings: .init(
+            flushSeconds: configuration.flushSeconds, gracePeriodSeconds: configuration.gracePeriodSeconds,
+            maintenanceSeconds: configuration.maintenanceSeconds)))
     }
 
     public var statistics: Statistics {
-        state.withLock { Statistics(succeeded: $0.succeeded, failed: $0.failed, samples: $0.samples) }
+        counters.withLock { Statistics(succeeded: $0.succeeded, failed: $0.failed, samples: $0.samples) }
     }
 
     /// True while every slot is connected and the worker is not draining (the readiness probe).
     public var isReady: Bool {
-        state.withLock { !$0.stopping && $0.readySlots == configuration.concurrency }
+        !isStopping && counters.withLock { $0.readySlots == configuration.concurrency }
     }
 
     /// Stops claiming; in-flight jobs finish within the grace period or are given back to the queue.
     public func stop() {
-        let first = state.withLock { state -> Bool in
-            defer { state.stopping = true }
-            if state.stopRequestedAt == nil { state.stopRequestedAt = Clock.now() }
-            return !state.stopping
-        }
+        let first = machine.withLock { $0.stop(now: WorkerClock.monotonic()) }
         if first { logger.info("draining", metadata: ["grace_seconds": "\(configuration.gracePeriodSeconds)"]) }
         wake.signalAll()
     }
 
-    var isStopping: Bool { state.withLock { $0.stopping } }
+    var isStopping: Bool { machine.withLock { $0.isStopping } }
+    private var drainDeadlinePassed: Bool { machine.withLock { $0.drainDeadlinePassed(now: WorkerClock.monotonic()) } }
 
     /// Runs until `stop()` (or until the queue drains with `exitWhenDrained`), then returns.
     public func run() throws {
+        // A database URL libpq cannot parse never works: say so now (without its password), instead of retrying.
+        try ConnectionString.validate(configuration.databaseURL)
         HTTPFetcher.globalInit()
         // A fetch policy that cannot work (an unparsable allowlist entry, say) is a configuration error: say so now,
         // not in every slot's loop.
@@ -87,8 +86,7 @@ public final class Worker: Sendable {
         }
         // Returns once every slot has stopped, or when the grace period ran out and unfinished jobs were released.
         heartbeatLoop(control)
-        try? control.query("UPDATE bitfleet.workers SET stopped_at = now(), heartbeat_at = now() WHERE id = $1",
-                           [configuration.workerID])
+        try? JobQueue(connection: control, workerID: configuration.workerID).stopped()
         let stats = statistics
         logger.info("worker stopped", metadata: ["succeeded": "\(stats.succeeded)", "failed": "\(stats.failed)"])
     }
@@ -104,31 +102,87 @@ public final class Worker: Sendable {
         thread.start()
     }
 
+    /// A new connection with the worker's session limits (statement, lock and idle-in-transaction timeouts).
+    func connect(_ applicationName: String = "bitfleet-worker") throws -> PostgresConnection {
+        let connection = try PostgresConnection(url: configuration.databaseURL, applicationName: applicationName)
+        try JobQueue(connection: connection, workerID: configuration.workerID).limitSession(
+            statementTimeout: configuration.statementTimeoutSeconds, lockTimeout: configuration.lockTimeoutSeconds,
+            idleInTransactionTimeout: configuration.idleInTransactionTimeoutSeconds)
+        return connection
+    }
+
     // MARK: - Slots
 
+    /// The database of one slot: its own connection, re-made when lost. Statements that fail for the connection's
+    /// sake (or a lock/statement timeout) run again after a backoff, for as long as the worker is not past its
+    /// drain deadline: no job is failed for it, and the heartbeat keeps renewing the leases of the jobs in hand.
+    final class SlotDatabase {
+        let worker: Worker
+        let slot: Int
+        private var connection: PostgresConnection?
+        private var ready = false
+
+        init(worker: Worker, slot: Int) {
+            self.worker = worker
+            self.slot = slot
+        }
+
+        deinit { setReady(false) }
+
+        private func setReady(_ value: Bool) {
+            guard value != ready else { return }
+            ready = value
+            worker.counters.withLock { $0.readySlots += value ? 1 : -1 }
+        }
+
+        /// The slot's queue, connecting first if need be (errors propagate).
+        func queue() throws -> JobQueue {
+            if connection == nil || !(connection?.isConnected ?? false) {
+                setReady(false)
+                connection = nil
+                connection = try worker.connect()
+                setReady(true)
+            }
+            return JobQueue(connection: connection!, workerID: worker.configuration.workerID)
+        }
+
+        /// Runs `body` until it succeeds or fails for a reason other than the connection. Gives up (rethrows) once
+        /// the worker is past its drain deadline, or at once when `untilStopping` and the worker is stopping.
+        func run<T>(untilStopping: Bool = false, _ body: (JobQueue) throws -> T) throws -> T {
+            var backoff: Double?
+            while true {
+                do {
+                    return try body(try queue())
+                } catch let error where ErrorClassifier.classify(error, phase: .database) == .reconnect {
+                    if worker.drainDeadlinePassed || (untilStopping && worker.isStopping) { throw error }
+                    if !(connection?.isConnected ?? false) {
+                        connection = nil
+                        setReady(false)
+                    }
+                    backoff = WorkerStateMachine.reconnectBackoff(after: backoff)
+                    worker.logger.warning("database statement failed; retrying", metadata: [
+                        "slot": "\(slot)", "error": "\(error)", "retry_seconds": "\(backoff!)"])
+                    worker.wake.wait(timeout: backoff!)
+                }
+            }
+        }
+    }
+
     private func slotLoop(_ slot: Int) {
-        var connection: PostgresConnection?
+        let database = SlotDatabase(worker: self, slot: slot)
         var client: HTTPClient?
-        var backoff = 0.5
-        var ready = false
-        defer { if ready { state.withLock { $0.readySlots -= 1 } } }
+        var backoff: Double?
         while !isStopping {
             do {
-                if connection == nil || !(connection?.isConnected ?? false) {
-                    if ready { state.withLock { $0.readySlots -= 1 }; ready = false }
-                    connection = nil
-                    connection = try PostgresConnection(url: configuration.databaseURL, applicationName: "bitfleet-worker")
-                    state.withLock { $0.readySlots += 1 }
-                    ready = true
-                    backoff = 0.5
-                }
                 if client == nil { client = try HTTPClient(policy: configuration.fetchPolicy) }
-                let queue = JobQueue(connection: connection!, workerID: configuration.workerID)
-                let claimStart = Clock.now()
-                let claims = try queue.claim(limit: configuration.claimBatch, leaseSeconds: configuration.leaseSeconds)
-                metrics.claim(seconds: Clock.now() - claimStart, jobs: claims.count)
+                let claimStart = WorkerClock.monotonic()
+                let claims = try database.run(untilStopping: true) {
+                    try $0.claim(limit: configuration.claimBatch, leaseSeconds: configuration.leaseSeconds)
+                }
+                metrics.claim(seconds: WorkerClock.monotonic() - claimStart, jobs: claims.count)
+                backoff = nil
                 if claims.isEmpty {
-                    if configuration.exitWhenDrained, try queue.isDrained() {
+                    if configuration.exitWhenDrained, try database.run(untilStopping: true, { try $0.isDrained() }) {
                         logger.info("queue drained")
                         stop()
                         break
@@ -136,145 +190,171 @@ public final class Worker: Sendable {
                     wake.wait(timeout: configuration.pollSeconds)
                     continue
                 }
-                try runClaimed(claims, queue: queue, client: client!)
+                try runClaimed(claims, database: database, client: client!)
             } catch {
-                // Database trouble: the job in hand (if any) keeps its lease until it expires and is rescued.
-                logger.warning("slot error, reconnecting", metadata: ["slot": "\(slot)", "error": "\(error)"])
-                connection = nil
-                wake.wait(timeout: backoff)
-                backoff = min(backoff * 2, 10)
+                // Past the drain deadline (the heartbeat gives back what is left), or an error no job caused.
+                if isStopping { break }
+                backoff = WorkerStateMachine.reconnectBackoff(after: backoff)
+                logger.warning("slot error", metadata: ["slot": "\(slot)", "error": "\(error)"])
+                wake.wait(timeout: backoff!)
             }
         }
     }
+
+    typealias Finished = (claim: JobClaim, completion: JobCompletion)
 
     /// Runs a claimed batch: each job in turn, completions written together (one statement per flush), jobs not
-    /// started when the worker stops are given back at once.
-    private func runClaimed(_ claims: [JobClaim], queue: JobQueue, client: HTTPClient) throws {
-        metrics.busySlots(state.withLock { state in
-            for claim in claims { state.inFlight[claim.id] = claim }
-            state.busySlots += 1
-            return state.busySlots
-        })
+    /// started when the worker stops are given back at once. A job's failure, in any phase, is that job's alone.
+    private func runClaimed(_ claims: [JobClaim], database: SlotDatabase, client: HTTPClient) throws {
+        metrics.busySlots(counters.withLock { $0.busySlots += 1; return $0.busySlots })
+        machine.withLock { $0.claimed(claims) }
         defer {
-            metrics.busySlots(state.withLock { state in
-                for claim in claims { state.inFlight.removeValue(forKey: claim.id) }
-                state.busySlots -= 1
-                return state.busySlots
-            })
+            metrics.busySlots(counters.withLock { $0.busySlots -= 1; return $0.busySlots })
+            // Leaving by error (past the drain deadline): the heartbeat gives back what is still in flight.
+            if !drainDeadlinePassed { machine.withLock { $0.finished(claims.map(\.key)) } }
         }
-        var pending: [(claim: JobClaim, completion: JobCompletion)] = []
-        var oldestPending = 0.0
-        func flush() throws {
-            guard !pending.isEmpty else { return }
-            let start = Clock.now()
-            let written = try queue.complete(pending)
-            let seconds = Clock.now() - start
-            try queue.recordWriteTime(jobIDs: written, seconds: seconds)
-            let samples = pending.filter { written.contains($0.claim.id) }.reduce(0) { $0 + $1.completion.samples }
-            state.withLock {
-                $0.succeeded += written.count
-                $0.samples += samples
-            }
-            for item in pending {
-                guard written.contains(item.claim.id) else {
-                    metrics.jobFinished(outcome: "lease_lost")
-                    logger.warning("lease lost before the result was written; nothing written", metadata: ["job": "\(item.claim.id)"])
-                    continue
-                }
-                metrics.jobFinished(outcome: "succeeded")
-                metrics.samples(item.completion.samples)
-                metrics.phase("write", seconds: seconds / Double(written.count))
-            }
-            finish(pending.map(\.claim.id))
-            pending.removeAll(keepingCapacity: true)
-        }
+        var pending: [Finished] = []
+        var oldestPending: Double?
         for (index, claim) in claims.enumerated() {
-            if isStopping {
-                try flush()
-                for unstarted in claims[index...] {
-                    try queue.release(unstarted)
-                    finish([unstarted.id])
-                }
+            switch machine.withLock({ $0.beforeStarting(claim) }) {
+            case .releaseRest:
+                try flush(&pending, database: database)
+                let rest = Array(claims[index...])
+                _ = try database.run { try $0.release(rest) }
+                machine.withLock { $0.finished(rest.map(\.key)) }
                 return
-            }
-            if state.withLock({ $0.lostLeases.remove(claim.id) != nil }) {
-                // Taken over while it waited in this batch (e.g. this worker was cut off): someone else runs it.
-                logger.warning("lease lost before the job started; skipped", metadata: ["job": "\(claim.id)"])
+            case .skipLeaseLost:
+                logger.warning("lease lost before the job started; skipped", metadata: ["job": "\(claim.key)"])
                 metrics.jobFinished(outcome: "lease_lost")
-                finish([claim.id])
+                continue
+            case .run:
+                break
+            }
+            switch process(claim, database: database, client: client) {
+            case .success(let completion):
+                if pending.isEmpty { oldestPending = WorkerClock.monotonic() }
+                pending.append((claim, completion))
+            case .failure(let failure):
+                try recordFailure(claim, failure, database: database)
+            }
+            let flushNow = machine.withLock {
+                $0.shouldFlush(pending: pending.count, oldestPendingAt: oldestPending,
+                               remaining: claims.count - index - 1, now: WorkerClock.monotonic())
+            }
+            if flushNow { try flush(&pending, database: database) }
+        }
+        try flush(&pending, database: database)
+    }
+
+    /// Writes finished jobs together. When Postgres refuses the statement for one job's sake, each job is written
+    /// on its own: the good ones succeed, the offending one fails with the server's error, permanently.
+    private func flush(_ pending: inout [Finished], database: SlotDatabase) throws {
+        guard !pending.isEmpty else { return }
+        defer { pending.removeAll(keepingCapacity: true) }
+        try write(pending, database: database)
+    }
+
+    private func write(_ items: [Finished], database: SlotDatabase) throws {
+        let start = WorkerClock.monotonic()
+        let written: Set<Int>
+        do {
+            written = try database.run { queue in
+                try configuration.faults?.inject(items.map(\.claim), .write)
+                return try queue.complete(items)
+            }
+        } catch let error where ErrorClassifier.classify(error, phase: .write) != .reconnect {
+            if items.count > 1 {
+                logger.warning("a batched write was refused; writing its jobs one by one", metadata: [
+                    "jobs": "\(items.count)", "error": "\(error)"])
+                for item in items { try write([item], database: database) }
+            } else {
+                try recordFailure(items[0].claim, JobFailure(.permanent, phase: JobPhase.write.rawValue,
+                                                             "the result could not be stored: \(error)"),
+                                  database: database)
+            }
+            return
+        }
+        let seconds = WorkerClock.monotonic() - start
+        try? database.run(untilStopping: true) { try $0.recordWriteTime(jobIDs: written, seconds: seconds) }
+        counters.withLock {
+            $0.succeeded += written.count
+            $0.samples += items.filter { written.contains($0.claim.id) }.reduce(0) { $0 + $1.completion.samples }
+        }
+        for item in items {
+            guard written.contains(item.claim.id) else {
+                metrics.jobFinished(outcome: "lease_lost")
+                logger.warning("lease lost before the result was written; nothing written", metadata: ["job": "\(item.claim.key)"])
                 continue
             }
-            if let completion = try process(claim, queue: queue, client: client) {
-                if pending.isEmpty { oldestPending = Clock.now() }
-                pending.append((claim, completion))
-            }
-            // Results wait at most `flushSeconds` for company, so a slow batch does not hold finished work back.
-            if Clock.now() - oldestPending > configuration.flushSeconds { try flush() }
+            metrics.jobFinished(outcome: "succeeded")
+            metrics.samples(item.completion.samples)
+            metrics.phase("write", seconds: seconds / Double(written.count))
         }
-        try flush()
+        machine.withLock { $0.finished(items.map(\.claim.key)) }
     }
 
-    /// Stops renewing the leases of jobs whose outcome has been written.
-    private func finish(_ ids: [Int]) {
-        state.withLock { state in
-            for id in ids {
-                state.inFlight.removeValue(forKey: id)
-                state.lostLeases.remove(id)
-            }
-        }
+    /// Ends a failed attempt in the database (retry, dead, or cancelled when its batch stopped).
+    private func recordFailure(_ claim: JobClaim, _ failure: JobFailure, database: SlotDatabase) throws {
+        let decision = WorkerStateMachine.decision(for: failure, claim: claim, policy: configuration.retryPolicy)
+        let written = try database.run { try $0.fail(claim, failure, decision: decision) }
+        machine.withLock { $0.finished([claim.key]) }
+        metrics.jobFinished(outcome: written ?? "lease_lost")
+        counters.withLock { $0.failed += 1 }
+        logger.warning("job attempt failed", metadata: [
+            "job": "\(claim.id)", "attempt": "\(claim.attempt)", "state": "\(written ?? "lease lost")",
+            "error": "\(failure)",
+        ])
     }
 
-    /// Runs one attempt. Returns what to write when it succeeded; a failure is recorded on the job here.
-    /// Database errors propagate to the slot loop (the job keeps its lease until it expires and is rescued).
-    private func process(_ claim: JobClaim, queue: JobQueue, client: HTTPClient) throws -> JobCompletion? {
+    /// Runs one attempt: what to write when it succeeded, or why it failed. Errors of the slot's connection are
+    /// retried inside (they are no job's fault); every other error becomes this job's failure, classified.
+    private func process(_ claim: JobClaim, database: SlotDatabase, client: HTTPClient) -> Result<JobCompletion, JobFailure> {
         var log = logger
         log[metadataKey: "job"] = "\(claim.id)"
         if let batch = claim.batchID { log[metadataKey: "batch"] = "\(batch)" }
-
         var timer = PhaseTimer()
+        let faults = configuration.faults
+        /// Runs one phase; any error it throws is this job's failure in that phase.
+        func phase<T>(_ phase: JobPhase, _ body: () throws -> T) throws(JobFailure) -> T {
+            do {
+                try faults?.inject([claim], phase)
+                return try body()
+            } catch {
+                throw JobFailure(error, phase: phase)
+            }
+        }
         do {
             if claim.model == Self.noopModel {
                 // Queue overhead alone: no fetch, no model; still metered and written like any job.
-                return JobCompletion(modelVersion: "builtin", samples: 0, output: "{\"noop\": true}", cost: CostRecord(
+                return .success(JobCompletion(modelVersion: "builtin", samples: 0, output: "{\"noop\": true}", cost: CostRecord(
                     nodeClass: configuration.nodeClass, samples: 0, queueWaitSeconds: claim.queueWaitSeconds,
                     fetchSeconds: 0, decodeSeconds: 0, inferSeconds: 0, cpuSeconds: timer.cpuSeconds, bytesFetched: 0,
-                    binaryOps: 0, pricePerCoreHour: configuration.pricePerCoreHour))
+                    binaryOps: 0, pricePerCoreHour: configuration.pricePerCoreHour)))
             }
-            let registered = try models.resolve(name: claim.model, version: claim.modelVersion, on: queue.connection)
-            let model = try models.model(for: registered)
+            let (registered, model) = try phase(.model) {
+                let registered = try database.run { try models.resolve(name: claim.model, version: claim.modelVersion, on: $0.connection) }
+                return (registered, try models.model(for: registered))
+            }
             timer.lap("model")
 
-            let response: FetchResponse
-            do { response = try client.get(claim.inputURL) } catch {
-                throw JobFailure(error.isRetryable ? .transient : .permanent, phase: "fetch", error.description)
-            }
+            let response = try phase(.fetch) { try client.get(claim.inputURL) }
             timer.lap("fetch")
 
             let features = model.config.inputFeatures
-            let input: InputBatch
-            let samples: [UInt8]
-            do {
-                input = try InputDecoder.decode(response.body, format: claim.inputFormat, contentType: response.contentType,
-                                                url: response.effectiveURL, features: features)
-                samples = try Self.quantize(input, scale: Float(model.config.inputScale), features: features)
-            } catch let error as JobFailure {
-                throw error
-            } catch {
-                throw JobFailure(.permanent, phase: "decode", "\(error)")
+            let (input, samples) = try phase(.decode) {
+                let input = try InputDecoder.decode(response.body, format: claim.inputFormat, contentType: response.contentType,
+                                                    url: response.effectiveURL, features: features)
+                return (input, try Self.quantize(input, scale: Float(model.config.inputScale), features: features))
             }
             timer.lap("decode")
 
-            let result: InferenceResult
-            do {
-                result = try model.predict(samples: samples, count: input.samples,
-                                           topClasses: min(claim.topK, model.config.classes.count),
-                                           threads: configuration.inferenceThreads)
-            } catch {
-                throw JobFailure(.permanent, phase: "infer", "\(error)")
+            let result = try phase(.infer) {
+                try model.predict(samples: samples, count: input.samples, topClasses: min(claim.topK, model.config.classes.count),
+                                  threads: configuration.inferenceThreads)
             }
             timer.lap("infer")
 
-            let output = try ResultDocument(model: registered, input: input, result: result).json()
+            let output = try phase(.encode) { try ResultDocument(model: registered, input: input, result: result).json() }
             var cost = CostRecord(
                 nodeClass: configuration.nodeClass, samples: input.samples, queueWaitSeconds: claim.queueWaitSeconds,
                 fetchSeconds: timer["fetch"] + timer["model"], decodeSeconds: timer["decode"], inferSeconds: timer["infer"],
@@ -288,18 +368,9 @@ public final class Worker: Sendable {
             metrics.phase("decode", seconds: cost.decodeSeconds)
             metrics.phase("infer", seconds: cost.inferSeconds)
             log.debug("job done", metadata: ["samples": "\(input.samples)", "cpu_seconds": "\(cost.cpuSeconds)"])
-            return JobCompletion(modelVersion: registered.version, samples: input.samples, output: output, cost: cost)
-        } catch let failure as JobFailure {
-            let decision = configuration.retryPolicy.decide(attempt: claim.attempt, maxAttempts: claim.maxAttempts,
-                                                            retryable: failure.retryable)
-            let written = try queue.fail(claim, failure, decision: decision)
-            finish([claim.id])
-            metrics.jobFinished(outcome: written ?? "lease_lost")
-            state.withLock { $0.failed += 1 }
-            log.warning("job attempt failed", metadata: [
-                "attempt": "\(claim.attempt)", "state": "\(written ?? "lease lost")", "error": "\(failure)",
-            ])
-            return nil
+            return .success(JobCompletion(modelVersion: registered.version, samples: input.samples, output: output, cost: cost))
+        } catch {
+            return .failure(error)
         }
     }
 
@@ -314,8 +385,15 @@ public final class Worker: Sendable {
         case .float32(let values):
             do {
                 return try InputQuantizer.quantize(values, scale: scale, features: features)
-            } catch {
-                throw JobFailure(.permanent, phase: "decode", "\(error)")
+            } catch let error as InputQuantizer.OutOfRange {
+                // JSON numbers are real values scaled by the model; 0–255 pixel values have a format of their own.
+                var message = error.description
+                if (input.format == .json || input.format == .ndjson), error.value >= 0, error.value <= 255,
+                   error.value.rounded() == error.value {
+                    message += " (JSON numbers are scaled by the model's input_scale \(scale); to send raw 8-bit "
+                        + "values 0–255 use input_format '\(input.format == .ndjson ? "ndjson" : "json"):uint8')"
+                }
+                throw JobFailure(.permanent, phase: "decode", message)
             }
         }
     }
@@ -325,97 +403,103 @@ public final class Worker: Sendable {
     /// The control connection, once the worker is registered. A database that is down or restarting is waited for
     /// (with backoff, until `stop()`); a schema that is not migrated is an error that says what to run.
     private func connectAndRegister() throws -> PostgresConnection? {
-        var backoff = 0.5
+        var backoff: Double?
         while !isStopping {
             do {
-                let control = try PostgresConnection(url: configuration.databaseURL, applicationName: "bitfleet-worker")
-                try register(on: control)
+                let control = try connect()
+                try JobQueue(connection: control, workerID: configuration.workerID).register(
+                    hostname: WorkerConfiguration.hostName(), pid: Int(getpid()), concurrency: configuration.concurrency,
+                    nodeClass: configuration.nodeClass, pricePerCoreHour: configuration.pricePerCoreHour)
                 return control
-            } catch let error as PostgresError where error.sqlState == "42P01" || error.sqlState == "3F000" {
+            } catch let error as PostgresError where ["42P01", "3F000", "42883"].contains(error.sqlState ?? "") {
                 throw PostgresError(kind: .server, sqlState: error.sqlState,
                                     message: "the bitfleet schema is missing or out of date (\(error.message)): run `bitfleet migrate` first")
             } catch let error as PostgresError where error.isTransient {
-                logger.warning("database not reachable; retrying", metadata: ["error": "\(error)", "retry_seconds": "\(backoff)"])
-                wake.wait(timeout: backoff)
-                backoff = min(backoff * 2, 10)
+                backoff = WorkerStateMachine.reconnectBackoff(after: backoff)
+                logger.warning("database not reachable; retrying", metadata: ["error": "\(error)", "retry_seconds": "\(backoff!)"])
+                wake.wait(timeout: backoff!)
             }
         }
         return nil
     }
 
-    private func register(on connection: PostgresConnection) throws {
-        try connection.query("""
-            INSERT INTO bitfleet.workers (id, hostname, pid, concurrency, node_class, price_per_core_hour)
-            VALUES ($1, $2, $3, $4, $5, $6)
-            ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL
-            """, [configuration.workerID, WorkerConfiguration.hostName(), Int(getpid()), configuration.concurrency,
-                  configuration.nodeClass, configuration.pricePerCoreHour])
-    }
-
-    /// Runs on the calling thread until every slot has stopped: renews leases, rescues expired ones, and when the
-    /// grace period after `stop()` runs out, gives unfinished jobs back to the queue.
+    /// Runs on the calling thread until every slot has stopped. Each beat: the drain deadline (give back what is
+    /// left and return), lease renewal and lost-lease detection, the rescue of other workers' expired leases, the
+    /// usage record, and now and then batch expiry and retention. A duty that fails does not stop the others.
     private func heartbeatLoop(_ initial: PostgresConnection) {
         var connection: PostgresConnection? = initial
         var usage = UsageMeter(cores: configuration.allocatedCores)
-        var nextMaintenance = Clock.now()
-        defer { if let connection { try? recordUsage(&usage, on: connection) } }
+        defer { if let connection { try? recordUsage(&usage, on: JobQueue(connection: connection, workerID: configuration.workerID)) } }
         while finished.wait(timeout: .now() + configuration.heartbeatSeconds) == .timedOut {
+            let queue: JobQueue
             do {
                 if connection == nil || !(connection?.isConnected ?? false) {
                     connection = nil
-                    connection = try PostgresConnection(url: configuration.databaseURL, applicationName: "bitfleet-worker")
+                    connection = try connect()
                 }
-                let queue = JobQueue(connection: connection!, workerID: configuration.workerID)
-                let (inFlight, stopAt) = state.withLock { ($0.inFlight, $0.stopRequestedAt) }
-                if let stopAt, Clock.now() - stopAt > configuration.gracePeriodSeconds {
-                    for claim in inFlight.values { try queue.release(claim) }
-                    logger.warning("grace period over; released unfinished jobs", metadata: ["jobs": "\(inFlight.count)"])
-                    return
-                }
-                let held = try queue.extendLeases(jobIDs: Array(inFlight.keys), leaseSeconds: configuration.leaseSeconds)
-                let lost = Set(inFlight.keys).subtracting(held)
-                if !lost.isEmpty {
-                    // Only jobs still in flight now: one may have finished between the read and the renewal.
-                    let stillInFlight = state.withLock { state in
-                        let current = lost.filter { state.inFlight[$0] != nil }
-                        state.lostLeases.formUnion(current)
-                        return current
-                    }
-                    for job in stillInFlight.sorted() { logger.warning("lease lost", metadata: ["job": "\(job)"]) }
-                }
+                queue = JobQueue(connection: connection!, workerID: configuration.workerID)
+            } catch {
+                logger.warning("heartbeat cannot connect", metadata: ["error": "\(error)"])
+                continue
+            }
+            switch machine.withLock({ $0.heartbeat(now: WorkerClock.monotonic()) }) {
+            case .releaseAndExit(let unfinished):
+                giveBack(unfinished, on: queue)
+                return
+            case .renew(let attempts):
+                duty("lease renewal") { try renewLeases(attempts, on: queue) }
+            }
+            duty("rescue") {
                 let rescued = try queue.rescueExpiredLeases()
                 if rescued > 0 {
                     logger.info("rescued jobs with expired leases", metadata: ["jobs": "\(rescued)"])
                     wake.signalAll()
                 }
-                try connection!.query("UPDATE bitfleet.workers SET heartbeat_at = now() WHERE id = $1", [configuration.workerID])
-                try recordUsage(&usage, on: connection!)
-                if Clock.now() >= nextMaintenance {
-                    // Every worker does it now and then; SKIP LOCKED keeps them out of each other's way.
-                    nextMaintenance = Clock.now() + configuration.maintenanceSeconds
+            }
+            duty("usage") { try recordUsage(&usage, on: queue) }
+            if machine.withLock({ $0.maintenanceDue(now: WorkerClock.monotonic()) }) {
+                // Every worker does it now and then; SKIP LOCKED keeps them out of each other's way.
+                duty("maintenance") {
                     let expired = try queue.expireBatches()
-                    let pruned = configuration.retentionDays.map { try? queue.pruneFinished(keepDays: $0, forAtMost: 2) } ?? nil
-                    if expired > 0 || (pruned ?? 0) > 0 {
-                        logger.info("maintenance", metadata: ["expired": "\(expired)", "pruned": "\(pruned ?? 0)"])
+                    let pruned = try queue.pruneFinished(forAtMost: 2)
+                    if expired > 0 || pruned > 0 {
+                        logger.info("maintenance", metadata: ["expired": "\(expired)", "pruned": "\(pruned)"])
                     }
                 }
-            } catch {
-                logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
-                connection = nil
             }
+            if !(connection?.isConnected ?? false) { connection = nil }
+        }
+    }
+
+    private func duty(_ name: String, _ body: () throws -> Void) {
+        do { try body() } catch {
+            logger.warning("heartbeat duty failed", metadata: ["duty": "\(name)", "error": "\(error)"])
+        }
+    }
+
+    /// Renews the leases of the attempts in flight and marks the ones lost (their slot skips them, writes nothing).
+    private func renewLeases(_ attempts: [AttemptID], on queue: JobQueue) throws {
+        let held = try queue.extendLeases(attempts, leaseSeconds: configuration.leaseSeconds)
+        let lost = machine.withLock { $0.leasesRenewed(requested: attempts, held: held) }
+        for attempt in lost { logger.warning("lease lost", metadata: ["job": "\(attempt)"]) }
+    }
+
+    /// The grace period is over: unfinished jobs go back to the queue (once; what cannot be released now, say
+    /// under a lock that outlasts lock_timeout, is rescued when its lease expires).
+    private func giveBack(_ unfinished: [JobClaim], on queue: JobQueue) {
+        do {
+            let released = try queue.release(unfinished)
+            logger.warning("grace period over; released unfinished jobs", metadata: ["jobs": "\(released)"])
+        } catch {
+            logger.warning("grace period over; unfinished jobs could not be released and run again when their leases expire",
+                           metadata: ["jobs": "\(unfinished.count)", "error": "\(error)"])
         }
     }
 
     /// Writes the busy and idle core-seconds since the last heartbeat (`bitfleet.worker_usage`), so dashboards can
     /// show what idle capacity cost.
-    private func recordUsage(_ usage: inout UsageMeter, on connection: PostgresConnection) throws {
-        let period = usage.next()
-        try connection.query("""
-            INSERT INTO bitfleet.worker_usage (worker_id, node_class, period_start, period_end, cores, busy_core_seconds,
-                                               idle_core_seconds, price_per_core_hour)
-            VALUES ($1, $2, to_timestamp($3), to_timestamp($4), $5, $6, $7, $8)
-            """, [configuration.workerID, configuration.nodeClass, period.start, period.end, period.cores, period.busy,
-                  period.idle, configuration.pricePerCoreHour])
+    private func recordUsage(_ usage: inout UsageMeter, on queue: JobQueue) throws {
+        try queue.recordUsage(usage.next(), nodeClass: configuration.nodeClass, pricePerCoreHour: configuration.pricePerCoreHour)
     }
 
     private func listenLoop() {
@@ -423,7 +507,7 @@ public final class Worker: Sendable {
         while !isStopping {
             do {
                 if connection == nil {
-                    let fresh = try PostgresConnection(url: configuration.databaseURL, applicationName: "bitfleet-listener")
+                    let fresh = try connect("bitfleet-listener")
                     try fresh.listen("bitfleet_jobs")
                     connection = fresh
                     wake.signalAll()  // jobs may have arrived while we were not listening

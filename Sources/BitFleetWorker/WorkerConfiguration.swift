@@ -39,10 +39,16 @@ public struct WorkerConfiguration: Sendable {
     /// Cores this worker is priced for (idle cost is allocated minus used); nil = concurrency × inference threads.
     public var cores: Double?
     var allocatedCores: Double { cores ?? Double(concurrency * inferenceThreads) }
-    /// Finished jobs older than this many days are deleted with their results (cost rows stay); nil keeps all.
-    public var retentionDays: Double? = 7
-    /// How often a worker expires batches and prunes finished jobs.
+    /// How often a worker expires batches and prunes finished jobs (the retention is the database owner's setting,
+    /// `bitfleet.settings.finished_job_retention`, not the worker's).
     public var maintenanceSeconds: Double = 60
+    /// Session limits on every worker connection, so that a stray lock or an abandoned transaction cannot wedge
+    /// claims, heartbeats or the drain: the longest a statement may run, wait for a lock, or a transaction idle.
+    public var statementTimeoutSeconds: Double = 30
+    public var lockTimeoutSeconds: Double = 5
+    public var idleInTransactionTimeoutSeconds: Double = 60
+    /// Faults to inject into chosen phases of chosen jobs (tests only).
+    var faults: FaultInjection?
     /// Unique per process: host, pid and a random suffix.
     public var workerID: String
 
@@ -59,5 +65,19 @@ public struct WorkerConfiguration: Sendable {
         var buffer = [CChar](repeating: 0, count: 256)
         guard gethostname(&buffer, buffer.count) == 0 else { return "unknown" }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// Throws a chosen error in a chosen phase of chosen jobs: how the tests put a failure into the phases that no real
+/// input can reach on demand (inference, encoding). Never set outside tests.
+struct FaultInjection: Sendable {
+    let fault: @Sendable (_ claims: [JobClaim], _ phase: JobPhase) throws -> Void
+
+    init(_ fault: @escaping @Sendable (_ claims: [JobClaim], _ phase: JobPhase) throws -> Void) {
+        self.fault = fault
+    }
+
+    func inject(_ claims: [JobClaim], _ phase: JobPhase) throws {
+        try fault(claims, phase)
     }
 }

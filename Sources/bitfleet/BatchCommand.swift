@@ -11,12 +11,11 @@ struct BatchCommand: ParsableCommand {
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create a batch from a file: one URL per line, or JSONL lines {\"custom_id\": \"…\", \"url\": \"…\"}.")
-        @OptionGroup var connection: ConnectionOptions
-        @OptionGroup var output: OutputOptions
+        @OptionGroup var options: FleetOptions
         @Option(help: "Registered model name.") var model: String
         @Option(help: "File of inputs ('-' for standard input).") var inputs: String
         @Option(help: "Model version (default: the newest registered).") var modelVersion: String?
-        @Option(help: "Input format of every item (default: detect).") var format: String?
+        @Option(help: "Input format of every item: npy, json, ndjson, json:uint8, ndjson:uint8 or raw:<dtype>:<shape> (default: detect).") var format: String?
         @Option(help: "Classes reported per sample.") var topK = 3
         @Option(help: "Tenant label for cost allocation.") var tenant: String?
         @Option(help: "Hours until unfinished items expire.") var expiresInHours: Double = 24
@@ -24,10 +23,10 @@ struct BatchCommand: ParsableCommand {
         func run() throws {
             let items = try Self.readItems(inputs)
             guard !items.isEmpty else { throw ValidationError("\(inputs) holds no inputs") }
-            let id = try FleetClient(connection: try connection.connect()).createBatch(
+            let id = try FleetClient(connection: try options.connect()).createBatch(
                 model: model, items: items, modelVersion: modelVersion, inputFormat: format, topK: topK, tenant: tenant,
                 expiresInHours: expiresInHours)
-            if output.json { try printJSON(["id": id, "items": items.count]) } else { print(id) }
+            if options.json { try printJSON(["id": id, "items": items.count]) } else { print(id) }
         }
 
         static func readItems(_ path: String) throws -> [FleetClient.BatchItem] {
@@ -53,15 +52,14 @@ struct BatchCommand: ParsableCommand {
 
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Request counts and status of a batch.")
-        @OptionGroup var connection: ConnectionOptions
-        @OptionGroup var output: OutputOptions
+        @OptionGroup var options: FleetOptions
         @Argument(help: "Batch id.") var batch: Int
 
         func run() throws {
-            guard let progress = try FleetClient(connection: try connection.connect()).batchProgress(batch) else {
+            guard let progress = try FleetClient(connection: try options.connect()).batchProgress(batch) else {
                 throw ValidationError("no batch \(batch)")
             }
-            if output.json { try printJSON(progress); return }
+            if options.json { try printJSON(progress); return }
             printTable(["batch", "model", "status", "total", "queued", "running", "retrying", "succeeded", "failed", "cancelled"],
                        [[String(progress.batchID), progress.model, progress.status, String(progress.total),
                          String(progress.queued), String(progress.running), String(progress.retrying),
@@ -71,19 +69,18 @@ struct BatchCommand: ParsableCommand {
 
     struct Wait: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Wait for a batch to finish, with a progress bar.")
-        @OptionGroup var connection: ConnectionOptions
-        @OptionGroup var output: OutputOptions
+        @OptionGroup var options: FleetOptions
         @Argument(help: "Batch id.") var batch: Int
         @Option(help: "Give up after this many seconds (exit 1).") var timeout: Double = 86_400
 
         func run() throws {
-            let client = FleetClient(connection: try connection.connect())
+            let client = FleetClient(connection: try options.connect())
             let start = Date()
             let interactive = isatty(STDERR_FILENO) == 1
             while true {
                 guard let progress = try client.batchProgress(batch) else { throw ValidationError("no batch \(batch)") }
                 let done = progress.succeeded + progress.failed + progress.cancelled
-                if !output.json {
+                if !options.json {
                     let width = 30
                     let filled = progress.total == 0 ? width : width * done / progress.total
                     let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
@@ -91,8 +88,8 @@ struct BatchCommand: ParsableCommand {
                     FileHandle.standardError.write(Data(((interactive ? "\r" : "") + text + (interactive ? "" : "\n")).utf8))
                 }
                 if progress.isFinished {
-                    if interactive && !output.json { FileHandle.standardError.write(Data("\n".utf8)) }
-                    if output.json { try printJSON(progress) }
+                    if interactive && !options.json { FileHandle.standardError.write(Data("\n".utf8)) }
+                    if options.json { try printJSON(progress) }
                     return
                 }
                 if Date().timeIntervalSince(start) > timeout { throw ExitCode(1) }
@@ -141,13 +138,12 @@ struct BatchCommand: ParsableCommand {
     struct Cancel: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Cancel a batch: waiting items are cancelled, running items finish; results so far are kept.")
-        @OptionGroup var connection: ConnectionOptions
-        @OptionGroup var output: OutputOptions
+        @OptionGroup var options: FleetOptions
         @Argument(help: "Batch id.") var batch: Int
 
         func run() throws {
-            let cancelled = try FleetClient(connection: try connection.connect()).cancelBatch(batch)
-            if output.json { try printJSON(["cancelled": cancelled]) } else { print("cancelled \(cancelled) waiting items") }
+            let cancelled = try FleetClient(connection: try options.connect()).cancelBatch(batch)
+            if options.json { try printJSON(["cancelled": cancelled]) } else { print("cancelled \(cancelled) waiting items") }
         }
     }
 }

@@ -6,13 +6,12 @@ struct EnqueueCommand: ParsableCommand {
         commandName: "enqueue",
         abstract: "Enqueue one job (the same as `select bitfleet.enqueue(...)`) and print its id.")
 
-    @OptionGroup var connection: ConnectionOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var options: FleetOptions
 
     @Option(help: "Registered model name.") var model: String
     @Option(help: "Input URL (.npy, JSON, NDJSON or raw).") var input: String
     @Option(help: "Model version (default: the newest registered).") var modelVersion: String?
-    @Option(help: "Input format: npy, json, ndjson or raw:<dtype>:<shape> (default: detect).") var format: String?
+    @Option(help: "Input format: npy, json, ndjson, json:uint8, ndjson:uint8 (raw 0–255 values) or raw:<dtype>:<shape> (default: detect).") var format: String?
     @Option(help: "Classes reported per sample.") var topK = 3
     @Option(help: "Higher runs first.") var priority = 0
     @Option(help: "Attempts before the job is dead.") var maxAttempts = 5
@@ -30,7 +29,7 @@ struct EnqueueCommand: ParsableCommand {
         request.tenant = tenant
         request.idempotencyKey = idempotencyKey
         request.delaySeconds = delay
-        let id = try FleetClient(connection: try connection.connect()).enqueue(request)
-        if output.json { try printJSON(["id": id]) } else { print(id) }
+        let id = try FleetClient(connection: try options.connect()).enqueue(request)
+        if options.json { try printJSON(["id": id]) } else { print(id) }
     }
 }

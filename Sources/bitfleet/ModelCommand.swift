@@ -8,28 +8,26 @@ struct ModelCommand: ParsableCommand {
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Validate a model directory and register it with the sha256 of its weights.")
-        @OptionGroup var connection: ConnectionOptions
-        @OptionGroup var output: OutputOptions
+        @OptionGroup var options: FleetOptions
         @Option(help: "Model name jobs will use.") var name: String
         @Option(help: "Version label.") var version = "1"
         @Option(help: "Model directory (config.json + model.safetensors).") var path: String
         @Option(help: "URI workers load it from, if not this path (e.g. a path relative to their --model-dir).") var uri: String?
 
         func run() throws {
-            let entry = try FleetClient(connection: try connection.connect()).addModel(
+            let entry = try FleetClient(connection: try options.connect()).addModel(
                 name: name, version: version, directory: path, uri: uri)
-            if output.json { try printJSON(entry) } else { print("registered \(entry.name) \(entry.version) sha256 \(entry.sha256)") }
+            if options.json { try printJSON(entry) } else { print("registered \(entry.name) \(entry.version) sha256 \(entry.sha256)") }
         }
     }
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List registered models.")
-        @OptionGroup var connection: ConnectionOptions
-        @OptionGroup var output: OutputOptions
+        @OptionGroup var options: FleetOptions
 
         func run() throws {
-            let models = try FleetClient(connection: try connection.connect()).models()
-            if output.json { try printJSON(models); return }
+            let models = try FleetClient(connection: try options.connect()).models()
+            if options.json { try printJSON(models); return }
             printTable(["name", "version", "sha256", "features", "uri"], models.map {
                 [$0.name, $0.version, String($0.sha256.prefix(16)) + "…", $0.inputFeatures.map(String.init), $0.uri]
             })

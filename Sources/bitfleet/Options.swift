@@ -1,6 +1,7 @@
 import ArgumentParser
 import BitFleetPostgres
 import Foundation
+import Synchronization
 
 /// `--database-url`, falling back to `DATABASE_URL`, then to libpq's own `PG*` variables.
 struct ConnectionOptions: ParsableArguments {
@@ -13,18 +14,45 @@ struct ConnectionOptions: ParsableArguments {
     }
 
     func connect(_ applicationName: String = "bitfleet-cli") throws -> PostgresConnection {
-        try PostgresConnection(url: resolvedURL, applicationName: applicationName)
+        try ConnectionString.validate(resolvedURL)  // a clear message, without the password
+        return try PostgresConnection(url: resolvedURL, applicationName: applicationName)
     }
 }
 
-struct OutputOptions: ParsableArguments {
+/// The options every command that reads or writes the fleet's tables shares: where the database is, and `--json`.
+/// (Commands that print no table take `ConnectionOptions` alone.)
+struct FleetOptions: ParsableArguments {
+    @OptionGroup var connection: ConnectionOptions
+
     @Flag(help: "Print JSON for scripts instead of a table.")
     var json = false
+
+    func connect(_ applicationName: String = "bitfleet-cli") throws -> PostgresConnection {
+        try connection.connect(applicationName)
+    }
 }
 
-/// Reads an environment variable as the default of an option that was not given.
+/// Environment values that did not parse (`BITFLEET_CONCURRENCY=eight`): commands that read them refuse to run.
+let environmentProblems = Mutex<[String]>([])
+
+/// Reads an environment variable as the default of an option that was not given. A value that does not parse is
+/// recorded in `environmentProblems` (and `checkEnvironment()` turns it into an error), never silently replaced.
 func environment<T: LosslessStringConvertible>(_ name: String, _ fallback: T) -> T {
-    ProcessInfo.processInfo.environment[name].flatMap(T.init) ?? fallback
+    guard let text = ProcessInfo.processInfo.environment[name] else { return fallback }
+    guard let value = T(text.trimmingCharacters(in: .whitespaces)) else {
+        environmentProblems.withLock {
+            let problem = "\(name)=\(text) is not a valid \(T.self == Int.self ? "whole number" : T.self == Double.self ? "number" : "\(T.self)")"
+            if !$0.contains(problem) { $0.append(problem) }
+        }
+        return fallback
+    }
+    return value
+}
+
+/// Throws when an environment value an option read did not parse.
+func checkEnvironment() throws {
+    let problems = environmentProblems.withLock { $0 }
+    if !problems.isEmpty { throw ValidationError(problems.joined(separator: "; ")) }
 }
 
 func printJSON<T: Encodable>(_ value: T) throws {
@@ -52,11 +80,14 @@ func printTable(_ columns: [String], _ rows: [[String?]]) {
     cells.forEach { print(line($0)) }
 }
 
-/// Rounds text numbers for humans (tables); JSON and CSV keep full precision.
-func humanize(_ value: String?) -> String? {
-    guard let value, value.contains("."), let number = Double(value) else { return value }
-    if number == 0 { return "0" }
-    let magnitude = abs(number)
-    let digits = magnitude >= 100 ? 1 : magnitude >= 1 ? 3 : 6
-    return String(format: "%.\(digits)f", number)
+/// A boolean environment variable: 1/true/yes/on or 0/false/no/off (anything else is recorded as a problem).
+func environmentFlag(_ name: String) -> Bool {
+    guard let text = ProcessInfo.processInfo.environment[name]?.lowercased() else { return false }
+    switch text.trimmingCharacters(in: .whitespaces) {
+    case "1", "true", "yes", "on": return true
+    case "0", "false", "no", "off", "": return false
+    default:
+        environmentProblems.withLock { $0.append("\(name)=\(text) is not 1/0/true/false") }
+        return false
+    }
 }

@@ -4,17 +4,13 @@ import BitFleetWorker
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status", abstract: "Queue depth by state, the oldest due job, and live workers.")
-    @OptionGroup var connection: ConnectionOptions
-    @OptionGroup var output: OutputOptions
+    @OptionGroup var options: FleetOptions
 
     func run() throws {
-        let client = FleetClient(connection: try connection.connect())
-        let queue = try client.table("SELECT state::text, jobs, round(oldest_due_seconds::numeric, 1)::text AS oldest_due_seconds FROM bitfleet.queue_depth")
-        let workers = try client.table("""
-            SELECT id, hostname, concurrency, node_class, heartbeat_at::text, jobs_succeeded, jobs_failed
-            FROM bitfleet.workers WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '2 minutes' ORDER BY id
-            """)
-        if output.json {
+        let client = FleetClient(connection: try options.connect())
+        let queue = try client.queueDepth()
+        let workers = try client.liveWorkers()
+        if options.json {
             try printJSON(["queue": rowsAsObjects(queue), "workers": rowsAsObjects(workers)])
             return
         }

@@ -30,7 +30,7 @@ struct WorkerCommand: ParsableCommand {
     var nodeClass: String = environment("BITFLEET_NODE_CLASS", "default")
 
     @Option(help: "Directory that relative model URIs are resolved against [BITFLEET_MODEL_DIR].")
-    var modelDir: String?
+    var modelDir: String = environment("BITFLEET_MODEL_DIR", "")
 
     @Option(help: "Seconds in-flight jobs may finish after SIGTERM before they are given back [BITFLEET_GRACE_PERIOD].")
     var gracePeriod: Double = environment("BITFLEET_GRACE_PERIOD", 30)
@@ -50,11 +50,14 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Jobs one slot claims per statement (and completes together) [BITFLEET_CLAIM_BATCH].")
     var claimBatch: Int = environment("BITFLEET_CLAIM_BATCH", 8)
 
-    @Option(help: "Delete finished jobs and their results after this many days; cost rows stay (0 = keep) [BITFLEET_RETENTION_DAYS].")
-    var retentionDays: Double = environment("BITFLEET_RETENTION_DAYS", 7)
-
     @Flag(help: "Do not LISTEN for new jobs, poll only (PgBouncer transaction pooling) [BITFLEET_POLL_ONLY=1].")
-    var pollOnly = ProcessInfo.processInfo.environment["BITFLEET_POLL_ONLY"] == "1"
+    var pollOnly = environmentFlag("BITFLEET_POLL_ONLY")
+
+    @Option(help: "Longest a worker statement may run, in seconds [BITFLEET_STATEMENT_TIMEOUT].")
+    var statementTimeout: Double = environment("BITFLEET_STATEMENT_TIMEOUT", 30)
+
+    @Option(help: "Longest a worker statement waits for a lock, in seconds [BITFLEET_LOCK_TIMEOUT].")
+    var lockTimeout: Double = environment("BITFLEET_LOCK_TIMEOUT", 5)
 
     @Flag(help: "Exit once no job is queued, retrying or running.")
     var exitWhenDrained = false
@@ -66,6 +69,17 @@ struct WorkerCommand: ParsableCommand {
     var maxResultBytes: Int = environment("BITFLEET_MAX_RESULT_BYTES", ResultLimits.defaultMaxResultBytes)
 
     func validate() throws {
+        try checkEnvironment()
+        if ProcessInfo.processInfo.environment["BITFLEET_RETENTION_DAYS"] != nil {
+            throw ValidationError("BITFLEET_RETENTION_DAYS is gone: retention is the database owner's setting now "
+                                  + "(UPDATE bitfleet.settings SET finished_job_retention = interval '7 days')")
+        }
+        guard pollSeconds > 0 && pollSeconds.isFinite else { throw ValidationError("--poll-seconds must be positive") }
+        guard gracePeriod >= 0 && gracePeriod.isFinite else { throw ValidationError("--grace-period must not be negative") }
+        guard fetchTimeout > 0 && fetchTimeout.isFinite else { throw ValidationError("--fetch-timeout must be positive") }
+        guard maxInputBytes > 0 else { throw ValidationError("--max-input-bytes must be positive") }
+        guard statementTimeout > 0 && statementTimeout.isFinite else { throw ValidationError("--statement-timeout must be positive") }
+        guard lockTimeout > 0 && lockTimeout.isFinite else { throw ValidationError("--lock-timeout must be positive") }
         guard concurrency >= 1 && concurrency <= 256 else { throw ValidationError("--concurrency must be 1…256") }
         guard claimBatch >= 1 && claimBatch <= 1000 else { throw ValidationError("--claim-batch must be 1…1000") }
         guard leaseSeconds >= 2 else { throw ValidationError("--lease-seconds must be at least 2") }
@@ -79,7 +93,6 @@ struct WorkerCommand: ParsableCommand {
         var configuration = WorkerConfiguration(databaseURL: connection.resolvedURL)
         configuration.concurrency = concurrency
         configuration.claimBatch = claimBatch
-        configuration.retentionDays = retentionDays > 0 ? retentionDays : nil
         configuration.leaseSeconds = leaseSeconds
         configuration.heartbeatSeconds = max(1, leaseSeconds / 6)
         configuration.pollSeconds = pollSeconds
@@ -87,8 +100,10 @@ struct WorkerCommand: ParsableCommand {
         configuration.pricePerCoreHour = pricePerCoreHour
         configuration.pricePerGBHour = pricePerGbHour
         configuration.nodeClass = nodeClass
-        configuration.modelDirectory = modelDir ?? ProcessInfo.processInfo.environment["BITFLEET_MODEL_DIR"]
+        configuration.modelDirectory = modelDir.isEmpty ? nil : modelDir
         configuration.gracePeriodSeconds = gracePeriod
+        configuration.statementTimeoutSeconds = statementTimeout
+        configuration.lockTimeoutSeconds = lockTimeout
         configuration.exitWhenDrained = exitWhenDrained
         configuration.fetchPolicy.allowedNetworks = allowNetworks.split(separator: ",").map {
             $0.trimmingCharacters(in: .whitespaces)

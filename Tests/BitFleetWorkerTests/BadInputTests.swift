@@ -80,11 +80,14 @@ struct BadInputTests {
             Case(kind: "JSON with NaN", url: try text("nan.json", "[[NaN, \(row.dropFirst(4))]]"), message: "NaN"),
             Case(kind: "JSON ragged rows", url: try text("ragged.json", "[[\(row)], [0.5]]"), message: "sample 1 has 1 features"),
             Case(kind: "JSON value out of range for uint8", url: try text("range.json", "[[2.0\(row.dropFirst(3))]]"), message: "outside 0...255"),
+            Case(kind: "JSON 0–255 integers sent as plain json (scaled)", url: try text("pixels.json", "[[\((0..<width).map { String($0 * 5) }.joined(separator: ","))]]"), message: "use input_format 'json:uint8'"),
+            Case(kind: "json:uint8 value that is not an integer 0–255", url: try text("u8.json", "[[12.5\(row.dropFirst(3))]]"), format: "json:uint8", message: "not an integer 0…255"),
+            Case(kind: "ndjson:uint8 value over 255", url: try text("u8.ndjson", "[256\(row.dropFirst(3))]\n"), format: "ndjson:uint8", message: "not an integer 0…255"),
             Case(kind: "not JSON at all", url: try text("garbage.json", "hello"), message: "invalid JSON"),
             Case(kind: "NDJSON bad line", url: try text("bad.ndjson", "[\(row)]\nnot json\n"), format: "ndjson", message: "line 2"),
             Case(kind: "unknown input format", url: good, format: "parquet", message: "unknown input format 'parquet'"),
             Case(kind: "unknown model", url: good, model: "no-such-model", message: "unknown model \"no-such-model\""),
-            Case(kind: "corrupt model file", url: good, model: "broken", attempts: 2, message: "sha256"),
+            Case(kind: "corrupt model file (checksum does not match)", url: good, model: "broken", attempts: 1, message: "sha256"),
         ]
         var ids: [Int] = []
         var goodIDs: [Int] = []

@@ -62,12 +62,12 @@ struct CostViewTests {
                                                                         .init(inputURL: other, customID: "b")],
                                                  tenant: "globex")
 
-        let cpuBefore = Clock.processCPU()
+        let cpuBefore = WorkerClock.processCPU()
         let worker = try fleet.drain {
             $0.pricePerCoreHour = price
             $0.nodeClass = "cost-test"
         }
-        let processCPU = Clock.processCPU() - cpuBefore
+        let processCPU = WorkerClock.processCPU() - cpuBefore
         #expect(worker.statistics.succeeded == 5)
 
         struct Row { var tenant: String?; var batch: Int?; var samples: Int; var cpu: Double; var euros: Double }
@@ -390,10 +390,14 @@ struct CostViewTests {
         }
         try connection.query("RESET ROLE")
         try connection.query("SET ROLE bitfleet_worker")
-        try connection.query("""
-            INSERT INTO bitfleet.worker_usage (worker_id, node_class, period_start, period_end, cores, busy_core_seconds,
-                                               idle_core_seconds, price_per_core_hour)
-            VALUES ('w', 'c', now() - interval '5 seconds', now(), 2, 1, 9, 0.05)
-            """)
+        // Workers write usage through their function (Migrations/0006), not into the table.
+        try connection.query("SELECT bitfleet.worker_usage('w', 'c', extract(epoch FROM now())::float8 - 5, extract(epoch FROM now())::float8, 2, 1, 9, 0.05)")
+        #expect(throws: PostgresError.self) {
+            try connection.query("""
+                INSERT INTO bitfleet.worker_usage (worker_id, node_class, period_start, period_end, cores, busy_core_seconds,
+                                                   idle_core_seconds, price_per_core_hour)
+                VALUES ('w', 'c', now() - interval '5 seconds', now(), 2, 1, 9, 0.05)
+                """)
+        }
     }
 }
