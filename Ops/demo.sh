@@ -17,7 +17,7 @@ Ops/pg.sh remove "$work/pg" 2>/dev/null || true
 rm -rf "$work"
 mkdir -p "$work"
 
-echo "== building (release, x86-64-v3)"
+echo "== building (release, x86-64-v2; kernels chosen at run time)"
 step="building the release binary (Ops/build.sh)"
 bitfleet=$(Ops/build.sh)
 

@@ -16,9 +16,12 @@ struct RegisteredModel: Sendable {
 final class ModelStore: Sendable {
     private let loaded = Mutex<[String: BinaryMoEModel]>([:])
     private let baseDirectory: String?
+    /// Called once for each model this store loads (the worker logs and meters its kernel paths).
+    private let onLoad: @Sendable (RegisteredModel, BinaryMoEModel) -> Void
 
-    init(baseDirectory: String?) {
+    init(baseDirectory: String?, onLoad: @escaping @Sendable (RegisteredModel, BinaryMoEModel) -> Void = { _, _ in }) {
         self.baseDirectory = baseDirectory
+        self.onLoad = onLoad
     }
 
     /// Looks the model up in the registry (newest version when the job names none).
@@ -54,11 +57,13 @@ final class ModelStore: Sendable {
             throw JobFailure(disposition == .permanent ? .permanent : .transient, phase: "model",
                              "cannot load model \(registered.name) \(registered.version) from \(directory): \(error)")
         }
-        return loaded.withLock { models in
-            if let existing = models[registered.sha256] { return existing }
+        let (kept, stored) = loaded.withLock { models -> (BinaryMoEModel, Bool) in
+            if let existing = models[registered.sha256] { return (existing, false) }
             models[registered.sha256] = model
-            return model
+            return (model, true)
         }
+        if stored { onLoad(registered, kept) }
+        return kept
     }
 
     /// Where the loader finds the model: `file://` URIs go to it as they are (the engine's loader is the one place

@@ -40,7 +40,17 @@ public final class Worker: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.metrics = metrics
-        self.models = ModelStore(baseDirectory: configuration.modelDirectory)
+        self.models = ModelStore(baseDirectory: configuration.modelDirectory) { [logger, metrics] registered, model in
+            // which kernels this model runs on this CPU: the start-up log of each model and an info metric
+            logger.info("model loaded", metadata: [
+                "model": "\(registered.name)", "version": "\(registered.version)",
+                "xnor_kernel": "\(model.xnorPath.rawValue)", "stem_kernel": "\(model.stemKernel.rawValue)",
+                "stem_kernel_small_batches": "\(model.stemKernelSmallBatch.rawValue)",
+                "mapped_bytes": "\(model.mappedBytes)", "private_bytes": "\(model.privateBytes)",
+            ])
+            metrics.modelKernels(model: "\(registered.name) \(registered.version)", xnor: model.xnorPath.rawValue,
+                                 stem: model.stemKernel.rawValue, stemSmallBatch: model.stemKernelSmallBatch.rawValue)
+        }
         self.machine = Mutex(WorkerStateMachine(settings: .init(
             flushSeconds: configuration.flushSeconds, gracePeriodSeconds: configuration.gracePeriodSeconds,
             maintenanceSeconds: configuration.maintenanceSeconds)))
@@ -77,6 +87,7 @@ public final class Worker: Sendable {
         logger.info("worker started", metadata: [
             "worker": "\(configuration.workerID)", "concurrency": "\(configuration.concurrency)",
             "lease_seconds": "\(configuration.leaseSeconds)", "node_class": "\(configuration.nodeClass)",
+            "cpu": "\(CPUClock.cpuModelName ?? "unknown")", "cpu_kernels": "\(KernelCapabilities.running)",
         ])
         for slot in 0..<configuration.concurrency {
             spawn(name: "bitfleet-slot-\(slot)") { self.slotLoop(slot) }

@@ -29,6 +29,9 @@ struct WorkerMetricsTests {
         #expect(value("bitfleet_job_phase_seconds_count{phase=\"write\"}") == 2)
         #expect((value("bitfleet_claim_seconds_count") ?? 0) >= 1)
         #expect(value("bitfleet_busy_slots") == 0)
+        // which kernel paths this CPU offers, and which the loaded model runs
+        #expect(lines.contains { $0.hasPrefix("bitfleet_cpu_kernels_info{") && $0.contains("portable") && $0.hasSuffix(" 1.0") }, "\(text)")
+        #expect(lines.contains { $0.hasPrefix("bitfleet_model_kernels_info{") && $0.contains("model=\"tiny") && $0.hasSuffix(" 1.0") }, "\(text)")
     }
 }
 
