@@ -37,14 +37,16 @@ let package = Package(
         ),
         // CPU feature checks (compile-time macros and __builtin_cpu_supports) for the engine.
         .target(name: "CEngineSupport"),
-        .target(name: "BitFleetEngine", dependencies: ["CEngineSupport"]),
+        // The one JSON string decoder, shared by the engine's config reader and the fetch module's input decoders.
+        .target(name: "JSONText"),
+        .target(name: "BitFleetEngine", dependencies: ["CEngineSupport", "JSONText"]),
         .target(
             name: "BitFleetPostgres",
             dependencies: ["CLibPQ"]
         ),
         .target(
             name: "BitFleetFetch",
-            dependencies: ["CCurl"]
+            dependencies: ["CCurl", "JSONText"]
         ),
         .target(
             name: "BitFleetWorker",

@@ -23,6 +23,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+Ops/setup.sh >&2
 for tool in psql pgbench python3; do
   command -v "$tool" >/dev/null || { echo "claim_latency.sh: $tool is missing (Ops/setup.sh installs it)" >&2; exit 1; }
 done
@@ -30,9 +31,9 @@ done
 # The migrations run through `bitfleet migrate` (they record themselves in its table); BITFLEET_BIN skips the build.
 bitfleet=${BITFLEET_BIN:-$(Ops/build.sh)}
 work="$PWD/.tmp/bench-claim-latency"
-Ops/pg.sh stop "$work/pg" 2>/dev/null || true
+Ops/pg.sh remove "$work/pg" 2>/dev/null || true
 rm -rf "$work"; mkdir -p "$work"
-cleanup() { Ops/pg.sh stop "$work/pg" >/dev/null 2>&1 || true; rm -rf "$work/pg"; }
+cleanup() { Ops/pg.sh remove "$work/pg" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 url=$(Ops/pg.sh start "$work/pg")

@@ -20,10 +20,10 @@ Ops/setup.sh >&2
 source Ops/env.sh
 bitfleet=$(Ops/build.sh)
 work="$PWD/.tmp/bench-queue"
-Ops/pg.sh stop "$work/pg" 2>/dev/null || true
+Ops/pg.sh remove "$work/pg" 2>/dev/null || true
 rm -rf "$work"; mkdir -p "$work"
 export DATABASE_URL=$(Ops/pg.sh start "$work/pg")
-trap 'Ops/pg.sh stop "$work/pg" || true' EXIT
+trap 'Ops/pg.sh remove "$work/pg" || true' EXIT
 "$bitfleet" migrate >/dev/null
 
 fill() {

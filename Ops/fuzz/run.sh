@@ -4,11 +4,12 @@
 # Seeds: valid inputs of every format. A crash found here becomes a regression test in Tests/BitFleetFetchTests.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+Ops/setup.sh >&2
 source Ops/env.sh
 seconds=${1:-60}
 work=.tmp/fuzz
 mkdir -p "$work/corpus" "$work/crashes"
-sources=(Sources/BitFleetFetch/{InputBatch,InputDecoder,JSONInputDecoder,NpyDecoder,Gzip}.swift)
+sources=(Sources/BitFleetFetch/{InputBatch,InputDecoder,JSONInputDecoder,NpyDecoder,Gzip}.swift Sources/JSONText/JSONString.swift)
 swiftc -O -parse-as-library -sanitize=fuzzer,address -module-name BitFleetFetch \
   "${sources[@]}" Ops/fuzz/DecoderFuzzer.swift -o "$work/decoder-fuzzer"
 python3 - "$work/corpus" <<'PY'

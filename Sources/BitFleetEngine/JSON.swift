@@ -1,3 +1,4 @@
+import JSONText
 /// A small strict JSON parser (RFC 8259) used for config.json and safetensors headers.
 ///
 /// Hand-written rather than Foundation's so that integers stay exact (no Double round trip), duplicate keys are
@@ -194,66 +195,21 @@ struct JSONParser {
         return .number(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self))
     }
 
-    private mutating func hex4() throws(JSONParseError) -> UInt32 {
-        guard i + 4 <= bytes.count else { throw error("truncated \\u escape") }
-        var v: UInt32 = 0
-        for _ in 0..<4 {
-            let c = bytes[i]
-            let d: UInt32
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): d = UInt32(c - UInt8(ascii: "0"))
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): d = UInt32(c - UInt8(ascii: "a") + 10)
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): d = UInt32(c - UInt8(ascii: "A") + 10)
-            default: throw error("invalid \\u escape")
-            }
-            v = v << 4 | d
-            i += 1
-        }
-        return v
-    }
-
     private mutating func string() throws(JSONParseError) -> String {
-        i += 1  // opening quote
-        var out: [UInt8] = []
-        while true {
-            guard i < bytes.count else { throw error("unterminated string") }
-            let c = bytes[i]
-            if c == UInt8(ascii: "\"") { i += 1; break }
-            if c < 0x20 { throw error("control character in a string") }
-            if c != UInt8(ascii: "\\") { out.append(c); i += 1; continue }
-            i += 1
-            guard i < bytes.count else { throw error("unterminated escape") }
-            let e = bytes[i]
-            i += 1
-            switch e {
-            case UInt8(ascii: "\""): out.append(0x22)
-            case UInt8(ascii: "\\"): out.append(0x5C)
-            case UInt8(ascii: "/"): out.append(0x2F)
-            case UInt8(ascii: "b"): out.append(0x08)
-            case UInt8(ascii: "f"): out.append(0x0C)
-            case UInt8(ascii: "n"): out.append(0x0A)
-            case UInt8(ascii: "r"): out.append(0x0D)
-            case UInt8(ascii: "t"): out.append(0x09)
-            case UInt8(ascii: "u"):
-                var scalar = try hex4()
-                if scalar >= 0xD800 && scalar < 0xDC00 {
-                    guard i + 2 <= bytes.count, bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u") else {
-                        throw error("unpaired surrogate in \\u escape")
-                    }
-                    i += 2
-                    let low = try hex4()
-                    guard low >= 0xDC00 && low < 0xE000 else { throw error("invalid surrogate pair") }
-                    scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
-                } else if scalar >= 0xDC00 && scalar < 0xE000 {
-                    throw error("unpaired surrogate in \\u escape")
-                }
-                guard let u = Unicode.Scalar(scalar) else { throw error("invalid code point") }
-                out.append(contentsOf: Array(String(Character(u)).utf8))
-            default: throw error("invalid escape")
+        do {
+            return try JSONString.decode(bytes, at: &i)
+        } catch {
+            switch error {
+            case .unterminated: throw self.error("unterminated string")
+            case .unterminatedEscape: throw self.error("unterminated escape")
+            case .controlCharacter: throw self.error("control character in a string")
+            case .invalidEscape: throw self.error("invalid escape")
+            case .invalidUnicodeEscape: throw self.error("invalid \\u escape")
+            case .unpairedSurrogate: throw self.error("unpaired surrogate in \\u escape")
+            case .invalidSurrogatePair: throw self.error("invalid surrogate pair")
+            case .invalidUTF8: throw self.error("string is not valid UTF-8")
+            case .tooLong(let limit): throw self.error("string longer than \(limit) bytes")
             }
         }
-        // Invalid UTF-8 is rejected rather than silently repaired.
-        guard let s = String(validating: out, as: UTF8.self) else { throw error("string is not valid UTF-8") }
-        return s
     }
 }

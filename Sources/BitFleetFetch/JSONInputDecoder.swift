@@ -1,3 +1,6 @@
+#if canImport(JSONText)
+import JSONText  // (Ops/fuzz compiles JSONString.swift into this module instead)
+#endif
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -333,70 +336,19 @@ private struct Scanner {
 
     /// A JSON string (after the opening quote check), escapes decoded, UTF-8 validated.
     mutating func string(sample: Int, limit: Int) throws(DecodeError) -> String {
-        pos += 1
-        var out: [UInt8] = []
-        while true {
-            guard pos < end else { throw fail("unterminated string", sample: sample) }
-            let c = bytes[pos]
-            if c == UInt8(ascii: "\"") { pos += 1; break }
-            if c < 0x20 { throw fail("control character in string", sample: sample) }
-            if c == UInt8(ascii: "\\") {
-                pos += 1
-                guard pos < end else { throw fail("unterminated string", sample: sample) }
-                let e = bytes[pos]
-                pos += 1
-                switch e {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
-                case UInt8(ascii: "b"): out.append(0x08)
-                case UInt8(ascii: "f"): out.append(0x0c)
-                case UInt8(ascii: "n"): out.append(0x0a)
-                case UInt8(ascii: "r"): out.append(0x0d)
-                case UInt8(ascii: "t"): out.append(0x09)
-                case UInt8(ascii: "u"):
-                    var scalar = try hex4(sample: sample)
-                    if (0xD800...0xDBFF).contains(scalar) {
-                        guard end - pos >= 6, bytes[pos] == UInt8(ascii: "\\"), bytes[pos + 1] == UInt8(ascii: "u") else {
-                            throw fail("unpaired surrogate in string", sample: sample)
-                        }
-                        pos += 2
-                        let low = try hex4(sample: sample)
-                        guard (0xDC00...0xDFFF).contains(low) else { throw fail("unpaired surrogate in string", sample: sample) }
-                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
-                    } else if (0xDC00...0xDFFF).contains(scalar) {
-                        throw fail("unpaired surrogate in string", sample: sample)
-                    }
-                    guard let u = Unicode.Scalar(scalar) else { throw fail("invalid \\u escape", sample: sample) }
-                    out.append(contentsOf: Array(String(Character(u)).utf8))
-                default:
-                    pos -= 1
-                    throw fail("invalid escape in string", sample: sample)
-                }
-            } else {
-                out.append(c)
-                pos += 1
+        do {
+            return try JSONString.decode(bytes, at: &pos, end: end, limit: limit)
+        } catch {
+            switch error {
+            case .unterminated, .unterminatedEscape: throw fail("unterminated string", sample: sample)
+            case .controlCharacter: throw fail("control character in string", sample: sample)
+            case .invalidEscape: throw fail("invalid escape in string", sample: sample)
+            case .invalidUnicodeEscape: throw fail("invalid \\u escape", sample: sample)
+            case .unpairedSurrogate, .invalidSurrogatePair: throw fail("unpaired surrogate in string", sample: sample)
+            case .invalidUTF8: throw fail("string is not valid UTF-8", sample: sample)
+            case .tooLong(let limit): throw fail("string longer than \(limit) bytes", sample: sample)
             }
-            if out.count > limit { throw fail("string longer than \(limit) bytes", sample: sample) }
         }
-        guard let s = String(validating: out, as: UTF8.self) else { throw fail("string is not valid UTF-8", sample: sample) }
-        return s
-    }
-
-    mutating func hex4(sample: Int) throws(DecodeError) -> UInt32 {
-        guard end - pos >= 4 else { throw fail("invalid \\u escape", sample: sample) }
-        var v: UInt32 = 0
-        for _ in 0..<4 {
-            let c = bytes[pos]
-            let d: UInt32
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): d = UInt32(c - 48)
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): d = UInt32(c - 87)
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): d = UInt32(c - 55)
-            default: throw fail("invalid \\u escape", sample: sample)
-            }
-            v = v << 4 | d
-            pos += 1
-        }
-        return v
     }
 
     static let powersOf10: [Double] = (0...22).map { e in
