@@ -35,7 +35,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
     static let smallBatch = 16
     /// Samples per stem block (a multiple of 32: the AMX kernel works on pairs of 16-sample tiles).
     static let stemBlock = 64
-    private let scratchPool = Mutex<[Scratch]>([])
+    /// Working memory kept between calls, one per thread that called (keyed by `pthread_self`): a thread gets its own
+    /// back, so its caches still hold it; handing it to another core would move ~1.5 MB between caches per call.
+    private let scratchPool = Mutex<[UInt: Scratch]>([:])
     /// Which XNOR-popcount path the router and the experts use.
     public let xnorPath: XNORPath
     /// Row stride of the stem accumulators (`S`, or `S` rounded up to 16 for the lookup and int8 kernels).
@@ -58,7 +60,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
 
     deinit {
         for p in owned { p.deallocate() }
-        scratchPool.withLock { pool in for s in pool { s.deallocate() } }
+        scratchPool.withLock { pool in for s in pool.values { s.deallocate() } }
     }
 
     /// Loads `directory/config.json` and memory-maps `directory/model.safetensors`, validating every tensor
@@ -395,19 +397,36 @@ public final class BinaryMoEModel: @unchecked Sendable {
         }
     }
 
+    /// A key for the calling thread (`pthread_self`; an integer on Linux, a pointer on Darwin).
+    private static var currentThreadKey: UInt {
+        #if canImport(Darwin)
+        UInt(bitPattern: pthread_self())
+        #else
+        UInt(pthread_self())
+        #endif
+    }
+
     /// Forward pass of samples `range`, micro-batch by micro-batch, on the calling thread.
     private func forwardRange(x: UnsafePointer<UInt8>, range: Range<Int>, outputs: Outputs, trace: TraceOutputs?,
                               activations: UnsafeMutablePointer<Int>) {
         let mb = microBatch
         // working memory is reused across calls (allocating and faulting in ~1.5 MB per call costs more than a
         // small batch's inference)
-        let scratch = scratchPool.withLock { $0.popLast() }
+        let thread = Self.currentThreadKey
+        let scratch = scratchPool.withLock { $0.removeValue(forKey: thread) }
             ?? Scratch(config: config, capacity: mb, stemLd: stemLd, tableBytes: stemLookup?.tableBytes ?? 0,
                        int8Bytes: stemInt8 == nil ? 0 : (config.inputFeatures + 63) / 64 * 64)
         defer {
-            scratchPool.withLock { pool in
-                if pool.count < 64 { pool.append(scratch) } else { scratch.deallocate() }
+            let spare = scratchPool.withLock { pool -> Scratch? in
+                // threads come and go (tasks, tests): keep at most 64, the thread's own always
+                if pool.count >= 64, let any = pool.first(where: { $0.key != thread }) {
+                    pool.removeValue(forKey: any.key)
+                    pool[thread] = scratch
+                    return any.value
+                }
+                return pool.updateValue(scratch, forKey: thread)
             }
+            spare?.deallocate()
         }
         var start = range.lowerBound
         while start < range.upperBound {
