@@ -278,10 +278,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
             }
         }
         let k = max(0, min(topClasses, C))
-        var predictions: [[ClassScore]] = []
-        predictions.reserveCapacity(count)
-        probs.withUnsafeBufferPointer { pr in
-            for i in 0..<count { predictions.append(topScores(pr.baseAddress! + i * C, k)) }
+        let predictions = probs.withUnsafeBufferPointer { pr in
+            rankedClasses(pr.baseAddress!, count: count, k: k, threads: threads)
         }
         return InferenceResult(
             logits: logits, probabilities: probs, predictions: predictions,
@@ -327,19 +325,40 @@ public final class BinaryMoEModel: @unchecked Sendable {
     }
 
     func topScores(_ p: UnsafePointer<Float>, _ k: Int) -> [ClassScore] {
-        var best: [Int] = []
-        best.reserveCapacity(k + 1)
         let C = config.classes.count
-        for c in 0..<C {
-            // insert after every entry that is at least as probable (ties keep the lower index first)
-            var pos = best.count
-            while pos > 0 && Self.ranksAbove(p[c], p[best[pos - 1]]) { pos -= 1 }
-            if pos < k {
-                best.insert(c, at: pos)
-                if best.count > k { best.removeLast() }
+        let labels = config.classes
+        return withUnsafeTemporaryAllocation(of: Int.self, capacity: k + 1) { best in
+            var filled = 0
+            for c in 0..<C {
+                // insert after every entry that is at least as probable (ties keep the lower index first)
+                var pos = filled
+                while pos > 0 && Self.ranksAbove(p[c], p[best[pos - 1]]) { pos -= 1 }
+                if pos < k {
+                    var j = min(filled, k - 1)
+                    while j > pos { best[j] = best[j - 1]; j -= 1 }
+                    best[pos] = c
+                    filled = min(filled + 1, k)
+                }
             }
+            return (0..<filled).map { ClassScore(index: best[$0], label: labels[best[$0]], probability: p[best[$0]]) }
         }
-        return best.map { ClassScore(index: $0, label: config.classes[$0], probability: p[$0]) }
+    }
+
+    /// `topScores` of every sample; with `threads > 1` and a large batch, ranges are ranked on the thread pool (this
+    /// tail ran on one thread after a parallel forward pass and capped the speedup of a second thread).
+    private func rankedClasses(_ probs: UnsafePointer<Float>, count: Int, k: Int, threads: Int) -> [[ClassScore]] {
+        let C = config.classes.count
+        let parts = count >= 64 ? max(1, min(threads, ThreadPool.shared.width)) : 1
+        if parts == 1 { return (0..<count).map { topScores(probs + $0 * C, k) } }
+        let per = (count + parts - 1) / parts
+        let slots = Mutex<[Int: [[ClassScore]]]>([:])
+        let shared = SendablePointer(probs)
+        ThreadPool.shared.parallelFor(parts) { part in
+            let lo = part * per, hi = min(count, lo + per)
+            let ranked = lo < hi ? (lo..<hi).map { self.topScores(shared.pointer + $0 * C, k) } : []
+            slots.withLock { $0[part] = ranked }
+        }
+        return slots.withLock { done in (0..<parts).flatMap { done[$0] ?? [] } }
     }
 
     /// Strictly better score; NaN ranks below everything.
@@ -759,6 +778,11 @@ public final class BinaryMoEModel: @unchecked Sendable {
             }
         }
     }
+}
+
+private struct SendablePointer: @unchecked Sendable {
+    let pointer: UnsafePointer<Float>
+    init(_ pointer: UnsafePointer<Float>) { self.pointer = pointer }
 }
 
 #if canImport(Glibc)
