@@ -292,7 +292,10 @@ struct FetchTests {
         #expect(SSRFGuard.classify("not-an-ip") == "invalid")
     }
 
-    @Test(arguments: ["10.0.0.0/33", "not a host name !", "1.2.3.4/", "::1/129", "fe80::/x"])
+    /// Malformed networks, host names and ports (an entry may name a port: `10.0.0.5:9000`, `[fd00::/8]:443`).
+    @Test(arguments: ["10.0.0.0/33", "not a host name !", "1.2.3.4/", "::1/129", "fe80::/x",
+                      "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:http", "[::1]9000", "[::1", "host.example:",
+                      "10.0.0.0/8:x"])
     func invalidAllowListEntryIsRejected(entry: String) throws {
         var p = FetchPolicy()
         p.allowedNetworks = [entry]
