@@ -74,13 +74,6 @@ public struct CPUClock: Sendable, Codable, Equatable {
         return CPUClock(hertz: procCPUInfoMHz().map { $0 * 1e6 } ?? 0, source: "/proc/cpuinfo")
     }
 
-    /// True when this process can count its own cycles (`perf_event_open`).
-    public static var hasCycleCounter: Bool {
-        let h = bf_perf_cycles_open()
-        bf_perf_cycles_close(h)
-        return h >= 0
-    }
-
     /// The first "cpu MHz" of /proc/cpuinfo (the nominal or current clock, as the kernel reports it).
     public static func procCPUInfoMHz() -> Double? {
         guard let bytes = try? readSmallFile("/proc/cpuinfo") else { return nil }

@@ -69,8 +69,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
     /// `stemKernel` picks the input layer's kernel and `xnorPath` the instruction set of the XNOR-popcount
     /// kernels; every choice computes the same integers. `.automatic` and `nil` take `BITFLEET_STEM_KERNEL` and
     /// `BITFLEET_KERNEL_PATH` from the environment when set, else the fastest this CPU offers: for models with at
-    /// most 4 input bit planes the stem kernels this CPU supports (lookup, VNNI, AMX) are timed once per process
-    /// on the model's shape and the fastest is kept; otherwise the bit-plane kernel.
+    /// most 4 input bit planes the stem kernels this CPU supports (AVX2 and AVX-512 lookup, VNNI, AMX) are timed
+    /// once per process on the model's shape, for small and for large micro-batches, and the fastest of each is
+    /// kept (`StemChoice`); otherwise the bit-plane kernel.
     public static func load(directory: String, expectedSHA256: String? = nil,
                             stemKernel: StemKernel = .automatic, xnorPath: XNORPath? = nil) throws -> BinaryMoEModel {
         let env = try KernelSelection.fromProcessEnvironment()
