@@ -551,7 +551,7 @@ def write_card(out, m):
         f"stem {cfg['input_features']} → {cfg['stem_width']} (binary weights, {cfg['input_bit_planes']} input bit "
         f"planes, integer thresholds), router over {cfg['experts']} experts (top-{cfg['top_k']}), each expert "
         f"{' → '.join(str(w) for w in [cfg['stem_width']] + cfg['expert_hidden'] + [len(cfg['classes'])])} binary; "
-        f"{m['binary_macs']:,} binary MACs per sample.".replace(",", " "),
+        f"{m['binary_macs']:,} binary MACs per sample.".replace(f"{m['binary_macs']:,}", f"{m['binary_macs']:,}".replace(",", " ")),
         "",
         "## Training",
         "",
