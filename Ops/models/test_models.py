@@ -238,6 +238,7 @@ def test_fit_image_folder():
         os.makedirs(os.path.join(root, ".cache"))  # hidden folders are not classes
         out = os.path.join(td, "model")
         binary = os.environ.get("BITFLEET_BIN")
+        check(not binary or os.path.exists(binary), f"$BITFLEET_BIN={binary}: no such file")
         rc, so, se = run_fit(["--data", root, "--out", out, "--size", "20x24",
                               "--bitfleet", binary if binary else "none"] + FIT_SMALL)
         check(rc == 0, f"fit.py rc {rc}: {se[-2000:]}{so[-2000:]}")
