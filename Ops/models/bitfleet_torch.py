@@ -4,9 +4,9 @@
 Build a model from these layers, train it like any torch module, calibrate, export:
 
     import torch
-    from bitfleet_torch import BinaryMoE, calibrate, export_model
+    from bitfleet_torch import Adam, BinaryMoE, calibrate, export_model
     model = BinaryMoE(input_features=784, classes=10, stem=512, experts=8, top_k=2, hidden=[128], planes=4)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    opt = Adam(model.parameters(), 1e-3)      # or torch.optim.Adam
     for xb, yb in loader:                          # xb: uint8 (or integer-valued) [B, 784], 0..255
         logits, aux = model(xb)
         loss = torch.nn.functional.cross_entropy(logits, yb) + 0.05 * aux
@@ -88,6 +88,32 @@ def _bn(a, bn: nn.BatchNorm1d):
 def _glorot(shape, fan_in, fan_out, gen):
     lim = math.sqrt(6.0 / (fan_in + fan_out))
     return (torch.rand(shape, generator=gen) * 2 - 1) * lim
+
+
+class Adam:
+    """torch.optim.Adam's update (no weight decay, no amsgrad) without importing torch._dynamo, which every
+    torch.optim optimiser does on construction and which costs seconds at start-up on a small machine."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, (self.b1, self.b2), self.eps, self.t = lr, betas, eps, 0
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            m.mul_(self.b1).add_(p.grad, alpha=1 - self.b1)
+            v.mul_(self.b2).addcmul_(p.grad, p.grad, value=1 - self.b2)
+            p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-self.lr / c1)
 
 
 # ------------------------------------------------------------------------------------------------------- layers

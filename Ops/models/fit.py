@@ -372,9 +372,9 @@ def predict(model, X, chunk=4096):
 def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=None):
     import torch
     import torch.nn.functional as F
-    from bitfleet_torch import calibrate
+    from bitfleet_torch import Adam, calibrate
 
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    opt = Adam(model.parameters(), lr=args.lr)
     n = len(X)
     nb = max(1, math.ceil(n / args.batch))
     rng = np.random.default_rng(args.seed + (1 if model.binary else 0))
@@ -399,8 +399,7 @@ def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=N
                 lr = 0.5 * args.lr * 0.3 * (1 + math.cos(math.pi * ((ep - epochs) * nb + b) / (finetune * nb)))
             else:
                 lr = 0.5 * args.lr * (1 + math.cos(math.pi * (ep * nb + b) / (epochs * nb)))
-            for g in opt.param_groups:
-                g["lr"] = lr
+            opt.lr = lr
             ids = perm[b * args.batch:(b + 1) * args.batch]
             if len(ids) < 2:
                 continue

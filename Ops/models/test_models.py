@@ -61,7 +61,7 @@ def test_torch_export_bit_exact():
     torch.set_num_threads(1)
     x, y = fashion(2000)
     model = bt.BinaryMoE(784, 10, stem=96, experts=4, top_k=2, hidden=[40, 24], planes=4, seed=3)
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    opt = bt.Adam(model.parameters(), 3e-3)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
     for step in range(16):
         ids = torch.arange(step * 125, (step + 1) * 125)
