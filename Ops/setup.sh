@@ -25,6 +25,12 @@ if ! python3 -c 'import numpy, safetensors' 2>/dev/null; then
   python3 -m pip install -q -r Ops/requirements.txt
 fi
 
+# Model tools for users' own data and PyTorch models (Ops/models/fit.py, bitfleet_torch.py; Ops/models/test_models.py
+# runs them in Ops/test.sh): PyTorch pinned to the CPU wheel, so CI never downloads the CUDA build.
+if ! python3 -c 'import torch, PIL, onnx, onnxruntime' 2>/dev/null; then
+  python3 -m pip install -q -r Ops/models/requirements.txt
+fi
+
 if ! command -v swift >/dev/null 2>&1; then
   [ -x /opt/swift/usr/bin/swift ] || { echo "Ops/setup.sh: Swift 6 toolchain not found (expected /opt/swift)" >&2; exit 1; }
 fi

@@ -32,6 +32,11 @@ if [ $# -eq 0 ]; then
   # input server; fails unless every job ends final with exactly one result and cost row and nothing is lost.
   step="the chaos run (Ops/chaos/run.sh)"
   Ops/chaos/run.sh --jobs 1500 --kills 6 --terminations 4 --lease 5
+  # The model tools for users' own data and PyTorch models: the torch exporter bit-exact against reference.py, fit.py
+  # end to end on small real Fashion-MNIST subsets (CSV, npz, PNG folder; the engine built above runs the last)
+  # and its errors on bad input.
+  step="testing the model tools (Ops/models/test_models.py)"
+  BITFLEET_BIN="$(swift build --show-bin-path "${BITFLEET_TEST_FLAGS[@]}")/bitfleet" python3 Ops/models/test_models.py
   step="checking the Helm chart (Ops/helm/check_chart.py)"
   python3 -m pip install -q -r Ops/helm/requirements.txt
   python3 Ops/helm/check_chart.py

@@ -1,0 +1,814 @@
+#!/usr/bin/env python3
+"""Train a BitFleet binary mixture-of-experts on your own data and write a model directory for `bitfleet model add`.
+
+    python3 Ops/models/fit.py --data DATA --out MODEL_DIR [options]
+
+DATA is one of
+  * a .npz with arrays X [N, ...] and y [N] (also accepted: x / labels),
+  * X.npy (y.npy next to it, or --labels PATH), or a folder holding X.npy and y.npy,
+  * a .csv: one label column plus numeric feature columns, comma separated (--delimiter), a header row optional.
+    The label column is --label (a name or a 0-based index); by default the column named label/class/target/y
+    when there is a header, else the LAST column.  Labels may be numbers or strings.
+  * a folder of images with one sub-folder per class (PNG, JPEG, PGM/PPM, BMP, GIF; decoded with Pillow):
+    resized to --size (default: the median width and height, each capped at 64), grayscale unless some image has
+    color (--color), features laid out row-major as [H, W] or [H, W, 3].
+
+Inputs to a bitfleet.bmoe v1 model are 8-bit: the worker turns a float input into x_u8 = round(x * input_scale),
+which must land in 0..255 (uint8 .npy inputs are used as they are).  --scaling chooses input_scale from the data:
+  auto    (default) uint8 data -> as is, input_scale 255 (send uint8, or floats x/255);
+          integer data in 0..255 -> as is, input_scale 1 (send the same numbers);
+          other data >= 0 -> input_scale = 255 / max over the training data (send the same raw numbers;
+          values above that max are rejected by the worker);  data with negative values -> refused, use minmax.
+  global  input_scale = 255 / max (data must be >= 0).
+  minmax  per feature x' = clip((x - min) / (max - min), 0, 1) with min/max of the training data, input_scale 255.
+          The format has no offset, so YOU apply this to new inputs before enqueueing: the values are in
+          MODEL_DIR/preprocess.json and `fit.py --prepare MODEL_DIR --data new.csv --to x.npy` does it.
+
+It trains the float twin first (same architecture, float weights, ReLU; the accuracy peer, exported to
+MODEL_DIR/float/model.onnx and its ONNX Runtime int8 twin model_int8.onnx), then the binary model, distilled from
+the float twin (--kd), with batch-norm statistics for the last --finetune epochs frozen to the population ones
+(re-estimated each epoch) so training sees the exported forward pass; exports it, evaluates the exported
+exact-integer model on the held-out split with Ops/models/reference.py, measures samples/s (ONNX Runtime for the
+twins, `bitfleet bench` for the binary model when a built binary is found) and writes MODEL_DIR/MODEL_CARD.md and
+MODEL_DIR/fit_metrics.json.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pbm", ".pnm", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+class FitError(Exception):
+    """Bad input or options: printed as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------------------------------- loading
+
+def _labels_to_ints(raw, names=None):
+    """Labels (numbers or strings) -> (int64 ids, class names). Numbers sort numerically, strings lexically."""
+    raw = np.asarray(raw)
+    if raw.ndim != 1:
+        raw = raw.reshape(len(raw), -1)
+        if raw.shape[1] != 1:
+            raise FitError(f"labels must be one value per sample, got shape {list(raw.shape)}")
+        raw = raw[:, 0]
+    if raw.dtype.kind == "f":
+        if not np.all(np.isfinite(raw)):
+            bad = int(np.argwhere(~np.isfinite(raw))[0][0])
+            raise FitError(f"label of sample {bad} is missing or not a number")
+        if np.all(raw == np.round(raw)):
+            raw = raw.astype(np.int64)
+    if raw.dtype.kind in "iub":
+        values = np.unique(raw)
+        classes = [str(int(v)) for v in values]
+    else:
+        raw = raw.astype(str)
+        if np.any(np.char.strip(raw) == ""):
+            bad = int(np.nonzero(np.char.strip(raw) == "")[0][0])
+            raise FitError(f"label of sample {bad} is empty")
+        values = np.unique(raw)
+        classes = [str(v) for v in values]
+    y = np.searchsorted(values, raw).astype(np.int64)
+    if names:
+        if len(names) != len(classes):
+            raise FitError(f"--classes names {len(names)} classes but the labels hold {len(classes)}: {classes}")
+        classes = list(names)
+    return y, classes
+
+
+def load_arrays(path, labels_path):
+    if path.endswith(".npz"):
+        z = np.load(path, allow_pickle=False)
+        xk = next((k for k in ("X", "x", "features", "data") if k in z.files), None)
+        yk = next((k for k in ("y", "Y", "labels", "label", "target") if k in z.files), None)
+        if xk is None:
+            raise FitError(f"{path}: no features array (expected a key X or x; found {z.files})")
+        if yk is None:
+            raise FitError(f"{path}: no labels array (expected a key y or labels; found {z.files})")
+        return z[xk], z[yk]
+    if os.path.isdir(path):
+        xp, yp = os.path.join(path, "X.npy"), labels_path or os.path.join(path, "y.npy")
+    else:
+        xp = path
+        yp = labels_path or os.path.join(os.path.dirname(os.path.abspath(path)), "y.npy")
+    if not os.path.exists(yp):
+        raise FitError(f"no labels: expected {yp} (y.npy next to the features) or --labels PATH")
+    try:
+        return np.load(xp, allow_pickle=False), np.load(yp, allow_pickle=False)
+    except ValueError as e:
+        raise FitError(f"{xp}: cannot read as .npy ({e})")
+
+
+def _is_number(s):
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def load_csv(path, label, delimiter):
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f, delimiter=delimiter)]
+    rows = [(i + 1, r) for i, r in enumerate(rows) if any(c.strip() for c in r)]
+    if not rows:
+        raise FitError(f"{path}: no rows")
+    first = rows[0][1]
+    header = None
+    if not all(_is_number(c) for c in first) and len(rows) > 1 and sum(_is_number(c) for c in rows[1][1]) >= 1 \
+            and sum(_is_number(c) for c in first) < sum(_is_number(c) for c in rows[1][1]):
+        header = [c.strip() for c in first]
+        rows = rows[1:]
+    if not rows:
+        raise FitError(f"{path}: a header but no data rows")
+    width = len(rows[0][1])
+    for line, r in rows:
+        if len(r) != width:
+            raise FitError(f"{path} line {line}: {len(r)} columns, but the first data row has {width} (ragged CSV)")
+    if width < 2:
+        raise FitError(f"{path}: need a label column and at least one feature column, found {width} column")
+    if label is None:
+        li = width - 1
+        if header:
+            for cand in ("label", "class", "target", "y"):
+                hits = [i for i, h in enumerate(header) if h.lower() == cand]
+                if hits:
+                    li = hits[0]
+                    break
+    elif label.lstrip("-").isdigit():
+        li = int(label) % width
+    else:
+        if not header or label not in header:
+            raise FitError(f"{path}: no column named {label!r}" + (f" (columns: {header})" if header else
+                                                                    " (the file has no header row)"))
+        li = header.index(label)
+    labels = [r[li].strip() for _, r in rows]
+    X = np.zeros((len(rows), width - 1), np.float64)
+    cols = [j for j in range(width) if j != li]
+    for n, (line, r) in enumerate(rows):
+        for k, j in enumerate(cols):
+            c = r[j].strip()
+            try:
+                X[n, k] = float(c)
+            except ValueError:
+                name = f" ({header[j]!r})" if header else ""
+                what = "an empty cell (missing value)" if c == "" else f"{c!r} is not a number"
+                raise FitError(f"{path} line {line} column {j + 1}{name}: {what}")
+    lab = np.array(labels)
+    if all(_is_number(v) for v in labels if v):
+        lab = np.array([float(v) if v else np.nan for v in labels])
+    return X, lab
+
+
+def _image_size_default(sizes, cap=64):
+    w = int(np.median([s[0] for s in sizes]))
+    h = int(np.median([s[1] for s in sizes]))
+    return max(1, min(cap, w)), max(1, min(cap, h))
+
+
+def load_images(path, size, color):
+    try:
+        from PIL import Image
+    except ImportError:
+        raise FitError("reading an image folder needs Pillow: python3 -m pip install pillow")
+    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
+    if not classes:
+        raise FitError(f"{path}: no class sub-folders (expected {path}/<class name>/<image files>)")
+    files, labels = [], []
+    for ci, c in enumerate(classes):
+        fs = sorted(f for f in os.listdir(os.path.join(path, c)) if os.path.splitext(f)[1].lower() in IMAGE_EXTS)
+        if not fs:
+            raise FitError(f"{os.path.join(path, c)}: no images (PNG, JPEG, PGM, BMP, ...) in this class folder")
+        files += [os.path.join(path, c, f) for f in fs]
+        labels += [ci] * len(fs)
+    sizes = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                sizes.append(im.size)
+        except Exception as e:
+            raise FitError(f"{f}: unreadable image ({e.__class__.__name__}: {e})")
+    W, H = size if size else _image_size_default(sizes)
+    arrs = np.zeros((len(files), H, W, 3), np.uint8)
+    for i, f in enumerate(files):
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB")
+                if im.size != (W, H):
+                    im = im.resize((W, H), Image.BILINEAR)
+                arrs[i] = np.asarray(im, np.uint8)
+        except Exception as e:
+            raise FitError(f"{f}: unreadable image ({e.__class__.__name__}: {e})")
+        if (i + 1) % 10000 == 0:
+            print(f"  decoded {i + 1}/{len(files)} images", flush=True)
+    gray = bool(np.all(arrs[..., 0] == arrs[..., 1]) and np.all(arrs[..., 1] == arrs[..., 2]))
+    rgb = color == "rgb" or (color == "auto" and not gray)
+    if rgb:
+        X, shape = arrs.reshape(len(files), -1), [H, W, 3]
+    else:
+        g = arrs[..., 0] if gray else np.round(arrs @ np.array([0.299, 0.587, 0.114])).clip(0, 255).astype(np.uint8)
+        X, shape = g.reshape(len(files), -1), [H, W]
+    return X, np.array(labels, np.int64), classes, shape
+
+
+def quantise_features(X, scaling, input_scale=None):
+    """Raw features -> (uint8 X, input_scale, note for the card, preprocess dict or None)."""
+    X = np.asarray(X)
+    if X.dtype.kind not in "biuf":
+        raise FitError(f"features must be numbers, got dtype {X.dtype}")
+    if X.dtype.kind == "f" and not np.all(np.isfinite(X)):
+        bad = np.argwhere(~np.isfinite(X))[0]
+        raise FitError(f"sample {bad[0]} feature {bad[1]}: NaN or infinity (fill or drop missing values first)")
+    if input_scale is not None:
+        q = np.round(X.astype(np.float32) * np.float32(input_scale))
+        if q.min() < 0 or q.max() > 255:
+            raise FitError(f"--input-scale {input_scale}: round(x * input_scale) leaves 0...255 "
+                           f"(data range {X.min()}...{X.max()})")
+        return q.astype(np.uint8), float(input_scale), f"input_scale {input_scale} (--input-scale)", None
+    if scaling == "minmax":
+        lo, hi = X.min(0).astype(np.float64), X.max(0).astype(np.float64)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        xs = np.clip((X - lo) / span, 0, 1).astype(np.float32)
+        q = np.round(xs * np.float32(255)).astype(np.uint8)
+        pre = {"kind": "minmax", "min": lo.tolist(), "max": hi.tolist(),
+               "formula": "x' = clip((x - min) / (max - min), 0, 1) per feature (max = min: x' = clip(x - min, 0, 1)); "
+                          "send x' as float32 (input_scale 255)"}
+        return q, 255.0, ("per-feature min-max to 0...1 (preprocess.json), then input_scale 255: new inputs must "
+                          "be transformed the same way before enqueueing"), pre
+    if X.dtype == np.uint8 and scaling == "auto":
+        return X, 255.0, "uint8 data used as is; input_scale 255 (send uint8 .npy, or floats x / 255)", None
+    lo, hi = float(X.min()), float(X.max())
+    if lo < 0:
+        j = int(np.argmin(X.min(0)))
+        raise FitError(f"feature {j} has negative values (min {X[:, j].min()}): the bitfleet.bmoe v1 format scales "
+                       f"inputs (x_u8 = round(x * input_scale)) but has no offset, so raw inputs must be >= 0. "
+                       f"Use --scaling minmax (per-feature min-max, written to preprocess.json, that you apply "
+                       f"before enqueueing), or shift your features yourself")
+    if scaling == "auto" and np.all(X == np.round(X)) and hi <= 255:
+        return X.astype(np.uint8), 1.0, "integer data in 0...255 used as is; input_scale 1 (send the same numbers)", None
+    if hi <= 0:
+        raise FitError("every feature is 0: nothing to learn from")
+    scale = np.float32(255.0) / np.float32(hi)
+    while np.round(np.float32(hi) * scale) > 255:
+        scale = np.nextafter(scale, np.float32(0))
+    q = np.round(X.astype(np.float32) * scale).astype(np.uint8)
+    note = (f"input_scale {float(scale):.9g} = 255 / {hi:.9g} (the largest training value): send the raw features; "
+            f"values above {hi:.9g} are rejected by the worker")
+    fmax = X.max(0)
+    small = int(np.sum(fmax < hi / 16))
+    if small:
+        note += (f". {small} of {X.shape[1]} features never exceed 1/16 of that maximum and keep < 4 bits of "
+                 f"resolution; --scaling minmax would use all 8")
+        print(f"note: {small} features use less than 1/16 of the 0...255 range under one global scale; "
+              f"consider --scaling minmax", flush=True)
+    return q, float(scale), note, None
+
+
+def load_data(args):
+    path = args.data
+    if not os.path.exists(path):
+        raise FitError(f"{path}: no such file or folder")
+    shape, classes = None, None
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "X.npy")):
+        if args.scaling not in ("auto",) or args.input_scale is not None:
+            raise FitError("--scaling/--input-scale apply to feature data; images are uint8 (input_scale 255)")
+        X, y, classes, shape = load_images(path, args.size, args.color)
+        kind = f"image folder ({len(classes)} classes, {'x'.join(map(str, shape))})"
+        Xq, scale, note, pre = X, 255.0, "8-bit pixels; input_scale 255 (send uint8 .npy, or floats pixel / 255)", None
+        if args.classes:
+            raise FitError("--classes: an image folder names its classes by its sub-folders")
+    else:
+        if path.lower().endswith((".csv", ".tsv", ".txt")):
+            X, yraw = load_csv(path, args.label, "\t" if path.lower().endswith(".tsv") else args.delimiter)
+            kind = "CSV"
+        elif path.endswith((".npy", ".npz")) or os.path.isdir(path):
+            X, yraw = load_arrays(path, args.labels)
+            kind = "npz" if path.endswith(".npz") else "npy"
+        else:
+            raise FitError(f"{path}: unknown data kind (expected .npz, .npy, .csv, a folder with X.npy + y.npy, "
+                           f"or a folder of class sub-folders of images)")
+        if len(X) != len(yraw):
+            raise FitError(f"{len(X)} samples but {len(yraw)} labels")
+        if len(X) == 0:
+            raise FitError(f"{path}: no samples")
+        if X.ndim > 2:
+            shape = list(X.shape[1:])
+        X = X.reshape(len(X), -1)
+        y, classes = _labels_to_ints(yraw, args.classes.split(",") if args.classes else None)
+        Xq, scale, note, pre = quantise_features(X, args.scaling, args.input_scale)
+    counts = np.bincount(y, minlength=len(classes))
+    if len(classes) < 2:
+        raise FitError(f"only one class ({classes[0]!r}) in the labels: a classifier needs at least 2")
+    return dict(X=np.ascontiguousarray(Xq), y=y, classes=classes, input_scale=scale, input_shape=shape, kind=kind,
+                scaling_note=note, preprocess=pre, counts=counts.tolist())
+
+
+def split(y, frac, seed):
+    """Stratified held-out split: about `frac` of each class (at least one sample of a class with >= 2)."""
+    rng = np.random.default_rng(seed)
+    tr, va = [], []
+    for c in range(int(y.max()) + 1):
+        idx = rng.permutation(np.nonzero(y == c)[0])
+        nv = int(round(frac * len(idx)))
+        if frac > 0 and len(idx) >= 2:
+            nv = min(max(nv, 1), len(idx) - 1)
+        va.append(idx[:nv])
+        tr.append(idx[nv:])
+    return rng.permutation(np.concatenate(tr)), np.sort(np.concatenate(va))
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+class Clock:
+    """Progress over all phases: elapsed, and time left from the seconds per epoch so far (per phase weight)."""
+
+    def __init__(self, plan):
+        self.plan = plan          # [(phase, epochs, relative cost per epoch)]
+        self.t0 = time.time()
+        self.done = {p: 0 for p, _, _ in plan}
+        self.secs = {p: 0.0 for p, _, _ in plan}
+
+    def tick(self, phase, seconds):
+        self.done[phase] += 1
+        self.secs[phase] += seconds
+
+    def left(self):
+        known = [(self.secs[p] / self.done[p]) / w for p, _, w in self.plan if self.done[p]]
+        unit = np.mean(known) if known else 0.0
+        rest = 0.0
+        for p, n, w in self.plan:
+            per = self.secs[p] / self.done[p] if self.done[p] else unit * w
+            rest += per * (n - self.done[p])
+        return rest
+
+
+def fmt_time(s):
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def predict(model, X, chunk=4096):
+    import torch
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(X[i:i + chunk]))[0].numpy() for i in range(0, len(X), chunk)])
+
+
+def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=None):
+    import torch
+    import torch.nn.functional as F
+    from bitfleet_torch import Adam, calibrate
+
+    opt = Adam(model.parameters(), lr=args.lr)
+    n = len(X)
+    nb = max(1, math.ceil(n / args.batch))
+    rng = np.random.default_rng(args.seed + (1 if model.binary else 0))
+    Xt = torch.from_numpy(X)
+    yt = torch.from_numpy(y)
+    T = 4.0
+    history = []
+    for ep in range(epochs + finetune):
+        t_ep = time.time()
+        frozen = ep >= epochs
+        if frozen:
+            calibrate(model, X[rng.permutation(n)[:20000]])
+        model.train()
+        if frozen:
+            for mod in model.modules():
+                if isinstance(mod, torch.nn.BatchNorm1d):
+                    mod.eval()
+        perm = torch.from_numpy(rng.permutation(n))
+        tl = tc = 0.0
+        for b in range(nb):
+            if frozen:
+                lr = 0.5 * args.lr * 0.3 * (1 + math.cos(math.pi * ((ep - epochs) * nb + b) / (finetune * nb)))
+            else:
+                lr = 0.5 * args.lr * (1 + math.cos(math.pi * (ep * nb + b) / (epochs * nb)))
+            opt.lr = lr
+            ids = perm[b * args.batch:(b + 1) * args.batch]
+            if len(ids) < 2:
+                continue
+            xb, yb = Xt[ids], yt[ids]
+            logits, aux = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            if teacher is not None and args.kd > 0:
+                with torch.no_grad():
+                    tz = teacher(xb)[0]
+                kd = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(tz / T, 1), reduction="batchmean") * T * T
+                loss = (1 - args.kd) * loss + args.kd * kd
+            loss = loss + args.aux * aux
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            model.clip_latent()
+            tl += float(loss.detach()) * len(ids)
+            tc += float((logits.argmax(1) == yb).sum())
+        secs = time.time() - t_ep
+        clock.tick(phase, secs)
+        va = float((predict(model, Xv).argmax(1) == yv).mean()) if len(Xv) else float("nan")
+        rec = dict(epoch=ep + 1, loss=tl / n, train_acc=tc / n, heldout_acc=va, seconds=round(secs, 2))
+        history.append(rec)
+        tag = "+frozen-bn" if frozen else ""
+        print(f"[{phase}] epoch {ep + 1}/{epochs + finetune}{tag}  loss {tl / n:.4f}  train acc {tc / n * 100:.2f}%  "
+              f"held-out acc {va * 100:.2f}%  ({secs:.1f}s)  elapsed {fmt_time(time.time() - clock.t0)}  "
+              f"left ~{fmt_time(clock.left())}", flush=True)
+    return history
+
+
+# ------------------------------------------------------------------------------------------------ measurement
+
+def ort_session(path, threads):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def ort_eval(path, Xv, yv, threads, bench_seconds, batch=256):
+    sess = ort_session(path, threads)
+    xf = Xv.astype(np.float32) / np.float32(255)
+    logits = np.concatenate([sess.run(None, {"x": xf[i:i + 4096]})[0] for i in range(0, len(xf), 4096)])
+    acc = float((logits.argmax(1) == yv).mean())
+    xb = np.resize(xf, (batch, xf.shape[1])).astype(np.float32)
+    sess.run(None, {"x": xb})
+    n, t0 = 0, time.perf_counter()
+    while True:
+        sess.run(None, {"x": xb})
+        n += batch
+        if time.perf_counter() - t0 >= bench_seconds:
+            break
+    return acc, n / (time.perf_counter() - t0)
+
+
+def find_bitfleet(explicit):
+    if explicit:
+        return explicit if os.path.exists(explicit) else None
+    for cand in (os.environ.get("BITFLEET_BIN"), os.path.join(REPO, ".build", "release", "bitfleet"),
+                 shutil.which("bitfleet")):
+        if cand and os.path.exists(cand):
+            return cand
+    return None
+
+
+def engine_bench(binary, model_dir):
+    """samples/s of the binary model in the engine, batch 256, 1 thread (`bitfleet bench --model DIR --json`)."""
+    try:
+        p = subprocess.run([binary, "bench", "--model", model_dir, "--json", "--m", "64", "--n", "64", "--k", "512"],
+                           capture_output=True, text=True, timeout=300)
+        j = json.loads(p.stdout)
+        row = next(r for r in j["models"] if r["batch"] == 256 and r["threads"] == 1)
+        one = next((r for r in j["models"] if r["batch"] == 1 and r["threads"] == 1), None)
+        return dict(samples_per_s=row["samplesPerSecond"], batch1_samples_per_s=one and one["samplesPerSecond"],
+                    stem_kernel=j.get("stemKernel"), cpu=j.get("cpu"), binary=binary)
+    except Exception as e:  # a missing or failing binary must not lose a trained model
+        print(f"note: bitfleet bench failed ({e.__class__.__name__}: {e}); binary samples/s not measured", flush=True)
+        return None
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+# ------------------------------------------------------------------------------------------------------ output
+
+def write_card(out, m):
+    a = m["args"]
+    pct = lambda v: "n/a" if v is None else f"{v * 100:.2f} %"
+    sps = lambda v: "not measured" if v is None else f"{v:,.0f}".replace(",", " ")
+    eng = m.get("engine")
+    rows = [
+        ("**binary, exported** (this directory)", pct(m["binary_heldout_acc"]),
+         sps(eng and eng["samples_per_s"]), f"{m['safetensors_bytes']:,}".replace(",", " "),
+         "Ops/models/reference.py on the exported directory (exact integer semantics)"
+         + ("; samples/s: `bitfleet bench`, 1 thread" if eng else "; samples/s: no built `bitfleet` binary found")),
+        ("float twin (float/model.onnx)", pct(m["float_onnx_acc"]), sps(m["float_samples_per_s"]),
+         f"{m['float_onnx_bytes']:,}".replace(",", " "), f"ONNX Runtime CPU, {a['threads']} thread(s)"),
+        ("int8 twin (float/model_int8.onnx)", pct(m["int8_acc"]), sps(m["int8_samples_per_s"]),
+         f"{m['int8_onnx_bytes']:,}".replace(",", " "),
+         f"onnxruntime.quantization.quantize_dynamic (QInt8), ONNX Runtime CPU, {a['threads']} thread(s)"),
+    ]
+    cfg = m["config"]
+    lines = [
+        f"# {cfg['name']} v{cfg['version']} — binary mixture-of-experts trained by fit.py",
+        "",
+        f"Trained on {m['data']['kind']} `{a['data']}`: {m['data']['samples']} samples, {len(cfg['classes'])} classes "
+        f"({', '.join(cfg['classes'][:20])}{', …' if len(cfg['classes']) > 20 else ''}); held-out split "
+        f"{m['data']['heldout']} samples ({a['val_split'] * 100:.0f} % of each class, seed {a['seed']}), "
+        f"training {m['data']['train']}.",
+        "",
+        "## Accuracy and speed (held-out split)",
+        "",
+        "| model | held-out accuracy | samples/s, batch 256 | bytes | how measured |",
+        "|---|---|---|---|---|",
+    ] + [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} |" for r in rows] + [
+        "",
+        f"Machine: {m['cpu']}. Training-time held-out accuracy of the binary model (torch, batch-norm in eval "
+        f"mode) before export: {pct(m['binary_torch_acc'])}; the exported model agrees with its own exact eval in "
+        f"torch on {pct(m['exact_agreement'])} of the held-out predictions (logits identical: "
+        f"{m['exact_logits_identical']}).",
+        "",
+        "## Inputs",
+        "",
+        f"- `input_features` {cfg['input_features']}" + (f", `input_shape` {cfg['input_shape']}" if cfg.get("input_shape") else "")
+        + f", `input_bit_planes` {cfg['input_bit_planes']}, `input_scale` {cfg['input_scale']}.",
+        f"- {m['data']['scaling_note']}.",
+    ]
+    if m["data"].get("preprocess"):
+        lines += ["- **Apply `preprocess.json` to new inputs before enqueueing**: "
+                  "`python3 Ops/models/fit.py --prepare MODEL_DIR --data new.csv --to x.npy` writes float32 inputs "
+                  "ready for `bitfleet enqueue` (a CSV or .npy of features only, or with the label column)."]
+    lines += [
+        "- The float and int8 twins take float32 `x_u8 / 255` (`x_u8` as the binary model sees it).",
+        "",
+        "## Architecture",
+        "",
+        f"stem {cfg['input_features']} → {cfg['stem_width']} (binary weights, {cfg['input_bit_planes']} input bit "
+        f"planes, integer thresholds), router over {cfg['experts']} experts (top-{cfg['top_k']}), each expert "
+        f"{' → '.join(str(w) for w in [cfg['stem_width']] + cfg['expert_hidden'] + [len(cfg['classes'])])} binary; "
+        f"{m['binary_macs']:,} binary MACs per sample.".replace(f"{m['binary_macs']:,}", f"{m['binary_macs']:,}".replace(",", " ")),
+        "",
+        "## Training",
+        "",
+        f"PyTorch {m['torch_version']} (CPU, {a['threads']} thread(s)), layers from `Ops/models/bitfleet_torch.py`. "
+        f"Adam, cosine learning-rate decay from {a['lr']}, batch {a['batch']}, load-balancing loss weight {a['aux']}. "
+        f"Float twin: {a['epochs'] + a['finetune']} epochs. Binary: {a['epochs']} epochs with batch statistics then "
+        f"{a['finetune']} with batch-norm frozen to population statistics, straight-through estimator, "
+        f"distilled from the float twin (weight {a['kd']}, T = 4). Batch-norm re-estimated over the training split "
+        f"and folded into integer thresholds at export. Float twin {fmt_time(m['float_seconds'])}, "
+        f"binary {fmt_time(m['binary_seconds'])}.",
+        "",
+        "Reproduce:",
+        "",
+        "```sh",
+        m["command"],
+        "```",
+        "",
+        f"`model.safetensors` sha256 `{m['sha256']}`. Register it: `bitfleet model add --name {cfg['name']} "
+        f"--version {cfg['version']} --path {out}`.",
+        "",
+    ]
+    with open(os.path.join(out, "MODEL_CARD.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+
+
+def prepare(args):
+    """--prepare MODEL_DIR: turn new feature data into float32 inputs for that model (applies preprocess.json)."""
+    with open(os.path.join(args.prepare, "config.json")) as f:
+        cfg = json.load(f)
+    if args.data.lower().endswith(".csv"):
+        rows = [r for r in csv.reader(open(args.data, newline="", encoding="utf-8-sig"), delimiter=args.delimiter)
+                if any(c.strip() for c in r)]
+        if rows and not all(_is_number(c) for c in rows[0]):
+            rows = rows[1:]
+        try:
+            X = np.array([[float(c) for c in r] for r in rows], np.float64)
+        except ValueError as e:
+            raise FitError(f"{args.data}: {e}")
+    else:
+        X = np.load(args.data, allow_pickle=False)
+        X = X.reshape(len(X), -1).astype(np.float64)
+    D = cfg["input_features"]
+    if X.ndim != 2 or X.shape[1] not in (D, D + 1):
+        raise FitError(f"{args.data}: {X.shape[1] if X.ndim == 2 else '?'} columns, model expects {D} features")
+    if X.shape[1] == D + 1:
+        li = int(args.label) if args.label and args.label.lstrip("-").isdigit() else D
+        X = np.delete(X, li % (D + 1), axis=1)
+    pp = os.path.join(args.prepare, "preprocess.json")
+    if os.path.exists(pp):
+        with open(pp) as f:
+            pre = json.load(f)
+        lo, hi = np.array(pre["min"]), np.array(pre["max"])
+        X = np.clip((X - lo) / np.where(hi > lo, hi - lo, 1.0), 0, 1)
+    np.save(args.to, X.astype(np.float32))
+    print(f"wrote {args.to}: float32 {list(X.shape)} for model {cfg['name']} (input_scale {cfg['input_scale']})")
+
+
+# -------------------------------------------------------------------------------------------------------- main
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="fit.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="training data: .npz, .npy, folder with X.npy+y.npy, .csv, or image folder")
+    ap.add_argument("--out", help="model directory to write (config.json, model.safetensors, MODEL_CARD.md, float/)")
+    ap.add_argument("--name", help="model name (default: the --out folder's name)")
+    ap.add_argument("--version", default="1")
+    g = ap.add_argument_group("data")
+    g.add_argument("--labels", help="labels .npy when --data is an X.npy whose labels are not in y.npy beside it")
+    g.add_argument("--label", help="CSV label column: a header name or 0-based index (default: label/class/target/y, else the last)")
+    g.add_argument("--delimiter", default=",", help="CSV delimiter (default ',')")
+    g.add_argument("--classes", help="comma-separated class names for integer labels 0..C-1 (in sorted label order)")
+    g.add_argument("--scaling", choices=["auto", "global", "minmax"], default="auto", help="feature to uint8 convention (see above)")
+    g.add_argument("--input-scale", type=float, help="force input_scale (features must map into 0..255)")
+    g.add_argument("--size", help="image size WxH or N (default: median, capped at 64)")
+    g.add_argument("--color", choices=["auto", "gray", "rgb"], default="auto", help="image channels (default: rgb if any image has color)")
+    g.add_argument("--val-split", type=float, default=0.1, help="held-out fraction of each class (default 0.1)")
+    g = ap.add_argument_group("model")
+    g.add_argument("--stem", type=int, help="stem width (default: 512, or 256 for fewer than 64 features)")
+    g.add_argument("--experts", type=int, default=8)
+    g.add_argument("--top-k", type=int, default=2)
+    g.add_argument("--hidden", default="128", help="expert hidden widths, comma separated ('' = none); default 128")
+    g.add_argument("--planes", type=int, help="input bit planes 1..8 (default: 4 for >= 256 features, e.g. images: the "
+                                              "engine's fast stem; else 8)")
+    g = ap.add_argument_group("training")
+    g.add_argument("--epochs", type=int, help="epochs with batch statistics (default: from the data size, 8..40)")
+    g.add_argument("--finetune", type=int, help="extra epochs with frozen population batch-norm (default epochs/2)")
+    g.add_argument("--batch", type=int, default=256)
+    g.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine decay (default 2e-3)")
+    g.add_argument("--aux", type=float, default=0.05, help="load-balancing loss weight")
+    g.add_argument("--kd", type=float, default=0.5, help="distillation weight from the float twin (0 = off)")
+    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="torch / ONNX Runtime threads")
+    g.add_argument("--bench-seconds", type=float, default=2.0, help="seconds per ONNX Runtime speed measurement")
+    g.add_argument("--bitfleet", help="bitfleet binary for the engine's samples/s (default: $BITFLEET_BIN, "
+                                      ".build/release/bitfleet, or on PATH); 'none' skips")
+    ap.add_argument("--prepare", metavar="MODEL_DIR", help="instead of training: write --data's features as float32 "
+                                                           "inputs for MODEL_DIR (applying its preprocess.json) to --to")
+    ap.add_argument("--to", help="output .npy for --prepare")
+    args = ap.parse_args(argv)
+    if args.prepare:
+        if not args.to:
+            ap.error("--prepare needs --to OUT.npy")
+        return args
+    if not args.out:
+        ap.error("--out is required")
+    if args.size:
+        try:
+            parts = [int(v) for v in args.size.lower().split("x")]
+            args.size = (parts[0], parts[-1])
+            assert len(parts) <= 2 and min(parts) >= 1 and max(parts) <= 512
+        except (ValueError, AssertionError):
+            ap.error("--size: WxH or N, 1..512")
+    args.hidden = [int(v) for v in args.hidden.split(",") if v.strip()]
+    if not 0 < args.val_split < 1:
+        ap.error("--val-split must be in (0, 1)")
+    if args.planes is not None and not 1 <= args.planes <= 8:
+        ap.error("--planes must be 1..8")
+    if not 1 <= args.top_k <= args.experts:
+        ap.error("need 1 <= --top-k <= --experts")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    try:
+        if args.prepare:
+            return prepare(args)
+        return fit(args, argv)
+    except FitError as e:
+        print(f"fit.py: error: {e}", file=sys.stderr)
+        return 2
+
+
+def fit(args, argv):
+    t_load = time.time()
+    data = load_data(args)
+    X, y, classes = data["X"], data["y"], data["classes"]
+    D = X.shape[1]
+    tr, va = split(y, args.val_split, args.seed)
+    if len(va) == 0:
+        raise FitError("the held-out split is empty: need at least 2 samples of some class")
+    Xtr, ytr, Xva, yva = X[tr], y[tr], X[va], y[va]
+    args.planes = args.planes or (4 if D >= 256 else 8)
+    args.stem = args.stem or (512 if D >= 64 else 256)
+    if args.epochs is None:
+        args.epochs = int(min(40, max(8, round(300_000 / max(1, len(tr))))))
+    if args.finetune is None:
+        args.finetune = max(1, args.epochs // 2)
+    name = args.name or os.path.basename(os.path.normpath(args.out))
+    print(f"data: {data['kind']} {args.data}: {len(X)} samples x {D} features, classes {classes} "
+          f"(counts {data['counts']}); train {len(tr)}, held-out {len(va)}  [{time.time() - t_load:.1f}s]", flush=True)
+    print(f"inputs: {data['scaling_note']}", flush=True)
+    print(f"model: stem {args.stem}, planes {args.planes}, experts {args.experts}, top-{args.top_k}, hidden "
+          f"{args.hidden}; epochs {args.epochs} + {args.finetune} frozen-bn, batch {args.batch}, lr {args.lr}, "
+          f"kd {args.kd}, threads {args.threads}", flush=True)
+
+    import torch
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    from bitfleet_torch import BinaryMoE, calibrate, export_model, float_arrays
+
+    arch = dict(input_features=D, classes=len(classes), stem=args.stem, experts=args.experts, top_k=args.top_k,
+                hidden=args.hidden, planes=args.planes, seed=args.seed)
+    fl_epochs = args.epochs + args.finetune
+    clock = Clock([("float", fl_epochs, 0.7), ("binary", args.epochs + args.finetune, 1.0)])
+    os.makedirs(args.out, exist_ok=True)
+
+    # float twin
+    t0 = time.time()
+    fmodel = BinaryMoE(binary=False, **arch)
+    fhist = train(fmodel, Xtr, ytr, Xva, yva, args, clock, "float", fl_epochs)
+    calibrate(fmodel, Xtr)
+    float_seconds = time.time() - t0
+
+    # binary
+    t0 = time.time()
+    bmodel = BinaryMoE(binary=True, **arch)
+    teacher = fmodel.eval() if args.kd > 0 else None
+    bhist = train(bmodel, Xtr, ytr, Xva, yva, args, clock, "binary", args.epochs, args.finetune, teacher)
+    calibrate(bmodel, Xtr)
+    binary_seconds = time.time() - t0
+    torch_acc = float((predict(bmodel, Xva).argmax(1) == yva).mean())
+
+    # export and check the binary model
+    cfg = export_model(bmodel, args.out, name=name, classes=classes, input_scale=data["input_scale"],
+                       version=args.version, input_shape=data["input_shape"])
+    if data["preprocess"]:
+        with open(os.path.join(args.out, "preprocess.json"), "w") as f:
+            json.dump(data["preprocess"], f)
+    import reference
+    from export import sha256_file
+    ref = reference.forward(reference.load_model(args.out), Xva)
+    mine = bmodel.forward_exact(Xva)
+    bin_acc = float((ref["logits"].argmax(1) == yva).mean())
+    agree = float((ref["logits"].argmax(1) == mine["logits"].argmax(1)).mean())
+    identical = all(np.array_equal(ref[k], mine[k]) for k in ref)
+    print(f"exported {args.out}: reference.py held-out acc {bin_acc * 100:.2f}% (torch eval before export "
+          f"{torch_acc * 100:.2f}%); exact eval in torch identical to reference.py: {identical}", flush=True)
+    if not identical:
+        print("WARNING: the exported model differs from the torch model's exact eval (exporter bug?)", flush=True)
+
+    # float twin -> ONNX, int8 twin
+    from train import export_onnx
+    import onnx
+    fdir = os.path.join(args.out, "float")
+    os.makedirs(fdir, exist_ok=True)
+    onnx_path, int8_path = os.path.join(fdir, "model.onnx"), os.path.join(fdir, "model_int8.onnx")
+    export_onnx(float_arrays(fmodel), args.top_k, onnx_path, "sparse")
+    om = onnx.load(onnx_path)  # train.py's graph declares 784 inputs: set this data's width
+    om.graph.input[0].type.tensor_type.shape.dim[1].dim_value = D
+    onnx.checker.check_model(om)
+    onnx.save(om, onnx_path)
+    import logging
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    logging.getLogger().setLevel(logging.ERROR)
+    quantize_dynamic(onnx_path, int8_path, weight_type=QuantType.QInt8)
+    facc, fsps = ort_eval(onnx_path, Xva, yva, args.threads, args.bench_seconds)
+    iacc, isps = ort_eval(int8_path, Xva, yva, args.threads, args.bench_seconds)
+    ftorch = float((predict(fmodel, Xva).argmax(1) == yva).mean())
+    print(f"float twin: ONNX held-out acc {facc * 100:.2f}% (torch {ftorch * 100:.2f}%), {fsps:,.0f} samples/s; "
+          f"int8 twin {iacc * 100:.2f}%, {isps:,.0f} samples/s (batch 256, {args.threads} thread(s))", flush=True)
+
+    engine = None
+    binary = None if args.bitfleet == "none" else find_bitfleet(args.bitfleet)
+    if binary:
+        engine = engine_bench(binary, args.out)
+        if engine:
+            print(f"binary model in the engine ({binary}): {engine['samples_per_s']:,.0f} samples/s at batch 256, "
+                  f"1 thread", flush=True)
+    else:
+        print("no built bitfleet binary found (swift build -c release, or --bitfleet PATH): engine samples/s not "
+              "measured", flush=True)
+
+    widths = [args.stem] + args.hidden + [len(classes)]
+    macs = args.planes * D * args.stem + args.experts * args.stem + \
+        args.top_k * sum(widths[i] * widths[i + 1] for i in range(len(widths) - 1))
+    st = os.path.join(args.out, "model.safetensors")
+    metrics = dict(
+        args={k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()},
+        command="python3 Ops/models/fit.py " + " ".join(argv), config=cfg, cpu=cpu_name(),
+        torch_version=torch.__version__,
+        data=dict(kind=data["kind"], samples=len(X), train=len(tr), heldout=len(va), counts=data["counts"],
+                  scaling_note=data["scaling_note"], preprocess=bool(data["preprocess"])),
+        binary_heldout_acc=bin_acc, binary_torch_acc=torch_acc, exact_agreement=agree,
+        exact_logits_identical=identical, float_onnx_acc=facc, float_torch_acc=ftorch, int8_acc=iacc,
+        float_samples_per_s=fsps, int8_samples_per_s=isps, engine=engine,
+        safetensors_bytes=os.path.getsize(st), sha256=sha256_file(st),
+        float_onnx_bytes=os.path.getsize(onnx_path), int8_onnx_bytes=os.path.getsize(int8_path),
+        binary_macs=int(macs), float_seconds=round(float_seconds, 1), binary_seconds=round(binary_seconds, 1),
+        history=dict(float=fhist, binary=bhist))
+    with open(os.path.join(args.out, "fit_metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    write_card(args.out, metrics)
+    print(f"wrote {args.out}/: config.json, model.safetensors, MODEL_CARD.md, fit_metrics.json, float/model.onnx, "
+          f"float/model_int8.onnx  (total {fmt_time(time.time() - clock.t0)})", flush=True)
+    print(f"register it: bitfleet model add --name {name} --version {args.version} --path {args.out}", flush=True)
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

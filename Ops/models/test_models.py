@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""Tests of the model tools for users' own models and data (run by Ops/test.sh; ~30-40 s on 2 cores).
+
+    python3 Ops/models/test_models.py [-k NAME]
+
+1. PyTorch export (bitfleet_torch.py): a tiny BinaryMoE trained a few steps on 2 000 real Fashion-MNIST images,
+   with batch-norm scales forced negative and zero and some latent weights exactly 0 (every folding case and
+   sign(0) = +1), calibrated and exported; reference.py on the exported directory must equal the torch model's own
+   exact-integer eval bit for bit (stem pre-activations, bits, router scores, experts, gates, logits,
+   probabilities); the folded thresholds must agree with torch's batch-norm eval wherever |bn(a)| is not ~0; and
+   the exporter fed only a saved state_dict writes the same bytes.
+2. fit.py end to end, small: (a) a CSV with a header and string labels and (b) an .npz written from real
+   Fashion-MNIST images, (c) a folder of PNG images; each writes a model directory that reference.py loads with
+   the card's accuracy, an ONNX float twin and int8 twin; with $BITFLEET_BIN (a built `bitfleet`) the engine
+   loads and runs it (`bitfleet bench --model`).
+3. fit.py's errors on bad input: missing labels, ragged CSV, one class, NaN, negative features, empty folder,
+   unreadable image, no such path.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+FASHION = "/usr/share/datasets/fashion-mnist"
+NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+_cache = {}
+
+
+def fashion(n=2000):
+    if "x" not in _cache:
+        from train import load_fashion
+        xtr, ytr, _, _ = load_fashion(FASHION)
+        _cache["x"], _cache["y"] = xtr[:5000].copy(), ytr[:5000].copy()
+    return _cache["x"][:n], _cache["y"][:n]
+
+
+def check(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+# ---------------------------------------------------------------------------------------------- torch export
+
+def test_torch_export_bit_exact():
+    import torch
+    import torch.nn.functional as F
+    import bitfleet_torch as bt
+    import reference
+
+    torch.set_num_threads(1)
+    x, y = fashion(2000)
+    model = bt.BinaryMoE(784, 10, stem=96, experts=4, top_k=2, hidden=[40, 24], planes=4, seed=3)
+    opt = bt.Adam(model.parameters(), 3e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    for step in range(16):
+        ids = torch.arange(step * 125, (step + 1) * 125)
+        logits, aux = model(xt[ids])
+        loss = F.cross_entropy(logits, yt[ids]) + 0.05 * aux
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.clip_latent()
+    check(float(loss.detach()) < 2.2, f"training did not reduce the loss ({float(loss.detach()):.3f})")
+    bt.calibrate(model, x)
+    with torch.no_grad():  # every folding case: negative scale (rows negated), zero scale (constant), sign(0)
+        model.stem.bn.weight[:20] *= -1
+        model.stem.bn.weight[20] = 0
+        model.stem.bn.bias[20] = -0.5
+        model.stem.bn.weight[21] = 0
+        model.experts[1].hidden[0].bn.weight[:10] *= -1
+        model.experts[2].hidden[1].bn.weight[3] = 0
+        model.stem.weight[:, :50] = 0.0
+        model.experts[0].out.weight[:, :5] = 0.0
+        model.router.weight[:, 7] = 0.0
+    xe = fashion(5000)[0][2000:3000]
+    mine = model.forward_exact(xe)
+    with tempfile.TemporaryDirectory() as td:
+        cfg = bt.export_model(model, td, "torch-test", NAMES, 255.0, input_shape=[28, 28])
+        check(cfg["input_bit_planes"] == 4 and cfg["expert_hidden"] == [40, 24], f"config {cfg}")
+        ref = reference.forward(reference.load_model(td), xe)
+        for k in ref:
+            check(ref[k].shape == mine[k].shape, f"{k}: shape {ref[k].shape} vs {mine[k].shape}")
+            diff = np.argwhere(ref[k] != mine[k])
+            check(diff.size == 0, f"{k}: reference.py on the export differs from the torch exact eval at "
+                                  f"{len(diff)} places, first {diff[:3].tolist()}")
+        check(len(np.unique(ref["experts"])) > 1, "degenerate routing: one expert only")
+        # the same file from a state_dict alone (torch.save / torch.load round trip)
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        buf.seek(0)
+        sd = torch.load(buf)
+        with tempfile.TemporaryDirectory() as td2:
+            bt.export_state_dict(sd, td2, cfg)
+            a = open(os.path.join(td, "model.safetensors"), "rb").read()
+            b = open(os.path.join(td2, "model.safetensors"), "rb").read()
+            check(a == b, "export_state_dict wrote different bytes from export_model")
+    # folding agrees with torch's own batch-norm eval wherever the decision is not on the boundary
+    model.eval()
+    with torch.no_grad():
+        a = model.stem.preact(torch.from_numpy(xe))
+        bn = model.stem.bn
+        yb = F.batch_norm(a, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+    ex = model.fold()
+    folded = mine["stem_bits"].astype(bool)
+    check(np.array_equal(mine["stem_pre"] * np.where(ex["stem_weight"][:, 0] == np.sign(
+        np.where(model.stem.weight[:, 0].detach().numpy() >= 0, 1, -1)), 1, -1), a.numpy().astype(np.int64)),
+        "torch's stem pre-activations differ from the exact ones (negated rows aside)")
+    bn_bits = (yb >= 0).numpy()
+    far = np.abs(yb.numpy()) > 1e-3
+    bad = np.argwhere((bn_bits != folded) & far)
+    check(bad.size == 0, f"folded thresholds disagree with torch's batch-norm eval at {len(bad)} places "
+                         f"(first sample/channel {bad[:3].tolist()})")
+    acc = float((mine["logits"].argmax(1) == fashion(5000)[1][2000:3000]).mean())
+    check(len(np.unique(mine["logits"].argmax(1))) > 2, "the tampered model predicts fewer than 3 classes")
+    return f"bit-exact on 1000 images (accuracy of the deliberately tampered model {acc * 100:.1f}%)"
+
+
+# ---------------------------------------------------------------------------------------------------- fit.py
+
+FIT_SMALL = ["--epochs", "3", "--finetune", "1", "--stem", "64", "--experts", "4", "--hidden", "32",
+             "--threads", "1", "--bench-seconds", "0.05", "--batch", "128"]
+
+
+def run_fit(argv):
+    import fit
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = fit.main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def check_model_dir(d, n_classes, features, heldout_x=None, heldout_y=None):
+    import reference
+    for f in ("config.json", "model.safetensors", "MODEL_CARD.md", "fit_metrics.json", "float/model.onnx",
+              "float/model_int8.onnx"):
+        check(os.path.exists(os.path.join(d, f)), f"{d}: {f} missing")
+    m = json.load(open(os.path.join(d, "fit_metrics.json")))
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    check(cfg["input_features"] == features and len(cfg["classes"]) == n_classes, f"config {cfg}")
+    check(m["exact_logits_identical"], "fit.py: exported model differs from the torch exact eval")
+    for k in ("binary_heldout_acc", "float_onnx_acc", "int8_acc"):
+        check(m[k] > 1.5 / n_classes, f"{k} = {m[k]} (no better than chance)")
+    check(m["float_samples_per_s"] > 0 and m["int8_samples_per_s"] > 0, "ONNX Runtime speeds missing")
+    card = open(os.path.join(d, "MODEL_CARD.md")).read()
+    for s in ("held-out accuracy", "float twin", "int8 twin", "samples/s", "Reproduce"):
+        check(s in card, f"MODEL_CARD.md lacks {s!r}")
+    model = reference.load_model(d)
+    if heldout_x is not None:
+        out = reference.forward(model, heldout_x)
+        acc = float((out["logits"].argmax(1) == heldout_y).mean())
+        check(abs(acc - m["binary_heldout_acc"]) < 1e-12, f"reference.py {acc} vs card {m['binary_heldout_acc']}")
+    return m
+
+
+def heldout(y, frac=0.1, seed=1):
+    import fit
+    return fit.split(y, frac, seed)[1]
+
+
+def test_fit_csv():
+    x, y = fashion(600)
+    with tempfile.TemporaryDirectory() as td:
+        path = os.path.join(td, "clothes.csv")
+        with open(path, "w") as f:  # header, the label column first (by name), string labels, pixel values 0..255
+            f.write("garment," + ",".join(f"p{i}" for i in range(784)) + "\n")
+            for xi, yi in zip(x, y):
+                f.write(NAMES[yi] + "," + ",".join(map(str, xi.tolist())) + "\n")
+        out = os.path.join(td, "model")
+        rc, so, se = run_fit(["--data", path, "--out", out, "--label", "garment", "--bitfleet", "none"] + FIT_SMALL)
+        check(rc == 0, f"fit.py rc {rc}: {se[-2000:]}{so[-2000:]}")
+        check("epoch 4/4" in so and "left ~" in so and "held-out acc" in so, "progress lines missing")
+        classes = sorted(NAMES)
+        yy = np.array([classes.index(NAMES[v]) for v in y])
+        va = heldout(yy)
+        m = check_model_dir(out, 10, 784, x[va].astype(np.float32), yy[va])
+        cfg = json.load(open(os.path.join(out, "config.json")))
+        check(cfg["classes"] == classes, f"classes {cfg['classes']}")
+        check(cfg["input_scale"] == 1.0 and cfg["input_bit_planes"] == 4, f"integer 0..255 CSV data: {cfg}")
+        return f"held-out binary {m['binary_heldout_acc'] * 100:.1f}% float {m['float_onnx_acc'] * 100:.1f}% " \
+               f"int8 {m['int8_acc'] * 100:.1f}%"
+
+
+def test_fit_npz_scaled_features():
+    # real features that are neither uint8 nor 0..255 integers: pixels / 40 + row means, as float64 -> global scale
+    x, y = fashion(500)
+    xf = x.astype(np.float64) / 40.0
+    with tempfile.TemporaryDirectory() as td:
+        np.savez(os.path.join(td, "d.npz"), X=xf, y=y)
+        out = os.path.join(td, "model")
+        rc, so, se = run_fit(["--data", os.path.join(td, "d.npz"), "--out", out, "--bitfleet", "none"] + FIT_SMALL)
+        check(rc == 0, f"fit.py rc {rc}: {se[-2000:]}")
+        cfg = json.load(open(os.path.join(out, "config.json")))
+        check(abs(cfg["input_scale"] - 40.0) < 1e-4, f"input_scale {cfg['input_scale']} (expected 255 / (255/40))")
+        va = heldout(y)
+        check_model_dir(out, 10, 784, xf[va].astype(np.float32), y[va])  # the raw floats go in unchanged
+        # negative features: refused by default, accepted with --scaling minmax + preprocess.json + --prepare
+        xn = xf - 3.0
+        np.save(os.path.join(td, "X.npy"), xn)
+        np.save(os.path.join(td, "y.npy"), y)
+        rc, so, se = run_fit(["--data", os.path.join(td, "X.npy"), "--out", out + "2", "--bitfleet", "none"] + FIT_SMALL)
+        check(rc == 2 and "negative values" in se and "--scaling minmax" in se, f"negatives: rc {rc} {se}")
+        rc, so, se = run_fit(["--data", td, "--out", out + "3", "--scaling", "minmax", "--bitfleet", "none"]
+                             + FIT_SMALL)
+        check(rc == 0, f"minmax rc {rc}: {se[-2000:]}")
+        check(os.path.exists(os.path.join(out + "3", "preprocess.json")), "preprocess.json missing")
+        rc, so, se = run_fit(["--prepare", out + "3", "--data", os.path.join(td, "X.npy"),
+                              "--to", os.path.join(td, "ready.npy")])
+        check(rc is None or rc == 0, f"--prepare rc {rc} {se}")
+        import reference
+        ready = np.load(os.path.join(td, "ready.npy"))
+        out3 = reference.forward(reference.load_model(out + "3"), ready[va])
+        acc = float((out3["logits"].argmax(1) == y[va]).mean())
+        m3 = json.load(open(os.path.join(out + "3", "fit_metrics.json")))
+        check(abs(acc - m3["binary_heldout_acc"]) < 1e-12, f"--prepare'd inputs give {acc}, card {m3['binary_heldout_acc']}")
+    return "global scale and minmax + --prepare"
+
+
+def test_fit_image_folder():
+    from PIL import Image
+    x, y = fashion(400)
+    with tempfile.TemporaryDirectory() as td:
+        root = os.path.join(td, "images")
+        for i, (xi, yi) in enumerate(zip(x, y)):
+            d = os.path.join(root, NAMES[yi].replace("/", "-"))
+            os.makedirs(d, exist_ok=True)
+            Image.fromarray(xi.reshape(28, 28)).save(os.path.join(d, f"{i:04d}.png"))
+        os.makedirs(os.path.join(root, ".cache"))  # hidden folders are not classes
+        out = os.path.join(td, "model")
+        binary = os.environ.get("BITFLEET_BIN")
+        check(not binary or os.path.exists(binary), f"$BITFLEET_BIN={binary}: no such file")
+        rc, so, se = run_fit(["--data", root, "--out", out, "--size", "20x24",
+                              "--bitfleet", binary if binary else "none"] + FIT_SMALL)
+        check(rc == 0, f"fit.py rc {rc}: {se[-2000:]}{so[-2000:]}")
+        cfg = json.load(open(os.path.join(out, "config.json")))
+        check(cfg["input_shape"] == [24, 20] and cfg["input_features"] == 480, f"resized shape {cfg}")
+        m = check_model_dir(out, 10, 480)
+        if binary:
+            check(m["engine"] and m["engine"]["samples_per_s"] > 0, f"the engine did not run the model: {so[-1500:]}")
+            return f"engine loaded and ran it: {m['engine']['samples_per_s']:.0f} samples/s"
+        return "engine not run ($BITFLEET_BIN unset)"
+
+
+def test_fit_errors():
+    from PIL import Image
+    cases = []
+    with tempfile.TemporaryDirectory() as td:
+        p = lambda n: os.path.join(td, n)
+        np.save(p("X.npy"), np.zeros((10, 3), np.float32))
+        cases.append((["--data", p("X.npy")], "no labels"))
+        open(p("ragged.csv"), "w").write("a,b,label\n1,2,x\n3,4\n")
+        cases.append((["--data", p("ragged.csv")], "ragged CSV"))
+        open(p("one.csv"), "w").write("1,2,x\n3,4,x\n5,6,x\n")
+        cases.append((["--data", p("one.csv")], "only one class"))
+        open(p("nan.csv"), "w").write("a,b,label\n1,,x\n3,4,y\n")
+        cases.append((["--data", p("nan.csv")], "missing value"))
+        open(p("text.csv"), "w").write("a,b,label\n1,hello,x\n3,4,y\n")
+        cases.append((["--data", p("text.csv")], "'hello' is not a number"))
+        np.savez(p("nan.npz"), X=np.array([[1.0, np.nan], [2.0, 3.0]]), y=np.array([0, 1]))
+        cases.append((["--data", p("nan.npz")], "NaN"))
+        np.savez(p("nolab.npz"), X=np.ones((4, 2)))
+        cases.append((["--data", p("nolab.npz")], "no labels array"))
+        np.savez(p("count.npz"), X=np.ones((4, 2)), y=np.array([0, 1, 0]))
+        cases.append((["--data", p("count.npz")], "4 samples but 3 labels"))
+        os.makedirs(p("empty"))
+        cases.append((["--data", p("empty")], "no class sub-folders"))
+        os.makedirs(p("emptyclass/a"))
+        os.makedirs(p("emptyclass/b"))
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(p("emptyclass/a/1.png"))
+        cases.append((["--data", p("emptyclass")], "no images"))
+        os.makedirs(p("broken/a"))
+        os.makedirs(p("broken/b"))
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(p("broken/a/1.png"))
+        open(p("broken/b/2.png"), "wb").write(b"\x89PNG\r\n\x1a\nnot really")
+        cases.append((["--data", p("broken")], "broken/b/2.png: unreadable image"))
+        cases.append((["--data", p("nothing.csv")], "no such file"))
+        for argv, want in cases:
+            rc, so, se = run_fit(argv + ["--out", p("m")])
+            check(rc == 2 and want in se, f"{argv[1]}: expected rc 2 and {want!r}, got rc {rc}: {se.strip()}")
+            check(not os.path.exists(p("m")), f"{argv[1]}: a model directory was written for bad input")
+    return f"{len(cases)} bad inputs refused with a clear message"
+
+
+TESTS = [test_fit_errors, test_torch_export_bit_exact, test_fit_csv, test_fit_npz_scaled_features,
+         test_fit_image_folder]
+
+
+def main(argv):
+    only = argv[argv.index("-k") + 1] if "-k" in argv else None
+    failed = 0
+    t_all = time.time()
+    for t in TESTS:
+        if only and only not in t.__name__:
+            continue
+        t0 = time.time()
+        try:
+            note = t()
+            print(f"ok    {t.__name__}  ({time.time() - t0:.1f}s)  {note or ''}", flush=True)
+        except Exception:
+            failed += 1
+            print(f"FAIL  {t.__name__}  ({time.time() - t0:.1f}s)", flush=True)
+            traceback.print_exc()
+    print(f"{'FAILED' if failed else 'passed'}: model tool tests ({time.time() - t_all:.1f}s)", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
