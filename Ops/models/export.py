@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write a BitFleet binary mixture-of-experts model directory (docs/MODEL_FORMAT.md, format v1).
+"""Write a BitFleet binary mixture-of-experts model directory (docs/MODEL_FORMAT.md, format v1, or v2 with a conv front).
 
 Library use (the trainer imports this):
 
@@ -14,6 +14,11 @@ Weights are numpy arrays in *unpacked* shape whose sign is the bit (value >= 0 -
     out_weight         [E, C, H_n]         (H_n = S when there are no hidden layers)
 Thresholds are integers (stem_threshold [S], hidden_thresholds[l] [E, H_{l+1}]); scales and biases are float32
 (router_scale/router_bias [E], out_scale/out_bias [E, C]).
+
+A v2 model (config has a "conv" block, format_version 2) also takes conv_weight [channels, kernel * kernel] (window
+row by row) and conv_threshold [channels]; its stem reads the F pooled conv features (stem_weight [S, F], feature
+order (y, x, channel)), and with stem_width 0 it has no stem (stem_weight/stem_threshold None; the router and the
+experts read the F features: H_0 = F).
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import numpy as np
 
 FORMAT = "bitfleet.bmoe"
 FORMAT_VERSION = 1
+CONV_FORMAT_VERSION = 2
 
 
 class ExportError(ValueError):
@@ -62,11 +68,14 @@ def normalized_config(config: dict) -> dict:
     """Validate `config` (per MODEL_FORMAT.md) and return the dict written to config.json."""
     cfg = dict(config)
     cfg.setdefault("format", FORMAT)
-    cfg.setdefault("format_version", FORMAT_VERSION)
+    conv = cfg.get("conv")
+    cfg.setdefault("format_version", CONV_FORMAT_VERSION if conv else FORMAT_VERSION)
     if cfg["format"] != FORMAT:
         raise ExportError(f"config.format must be {FORMAT!r}")
-    if cfg["format_version"] != FORMAT_VERSION:
-        raise ExportError(f"config.format_version must be {FORMAT_VERSION}")
+    if cfg["format_version"] not in (FORMAT_VERSION, CONV_FORMAT_VERSION):
+        raise ExportError(f"config.format_version must be {FORMAT_VERSION} or {CONV_FORMAT_VERSION}")
+    if conv and cfg["format_version"] != CONV_FORMAT_VERSION:
+        raise ExportError(f"config: a conv block needs format_version {CONV_FORMAT_VERSION}")
     required = ["name", "version", "input_features", "input_bit_planes", "input_scale", "stem_width", "experts",
                 "top_k", "expert_hidden", "classes"]
     for key in required:
@@ -75,8 +84,11 @@ def normalized_config(config: dict) -> dict:
     cfg["version"] = str(cfg["version"])
     for key in ["input_features", "stem_width", "experts", "top_k", "input_bit_planes"]:
         cfg[key] = int(cfg[key])
-        if cfg[key] < 1:
-            raise ExportError(f"config.{key} must be >= 1")
+        if cfg[key] < (0 if key == "stem_width" and conv else 1):
+            raise ExportError(f"config.{key} must be >= 1 (stem_width >= 0 with a conv front)")
+    if conv:
+        cfg["conv"] = {k: int(conv[k]) if d is None else int(conv.get(k, d)) for k, d in
+                       [("channels", None), ("kernel", None), ("stride", 1), ("padding", 0), ("pool", 1)]}
     if not 1 <= cfg["input_bit_planes"] <= 8:
         raise ExportError("config.input_bit_planes must be in 1...8")
     if not 1 <= cfg["top_k"] <= cfg["experts"] <= 4096:
@@ -94,11 +106,20 @@ def normalized_config(config: dict) -> dict:
         cfg["input_shape"] = [int(s) for s in cfg["input_shape"]]
         if int(np.prod(cfg["input_shape"])) != cfg["input_features"]:
             raise ExportError("config.input_shape: product must equal input_features")
+    if conv:
+        import reference
+        try:
+            reference.conv_geometry(cfg)
+        except ValueError as e:
+            raise ExportError(str(e)) from None
+        if not 1 <= cfg["conv"]["channels"] <= 64:
+            raise ExportError("config.conv.channels must be in 1...64")
     return cfg
 
 
 def export_model(directory, config: dict, stem_weight, stem_threshold, router_weight, router_scale, router_bias,
-                 hidden_weights: list, hidden_thresholds: list, out_weight, out_scale, out_bias) -> dict:
+                 hidden_weights: list, hidden_thresholds: list, out_weight, out_scale, out_bias,
+                 conv_weight=None, conv_threshold=None) -> dict:
     """Validate shapes against `config`, pack the bits and write config.json + model.safetensors.
 
     Returns the normalized config dict that was written."""
@@ -107,14 +128,27 @@ def export_model(directory, config: dict, stem_weight, stem_threshold, router_we
     cfg = normalized_config(config)
     D, S, E = cfg["input_features"], cfg["stem_width"], cfg["experts"]
     C = len(cfg["classes"])
+    tensors = {}
+    if cfg.get("conv"):
+        import reference
+        ch, k = cfg["conv"]["channels"], cfg["conv"]["kernel"]
+        tensors["conv.weight"] = pack_bits(_check_shape("conv_weight", conv_weight, (ch, k * k)))
+        tensors["conv.threshold"] = _int32("conv_threshold", _check_shape("conv_threshold", conv_threshold, (ch,)))
+        D = reference.conv_geometry(cfg)["features"]
+        if S == 0:
+            S = D
+            if stem_weight is not None or stem_threshold is not None:
+                raise ExportError("stem_width 0: the model has no stem, so stem_weight and stem_threshold must be None")
+    elif conv_weight is not None or conv_threshold is not None:
+        raise ExportError("conv_weight/conv_threshold given, but config has no conv block")
     hidden = cfg["expert_hidden"]
     if len(hidden_weights) != len(hidden) or len(hidden_thresholds) != len(hidden):
         raise ExportError(f"expert_hidden has {len(hidden)} layers but got {len(hidden_weights)} weights and "
                           f"{len(hidden_thresholds)} thresholds")
     widths = [S] + hidden
-    tensors = {}
-    tensors["stem.weight"] = pack_bits(_check_shape("stem_weight", stem_weight, (S, D)))
-    tensors["stem.threshold"] = _int32("stem_threshold", _check_shape("stem_threshold", stem_threshold, (S,)))
+    if cfg["stem_width"] > 0:
+        tensors["stem.weight"] = pack_bits(_check_shape("stem_weight", stem_weight, (S, D)))
+        tensors["stem.threshold"] = _int32("stem_threshold", _check_shape("stem_threshold", stem_threshold, (S,)))
     tensors["router.weight"] = pack_bits(_check_shape("router_weight", router_weight, (E, S)))
     tensors["router.scale"] = _check_shape("router_scale", router_scale, (E,)).astype(np.float32)
     tensors["router.bias"] = _check_shape("router_bias", router_bias, (E,)).astype(np.float32)

@@ -31,7 +31,9 @@ def median_threshold(pre):
     return np.ceil(np.median(pre, axis=0)).astype(np.int64)
 
 
-def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False):
+def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=None, shape=None):
+    """conv: None, or (channels, kernel, stride, padding, pool) with shape (H, W): a format-v2 model whose stem (or,
+    with S = 0, whose router and experts) reads the pooled conv features."""
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, size=(M, D), dtype=np.uint8)
     # a few constant columns / extreme samples so edge values occur
@@ -40,10 +42,30 @@ def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False):
         x[1, :] = 0
     q = (x.astype(np.int64) >> (8 - P))
 
-    stem_w = signs(rng, (S, D))
-    stem_pre = q @ stem_w.T.astype(np.int64)
-    stem_t = median_threshold(stem_pre)
-    h = np.where(stem_pre >= stem_t, 1, -1)
+    conv_w = conv_t = None
+    conv_cfg = None
+    if conv:
+        ch, k, stride, pad, pool = conv
+        conv_cfg = {"channels": ch, "kernel": k, "stride": stride, "padding": pad, "pool": pool}
+        cfg = {"input_features": D, "input_shape": list(shape), "conv": conv_cfg}
+        g = reference.conv_geometry(cfg)
+        conv_w = signs(rng, (ch, k * k)).astype(np.int64)
+        # thresholds at the quantile that makes about half of the pooled features fire (OR-pooling of bits that
+        # fire half the time would saturate)
+        probe = {"config": cfg, "conv_w": conv_w, "conv_t": None}
+        pre = np.stack([conv_pre(probe, q, c) for c in range(ch)], axis=-1)     # [M, Ho, Wo, ch]
+        conv_t = np.ceil(np.quantile(pre.reshape(-1, ch), 0.5 ** (1 / (pool * pool)), axis=0)).astype(np.int64)
+        probe["conv_t"] = conv_t
+        q = reference.conv_features(probe, q)                                   # [M, F] +-1
+        D = g["features"]
+    if S:
+        stem_w = signs(rng, (S, D))
+        stem_pre = q @ stem_w.T.astype(np.int64)
+        stem_t = median_threshold(stem_pre)
+        h = np.where(stem_pre >= stem_t, 1, -1)
+    else:
+        stem_w = stem_t = None
+        S, h = D, q
 
     router_w = signs(rng, (E, S))
     if router_ties:
@@ -69,26 +91,46 @@ def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False):
 
     config = {
         "format": "bitfleet.bmoe",
-        "format_version": 1,
+        "format_version": 2 if conv else 1,
         "name": f"random-{seed}",
         "version": "1",
-        "input_features": D,
-        "input_shape": [D],
+        "input_features": x.shape[1],
+        "input_shape": list(shape) if conv else [D],
         "input_bit_planes": P,
         "input_scale": 255.0,
-        "stem_width": S,
+        "stem_width": 0 if stem_w is None else S,
         "experts": E,
         "top_k": K,
         "expert_hidden": list(hidden),
         "classes": [f"class{c}" for c in range(C)],
     }
+    if conv:
+        config["conv"] = conv_cfg
     export_model(out_dir, config, stem_w, stem_t, router_w, router_scale, router_bias, hidden_w, hidden_t,
-                 out_w, out_scale, out_bias)
+                 out_w, out_scale, out_bias, conv_weight=conv_w, conv_threshold=conv_t)
     np.save(os.path.join(out_dir, "inputs.npy"), x)
     model = reference.load_model(out_dir)
     out = reference.forward(model, x)
     np.savez(os.path.join(out_dir, "expected.npz"), **out)
     return out
+
+
+def conv_pre(m, q, c):
+    """Pre-activations of conv channel c at every output position: [M, Ho, Wo] (for threshold calibration)."""
+    cfg = m["config"]
+    g = reference.conv_geometry(cfg)
+    H, W = g["input"]
+    Ho, Wo = g["out"]
+    k, s, p = cfg["conv"]["kernel"], cfg["conv"]["stride"], cfg["conv"]["padding"]
+    M = q.shape[0]
+    img = np.zeros((M, H + 2 * p, W + 2 * p), dtype=np.int64)
+    img[:, p:p + H, p:p + W] = q.reshape(M, H, W)
+    w = m["conv_w"][c].reshape(k, k)
+    pre = np.zeros((M, Ho, Wo), dtype=np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            pre += img[:, ky:ky + s * (Ho - 1) + 1:s, kx:kx + s * (Wo - 1) + 1:s] * w[ky, kx]
+    return pre
 
 
 def main():
@@ -104,10 +146,16 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--router-ties", action="store_true")
+    p.add_argument("--conv", default="", help="format v2 conv front: channels,kernel,stride,padding,pool")
+    p.add_argument("--shape", default="", help="input height,width (with --conv)")
     a = p.parse_args()
     hidden = [int(s) for s in a.hidden.split(",") if s.strip()]
+    conv = tuple(int(v) for v in a.conv.split(",")) if a.conv else None
+    shape = tuple(int(v) for v in a.shape.split(",")) if a.shape else None
+    if conv and (len(conv) != 5 or not shape or len(shape) != 2):
+        p.error("--conv needs channels,kernel,stride,padding,pool and --shape height,width")
     out = build(a.out_dir, a.features, a.stem, a.experts, a.top_k, hidden, a.classes, a.planes, a.seed, a.samples,
-                a.router_ties)
+                a.router_ties, conv, shape)
     bits = out["stem_bits"].mean()
     print(f"wrote {a.out_dir}: stem bits on {bits:.2f}, experts used {len(np.unique(out['experts']))}/{a.experts}")
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""numpy reference forward pass for BitFleet binary MoE models (docs/MODEL_FORMAT.md, format v1).
+"""numpy reference forward pass for BitFleet binary MoE models (docs/MODEL_FORMAT.md, format v1 and v2).
 
     python3 Ops/models/reference.py MODEL_DIR INPUT.npy OUT.npz
 
 INPUT.npy is uint8 [M, D] (used as is) or float [M, D] (quantized with round(x * input_scale), must land in 0..255).
 OUT.npz holds:
+    conv_bits     uint8   [M, F]   v2 models with a "conv" block: the pooled conv features (1 = +1), in stem input order
     stem_pre      int64   [M, S]   stem pre-activations a_i
     stem_bits     uint8   [M, S]   1 where h_i = +1
     router_scores float32 [M, E]
@@ -29,10 +30,15 @@ def load_model(directory):
 
     with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
-    if cfg.get("format") != "bitfleet.bmoe" or cfg.get("format_version") != 1:
-        raise ValueError("config.json: not a bitfleet.bmoe v1 model")
+    if cfg.get("format") != "bitfleet.bmoe" or cfg.get("format_version") not in (1, 2):
+        raise ValueError("config.json: not a bitfleet.bmoe v1 or v2 model")
+    conv = cfg.get("conv") if cfg["format_version"] == 2 else None
     t = load_file(os.path.join(directory, "model.safetensors"))
     D, S, E = cfg["input_features"], cfg["stem_width"], cfg["experts"]
+    if conv is not None:
+        D = conv_geometry(cfg)["features"]   # the stem reads the pooled conv bits
+        if S == 0:                           # no stem: the router and experts read the conv bits
+            S = D
     C = len(cfg["classes"])
     hidden = list(cfg["expert_hidden"])
     widths = [S] + hidden
@@ -53,8 +59,10 @@ def load_model(directory):
 
     m = {
         "config": cfg,
-        "stem_w": unpack("stem.weight", (S,), D),
-        "stem_t": tensor("stem.threshold", np.int32, (S,)).astype(np.int64),
+        "conv_w": unpack("conv.weight", (conv["channels"],), conv["kernel"] ** 2) if conv else None,
+        "conv_t": tensor("conv.threshold", np.int32, (conv["channels"],)).astype(np.int64) if conv else None,
+        "stem_w": unpack("stem.weight", (S,), D) if cfg["stem_width"] else None,
+        "stem_t": tensor("stem.threshold", np.int32, (S,)).astype(np.int64) if cfg["stem_width"] else None,
         "router_w": unpack("router.weight", (E,), S),
         "router_scale": tensor("router.scale", np.float32, (E,)),
         "router_bias": tensor("router.bias", np.float32, (E,)),
@@ -66,6 +74,45 @@ def load_model(directory):
         "out_bias": tensor("experts.out.bias", np.float32, (E, C)),
     }
     return m
+
+
+def conv_geometry(cfg):
+    """Shapes of a v2 model's conv block: input [H, W], conv output [Ho, Wo], pooled [Hp, Wp], features F."""
+    c = cfg["conv"]
+    shape = cfg.get("input_shape")
+    if not shape or len(shape) != 2 or shape[0] * shape[1] != cfg["input_features"]:
+        raise ValueError("config.json: a conv block needs input_shape [H, W] with H*W = input_features")
+    H, W = shape
+    k, s, p, m, ch = c["kernel"], c["stride"], c["padding"], c["pool"], c["channels"]
+    Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+    Hp, Wp = Ho // m, Wo // m
+    if min(k, s, m, ch) < 1 or p < 0 or p >= k or Hp < 1 or Wp < 1:
+        raise ValueError(f"config.json: invalid conv block {c} for input {shape}")
+    return {"input": (H, W), "out": (Ho, Wo), "pooled": (Hp, Wp), "features": Hp * Wp * ch}
+
+
+def conv_features(m, q):
+    """v2 conv block: a = sum of w * q over the k x k window (q = 0 in the padding), bit = a >= t, OR over
+    pool x pool windows; returns the +-1 features [M, F] in (py, px, c) order."""
+    cfg = m["config"]
+    c = cfg["conv"]
+    g = conv_geometry(cfg)
+    H, W = g["input"]
+    Ho, Wo = g["out"]
+    Hp, Wp = g["pooled"]
+    k, s, p, pool, ch = c["kernel"], c["stride"], c["padding"], c["pool"], c["channels"]
+    M = q.shape[0]
+    img = np.zeros((M, H + 2 * p, W + 2 * p), dtype=np.int64)
+    img[:, p:p + H, p:p + W] = q.reshape(M, H, W)
+    w = m["conv_w"].reshape(ch, k, k)
+    pre = np.zeros((M, Ho, Wo, ch), dtype=np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            win = img[:, ky:ky + s * (Ho - 1) + 1:s, kx:kx + s * (Wo - 1) + 1:s]       # [M, Ho, Wo]
+            pre += win[..., None] * w[None, None, None, :, ky, kx]
+    bits = pre >= m["conv_t"][None, None, None, :]
+    bits = bits[:, :Hp * pool, :Wp * pool, :].reshape(M, Hp, pool, Wp, pool, ch).any(axis=(2, 4))
+    return np.where(bits.reshape(M, Hp * Wp * ch), 1, -1).astype(np.int64)
 
 
 def quantize(x, scale):
@@ -98,8 +145,15 @@ def forward(m, x):
         raise ValueError(f"input: expected [M, {cfg['input_features']}], got {list(x.shape)}")
     M = x.shape[0]
     q = (x.astype(np.int64) >> (8 - P))
-    stem_pre = q @ m["stem_w"].T                                   # exact integer a_i
-    h = np.where(stem_pre >= m["stem_t"][None, :], 1, -1).astype(np.int64)
+    conv_bits = None
+    if m["conv_w"] is not None:
+        q = conv_features(m, q)                                    # the stem reads +-1 conv features
+        conv_bits = (q > 0).astype(np.uint8)
+    if m["stem_w"] is None:                                        # v2 without a stem: h = conv features
+        stem_pre, h = q, q
+    else:
+        stem_pre = q @ m["stem_w"].T                               # exact integer a_i
+        h = np.where(stem_pre >= m["stem_t"][None, :], 1, -1).astype(np.int64)
 
     d = h @ m["router_w"].T                                        # [M, E] integer
     scores = (m["router_scale"][None, :] * d.astype(np.float32)).astype(np.float32)
@@ -123,7 +177,8 @@ def forward(m, x):
             z[rows] = ((m["out_scale"][e][None, :] * dd).astype(np.float32) + m["out_bias"][e][None, :]).astype(np.float32)
         logits = (logits + (gates[:, slot:slot + 1] * z).astype(np.float32)).astype(np.float32)
     probs = softmax32(logits)
-    return {
+    out = {} if conv_bits is None else {"conv_bits": conv_bits}
+    return out | {
         "stem_pre": stem_pre.astype(np.int64),
         "stem_bits": (h > 0).astype(np.uint8),
         "router_scores": scores,

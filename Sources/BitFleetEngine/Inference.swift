@@ -58,6 +58,8 @@ public struct InferenceTrace: Sendable {
     public var logits: [Float]
     /// `samples × classes`.
     public var probabilities: [Float]
+    /// A conv model's pooled conv features (`samples × F`, true where +1); empty for a v1 model.
+    public var convBits: [Bool] = []
 }
 
 /// Turns float features into the engine's uint8 inputs: `x_u8 = round(x · scale)` (round half to even, like

@@ -74,14 +74,19 @@ public enum StemKernel: String, Sendable, CaseIterable, Codable {
         }
     }
 
-    /// True when this kernel can run `config` on this CPU.
+    /// True when this kernel can run `config`'s integer input layer (the stem, or a conv front's filters) on this CPU.
     func supports(_ config: ModelConfig) -> Bool {
+        supports(planes: config.inputBitPlanes, features: config.convGeometry?.taps ?? config.inputFeatures)
+    }
+
+    /// True when this kernel can run an integer layer of `features` inputs with `planes` input bit planes here.
+    func supports(planes: Int, features: Int) -> Bool {
         switch self {
         case .automatic, .bitPlanes: return true
-        case .lookup, .lookupAVX512: return StemLookupWeights.supports(config) && isSupportedByCPU
+        case .lookup, .lookupAVX512: return StemLookupWeights.supports(planes: planes, features: features) && isSupportedByCPU
         case .vnni, .amx:
             // int8 sums: Σ of up to 15 × features must fit in int32
-            return config.inputBitPlanes <= 4 && config.inputFeatures <= 1 << 26 && isSupportedByCPU
+            return planes <= 4 && features <= 1 << 26 && isSupportedByCPU
         }
     }
 }

@@ -19,8 +19,17 @@ public final class BinaryMoEModel: @unchecked Sendable {
     let file: MappedFile
     private var owned: [UnsafeMutableRawPointer] = []
 
+    /// The integer input layer: the stem (`S` rows of `D` input weights), or for a conv model (format v2) the conv
+    /// front's filters (`channels` rows of `kernel²` weights), which the same kernels run on each image's patches.
     let stem: PackedMatrix
     let stemThreshold: [Int32]
+    /// A conv model's shapes (nil for a v1 model).
+    let conv: ConvGeometry?
+    /// A conv model's stem: a binary layer over the pooled conv features (nil without one: `stem_width` 0).
+    let binaryStem: InterleavedMatrix?
+    /// Per stem row: the largest XOR popcount that still fires (`floor((F − t) / 2)`).
+    let binaryStemMaxPop: [Int32]
+    let binaryStemRows: PackedMatrix?
     /// The stem weights re-laid for the table-lookup kernel (nil unless a chosen stem kernel is `.lookup`).
     let stemLookup: StemLookupWeights?
     /// The stem weights as {0, 1} bytes for the int8 kernels (nil unless a chosen stem kernel is `.vnni`/`.amx`).
@@ -119,14 +128,35 @@ public final class BinaryMoEModel: @unchecked Sendable {
         }
         self.xnorPath = xnor
 
-        let D = config.inputFeatures, S = config.stemWidth, E = config.experts, C = config.classes.count
+        let E = config.experts, C = config.classes.count
         let widths = config.expertWidths
+        let S = widths[0]
         func bytes(_ bits: Int) -> Int { (bits + 7) / 8 }
         var owned: [UnsafeMutableRawPointer] = []
 
-        let stemW = try st.tensor("stem.weight", .U8, [S, bytes(D)], why: "stem_width=\(S), input_features=\(D)")
-        let stemT = try st.tensor("stem.threshold", .I32, [S], why: "stem_width=\(S)")
-        let routerW = try st.tensor("router.weight", .U8, [E, bytes(S)], why: "experts=\(E), stem_width=\(S)")
+        let conv = config.convGeometry
+        self.conv = conv
+        // the integer input layer: the stem, or a conv model's filters
+        let D: Int, intRows: Int
+        let stemW: SafeTensorsFile.Tensor, stemT: SafeTensorsFile.Tensor
+        var binaryW: SafeTensorsFile.Tensor? = nil, binaryT: SafeTensorsFile.Tensor? = nil
+        if let g = conv {
+            D = g.taps
+            intRows = g.channels
+            stemW = try st.tensor("conv.weight", .U8, [g.channels, bytes(g.taps)], why: "conv.channels=\(g.channels), conv.kernel=\(g.kernel)")
+            stemT = try st.tensor("conv.threshold", .I32, [g.channels], why: "conv.channels=\(g.channels)")
+            if config.stemWidth > 0 {
+                let why = "stem_width=\(config.stemWidth), \(g.features) conv features"
+                binaryW = try st.tensor("stem.weight", .U8, [config.stemWidth, bytes(g.features)], why: why)
+                binaryT = try st.tensor("stem.threshold", .I32, [config.stemWidth], why: why)
+            }
+        } else {
+            D = config.inputFeatures
+            intRows = S
+            stemW = try st.tensor("stem.weight", .U8, [S, bytes(D)], why: "stem_width=\(S), input_features=\(D)")
+            stemT = try st.tensor("stem.threshold", .I32, [S], why: "stem_width=\(S)")
+        }
+        let routerW = try st.tensor("router.weight", .U8, [E, bytes(S)], why: "experts=\(E), input width \(S)")
         let routerS = try st.tensor("router.scale", .F32, [E], why: "experts=\(E)")
         let routerB = try st.tensor("router.bias", .F32, [E], why: "experts=\(E)")
         var hiddenW: [SafeTensorsFile.Tensor] = []
@@ -165,7 +195,17 @@ public final class BinaryMoEModel: @unchecked Sendable {
         outScale = try floats(outS)
         outBias = try floats(outB)
         stemThreshold = int32s(stemT)
-        stem = PackedMatrix.load(source: st.pointer(stemW), rows: S, bits: D, owned: &owned)
+        stem = PackedMatrix.load(source: st.pointer(stemW), rows: intRows, bits: D, owned: &owned)
+        if let w = binaryW, let t = binaryT, let g = conv {
+            let rows = PackedMatrix.load(source: st.pointer(w), rows: config.stemWidth, bits: g.features, owned: &owned)
+            binaryStemRows = rows
+            binaryStem = InterleavedMatrix(rows, parts: 1, owned: &owned)
+            binaryStemMaxPop = int32s(t).map { maxPopcount(bits: g.features, threshold: $0) }
+        } else {
+            binaryStemRows = nil
+            binaryStem = nil
+            binaryStemMaxPop = []
+        }
         router = PackedMatrix.load(source: st.pointer(routerW), rows: E, bits: S, owned: &owned)
         var hidden: [PackedMatrix] = []
         var maxPops: [[Int32]] = []
@@ -194,9 +234,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
             stemLookup = nil
         }
         if kernels.contains(.vnni) || kernels.contains(.amx) {
-            let count = bf_stem_int8_bytes(S, D)
+            let count = bf_stem_int8_bytes(intRows, D)
             let storage = UnsafeMutableRawPointer.allocate(byteCount: max(1, count), alignment: 64)
-            bf_stem_int8_pack(stem.base, S, D, storage.assumingMemoryBound(to: UInt8.self))
+            bf_stem_int8_pack(stem.base, intRows, D, storage.assumingMemoryBound(to: UInt8.self))
             owned.append(storage)
             stemInt8 = UnsafePointer(storage.assumingMemoryBound(to: UInt8.self))
             stemBytes += count
@@ -204,11 +244,11 @@ public final class BinaryMoEModel: @unchecked Sendable {
             stemInt8 = nil
         }
         // the lookup and int8 kernels write whole 16-row blocks
-        stemLd = stemLookup == nil && stemInt8 == nil ? S : (S + 15) / 16 * 16
+        stemLd = stemLookup == nil && stemInt8 == nil ? intRows : (intRows + 15) / 16 * 16
         self.owned = owned
-        repackedBytes = ([stem, router, output] + hidden).reduce(0) { $0 + $1.ownedBytes }
+        repackedBytes = ([stem, router, output] + hidden + [binaryStemRows].compactMap { $0 }).reduce(0) { $0 + $1.ownedBytes }
         privateBytes = repackedBytes + stemBytes
-            + ([routerBlocks, outputBlocks] + hiddenBlocks).reduce(0) { $0 + $1.byteCount }
+            + ([routerBlocks, outputBlocks] + hiddenBlocks + [binaryStem].compactMap { $0 }).reduce(0) { $0 + $1.byteCount }
     }
 
     /// `%XX` escapes of a file URI path decoded (invalid escapes are kept as they are).
@@ -245,9 +285,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
     /// so a thread's scratch stays under 64 MiB.
     var microBatch: Int {
         let c = config
-        let wd = (c.inputFeatures + 63) / 64, ws = (c.stemWidth + 63) / 64
+        let wd = (c.inputFeatures + 63) / 64, ws = (c.representationWidth + 63) / 64
         let maxWords = c.expertWidths.map { ($0 + 63) / 64 }.max()!
-        let perSample = c.inputBitPlanes * wd * 8 + c.stemWidth * 4 + 8 + ws * 8 + c.experts * 8 + c.topK * 12
+        let perSample = c.inputBitPlanes * wd * 8 + c.representationWidth * 4 + 8 + 2 * ws * 8 + c.experts * 8 + c.topK * 12
             + maxWords * 16 + c.classes.count * 4 + c.topK * c.classes.count * 4
         return max(1, min(Self.maxMicroBatch, (64 << 20) / max(1, perSample)))
     }
@@ -290,15 +330,18 @@ public final class BinaryMoEModel: @unchecked Sendable {
     /// Like `predict`, returning every intermediate value (for tests against the numpy reference).
     public func trace(samples: [UInt8], count: Int, threads: Int = 1) throws -> InferenceTrace {
         try checkInput(samples.count, count)
-        let C = config.classes.count, S = config.stemWidth, E = config.experts, K = config.topK
+        let C = config.classes.count, S = config.representationWidth, E = config.experts, K = config.topK
         var t = InferenceTrace(
             stemPreActivations: [Int](repeating: 0, count: count * S), stemBits: [Bool](repeating: false, count: count * S),
             routerScores: [Float](repeating: 0, count: count * E), experts: [Int](repeating: 0, count: count * K),
             gates: [Float](repeating: 0, count: count * K), logits: [Float](repeating: 0, count: count * C),
             probabilities: [Float](repeating: 0, count: count * C))
+        let F = conv?.features ?? 0
+        t.convBits = [Bool](repeating: false, count: count * F)
         var activations = [Int](repeating: 0, count: E)
         if count == 0 { return t }
         samples.withUnsafeBufferPointer { x in
+            t.convBits.withUnsafeMutableBufferPointer { features in
             t.stemPreActivations.withUnsafeMutableBufferPointer { pre in
             t.stemBits.withUnsafeMutableBufferPointer { bits in
             t.routerScores.withUnsafeMutableBufferPointer { rs in
@@ -308,11 +351,11 @@ public final class BinaryMoEModel: @unchecked Sendable {
             t.probabilities.withUnsafeMutableBufferPointer { pr in
             activations.withUnsafeMutableBufferPointer { act in
                 let tr = TraceOutputs(stemPre: pre.baseAddress!, stemBits: bits.baseAddress!, routerScores: rs.baseAddress!,
-                                      experts: ex.baseAddress!, gates: g.baseAddress!)
+                                      experts: ex.baseAddress!, gates: g.baseAddress!, features: F > 0 ? features.baseAddress : nil)
                 run(x: x.baseAddress!, count: count, threads: threads,
                     outputs: Outputs(logits: lg.baseAddress!, probabilities: pr.baseAddress!), trace: tr,
                     activations: act.baseAddress!)
-            }}}}}}}}
+            }}}}}}}}}
         }
         return t
     }
@@ -380,6 +423,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let routerScores: UnsafeMutablePointer<Float>
         let experts: UnsafeMutablePointer<Int>
         let gates: UnsafeMutablePointer<Float>
+        /// A conv model's pooled features (`samples × F`, true where +1).
+        let features: UnsafeMutablePointer<Bool>?
     }
 
     private struct Shared: @unchecked Sendable {
@@ -435,7 +480,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let thread = Self.currentThreadKey
         let scratch = scratchPool.withLock { $0.removeValue(forKey: thread) }
             ?? Scratch(config: config, capacity: mb, stemLd: stemLd, tableBytes: stemLookup?.tableBytes ?? 0,
-                       int8Bytes: stemInt8 == nil ? 0 : (config.inputFeatures + 63) / 64 * 64)
+                       int8Bytes: stemInt8 == nil ? 0 : (stem.bits + 63) / 64 * 64)
         defer {
             let spare = scratchPool.withLock { pool -> Scratch? in
                 // threads come and go (tasks, tests): keep at most 64, the thread's own always
@@ -475,13 +520,20 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let actB: UnsafeMutablePointer<UInt64>
         let pops: UnsafeMutablePointer<Int32>         // [n × C]
         let z: UnsafeMutablePointer<Float>            // [n × K × C]
+        let patches: UnsafeMutablePointer<UInt8>      // conv: [positions × k²] one image's windows
+        let convBits: UnsafeMutablePointer<UInt64>    // conv: [positions] thresholded filters, bit c = channel c
+        let features: UnsafeMutablePointer<UInt64>    // conv with a stem: [n × Wf] pooled features
         private var all: [UnsafeMutableRawPointer] = []
 
         init(config: ModelConfig, capacity n: Int, stemLd: Int, tableBytes: Int, int8Bytes: Int) {
             capacity = n
-            let P = config.inputBitPlanes, D = config.inputFeatures, S = config.stemWidth, E = config.experts
+            let P = config.inputBitPlanes, E = config.experts
             let K = config.topK, C = config.classes.count
-            let wd = (D + 63) / 64, ws = (S + 63) / 64
+            let g = config.convGeometry
+            // the integer layer's rows per pass: a block of samples, or one image's conv positions
+            let D = g?.taps ?? config.inputFeatures, S = g?.channels ?? config.stemWidth
+            let ws = (config.representationWidth + 63) / 64
+            let wd = (D + 63) / 64
             let maxWords = config.expertWidths.map { ($0 + 63) / 64 }.max()!
             var all: [UnsafeMutableRawPointer] = []
             func alloc<T>(_ type: T.Type, _ count: Int) -> UnsafeMutablePointer<T> {
@@ -489,14 +541,14 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 all.append(raw)
                 return raw.bindMemory(to: T.self, capacity: max(1, count))
             }
-            let block = min(n, BinaryMoEModel.stemBlock)   // the stem works on blocks of samples
+            let block = g?.positions ?? min(n, BinaryMoEModel.stemBlock)   // the stem works on blocks of samples
             planes = alloc(UInt64.self, tableBytes > 0 ? 0 : block * P * wd)
             // the AMX kernel reads and writes whole 16-sample tiles (pairs of them): rows padded to 32
             let padded = (block + 31) / 32 * 32
             stemAcc = alloc(Int32.self, padded * max(S, stemLd))
             tables = alloc(UInt8.self, block * tableBytes)
             q = alloc(UInt8.self, padded * int8Bytes)
-            sumQ = alloc(Int.self, n)
+            sumQ = alloc(Int.self, max(n, block))
             h = alloc(UInt64.self, n * ws)
             routerPops = alloc(Int32.self, n * E)
             scores = alloc(Float.self, n * E)
@@ -508,6 +560,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
             actB = alloc(UInt64.self, n * maxWords)
             pops = alloc(Int32.self, n * C)
             z = alloc(Float.self, n * K * C)
+            patches = alloc(UInt8.self, g.map { $0.positions * $0.taps } ?? 0)
+            convBits = alloc(UInt64.self, g?.positions ?? 0)
+            features = alloc(UInt64.self, g != nil && config.stemWidth > 0 ? n * ((g!.features + 63) / 64) : 0)
             self.all = all
         }
 
@@ -520,7 +575,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
     /// Top bits of every feature as `P` bit planes: `planes[(i*P + b) × Wd]`, bit j = bit b of `x_ij >> (8 − P)`.
     @inline(__always)
     private func buildPlanes(x: UnsafePointer<UInt8>, n: Int, planes: UnsafeMutablePointer<UInt64>, sumQ: UnsafeMutablePointer<Int>) {
-        let D = config.inputFeatures, P = config.inputBitPlanes
+        let D = stem.bits, P = config.inputBitPlanes
         let wd = (D + 63) / 64
         let shift = UInt64(8 - P)
         let byteMask: UInt64 = 0x0101_0101_0101_0101 &* (0xFF >> shift)
@@ -561,18 +616,46 @@ public final class BinaryMoEModel: @unchecked Sendable {
 
     private func forwardMicroBatch(x: UnsafePointer<UInt8>, first: Int, n: Int, s: Scratch, outputs: Outputs,
                                    trace: TraceOutputs?, activations: UnsafeMutablePointer<Int>) {
-        stemStage(x: x, first: first, n: n, s: s, trace: trace)
+        if conv != nil {
+            convStage(x: x, first: first, n: n, s: s, trace: trace)
+        } else {
+            stemStage(x: x, first: first, n: n, s: s, trace: trace)
+        }
         routerStage(first: first, n: n, s: s, trace: trace)
         expertStage(n: n, s: s, activations: activations)
         combineStage(first: first, n: n, s: s, outputs: outputs)
     }
 
-    /// Stem: `acc = Σ_k q_k·[w_k = +1]` (lookup tables, or AND-popcount of every bit plane with the +1 weight
-    /// bits: `Σ_b 2^b·pop_b`), then `a = 2·acc − Σ q`, `h = a ≥ t`.
+    /// The integer input layer over `m` rows of `D` uint8 inputs at `xs` (a block of samples, or one image's conv
+    /// patches): `s.stemAcc = Σ_k q_k·[w_k = +1]` (lookup tables, int8 dot products, or AND-popcount of every bit
+    /// plane with the +1 weight bits: `Σ_b 2^b·pop_b`) and `sumQ = Σ q`, then bit j of `bits` row i (stride `ldBits`
+    /// words) is `2·acc − Σ q ≥ t_j`.
+    @inline(__always)
+    private func integerLayer(xs: UnsafePointer<UInt8>, m: Int, kernel: StemKernel, s: Scratch,
+                              sumQ: UnsafeMutablePointer<Int>, bits: UnsafeMutablePointer<UInt64>, ldBits: Int) {
+        let D = stem.bits, S = stem.rows, P = config.inputBitPlanes
+        let ld = stemLd
+        if kernel == .lookup || kernel == .lookupAVX512, let lookup = stemLookup {
+            lookup.accumulate(x: xs, n: m, features: D, shift: 8 - P, tables: s.tables, sumQ: sumQ,
+                              acc: s.stemAcc, ld: ld, wide: kernel == .lookupAVX512)
+        } else if let w = stemInt8, let code = kernel.int8Code {
+            bf_stem_int8_activations(xs, m, D, Int32(8 - P), s.q, sumQ)
+            bf_stem_int8(code, s.q, m, D, w, (S + 15) / 16, s.stemAcc, ld)
+        } else {
+            buildPlanes(x: xs, n: m, planes: s.planes, sumQ: sumQ)
+            BinaryKernels.stemPopcounts(planes: s.planes, n: m, planeCount: P, weights: stem.base, m: S,
+                                        words: stem.words, acc: s.stemAcc)
+        }
+        stemThreshold.withUnsafeBufferPointer { t in
+            bf_stem_threshold(s.stemAcc, ld, m, S, sumQ, t.baseAddress!, bits, ldBits)
+        }
+    }
+
+    /// Stem of a v1 model: the integer layer over blocks of samples, its bits are `h`.
     @inline(never)
     private func stemStage(x: UnsafePointer<UInt8>, first: Int, n: Int, s: Scratch, trace: TraceOutputs?) {
-        let D = config.inputFeatures, P = config.inputBitPlanes, S = config.stemWidth
-        let wd = (D + 63) / 64, ws = (S + 63) / 64
+        let D = config.inputFeatures, S = config.stemWidth
+        let ws = (S + 63) / 64
         let ld = stemLd
         let kernel = n < Self.smallBatch ? stemKernelSmallBatch : stemKernel
         // blocks of `stemBlock` samples: their int32 accumulators (256 KB for a 1024-wide stem) stay in L2 between
@@ -580,22 +663,10 @@ public final class BinaryMoEModel: @unchecked Sendable {
         var i0 = 0
         while i0 < n {
             let m = min(Self.stemBlock, n - i0)
-            let xs = x + (first + i0) * D
             let sumQ = s.sumQ + i0
-            if kernel == .lookup || kernel == .lookupAVX512, let lookup = stemLookup {
-                lookup.accumulate(x: xs, n: m, features: D, shift: 8 - P, tables: s.tables, sumQ: sumQ,
-                                  acc: s.stemAcc, ld: ld, wide: kernel == .lookupAVX512)
-            } else if let w = stemInt8, let code = kernel.int8Code {
-                bf_stem_int8_activations(xs, m, D, Int32(8 - P), s.q, sumQ)
-                bf_stem_int8(code, s.q, m, D, w, (S + 15) / 16, s.stemAcc, ld)
-            } else {
-                buildPlanes(x: xs, n: m, planes: s.planes, sumQ: sumQ)
-                BinaryKernels.stemPopcounts(planes: s.planes, n: m, planeCount: P, weights: stem.base, m: S, words: wd,
-                                            acc: s.stemAcc)
-            }
-            stemThreshold.withUnsafeBufferPointer { t in
-                bf_stem_threshold(s.stemAcc, ld, m, S, sumQ, t.baseAddress!, s.h + i0 * ws, ws)
-                if let tr = trace {
+            integerLayer(xs: x + (first + i0) * D, m: m, kernel: kernel, s: s, sumQ: sumQ, bits: s.h + i0 * ws, ldBits: ws)
+            if let tr = trace {
+                stemThreshold.withUnsafeBufferPointer { t in
                     for i in 0..<m {
                         let q = sumQ[i]
                         let acc = s.stemAcc + i * ld
@@ -612,10 +683,59 @@ public final class BinaryMoEModel: @unchecked Sendable {
         }
     }
 
+    /// Conv front of a v2 model, image by image: the windows (`bf_conv_patches`) through the integer layer, whose
+    /// bits are OR-pooled into the features (`bf_conv_pool`); then the binary stem over the features gives `h`, or,
+    /// without a stem, the features are `h`.
+    @inline(never)
+    private func convStage(x: UnsafePointer<UInt8>, first: Int, n: Int, s: Scratch, trace: TraceOutputs?) {
+        guard let g = conv else { return }
+        let D = config.inputFeatures, F = g.features, wf = (F + 63) / 64
+        let out = binaryStem == nil ? s.h : s.features   // both rows of wf words (h is the features without a stem)
+        for i in 0..<n {
+            bf_conv_patches(x + (first + i) * D, g.height, g.width, g.kernel, g.stride, g.padding,
+                            g.outHeight, g.outWidth, s.patches)
+            integerLayer(xs: s.patches, m: g.positions, kernel: stemKernel, s: s, sumQ: s.sumQ, bits: s.convBits, ldBits: 1)
+            bf_conv_pool(s.convBits, 1, g.outHeight, g.outWidth, g.channels, g.pool, out + i * wf, wf)
+        }
+        @inline(__always) func bit(_ p: UnsafePointer<UInt64>, _ j: Int) -> Bool { (p[j >> 6] >> UInt64(j & 63)) & 1 == 1 }
+        if let tr = trace, let features = tr.features {
+            for i in 0..<n {
+                for j in 0..<F { features[(first + i) * F + j] = bit(out + i * wf, j) }
+            }
+        }
+        guard let blocks = binaryStem else {
+            if let tr = trace {
+                for i in 0..<n {
+                    for j in 0..<F {
+                        let on = bit(out + i * wf, j)
+                        tr.stemPre[(first + i) * F + j] = on ? 1 : -1
+                        tr.stemBits[(first + i) * F + j] = on
+                    }
+                }
+            }
+            return
+        }
+        let S = config.stemWidth, ws = (S + 63) / 64
+        binaryStemMaxPop.withUnsafeBufferPointer { mp in
+            bf_xnor_threshold(xnorPath.code, s.features, wf, n, blocks.part(0), S, wf, mp.baseAddress!, s.h, ws)
+        }
+        if let tr = trace {
+            let pops = UnsafeMutablePointer<Int32>.allocate(capacity: n * S)
+            defer { pops.deallocate() }
+            bf_xnor_popcounts(xnorPath.code, s.features, wf, n, blocks.part(0), S, wf, pops, S)
+            for i in 0..<n {
+                for j in 0..<S {
+                    tr.stemPre[(first + i) * S + j] = F - 2 * Int(pops[i * S + j])
+                    tr.stemBits[(first + i) * S + j] = bit(s.h + i * ws, j)
+                }
+            }
+        }
+    }
+
     /// Router: `r_e = scale_e · (S − 2·pop) + bias_e`, top-k (ties to the lower index), softmax gates.
     @inline(never)
     private func routerStage(first: Int, n: Int, s: Scratch, trace: TraceOutputs?) {
-        let S = config.stemWidth, E = config.experts, K = config.topK
+        let S = config.representationWidth, E = config.experts, K = config.topK
         let ws = (S + 63) / 64
         bf_xnor_popcounts(xnorPath.code, s.h, ws, n, routerBlocks.part(0), E, ws, s.routerPops, E)
         routerScale.withUnsafeBufferPointer { scale in
@@ -655,7 +775,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
     /// Groups (sample, slot) pairs by expert with a counting sort, then runs one GEMM chain per expert.
     @inline(never)
     private func expertStage(n: Int, s: Scratch, activations: UnsafeMutablePointer<Int>) {
-        let S = config.stemWidth, E = config.experts, K = config.topK, C = config.classes.count
+        let S = config.representationWidth, E = config.experts, K = config.topK, C = config.classes.count
         let ws = (S + 63) / 64
         let start = s.groupStart
         start.initialize(repeating: 0, count: E + 1)

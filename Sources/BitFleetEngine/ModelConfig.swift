@@ -1,7 +1,58 @@
+/// A format-v2 binary convolution front: `channels` filters of `kernel × kernel` binary weights over the input image
+/// (4-bit or more activations, zero padding), thresholds, OR-pooling over `pool × pool` windows (docs/MODEL_FORMAT.md).
+public struct ConvConfig: Codable, Sendable, Equatable {
+    public var channels: Int
+    public var kernel: Int
+    public var stride: Int
+    public var padding: Int
+    public var pool: Int
+
+    public init(channels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, pool: Int = 1) {
+        self.channels = channels
+        self.kernel = kernel
+        self.stride = stride
+        self.padding = padding
+        self.pool = pool
+    }
+
+    /// Channels are limited to one 64-bit word per output position.
+    public static let maxChannels = 64
+    public static let maxKernel = 15
+}
+
+/// Shapes of a conv front on an `H × W` input.
+public struct ConvGeometry: Sendable, Equatable {
+    public let height: Int, width: Int
+    public let kernel: Int, stride: Int, padding: Int, pool: Int, channels: Int
+    /// Conv output positions.
+    public let outHeight: Int, outWidth: Int
+    /// After pooling.
+    public let pooledHeight: Int, pooledWidth: Int
+    /// `pooledHeight × pooledWidth × channels` ±1 features, in (y, x, channel) order.
+    public var features: Int { pooledHeight * pooledWidth * channels }
+    public var positions: Int { outHeight * outWidth }
+    public var taps: Int { kernel * kernel }
+
+    init(_ c: ConvConfig, height: Int, width: Int) {
+        self.height = height
+        self.width = width
+        kernel = c.kernel
+        stride = c.stride
+        padding = c.padding
+        pool = c.pool
+        channels = c.channels
+        outHeight = c.stride > 0 ? (height + 2 * c.padding - c.kernel) / c.stride + 1 : 0
+        outWidth = c.stride > 0 ? (width + 2 * c.padding - c.kernel) / c.stride + 1 : 0
+        pooledHeight = c.pool > 0 ? outHeight / c.pool : 0
+        pooledWidth = c.pool > 0 ? outWidth / c.pool : 0
+    }
+}
+
 /// The architecture of a model (`config.json`, docs/MODEL_FORMAT.md).
 public struct ModelConfig: Codable, Sendable, Equatable {
     public static let format = "bitfleet.bmoe"
-    public static let formatVersion = 1
+    /// The newest format version this engine reads (version 1 models load unchanged).
+    public static let formatVersion = 2
     public static let maxExperts = 4096
 
     public var name: String
@@ -15,6 +66,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var topK: Int
     public var expertHidden: [Int]
     public var classes: [String]
+    /// Format v2: a binary convolution front before the stem (nil: the stem reads the input features).
+    public var conv: ConvConfig?
 
     enum CodingKeys: String, CodingKey {
         case name, version, classes, experts
@@ -25,10 +78,12 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case stemWidth = "stem_width"
         case topK = "top_k"
         case expertHidden = "expert_hidden"
+        case conv
     }
 
     public init(name: String, version: String, inputFeatures: Int, inputShape: [Int]? = nil, inputBitPlanes: Int,
-                inputScale: Float, stemWidth: Int, experts: Int, topK: Int, expertHidden: [Int], classes: [String]) {
+                inputScale: Float, stemWidth: Int, experts: Int, topK: Int, expertHidden: [Int], classes: [String],
+                conv: ConvConfig? = nil) {
         self.name = name
         self.version = version
         self.inputFeatures = inputFeatures
@@ -40,18 +95,36 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         self.topK = topK
         self.expertHidden = expertHidden
         self.classes = classes
+        self.conv = conv
     }
 
-    /// Widths of the binary layers an expert runs: `[S, H1, …, Hn]`.
-    public var expertWidths: [Int] { [stemWidth] + expertHidden }
+    /// The conv front's shapes (nil without one, or without a two-dimensional `input_shape`).
+    public var convGeometry: ConvGeometry? {
+        guard let c = conv, let shape = inputShape, shape.count == 2 else { return nil }
+        return ConvGeometry(c, height: shape[0], width: shape[1])
+    }
 
-    /// Binary multiply-accumulates for one sample (stem bit planes, router, top-k experts).
+    /// What the stem reads: the conv front's pooled ±1 features, else the input features.
+    public var stemInputWidth: Int { convGeometry?.features ?? inputFeatures }
+
+    /// Width of `h`, what the router and the experts read: the stem's width, or, for a conv model without a stem
+    /// (`stem_width` 0), the conv features.
+    public var representationWidth: Int { stemWidth > 0 ? stemWidth : stemInputWidth }
+
+    /// Widths of the binary layers an expert runs: `[S, H1, …, Hn]`.
+    public var expertWidths: [Int] { [representationWidth] + expertHidden }
+
+    /// Binary multiply-accumulates for one sample (conv and stem bit planes, router, top-k experts).
     public var binaryMACsPerSample: Int {
         let w = expertWidths
         var expert = 0
         for l in 0..<expertHidden.count { expert += w[l] * w[l + 1] }
         expert += w.last! * classes.count
-        return inputBitPlanes * inputFeatures * stemWidth + experts * stemWidth + topK * expert
+        let S = representationWidth
+        if let g = convGeometry {
+            return inputBitPlanes * g.taps * g.channels * g.positions + g.features * stemWidth + experts * S + topK * expert
+        }
+        return inputBitPlanes * inputFeatures * stemWidth + experts * S + topK * expert
     }
 
     /// Checks the limits of MODEL_FORMAT.md; `source` names the file in errors.
@@ -60,7 +133,28 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         if inputFeatures < 1 { throw fail("input_features must be >= 1 (got \(inputFeatures))") }
         if !(1...8).contains(inputBitPlanes) { throw fail("input_bit_planes must be in 1...8 (got \(inputBitPlanes))") }
         if !inputScale.isFinite || inputScale <= 0 { throw fail("input_scale must be a positive finite number (got \(inputScale))") }
-        if stemWidth < 1 { throw fail("stem_width must be >= 1 (got \(stemWidth))") }
+        if let c = conv {
+            guard let shape = inputShape, shape.count == 2 else {
+                throw fail("a conv front needs a two-dimensional input_shape [height, width]")
+            }
+            if !(1...ConvConfig.maxChannels).contains(c.channels) {
+                throw fail("conv.channels must be in 1...\(ConvConfig.maxChannels) (got \(c.channels))")
+            }
+            if !(1...ConvConfig.maxKernel).contains(c.kernel) {
+                throw fail("conv.kernel must be in 1...\(ConvConfig.maxKernel) (got \(c.kernel))")
+            }
+            if c.stride < 1 || c.stride > c.kernel { throw fail("conv.stride must be in 1...kernel (got \(c.stride))") }
+            if c.padding < 0 || c.padding >= c.kernel { throw fail("conv.padding must be in 0..<kernel (got \(c.padding))") }
+            if c.pool < 1 { throw fail("conv.pool must be >= 1 (got \(c.pool))") }
+            if shape.contains(where: { $0 < 1 || $0 > 4096 }) { throw fail("input_shape dimensions must be in 1...4096") }
+            let g = ConvGeometry(c, height: shape[0], width: shape[1])
+            if g.outHeight < 1 || g.outWidth < 1 || g.pooledHeight < 1 || g.pooledWidth < 1 {
+                throw fail("conv front \(c.kernel)×\(c.kernel)/\(c.stride), padding \(c.padding), pool \(c.pool) leaves no output on a \(shape[0])×\(shape[1]) input")
+            }
+            if stemWidth < 0 { throw fail("stem_width must be >= 0 with a conv front (got \(stemWidth))") }
+        } else if stemWidth < 1 {
+            throw fail("stem_width must be >= 1 (got \(stemWidth))")
+        }
         if experts < 1 || experts > Self.maxExperts { throw fail("experts must be in 1...\(Self.maxExperts) (got \(experts))") }
         if topK < 1 || topK > experts { throw fail("top_k must be in 1...experts=\(experts) (got \(topK))") }
         for (l, h) in expertHidden.enumerated() where h < 1 {
@@ -73,7 +167,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             throw fail("layer width \(w) exceeds the engine's limit of \(1 << 24)")
         }
         if classes.count > (1 << 24) { throw fail("too many classes (\(classes.count))") }
-        var total = inputFeatures.multipliedReportingOverflow(by: stemWidth)
+        if stemInputWidth > (1 << 24) { throw fail("conv features \(stemInputWidth) exceed the engine's limit of \(1 << 24)") }
+        var total = stemInputWidth.multipliedReportingOverflow(by: stemWidth)
         if total.overflow || total.partialValue > limit { throw fail("stem is too large") }
         let widths = expertWidths + [classes.count]
         for l in 0..<(widths.count - 1) {
@@ -128,8 +223,24 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         let format = try string("format")
         if format != Self.format { throw fail("\"format\" must be \"\(Self.format)\", got \"\(format)\"") }
         let fv = try required("format_version")
-        guard fv.intValue == Self.formatVersion else {
-            throw fail("unsupported format_version \(fv.intValue.map(String.init) ?? fv.typeName) (this engine reads version \(Self.formatVersion))")
+        guard let formatVersion = fv.intValue, (1...Self.formatVersion).contains(formatVersion) else {
+            throw fail("unsupported format_version \(fv.intValue.map(String.init) ?? fv.typeName) (this engine reads versions 1 and \(Self.formatVersion))")
+        }
+        var conv: ConvConfig? = nil
+        if let c = json["conv"], c != .null {
+            guard formatVersion >= 2 else { throw fail("\"conv\" needs format_version 2") }
+            guard case .object = c else { throw fail("\"conv\" must be an object, got \(c.typeName)") }
+            func convInt(_ key: String, default d: Int? = nil) throws(ModelError) -> Int {
+                guard let v = c[key] else {
+                    if let d { return d }
+                    throw fail("conv: missing required key \"\(key)\"")
+                }
+                guard let i = v.intValue else { throw fail("\"conv.\(key)\" must be an integer, got \(v.typeName)") }
+                return i
+            }
+            conv = ConvConfig(channels: try convInt("channels"), kernel: try convInt("kernel"),
+                              stride: try convInt("stride", default: 1), padding: try convInt("padding", default: 0),
+                              pool: try convInt("pool", default: 1))
         }
         let name = try string("name")
         let versionValue = try required("version")
@@ -155,7 +266,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             inputFeatures: try int("input_features"), inputShape: shape,
             inputBitPlanes: try int("input_bit_planes"), inputScale: Float(scale),
             stemWidth: try int("stem_width"), experts: try int("experts"), topK: try int("top_k"),
-            expertHidden: try intArray("expert_hidden", try required("expert_hidden")), classes: classes)
+            expertHidden: try intArray("expert_hidden", try required("expert_hidden")), classes: classes, conv: conv)
         try config.validate(source: source)
         return config
     }

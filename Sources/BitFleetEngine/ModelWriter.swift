@@ -12,6 +12,9 @@ public enum ModelWriter {
     /// Writes a model with random ±1 weights, thresholds at 0 (balanced for random inputs), random scales/biases.
     public static func writeRandom(directory: String, config: ModelConfig, seed: UInt64 = 1) throws {
         try config.validate(source: "random model config")
+        if config.conv != nil {
+            throw ModelError(.config, "random model config: ModelWriter writes format v1 models; conv models (v2) come from Ops/models/export.py")
+        }
         var rng = SplitMix64(state: seed)
         let D = config.inputFeatures, S = config.stemWidth, E = config.experts, C = config.classes.count
         let widths = config.expertWidths

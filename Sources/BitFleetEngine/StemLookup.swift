@@ -21,8 +21,8 @@ struct StemLookupWeights: @unchecked Sendable {
     /// Lookup-table bytes per sample.
     var tableBytes: Int { pairs * 32 }
 
-    static func supports(_ config: ModelConfig) -> Bool {
-        config.inputBitPlanes <= 4 && config.inputFeatures <= maxFeatures && bf_lut_available() != 0
+    static func supports(planes: Int, features: Int) -> Bool {
+        planes <= 4 && features <= maxFeatures && bf_lut_available() != 0
     }
 
     init(stem: PackedMatrix, owned: inout [UnsafeMutableRawPointer]) {
@@ -67,27 +67,31 @@ struct StemLookupWeights: @unchecked Sendable {
 
 /// Picks the stem kernels by measurement: every kernel this CPU and model allow is timed on the model's own stem
 /// shape (pseudo-random samples, best of 5 runs), once for large micro-batches (64 samples) and once for small ones
-/// (1 sample), and the fastest of each is kept. All of them compute the same integers, so the choice only affects
+/// (1 sample), and the fastest of each is kept. A conv front's filters are timed once, on one image's patches
+/// (every micro-batch gives them as many rows). All of them compute the same integers, so the choice only affects
 /// speed. Measured once per shape per process.
 enum StemChoice {
     private static let cache = Mutex<[String: (large: StemKernel, small: StemKernel)]>([:])
 
     static func fastest(config: ModelConfig, stem: PackedMatrix) -> (large: StemKernel, small: StemKernel) {
+        let P = config.inputBitPlanes
         let candidates = [StemKernel.lookup, .lookupAVX512, .vnni, .amx].filter { $0.supports(config) }
         guard let first = candidates.first else { return (.bitPlanes, .bitPlanes) }
         if candidates.count == 1 { return (first, first) }
-        let key = "\(config.inputFeatures)x\(config.stemWidth)x\(config.inputBitPlanes)"
+        let rows = config.convGeometry.map { [min($0.positions, 256)] } ?? [64, 1]
+        let key = "\(stem.bits)x\(stem.rows)x\(P)x\(rows)"
         if let known = cache.withLock({ $0[key] }) { return known }
-        let large = candidates.map { ($0, time($0, samples: 64, config: config, stem: stem)) }.min { $0.1 < $1.1 }!.0
-        let small = candidates.map { ($0, time($0, samples: 1, config: config, stem: stem)) }.min { $0.1 < $1.1 }!.0
+        let large = candidates.map { ($0, time($0, samples: rows[0], planes: P, stem: stem)) }.min { $0.1 < $1.1 }!.0
+        let small = rows.count == 1 ? large
+            : candidates.map { ($0, time($0, samples: rows[1], planes: P, stem: stem)) }.min { $0.1 < $1.1 }!.0
         cache.withLock { $0[key] = (large, small) }
         return (large, small)
     }
 
-    /// Best-of-5 seconds for one stem pass over `n` samples with `kernel`.
-    static func time(_ kernel: StemKernel, samples n: Int, config: ModelConfig, stem: PackedMatrix) -> Double {
-        let D = config.inputFeatures, S = config.stemWidth
-        let shift = 8 - config.inputBitPlanes
+    /// Best-of-5 seconds for one stem pass over `n` samples (rows) with `kernel`.
+    static func time(_ kernel: StemKernel, samples n: Int, planes: Int, stem: PackedMatrix) -> Double {
+        let D = stem.bits, S = stem.rows
+        let shift = 8 - planes
         var rng = SplitMix64(state: 0x5EED)
         let x = (0..<(n * D)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         let ld = (S + 15) / 16 * 16

@@ -203,7 +203,24 @@ struct LoaderTests {
             _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(edited.utf8))
             Self.expectLoadError(dir, ["config.json"] + needles, sourceLocation: sourceLocation)
         }
-        check(Self.replacing(#""format_version": 1"#, with: #""format_version": 2"#), ["unsupported format_version 2"])
+        check(Self.replacing(#""format_version": 1"#, with: #""format_version": 3"#), ["unsupported format_version 3"])
+        // a conv front needs format v2, a two-dimensional input_shape, and sane sizes
+        let conv = #""conv": {"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "pool": 2}, "#
+        check(Self.replacing(#"\{"#, with: "{" + conv), ["\"conv\" needs format_version 2"])
+        let v2 = Self.replacing(#""format_version": 1"#, with: #""format_version": 2"#)
+        check({ Self.replacing(#"\{"#, with: "{" + conv)(v2($0)) }, ["conv front needs a two-dimensional input_shape"])
+        let shaped = { (c: String) in { (s: String) in
+            Self.replacing(#""input_shape": \[\s*20\s*\]"#, with: #""input_shape": [4, 5]"#)(Self.replacing(#"\{"#, with: "{" + c)(v2(s)))
+        } }
+        check(shaped(#""conv": {"channels": 65, "kernel": 3}, "#), ["conv.channels must be in 1...64"])
+        check(shaped(#""conv": {"channels": 4, "kernel": 3, "padding": 3}, "#), ["conv.padding must be in 0..<kernel"])
+        check(shaped(#""conv": {"channels": 4, "kernel": 3, "pool": 3}, "#), ["leaves no output on a 4×5 input"])
+        check(shaped(#""conv": {"kernel": 3}, "#), ["conv: missing required key \"channels\""])
+        check(shaped(#""conv": {"channels": 4, "kernel": "3"}, "#), ["\"conv.kernel\" must be an integer"])
+        // a v2 conv model's tensors are checked against the conv geometry: 2×3 pooled positions × 4 channels = 24
+        let valid = shaped(#""conv": {"channels": 4, "kernel": 3, "padding": 1, "pool": 2}, "#)(original)
+        _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(valid.utf8))
+        Self.expectLoadError(dir, ["model.safetensors", "missing tensor \"conv.weight\"", "conv.channels=4"])
         check(Self.replacing(#""format": "bitfleet.bmoe""#, with: #""format": "onnx""#), ["\"format\" must be \"bitfleet.bmoe\""])
         check(Self.replacing(#""top_k": 2,"#, with: ""), ["missing required key \"top_k\""])
         check(Self.replacing(#""top_k": 2"#, with: #""top_k": 6"#), ["top_k must be in 1...experts=5"])

@@ -26,6 +26,18 @@ struct ReferenceTests {
         Spec(features: 9, stem: 257, experts: 3, topK: 2, hidden: [8], classes: 5, planes: 6, seed: 9, samples: 5),
         // the reference model's shape: 4 planes, 784 × 1024 stem (16 row tiles of the lookup kernel), > 1 micro-batch
         Spec(features: 784, stem: 1024, experts: 16, topK: 2, hidden: [256], classes: 10, planes: 4, seed: 10, samples: 300),
+        // format v2 conv fronts: fashion's shape without a stem (5×5, padding 2, 32 channels, 4×4 pooling)
+        Spec(features: 784, stem: 0, experts: 16, topK: 2, hidden: [64], classes: 10, planes: 4, seed: 20, samples: 40,
+             conv: [32, 5, 1, 2, 4], shape: [28, 28]),
+        // stride 2, odd sizes, 8 planes (bit-plane kernel only), a stem over features that straddle words
+        Spec(features: 130, stem: 45, experts: 5, topK: 2, hidden: [9], classes: 4, planes: 8, seed: 21, samples: 20,
+             conv: [7, 3, 2, 1, 2], shape: [10, 13]),
+        // 64 channels (one full word per position), no padding, pool 3 (cropping), > 1 micro-batch, 3 planes
+        Spec(features: 340, stem: 100, experts: 6, topK: 3, hidden: [], classes: 3, planes: 3, seed: 22, samples: 300,
+             conv: [64, 3, 1, 0, 3], shape: [20, 17]),
+        // 1×1 kernel, one channel, no pooling, no stem
+        Spec(features: 36, stem: 0, experts: 3, topK: 1, hidden: [5], classes: 2, planes: 4, seed: 23, samples: 17,
+             conv: [1, 1, 1, 0, 1], shape: [6, 6]),
     ]
 
     /// The stem kernels this CPU can run for a spec (the lookup, VNNI and AMX kernels need ≤ 4 planes).
@@ -71,8 +83,14 @@ struct ReferenceTests {
         let cfg = model.config
         #expect(cfg.experts == spec.experts && cfg.topK == spec.topK && cfg.expertHidden == spec.hidden)
         let x = try TestSupport.npy(dir, "inputs").bytes()
-        let M = spec.samples, S = spec.stem, E = spec.experts, K = spec.topK, C = spec.classes
+        let M = spec.samples, S = cfg.representationWidth, E = spec.experts, K = spec.topK, C = spec.classes
         #expect(x.count == M * spec.features)
+        #expect(spec.conv == nil ? S == spec.stem : (spec.stem == 0 ? S == cfg.stemInputWidth : S == spec.stem))
+        let convBits = spec.conv == nil ? [] : try TestSupport.npy(dir, "expected_conv_bits").ints()
+        if spec.conv != nil {
+            let on = convBits.reduce(0, +)
+            #expect(convBits.count == M * cfg.stemInputWidth && on > 0 && on < convBits.count)
+        }
 
         let stemPre = try TestSupport.npy(dir, "expected_stem_pre").ints()
         let stemBits = try TestSupport.npy(dir, "expected_stem_bits").ints()
@@ -88,6 +106,7 @@ struct ReferenceTests {
 
         for threads in [1, 2] {
             let t = try model.trace(samples: x, count: M, threads: threads)
+            #expect(t.convBits.map { $0 ? 1 : 0 } == convBits, "conv features differ (threads \(threads), \(kernel), \(path))")
             #expect(t.stemPreActivations == stemPre, "stem pre-activations differ (threads \(threads), \(kernel), \(path))")
             #expect(t.stemBits.map { $0 ? 1 : 0 } == stemBits)
             // router scores: same float32 operations in the same order, so bit-identical

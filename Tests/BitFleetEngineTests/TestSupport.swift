@@ -47,8 +47,12 @@ enum TestSupport {
         var features: Int, stem: Int, experts: Int, topK: Int, hidden: [Int], classes: Int, planes: Int
         var seed: Int, samples: Int
         var routerTies = false
+        /// Format v2 conv front: [channels, kernel, stride, padding, pool] over an input of `shape` [height, width].
+        var conv: [Int]? = nil
+        var shape: [Int]? = nil
         var description: String {
-            "D\(features) S\(stem) E\(experts) k\(topK) H\(hidden) C\(classes) P\(planes) M\(samples)\(routerTies ? " ties" : "")"
+            let c = conv.map { " conv\($0) on \(shape ?? [])" } ?? ""
+            return "D\(features) S\(stem) E\(experts) k\(topK) H\(hidden) C\(classes) P\(planes) M\(samples)\(routerTies ? " ties" : "")\(c)"
         }
     }
 
@@ -62,6 +66,9 @@ enum TestSupport {
                     "--classes", "\(spec.classes)", "--planes", "\(spec.planes)", "--seed", "\(spec.seed)",
                     "--samples", "\(spec.samples)"]
         if spec.routerTies { args.append("--router-ties") }
+        if let c = spec.conv, let s = spec.shape {
+            args += ["--conv", c.map(String.init).joined(separator: ","), "--shape", s.map(String.init).joined(separator: ",")]
+        }
         try run(args)
         try run(["python3", "-c",
                  "import numpy as np, sys; d = np.load(sys.argv[1] + '/expected.npz')\n"

@@ -90,4 +90,20 @@ void bf_perf_cycles_close(int handle);
 /// cycles/second = iterations × 60 / seconds. Negative where unsupported.
 double bf_dependent_imul_seconds(long iterations);
 
+/// Binary convolution front (format v2): the `k × k` window of every output position of one `H × W` uint8 image, row
+/// by row: `patches[(oy × Wo + ox) × k² + ky × k + kx] = x[(oy·stride + ky − pad) × W + ox·stride + kx − pad]`, 0
+/// outside the image (q = 0 in the padding). The stem kernels then treat each patch as one sample of `k²` features.
+void bf_conv_patches(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo,
+                     uint8_t *patches);
+
+/// The portable conv kernel: `acc[r × ldacc + c] = Σ_t q_rt · wbits[c × kk + t]` with `q = patches >> shift` and
+/// `wbits` 0 or 1, and `sumQ[r] = Σ_t q_rt`.
+void bf_conv_accumulate(const uint8_t *patches, long rows, long kk, int shift, const uint8_t *wbits, long channels,
+                        int32_t *acc, long ldacc, long *sumQ);
+
+/// OR-pooling (max of ±1): `bits` holds one row of `ldb` words per conv output position (channel c = bit c of the
+/// first word, `channels` ≤ 64); feature `(py × Wp + px) × channels + c` of `f` (`wf` words, zeroed first) is set
+/// when bit c is set at any position of the `pool × pool` window, `Hp = Ho / pool`, `Wp = Wo / pool`.
+void bf_conv_pool(const uint64_t *bits, long ldb, long Ho, long Wo, long channels, long pool, uint64_t *f, long wf);
+
 #endif
