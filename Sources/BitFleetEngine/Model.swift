@@ -520,7 +520,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let actB: UnsafeMutablePointer<UInt64>
         let pops: UnsafeMutablePointer<Int32>         // [n × C]
         let z: UnsafeMutablePointer<Float>            // [n × K × C]
-        let patches: UnsafeMutablePointer<UInt8>      // conv: [positions × k²] one image's windows
+        let patches: UnsafeMutablePointer<UInt8>      // conv: [positions × k² + 8] one image's windows
+        let convWork: UnsafeMutablePointer<UInt8>     // conv: the padded image and its row sums
         let convBits: UnsafeMutablePointer<UInt64>    // conv: [positions] thresholded filters, bit c = channel c
         let features: UnsafeMutablePointer<UInt64>    // conv with a stem: [n × Wf] pooled features
         private var all: [UnsafeMutableRawPointer] = []
@@ -547,7 +548,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
             let padded = (block + 31) / 32 * 32
             stemAcc = alloc(Int32.self, padded * max(S, stemLd))
             tables = alloc(UInt8.self, block * tableBytes)
-            q = alloc(UInt8.self, padded * int8Bytes)
+            q = alloc(UInt8.self, padded * int8Bytes + 8)
             sumQ = alloc(Int.self, max(n, block))
             h = alloc(UInt64.self, n * ws)
             routerPops = alloc(Int32.self, n * E)
@@ -560,7 +561,10 @@ public final class BinaryMoEModel: @unchecked Sendable {
             actB = alloc(UInt64.self, n * maxWords)
             pops = alloc(Int32.self, n * C)
             z = alloc(Float.self, n * K * C)
-            patches = alloc(UInt8.self, g.map { $0.positions * $0.taps } ?? 0)
+            patches = alloc(UInt8.self, g.map { $0.positions * $0.taps + 8 } ?? 0)
+            convWork = alloc(UInt8.self, g.map {
+                bf_conv_work_bytes($0.height, $0.width, $0.kernel, $0.padding, $0.outWidth)
+            } ?? 0)
             convBits = alloc(UInt64.self, g?.positions ?? 0)
             features = alloc(UInt64.self, g != nil && config.stemWidth > 0 ? n * ((g!.features + 63) / 64) : 0)
             self.all = all
@@ -691,10 +695,24 @@ public final class BinaryMoEModel: @unchecked Sendable {
         guard let g = conv else { return }
         let D = config.inputFeatures, F = g.features, wf = (F + 63) / 64
         let out = binaryStem == nil ? s.h : s.features   // both rows of wf words (h is the features without a stem)
+        let kernel = stemKernel
+        let shift = Int32(8 - config.inputBitPlanes)
         for i in 0..<n {
-            bf_conv_patches(x + (first + i) * D, g.height, g.width, g.kernel, g.stride, g.padding,
-                            g.outHeight, g.outWidth, s.patches)
-            integerLayer(xs: s.patches, m: g.positions, kernel: stemKernel, s: s, sumQ: s.sumQ, bits: s.convBits, ldBits: 1)
+            let xi = x + (first + i) * D
+            if let w = stemInt8, let code = kernel.int8Code {
+                // the windows go straight into the int8 kernels' activation rows (one pass, no patch copy)
+                let kpad = (g.taps + 63) / 64 * 64
+                bf_conv_activations(xi, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth,
+                                    shift, s.convWork, s.q, kpad, s.sumQ)
+                bf_stem_int8(code, s.q, g.positions, g.taps, w, (g.channels + 15) / 16, s.stemAcc, stemLd)
+                stemThreshold.withUnsafeBufferPointer { t in
+                    bf_stem_threshold(s.stemAcc, stemLd, g.positions, g.channels, s.sumQ, t.baseAddress!, s.convBits, 1)
+                }
+            } else {
+                bf_conv_patches(xi, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth,
+                                s.convWork, s.patches)
+                integerLayer(xs: s.patches, m: g.positions, kernel: kernel, s: s, sumQ: s.sumQ, bits: s.convBits, ldBits: 1)
+            }
             bf_conv_pool(s.convBits, 1, g.outHeight, g.outWidth, g.channels, g.pool, out + i * wf, wf)
         }
         @inline(__always) func bit(_ p: UnsafePointer<UInt64>, _ j: Int) -> Bool { (p[j >> 6] >> UInt64(j & 63)) & 1 == 1 }

@@ -3,25 +3,69 @@
 #include <string.h>
 #include "bf_kernels.h"
 
+long bf_conv_work_bytes(long H, long W, long k, long pad, long Wo) {
+    const long img = ((H + 2 * pad) * (W + 2 * pad) + 16 + 63) / 64 * 64;
+    return img + (H + 2 * pad) * Wo * (long)sizeof(int32_t);
+}
+
+// The image shifted right by `shift`, inside a zero border of `pad` (row stride W + 2·pad), 16 bytes of zero slack
+// after it (the window copies below read 8 bytes at a time).
+static void conv_padded(const uint8_t *x, long H, long W, long pad, int shift, uint8_t *img) {
+    const long Wp = W + 2 * pad;
+    memset(img, 0, (size_t)((H + 2 * pad) * Wp + 16));
+    for (long y = 0; y < H; y++) {
+        uint8_t *dst = img + (y + pad) * Wp + pad;
+        const uint8_t *src = x + y * W;
+        for (long xx = 0; xx < W; xx++) dst[xx] = (uint8_t)(src[xx] >> shift);
+    }
+}
+
+// Window of position (oy, ox) to dst (k rows of k bytes, back to back). With k ≤ 8 each row is one 8-byte copy: the
+// bytes past the row are overwritten by the next row or lie in the caller's slack / padding (8 bytes past the
+// window, which the caller either ignores — zero weights — or overwrites with the next window).
+static inline void conv_window(const uint8_t *img, long Wp, long k, long stride, long oy, long ox, uint8_t *dst) {
+    const uint8_t *src = img + oy * stride * Wp + ox * stride;
+    if (k <= 8) {
+        for (long ky = 0; ky < k; ky++) {
+            uint64_t v;
+            memcpy(&v, src + ky * Wp, 8);
+            memcpy(dst + ky * k, &v, 8);
+        }
+    } else {
+        for (long ky = 0; ky < k; ky++) memcpy(dst + ky * k, src + ky * Wp, (size_t)k);
+    }
+}
+
 void bf_conv_patches(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo,
-                     uint8_t *patches) {
-    const long kk = k * k;
+                     uint8_t *work, uint8_t *patches) {
+    const long kk = k * k, Wp = W + 2 * pad;
+    conv_padded(x, H, W, pad, 0, work);
+    for (long oy = 0; oy < Ho; oy++)
+        for (long ox = 0; ox < Wo; ox++) conv_window(work, Wp, k, stride, oy, ox, patches + (oy * Wo + ox) * kk);
+}
+
+void bf_conv_activations(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo, int shift,
+                         uint8_t *work, uint8_t *q, long kpad, long *sumQ) {
+    const long Wp = W + 2 * pad, Hp = H + 2 * pad;
+    uint8_t *img = work;
+    int32_t *rowsum = (int32_t *)(work + ((Hp * Wp + 16 + 63) / 64 * 64));
+    conv_padded(x, H, W, pad, shift, img);
+    // window sums Σq by separable box sums: k-wide sums along each padded row, then k of them down the column
+    for (long y = 0; y < Hp; y++) {
+        const uint8_t *row = img + y * Wp;
+        for (long ox = 0; ox < Wo; ox++) {
+            int32_t t = 0;
+            for (long kx = 0; kx < k; kx++) t += row[ox * stride + kx];
+            rowsum[y * Wo + ox] = t;
+        }
+    }
     for (long oy = 0; oy < Ho; oy++) {
         for (long ox = 0; ox < Wo; ox++) {
-            uint8_t *dst = patches + (oy * Wo + ox) * kk;
-            const long y0 = oy * stride - pad, x0 = ox * stride - pad;
-            const int inside = y0 >= 0 && x0 >= 0 && y0 + k <= H && x0 + k <= W;
-            if (inside) {
-                for (long ky = 0; ky < k; ky++) memcpy(dst + ky * k, x + (y0 + ky) * W + x0, (size_t)k);
-                continue;
-            }
-            for (long ky = 0; ky < k; ky++) {
-                const long y = y0 + ky;
-                for (long kx = 0; kx < k; kx++) {
-                    const long xx = x0 + kx;
-                    dst[ky * k + kx] = (y >= 0 && y < H && xx >= 0 && xx < W) ? x[y * W + xx] : 0;
-                }
-            }
+            const long r = oy * Wo + ox;
+            conv_window(img, Wp, k, stride, oy, ox, q + r * kpad);
+            long t = 0;
+            for (long ky = 0; ky < k; ky++) t += rowsum[(oy * stride + ky) * Wo + ox];
+            sumQ[r] = t;
         }
     }
 }

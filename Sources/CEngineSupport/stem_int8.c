@@ -102,12 +102,12 @@ void bf_stem_int8_activations(const uint8_t *x, long n, long features, int shift
 
 #define BF_VNNI_TILE(MS, NB)                                                                                    \
     __attribute__((target(BF_VNNI_TARGET), always_inline)) static inline void bf_vnni_##MS##x##NB(             \
-        const uint8_t *q, long kpad, long i, const uint8_t *w, long b, int32_t *acc, long ldacc) {              \
+        const uint8_t *q, long kpad, long used, long i, const uint8_t *w, long b, int32_t *acc, long ldacc) {   \
         const long quads = kpad / 4;                                                                            \
         __m512i c[MS][NB];                                                                                      \
         for (int u = 0; u < MS; u++)                                                                            \
             for (int v = 0; v < NB; v++) c[u][v] = _mm512_setzero_si512();                                      \
-        for (long g = 0; g < quads; g++) {                                                                      \
+        for (long g = 0; g < used; g++) {                                                                       \
             __m512i wv[NB];                                                                                     \
             for (int v = 0; v < NB; v++) wv[v] = _mm512_loadu_si512((const void *)(w + ((b + v) * quads + g) * 64)); \
             for (int u = 0; u < MS; u++) {                                                                      \
@@ -127,19 +127,20 @@ BF_VNNI_TILE(4, 1)
 BF_VNNI_TILE(1, 1)
 
 __attribute__((target(BF_VNNI_TARGET)))
-static void bf_stem_vnni(const uint8_t *q, long n, long kpad, const uint8_t *w, long blocks, int32_t *acc,
+static void bf_stem_vnni(const uint8_t *q, long n, long kpad, long used, const uint8_t *w, long blocks, int32_t *acc,
                          long ldacc) {
+    // `used` quads of four inputs hold data (the rest of kpad is zero padding: a 5 × 5 conv window is 7 of 16)
     // 4 blocks (64 rows × kpad bytes: 52 KB for 784 inputs) at a time while the samples stream past
     for (long b0 = 0; b0 < blocks; b0 += 4) {
         const long nb = blocks - b0 < 4 ? blocks - b0 : 4;
         long i = 0;
         for (; i + 4 <= n; i += 4) {
-            if (nb == 4) bf_vnni_4x4(q, kpad, i, w, b0, acc, ldacc);
-            else for (long b = b0; b < b0 + nb; b++) bf_vnni_4x1(q, kpad, i, w, b, acc, ldacc);
+            if (nb == 4) bf_vnni_4x4(q, kpad, used, i, w, b0, acc, ldacc);
+            else for (long b = b0; b < b0 + nb; b++) bf_vnni_4x1(q, kpad, used, i, w, b, acc, ldacc);
         }
         for (; i < n; i++) {
-            if (nb == 4) bf_vnni_1x4(q, kpad, i, w, b0, acc, ldacc);
-            else for (long b = b0; b < b0 + nb; b++) bf_vnni_1x1(q, kpad, i, w, b, acc, ldacc);
+            if (nb == 4) bf_vnni_1x4(q, kpad, used, i, w, b0, acc, ldacc);
+            else for (long b = b0; b < b0 + nb; b++) bf_vnni_1x1(q, kpad, used, i, w, b, acc, ldacc);
         }
     }
 }
@@ -322,7 +323,7 @@ void bf_stem_int8(int path, const uint8_t *q, long n, long features, const uint8
         return;
     }
     if (path == BF_STEM_VNNI && bf_stem_path_supported(BF_STEM_VNNI)) {
-        bf_stem_vnni(q, n, kpad, weights, blocks, acc, ldacc);
+        bf_stem_vnni(q, n, kpad, (features + 3) / 4, weights, blocks, acc, ldacc);
         return;
     }
 #endif

@@ -93,8 +93,18 @@ double bf_dependent_imul_seconds(long iterations);
 /// Binary convolution front (format v2): the `k × k` window of every output position of one `H × W` uint8 image, row
 /// by row: `patches[(oy × Wo + ox) × k² + ky × k + kx] = x[(oy·stride + ky − pad) × W + ox·stride + kx − pad]`, 0
 /// outside the image (q = 0 in the padding). The stem kernels then treat each patch as one sample of `k²` features.
+/// `work` holds `bf_conv_work_bytes` bytes; `patches` has 8 bytes of slack past its last window.
 void bf_conv_patches(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo,
-                     uint8_t *patches);
+                     uint8_t *work, uint8_t *patches);
+
+/// Scratch bytes for `bf_conv_patches` and `bf_conv_activations` (the padded image and its row sums).
+long bf_conv_work_bytes(long H, long W, long k, long pad, long Wo);
+
+/// The windows as the int8 kernels' activations, fused: `q[r × kpad + t] = window_r[t] >> shift` for t < k² (bytes
+/// from k² up to k² + 8 may hold other pixels: the int8 weight layout is zero there), `sumQ[r] = Σ_t q[r × kpad + t]`.
+/// `q` has 8 bytes of slack past its last row.
+void bf_conv_activations(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo, int shift,
+                         uint8_t *work, uint8_t *q, long kpad, long *sumQ);
 
 /// The portable conv kernel: `acc[r × ldacc + c] = Σ_t q_rt · wbits[c × kk + t]` with `q = patches >> shift` and
 /// `wbits` 0 or 1, and `sumQ[r] = Σ_t q_rt`.
