@@ -72,6 +72,16 @@ jobs=$(psql "$DATABASE_URL" -Atc "select count(*) from bitfleet.jobs where state
 samples=$(psql "$DATABASE_URL" -Atc "select coalesce(sum(samples), 0) from bitfleet.results")
 python3 -c "import sys; s=float(sys.argv[3])-float(sys.argv[2]); print(f'throughput: {int(sys.argv[1])} jobs in {s:.2f} s = {int(sys.argv[1])/s:.1f} jobs/s, {int(sys.argv[4])/s:.0f} samples/s (2 workers, wall clock incl. start-up)')" "$jobs" "$start" "$end" "$samples"
 
+echo "== measured alternatives: the float twin on this server's CPU (ONNX Runtime fp32/int8, OpenVINO), a short run"
+step="measuring the CPU peers (Ops/bench/peers.py --record --quick)"
+# The operator's price per core-hour for this server (the workers' default) and the database server as a shared
+# cost: the dashboard then shows measured CPU-peer rows next to the stated GPU row, and the shared line.
+python3 Ops/bench/peers.py --record --quick --seconds "${BITFLEET_DEMO_PEER_SECONDS:-0.5}" \
+  --database-url "$DATABASE_URL" --price-per-core-hour 0.05 --fleet-model fashion
+psql "$DATABASE_URL" -Atqc "insert into bitfleet.shared_costs (name, euros_per_month, valid_from, note)
+  values ('demo postgres server', 30, '$(date -u -d @"${start%.*}" '+%Y-%m-%d %H:%M:%S')+00',
+          'stated for the demo: a small database server at EUR 30 per month, shared by every job')"
+
 echo "== cost by model and day (bitfleet cost)"
 "$bitfleet" cost
 psql "$DATABASE_URL" -P pager=off -c "
@@ -81,6 +91,9 @@ psql "$DATABASE_URL" -P pager=off -c "
          to_char(sum(euros) / sum(samples) * 1000, 'FM0.000000000') as euros_per_1000_inferences,
          max(price_per_core_hour) as eur_per_core_hour
   from bitfleet.job_costs"
+
+echo "== the binary model's cost per million inferences next to each alternative (bitfleet cost --view savings)"
+"$bitfleet" cost --view savings
 
 echo "== cost dashboard (bitfleet cost dashboard)"
 "$bitfleet" cost dashboard

@@ -4,6 +4,9 @@
     python3 Ops/bench/peers.py [--bitfleet .build/release/bitfleet] [--model Ops/models/fashion]
                                [--float-model Ops/models/fashion-float] [--seconds 3] [--skip-accuracy] [--json]
     python3 Ops/bench/peers.py --selftest      # pure checks on synthetic figures: no timing, no peer packages
+    python3 Ops/bench/peers.py --record [--quick] [--database-url URL] [--price-per-core-hour 0.05]
+                               [--fleet-model fashion]
+                               # also write the measured rows into bitfleet.alternatives (see "Recording" below)
 
 (a) kernel: numpy/OpenBLAS fp32 GEMM, M x N x K = 1024 x 1024 x 4096, with 1 and 2 OpenBLAS threads, each in
     its own subprocess (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE removed from that subprocess's environment only, so
@@ -23,6 +26,17 @@
     compiled is recorded with its error and the run goes on.
 Accuracy (binary via Ops/models/reference.py, float via ONNX Runtime, and each peer's own compiled model) is
 measured on the 10 000 test images.
+
+Recording (--record): after the run, one row per peer family (ONNX Runtime fp32, ONNX Runtime int8, OpenVINO fp32,
+OpenVINO bf16 where the CPU has it; the fastest graph / weight type of the family) and batch size (1 and 256) goes
+into bitfleet.alternatives through bitfleet.record_alternative (kind cpu-peer, source measured, measured_at now):
+the fleet model it is compared with (--fleet-model, default the --model directory's name), the float twin, the
+runtime and its version, the CPU model, 1 core, samples per CPU-second of the measuring process (the same basis as
+the fleet's metered CPU seconds; wall-clock samples/s is in the note) and --price-per-core-hour (default
+$BITFLEET_PRICE_PER_CORE_HOUR, else 0.05, the worker's default). It runs `psql` against --database-url (default
+$DATABASE_URL, else libpq's PG* variables) as a role that may execute the function (the schema owner, or a login in
+bitfleet_bench). --quick measures only what is recorded (the sparse graph; QInt8 weights; no GEMM, no dense graph,
+no accuracy, no bitfleet bench): with --seconds 1 it takes a few seconds per peer, for the demo.
 
 If onnxruntime, openvino, onnx or threadpoolctl is missing, the script first runs
 `python3 -m pip install -q -r Ops/bench/requirements.txt` (as Ops/setup.sh does for Ops/requirements.txt).
@@ -463,9 +477,26 @@ def main():
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     ap.add_argument("--selftest", "--self-test", action="store_true",
                     help="check best-peer selection and the JSON keys on synthetic figures (no timing) and exit")
+    ap.add_argument("--record", action="store_true",
+                    help="write the measured rows into bitfleet.alternatives (psql, --database-url)")
+    ap.add_argument("--quick", action="store_true",
+                    help="with --record: measure only the recorded peers (sparse graph, QInt8), nothing else")
+    ap.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                    help="where --record writes (default $DATABASE_URL, else libpq's PG* variables)")
+    ap.add_argument("--price-per-core-hour", type=float,
+                    default=float(os.environ.get("BITFLEET_PRICE_PER_CORE_HOUR") or 0.05),
+                    help="euros per core-hour of this server, for the recorded rows (default 0.05)")
+    ap.add_argument("--fleet-model", default=None,
+                    help="the fleet's name of the binary model the rows compare with (default: --model's directory name)")
     a = ap.parse_args()
     if a.selftest:
         return selftest()
+    if a.quick and not a.record:
+        ap.error("--quick only applies with --record")
+    if a.price_per_core_hour <= 0:
+        ap.error("--price-per-core-hour must be positive")
+    if a.record and a.quick:
+        return quick_record(a)
 
     install_error = ensure_packages()
     cpu = cpu_info()
@@ -603,8 +634,17 @@ def main():
     res.update(summarize_peers(peers, figs))
 
     print_table(res, figs)
+    record_error = None
+    if a.record:
+        try:
+            res["recorded"] = record(a, peers, cpu, res["machine"])
+        except Exception as e:  # noqa: BLE001 - the measurement is still printed
+            record_error = res["record_error"] = str(e)
     if a.json:
         print(json.dumps(res, separators=(",", ":")))
+    if record_error:
+        print(f"peers.py: --record failed: {record_error}", file=sys.stderr)
+        return 2
     if err:
         print(f"peers.py: bitfleet side missing: {err}", file=sys.stderr)
         return 2
@@ -775,6 +815,144 @@ def print_peers(res, figs):
         f"{mc[b]:>13.2f}x" if b in mc else f"{'-':>14s}" for b in BATCHES))
 
 
+# ---------------------------------------------------------------- recording into bitfleet.alternatives
+
+RECORD_TOOL = "Ops/bench/peers.py"
+FAMILIES = {("onnxruntime", "fp32"): "ONNX Runtime fp32", ("onnxruntime", "int8"): "ONNX Runtime int8 (dynamic)",
+            ("openvino", "fp32"): "OpenVINO fp32", ("openvino", "bf16"): "OpenVINO bf16"}
+
+
+def family(rec):
+    """(engine, fp32 | int8 | bf16) of a peer record."""
+    p = rec["precision"].lower()
+    return rec["engine"], "int8" if p.startswith("int8") else "bf16" if p.startswith("bf16") else "fp32"
+
+
+def record_rows(peers, cpu_model, versions, fleet_model, twin, price_per_core_hour, seconds):
+    """The rows --record writes (pure: checked by --selftest): per peer family and batch size, the peer with the most
+    samples per CPU-second. versions: {engine: version}. A family or batch size that was not measured has no row."""
+    rows = []
+    for (engine, prec), label in FAMILIES.items():
+        for b in BATCHES:
+            cands = [(rec["samples_per_cpu_s"][b], name) for name, rec in peers.items()
+                     if family(rec) == (engine, prec)
+                     and isinstance(rec.get("samples_per_cpu_s", {}).get(b), (int, float))
+                     and rec["samples_per_cpu_s"][b] > 0]
+            if not cands:
+                continue
+            per_cpu_s, name = max(cands)
+            rec = peers[name]
+            wall = rec.get("samples_per_s", {}).get(b)
+            note = (f"{rec['label']} ({name}), 1 thread, {seconds:g} s per measurement: {per_cpu_s:.0f} samples per "
+                    f"CPU-second" + (f", {wall:.0f} samples/s wall clock" if isinstance(wall, (int, float)) else "")
+                    + (f"; test accuracy {rec['accuracy'] * 100:.2f} %" if "accuracy" in rec else ""))
+            rows.append(dict(kind="cpu-peer", model=fleet_model, twin=twin, label=label,
+                             runtime=f"{engine} {versions.get(engine) or '?'} {prec}", device=cpu_model,
+                             batch=int(b[5:]), cores=1.0, samples_per_second=float(per_cpu_s),
+                             price_per_hour=float(price_per_core_hour), tool=RECORD_TOOL, note=note))
+    return rows
+
+
+def sql_literal(v):
+    """NULL, a number, or a string in single quotes with every single quote doubled (standard_conforming_strings)."""
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError(f"not a finite number for SQL: {v!r}")
+        return repr(v)
+    s = str(v)
+    if "\x00" in s:
+        raise ValueError("a NUL character cannot be sent to PostgreSQL")
+    return "'" + s.replace("'", "''") + "'"
+
+
+RECORD_ARGS = ("kind", "model", "twin", "label", "runtime", "device", "batch", "cores", "samples_per_second",
+               "price_per_hour", "tool", "note")
+
+
+def record_sql(rows):
+    """One statement per row, SELECT bitfleet.record_alternative(kind => ..., ...), all in one transaction."""
+    calls = [("SELECT bitfleet.record_alternative(" + ", ".join(f"{k} => {sql_literal(r[k])}" for k in RECORD_ARGS)
+              + ");") for r in rows]
+    return "BEGIN;\n" + "\n".join(calls) + "\nCOMMIT;\n"
+
+
+def record(a, peers, cpu, machine):
+    """Write the rows with psql; returns them. Raises when there is nothing to record or psql fails."""
+    # "2026.4.1-22982-e213a…-releases/2026/4" -> "2026.4.1"
+    versions = {k: str(machine[k]).split("-")[0] for k in ("onnxruntime", "openvino") if machine.get(k)}
+    fleet_model = a.fleet_model or os.path.basename(os.path.normpath(a.model))
+    twin = os.path.basename(os.path.normpath(a.float_model))
+    rows = record_rows(peers, cpu.get("model") or "unknown CPU", versions, fleet_model, twin, a.price_per_core_hour,
+                       a.seconds)
+    if not rows:
+        raise RuntimeError("no peer was measured: nothing to record")
+    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"] + ([a.database_url] if a.database_url else [])
+    out = subprocess.run(cmd, input=record_sql(rows), capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError(f"psql failed ({out.returncode}): {out.stderr.strip()[-1500:]}")
+    print(f"recorded {len(rows)} measured rows in bitfleet.alternatives (model {fleet_model}, "
+          f"EUR {a.price_per_core_hour:g} per core-hour):")
+    for r in rows:
+        print(f"  {r['label']:30s} batch {r['batch']:>3d}: {r['samples_per_second']:>9.0f} samples per core-second"
+              f" -> EUR {r['price_per_hour'] / 3600 / r['samples_per_second'] * 1e6:.6f} per million")
+    return rows
+
+
+def quick_record(a):
+    """--record --quick: only the peers that are recorded, on the sparse graph, then record."""
+    ensure_packages()
+    cpu = cpu_info()
+    import onnxruntime as ort
+    machine = dict(onnxruntime=ort.__version__)
+    sparse = os.path.join(a.float_model, "model.onnx")
+    if not os.path.exists(sparse):
+        print(f"peers.py: no float model at {sparse}", file=sys.stderr)
+        return 2
+    xte, _ = load_test()
+    xf = (xte.astype(np.float32) / np.float32(255.0))[:4096]
+    tmp = tempfile.TemporaryDirectory()
+    peers = {}
+    rec = peers["ort_fp32_sparse"] = peer_record("ORT fp32 MoE, sparse", "onnxruntime", "fp32", "sparse")
+    s = ort_session(sparse)
+    measure_peer(rec, lambda b, s=s: ort_runner(s), xf, a.seconds)
+    rec = peers["ort_int8_qint8_sparse"] = peer_record("ORT int8 (QInt8 weights) MoE, sparse", "onnxruntime",
+                                                       "int8 dynamic (QInt8 weights, uint8 activations)", "sparse")
+    try:
+        s = ort_session(quantize_int8(sparse, os.path.join(tmp.name, "sparse_QInt8.onnx"), "QInt8"))
+        measure_peer(rec, lambda b, s=s: ort_runner(s), xf, a.seconds)
+    except Exception as e:  # noqa: BLE001
+        rec["errors"] = {"build": f"{type(e).__name__}: {str(e).strip()[:1500]}"}
+    try:
+        import openvino as ov
+        core = ov.Core()
+        machine["openvino"] = ov.__version__
+        for prec in ["f32"] + (["bf16"] if cpu["bf16"] else []):
+            rec = peers[f"openvino_{prec}_sparse"] = peer_record(f"OpenVINO {prec} MoE, sparse", "openvino", prec,
+                                                                 "sparse")
+            measure_peer(rec, openvino_maker(core, sparse, prec), xf, a.seconds)
+    except Exception as e:  # noqa: BLE001
+        print(f"peers.py: OpenVINO not measured: {type(e).__name__}: {e}", file=sys.stderr)
+    for name, rec in peers.items():
+        for what, e in rec.get("errors", {}).items():
+            print(f"peers.py: {name} FAILED ({what}): {e.splitlines()[0][:200] if e else e}", file=sys.stderr)
+    print(f"peers on {cpu.get('model')}, 1 thread, {a.seconds:g} s per measurement (samples per CPU-second):")
+    for name, rec in peers.items():
+        print(f"  {rec['label']:40s} " + "  ".join(
+            f"{b}: {rec['samples_per_cpu_s'][b]:>9.0f}" for b in BATCHES if b in rec["samples_per_cpu_s"]))
+    try:
+        record(a, peers, cpu, machine)
+    except Exception as e:  # noqa: BLE001
+        print(f"peers.py: --record failed: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def selftest():
     """Pure checks on synthetic figures (no timing, no peer packages): best-peer selection, ratios, JSON keys,
     CPU flag parsing and the kernel-paths pass-through. Exit status 0 when all hold."""
@@ -869,6 +1047,41 @@ def selftest():
     check("best peer at batch 256: x (openvino_bf16_sparse, 117000 samples/s)" in text
           and "FAILED (batch256)" in text and "20.00x" in text,
           "peer table names the best peer, the failures and the ratio")
+    # --record: the best peer of each family and batch size, per CPU-second, and the SQL that writes it
+    peers["ort_int8_quint8_sparse"] = dict(rec(2000.0, 20000.0), engine="onnxruntime",
+                                           precision="int8 dynamic (QUInt8 weights, uint8 activations)")
+    peers["ort_int8_qint8_sparse"].update(engine="onnxruntime",
+                                          precision="int8 dynamic (QInt8 weights, uint8 activations)")
+    for k in ("ort_fp32_sparse", "ort_fp32_dense"):
+        peers[k].update(engine="onnxruntime", precision="fp32")
+    for k in ("openvino_f32_sparse", "openvino_f32_dense"):
+        peers[k].update(engine="openvino", precision="f32")
+    for k in ("openvino_bf16_sparse", "openvino_bf16_dense"):
+        peers[k].update(engine="openvino", precision="bf16")
+    rows = record_rows(peers, "Test CPU 'X'", {"onnxruntime": "1.2", "openvino": "2024"}, "fashion", "fashion-float",
+                       0.05, 2.0)
+    got = {(r["label"], r["batch"]): r for r in rows}
+    check(set(got) == {("ONNX Runtime fp32", 1), ("ONNX Runtime fp32", 256), ("ONNX Runtime int8 (dynamic)", 1),
+                       ("ONNX Runtime int8 (dynamic)", 256), ("OpenVINO fp32", 1), ("OpenVINO fp32", 256),
+                       ("OpenVINO bf16", 1), ("OpenVINO bf16", 256)},
+          "record_rows: one row per family and measured batch size")
+    check(got[("ONNX Runtime int8 (dynamic)", 256)]["samples_per_second"] == 40000.0
+          and "ort_int8_qint8_sparse" in got[("ONNX Runtime int8 (dynamic)", 256)]["note"],
+          "record_rows: the per CPU-second figure of the best of QInt8/QUInt8")
+    check(got[("OpenVINO fp32", 1)]["samples_per_second"] == 5000.0, "record_rows: the faster graph of a family")
+    check(got[("OpenVINO bf16", 1)]["samples_per_second"] == 1800.0,
+          "record_rows: a graph that failed is skipped, the other graph of the family counts")
+    r = got[("ONNX Runtime fp32", 256)]
+    check(r["kind"] == "cpu-peer" and r["cores"] == 1.0 and r["runtime"] == "onnxruntime 1.2 fp32"
+          and r["model"] == "fashion" and r["twin"] == "fashion-float" and r["price_per_hour"] == 0.05,
+          "record_rows: kind, cores, runtime, models, price")
+    check(record_rows({"x": rec(None, None, errors={"build": "x"}) | dict(engine="onnxruntime", precision="fp32")},
+                      "c", {}, "m", "t", 0.05, 1) == [], "record_rows: nothing measured, nothing recorded")
+    sql = record_sql(rows)
+    quoted = "device => 'Test CPU " + "''X''" + "'"
+    check(sql.startswith("BEGIN;\n") and sql.endswith("COMMIT;\n") and sql.count("bitfleet.record_alternative(") == 8
+          and quoted in sql and "batch => 256" in sql and "cores => 1.0" in sql,
+          "record_sql: one call per row, in one transaction, strings quoted")
     print(f"peers.py self-test: ok ({len(checks)} checks)")
     return 0
 

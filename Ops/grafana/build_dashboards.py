@@ -118,9 +118,29 @@ COST = dashboard("bitfleet-cost", "BitFleet — cost",
                  "What allocated but unused cores cost (worker heartbeats, OpenCost's __idle__).",
                  "SELECT coalesce(sum(idle_euros), 0) AS idle_euros\nFROM bitfleet.fleet_utilisation_day\n"
                  "WHERE $__timeFilter(day)", EUR, 4))],
-    [(16, 9, {**timeseries("Cost per day: models and __idle__ (EUR)",
-                           "Daily euros per model (metered jobs) and the __idle__ line (idle core-seconds x price), "
-                           "from bitfleet.cost_allocation_day.",
+    [(6, 5, stat("Shared cost in range (EUR)",
+                 "What the operator's shared costs (bitfleet.shared_costs: the database server, fixed monthly "
+                 "prices of node classes) came to over the range.",
+                 "SELECT coalesce(sum(euros), 0) AS shared_euros\nFROM bitfleet.shared_cost_day\n"
+                 "WHERE $__timeFilter(day)", EUR, 4)),
+     (6, 5, stat("Fleet total in range (EUR)",
+                 "Nodes (cores x time x price of every worker) plus shared costs: what the allocation lines add up "
+                 "to (bitfleet.fleet_cost_day).",
+                 "SELECT coalesce(sum(total_euros), 0) AS total_euros\nFROM bitfleet.fleet_cost_day\n"
+                 "WHERE $__timeFilter(day)", EUR, 4)),
+     (12, 10, table("Allocation with shared costs: models and tenants, __overhead__, __idle__ (range)",
+                    "bitfleet.cost_allocation_model_tenant_day summed over the range: each model and tenant's "
+                    "direct CPU euros plus its share of the shared costs (split by jobs), and the fleet's "
+                    "overhead, idle and unallocated shared lines. The euros add up to the fleet total.",
+                    "SELECT allocation, tenant, kind, sum(jobs) AS jobs, sum(direct_euros) AS direct_euros,\n"
+                    "       sum(shared_euros) AS shared_euros, sum(euros) AS euros\n"
+                    "FROM bitfleet.cost_allocation_model_tenant_day\nWHERE $__timeFilter(day)\n"
+                    "GROUP BY allocation, tenant, kind\nORDER BY euros DESC",
+                    {"direct_euros": EUR, "shared_euros": EUR, "euros": EUR}))],
+    [(16, 9, {**timeseries("Cost per day: models, __overhead__, __idle__ and __shared__ (EUR)",
+                           "Daily euros per model (metered jobs), the __overhead__ line (busy worker core-seconds "
+                           "no job metered), the __idle__ line (idle core-seconds x price) and __shared__ (the "
+                           "shared costs), from bitfleet.cost_allocation_day.",
                            "SELECT day::timestamptz AS time, allocation, euros\nFROM bitfleet.cost_allocation_day\n"
                            "WHERE $__timeFilter(day)\nORDER BY 1, 2", EUR, stacked=True, bars=True, long_format=True)}),
      (8, 9, table("Cost per 1 000 inferences by model (range)",
@@ -151,10 +171,24 @@ COST = dashboard("bitfleet-cost", "BitFleet — cost",
                    {"euros": EUR, "euros_per_1000_inferences": EUR}))],
 ])
 
-SAVINGS = dashboard("bitfleet-savings", "BitFleet — savings against GPU",
-    "Measured CPU euros against what the same samples would cost on a GPU baseline (bitfleet.gpu_baselines: "
-    "GPU-equivalent euros = samples / samples_per_second / 3600 x euros_per_hour). Every figure says whether its "
-    "GPU baseline is measured or stated (assumed); the two are never added together.", [
+SAVINGS = dashboard("bitfleet-savings", "BitFleet — savings against GPUs and CPU peers",
+    "Measured CPU euros against what the same samples would cost on each alternative (bitfleet.alternatives: GPU "
+    "instances and CPU peers such as ONNX Runtime int8 or OpenVINO running the float twin on this server; "
+    "equivalent euros = samples / samples_per_second / 3600 x euros_per_hour). Every figure says whether it is "
+    "measured or stated (assumed); the two are never added together.", [
+    [(24, 9, table("Cost per million inferences: the binary model next to each alternative",
+                   "bitfleet.savings_vs_alternatives (all time): the binary model's metered euros per million "
+                   "inferences (measured) and each alternative's (alternative_source: measured by "
+                   "Ops/bench/peers.py --record, with the date, or stated), and what the same samples would have "
+                   "cost there.",
+                   "SELECT model, kind, alternative_source AS figure, label, runtime, batch,\n"
+                   "       measured_at, device,\n"
+                   "       binary_euros_per_million, alternative_euros_per_million,\n"
+                   "       binary_euros, alternative_euros, saving_percent\n"
+                   "FROM bitfleet.savings_vs_alternatives\n"
+                   "ORDER BY model, alternative_source, kind, alternative_euros_per_million",
+                   {"binary_euros_per_million": EUR, "alternative_euros_per_million": EUR, "binary_euros": EUR,
+                    "alternative_euros": EUR, "saving_percent": "percent"}))],
     [(6, 5, stat("CPU cost in range (EUR, measured)", "Metered euros of the jobs in range.",
                  "SELECT coalesce(sum(euros), 0) AS euros\nFROM bitfleet.cost_by_model_day\nWHERE $__timeFilter(day)",
                  EUR, 4)),
@@ -192,12 +226,13 @@ SAVINGS = dashboard("bitfleet-savings", "BitFleet — savings against GPU",
                         "SELECT day::timestamptz, 'GPU ' || gpu || ' (' || baseline_source || ')', sum(gpu_euros)\n"
                         "FROM bitfleet.savings_vs_gpu_day WHERE $__timeFilter(day) GROUP BY 1, 2\nORDER BY 1, 2",
                         EUR, bars=True, long_format=True)),
-     (10, 9, table("GPU baselines (edit bitfleet.gpu_baselines)",
-                   "The figures compared with: source measured = your benchmark; stated = a document or an "
-                   "assumption (see note). A NULL model applies to every model.",
-                   "SELECT id, coalesce(model, '(every model)') AS model, gpu, euros_per_hour, samples_per_second,\n"
-                   "       source, note\nFROM bitfleet.gpu_baselines\nORDER BY id",
-                   {"euros_per_hour": EUR}))],
+     (10, 9, table("Alternatives (bitfleet.alternatives)",
+                   "The figures compared with: source measured = a benchmark (Ops/bench/peers.py --record for CPU "
+                   "peers), stated = a document or an assumption (see note). A NULL model applies to every model.",
+                   "SELECT id, coalesce(model, '(every model)') AS model, kind, source, label, batch, cores,\n"
+                   "       euros_per_hour, samples_per_second, euros_per_million, measured_at, note\n"
+                   "FROM bitfleet.alternatives\nORDER BY source, kind, model, label, batch",
+                   {"euros_per_hour": EUR, "euros_per_million": EUR}))],
 ])
 
 UTILISATION = dashboard("bitfleet-utilisation", "BitFleet — fleet utilisation and idle cost",
@@ -234,8 +269,9 @@ UTILISATION = dashboard("bitfleet-utilisation", "BitFleet — fleet utilisation 
                         f"FROM {HOURS_SERIES}\n"
                         "LEFT JOIN bitfleet.fleet_utilisation_hour u ON u.hour = h.hour\n"
                         "WHERE $__timeFilter(h.hour)\nORDER BY 1", EUR, stacked=True, bars=True)),
-     (12, 9, table("Cost allocation in range: models and __idle__",
-                   "bitfleet.cost_allocation_day summed over the range: one row per model and one __idle__ row.",
+     (12, 9, table("Cost allocation in range: models, __overhead__, __idle__, __shared__",
+                   "bitfleet.cost_allocation_day summed over the range: one row per model and the __overhead__, "
+                   "__idle__ and __shared__ lines.",
                    "SELECT allocation, kind, sum(core_seconds) AS core_seconds, sum(euros) AS euros\n"
                    "FROM bitfleet.cost_allocation_day\nWHERE $__timeFilter(day)\nGROUP BY allocation, kind\n"
                    "ORDER BY euros DESC", {"euros": EUR, "core_seconds": "s"}))],
@@ -298,6 +334,16 @@ THROUGHPUT = dashboard("bitfleet-throughput", "BitFleet — throughput", "Jobs a
                         "       avg(decode_seconds) AS decode, avg(infer_seconds) AS infer,\n"
                         "       avg(write_seconds) AS write\n"
                         "FROM bitfleet.job_costs\nWHERE $__timeFilter(created_at)\nGROUP BY 1\nORDER BY 1", "s"))],
+    [(12, 9, bargauge("Where the CPU goes: CPU seconds per phase (range)",
+                      "bitfleet.phase_cpu_day: metered CPU seconds per phase (fetch, decode, infer, encode, write; "
+                      "other = the rest of the job's CPU; not split = rows without phase figures).",
+                      "SELECT phase, sum(cpu_seconds) AS cpu_seconds\nFROM bitfleet.phase_cpu_day\n"
+                      "WHERE $__timeFilter(day)\nGROUP BY phase, phase_order\nORDER BY phase_order")),
+     (12, 9, table("Phase cost by model (range)", "bitfleet.phase_cpu_day: CPU seconds and euros per model and phase.",
+                   "SELECT model, phase, sum(jobs) AS jobs, sum(cpu_seconds) AS cpu_seconds, sum(euros) AS euros\n"
+                   "FROM bitfleet.phase_cpu_day\nWHERE $__timeFilter(day)\n"
+                   "GROUP BY model, phase, phase_order\nORDER BY model, phase_order",
+                   {"cpu_seconds": "s", "euros": EUR}))],
 ], time_from="now-24h")
 
 DASHBOARDS = {"bitfleet-cost.json": COST, "bitfleet-savings.json": SAVINGS,

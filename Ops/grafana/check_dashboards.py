@@ -189,6 +189,12 @@ SELECT 'w' || (g % 2 + 1), 'default', now() - make_interval(mins => g * 15 + 1),
 FROM generate_series(0, 11) g;
 INSERT INTO bitfleet.gpu_baselines (model, gpu, euros_per_hour, samples_per_second, source, note)
 VALUES ('fashion', 'bench GPU', 4, 20000, 'measured', 'check fixture');
+SELECT bitfleet.record_alternative('cpu-peer', 'fashion', 'fashion-float', 'ONNX Runtime int8 (dynamic)',
+                                   'onnxruntime 1.0 int8', 'check CPU', 256, 1, 50000, 0.1, 'check', NULL);
+INSERT INTO bitfleet.shared_costs (name, euros_per_hour, valid_from, valid_until, note)
+VALUES ('db server', 1, now() - interval '2 hours', now() - interval '1 hour', 'check fixture');
+UPDATE bitfleet.job_costs SET fetch_cpu_seconds = 1, decode_cpu_seconds = 2, infer_cpu_seconds = 10,
+                              encode_cpu_seconds = 1, write_cpu_seconds = 1 WHERE model = 'fashion';
 """
 
 # (dashboard file, panel title) → expected single value (first column of the first row) on the fixture.
@@ -204,6 +210,10 @@ EXPECTED = {
     ("bitfleet-savings.json", "CPU cost in range (EUR, measured)"): 0.006,
     # 400 fashion samples / 20000 per s / 3600 x 4 EUR
     ("bitfleet-savings.json", "GPU-equivalent, MEASURED baselines (EUR)"): 400 / 20000 / 3600 * 4,
+    # the db server at 1 EUR/h for one hour
+    ("bitfleet-cost.json", "Shared cost in range (EUR)"): 1.0,
+    # nodes 0.04 + shared 1.0
+    ("bitfleet-cost.json", "Fleet total in range (EUR)"): 1.04,
 }
 
 

@@ -13,8 +13,13 @@ public enum CostView: String, CaseIterable, Sendable {
     case utilisationDay = "utilisation-day"
     case allocation
     case savings
+    case savingsGPU = "savings-gpu"
     case savingsDay = "savings-day"
     case baselines
+    case alternatives
+    case shared
+    case fleetCost = "fleet-cost"
+    case phases
     case queue
     case queueDepth = "queue-depth"
     case throughput
@@ -67,6 +72,14 @@ public enum CostView: String, CaseIterable, Sendable {
                 """, [days])
         case .savings:
             return ("""
+                SELECT model, kind, alternative_source, label, batch, device, measured_at::date::text AS measured_on,
+                       samples, binary_euros_per_million, alternative_euros_per_million, binary_euros,
+                       alternative_euros, saving_percent
+                FROM bitfleet.savings_vs_alternatives
+                ORDER BY model, alternative_source, kind, alternative_euros_per_million, alternative_id
+                """, [])
+        case .savingsGPU:
+            return ("""
                 SELECT model, baseline_id, gpu, baseline_scope, baseline_source, cpu_source, samples, cpu_euros,
                        gpu_euros, saving_euros, saving_percent, cpu_euros_per_1000_inferences,
                        gpu_euros_per_1000_inferences
@@ -84,6 +97,29 @@ public enum CostView: String, CaseIterable, Sendable {
                 SELECT id, coalesce(model, '(every model)') AS model, gpu, euros_per_hour, samples_per_second, source, note
                 FROM bitfleet.gpu_baselines ORDER BY id
                 """, [])
+        case .alternatives:
+            return ("""
+                SELECT id, coalesce(model, '(every model)') AS model, kind, source, label, runtime, device, batch, cores,
+                       euros_per_hour, samples_per_second, euros_per_million, measured_at::text, note
+                FROM bitfleet.alternatives ORDER BY source, kind, model, label, batch
+                """, [])
+        case .shared:
+            return ("""
+                SELECT day::text, allocation, tenant, kind, jobs, samples, core_seconds, direct_euros, shared_euros, euros
+                FROM bitfleet.cost_allocation_model_tenant_day WHERE day > current_date - $1::int
+                ORDER BY day DESC, kind, allocation, tenant
+                """, [days])
+        case .fleetCost:
+            return ("""
+                SELECT day::text, node_euros, shared_euros, total_euros, direct_euros, shared_allocated_euros,
+                       overhead_euros, idle_euros, shared_unallocated_euros, allocation_euros
+                FROM bitfleet.fleet_cost_day WHERE day > current_date - $1::int ORDER BY day DESC
+                """, [days])
+        case .phases:
+            return ("""
+                SELECT day::text, model, phase, jobs, cpu_seconds, euros
+                FROM bitfleet.phase_cpu_day WHERE day > current_date - $1::int ORDER BY day DESC, model, phase_order
+                """, [days])
         case .queue:
             return ("SELECT * FROM bitfleet.queue_summary", [])
         case .queueDepth:
@@ -146,6 +182,35 @@ public enum CostDashboardQueries {
         GROUP BY g.id, g.source, g.gpu, g.euros_per_hour, f.allocated
         ORDER BY g.source, g.id
         """
+    /// The binary model's metered cost per million inferences next to every alternative: CPU peers and GPUs,
+    /// measured (with the date) or stated.
+    public static let alternativesSQL = """
+        SELECT model, kind, alternative_source AS figure, label, runtime, batch, measured_at::date::text AS measured_on,
+               binary_euros_per_million AS binary_eur_per_million, alternative_euros_per_million AS alt_eur_per_million,
+               saving_percent AS saving_pct
+        FROM bitfleet.savings_vs_alternatives WHERE samples > 0
+        ORDER BY model, alternative_source, kind, alternative_euros_per_million, alternative_id
+        """
+    /// Each model and tenant's direct CPU euros plus its share of the shared costs, and the overhead, idle and
+    /// unallocated shared lines, over the whole UTC days the period touches.
+    public static let sharedSQL = """
+        SELECT allocation, tenant, kind, sum(jobs) AS jobs, sum(direct_euros) AS direct_eur,
+               sum(shared_euros) AS shared_eur, sum(euros) AS eur
+        FROM bitfleet.cost_allocation_model_tenant_day WHERE day >= (now() AT TIME ZONE 'UTC')::date - ($1::int / 24)
+        GROUP BY allocation, tenant, kind ORDER BY kind DESC, allocation, tenant
+        """
+    /// Node cost + shared cost against the sum of the allocation lines, over the same days.
+    public static let fleetCostSQL = """
+        SELECT coalesce(sum(node_euros), 0) AS node_eur, coalesce(sum(shared_euros), 0) AS shared_eur,
+               coalesce(sum(total_euros), 0) AS total_eur, coalesce(sum(allocation_euros), 0) AS allocated_eur
+        FROM bitfleet.fleet_cost_day WHERE day >= (now() AT TIME ZONE 'UTC')::date - ($1::int / 24)
+        """
+    /// Where the CPU money goes: metered CPU seconds per phase.
+    public static let phasesSQL = """
+        SELECT model, phase, sum(jobs) AS jobs, sum(cpu_seconds) AS cpu_seconds, sum(euros) AS euros
+        FROM bitfleet.phase_cpu_day WHERE day >= (now() AT TIME ZONE 'UTC')::date - ($1::int / 24)
+        GROUP BY model, phase, phase_order ORDER BY model, phase_order
+        """
     public static let baselinesSQL = """
         SELECT id, coalesce(model, '(every model)') AS model, gpu, euros_per_hour, samples_per_second, source, note
         FROM bitfleet.gpu_baselines ORDER BY id
@@ -154,8 +219,9 @@ public enum CostDashboardQueries {
     /// (JSON key, SQL, binds) of every section, in order.
     public static func sections(hours: Int) -> [(key: String, sql: String, parameters: [Int])] {
         [("cost_per_1000_inferences", per1000SQL, []), ("utilisation", utilisationSQL, [hours]),
-         ("allocation", allocationSQL, [hours]), ("gpu_comparison", gpuSQL, []), ("gpu_always_on", alwaysOnSQL, [hours]),
-         ("gpu_baselines", baselinesSQL, [])]
+         ("allocation", allocationSQL, [hours]), ("shared_costs", sharedSQL, [hours]), ("fleet_cost", fleetCostSQL, [hours]),
+         ("phases", phasesSQL, [hours]), ("alternatives", alternativesSQL, []), ("gpu_comparison", gpuSQL, []),
+         ("gpu_always_on", alwaysOnSQL, [hours]), ("gpu_baselines", baselinesSQL, [])]
     }
 }
 

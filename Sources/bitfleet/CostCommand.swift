@@ -10,7 +10,9 @@ struct CostCommand: ParsableCommand {
         discussion: """
             Views (--view): \(CostView.allCases.map(\.rawValue).joined(separator: ", ")).
             Euros are metered CPU core-seconds / 3600 × the worker's price per core-hour; GPU figures come from \
-            bitfleet.gpu_baselines and are labelled measured or stated (assumed). See docs/COSTS.md.
+            bitfleet.alternatives (GPUs and CPU peers; --view savings) and are labelled measured or stated \
+            (assumed). Shared costs (bitfleet.shared_costs) are split by jobs (--view shared, --view fleet-cost). \
+            See docs/COSTS.md.
             """,
         subcommands: [Dashboard.self])
 
@@ -109,6 +111,15 @@ struct CostDashboard {
                 CostDashboardQueries.utilisationSQL, [hours], empty: "")
         section("Cost allocation since \(hours >= 24 ? "\(hours / 24) day(s) ago" : "today") (UTC), idle as its own line",
                 CostDashboardQueries.allocationSQL, [hours], empty: "nothing metered yet")
+        section("Shared costs allocated (bitfleet.shared_costs, split by jobs), with the fleet's overhead and idle "
+                + "as their own lines", CostDashboardQueries.sharedSQL, [hours], empty: "nothing metered yet")
+        section("Fleet cost reconciled: node (cores × time × price) + shared = the allocation lines above",
+                CostDashboardQueries.fleetCostSQL, [hours], empty: "")
+        section("Where the CPU goes: metered CPU seconds per phase ('not split': rows without phase figures)",
+                CostDashboardQueries.phasesSQL, [hours], empty: "nothing metered yet")
+        section("Cost per million inferences: the binary model (measured) next to each alternative (figure = measured "
+                + "or stated)", CostDashboardQueries.alternativesSQL, [],
+                empty: "no metered samples or no alternatives (bitfleet.alternatives)")
         section("GPU comparison (CPU euros measured; gpu_figure says whether the GPU throughput is measured or stated)",
                 CostDashboardQueries.gpuSQL, [], empty: "no GPU baseline or no metered samples (bitfleet.gpu_baselines)")
         section("Always-on alternative, last \(hours) h: one GPU instance per model for the whole period (the seed "

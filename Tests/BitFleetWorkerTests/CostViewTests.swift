@@ -13,6 +13,8 @@ struct CostViewTests {
         "cost_by_model_day", "cost_by_tenant_month", "cost_per_1000_inferences", "cost_by_batch",
         "fleet_utilisation_hour", "fleet_utilisation_day", "cost_allocation_day", "job_gpu_comparison",
         "savings_vs_gpu_day", "savings_vs_gpu", "queue_depth", "queue_summary", "worker_throughput",
+        "gpu_baselines", "savings_vs_alternatives", "shared_cost_day", "cost_allocation_model_tenant_day",
+        "fleet_cost_day", "phase_cpu_day",
     ]
 
     static func close(_ a: Double, _ b: Double, relative: Double = 1e-9) -> Bool {
@@ -223,18 +225,23 @@ struct CostViewTests {
         #expect(Self.close(try day[0].double("busy_euros"), 0.0065))
         #expect(Self.close(try day[0].double("idle_euros"), 0.0135))
 
-        // Allocation: the model's metered euros (36 CPU s at 0.36 = 0.0036) and __idle__ as its own line.
+        // Allocation: the model's metered euros (36 CPU s at 0.36 = 0.0036), __idle__ and __overhead__ (busy
+        // core-seconds no job metered: 45 - 36 = 9, 0.0065 - 0.0036 = 0.0029 EUR) as lines of their own; together
+        // they are the day's allocated 0.02 EUR (no shared costs here).
         try Self.cost(connection, model: "m-known", samples: 1000, cpuSeconds: 36, price: 0.36, at: "2020-01-01 12:00:00+00")
         let allocation = try connection.query("""
             SELECT allocation, kind, core_seconds, euros FROM bitfleet.cost_allocation_day
             WHERE day = '2020-01-01' ORDER BY kind, allocation
             """)
-        #expect(allocation.map { $0["allocation"] } == ["__idle__", "m-known"])
-        #expect(allocation.map { $0["kind"] } == ["idle", "model"])
+        #expect(allocation.map { $0["allocation"] } == ["__idle__", "m-known", "__overhead__"])
+        #expect(allocation.map { $0["kind"] } == ["idle", "model", "overhead"])
         #expect(Self.close(try allocation[0].double("core_seconds"), 75))
         #expect(Self.close(try allocation[0].double("euros"), 0.0135))
         #expect(Self.close(try allocation[1].double("core_seconds"), 36))
         #expect(Self.close(try allocation[1].double("euros"), 0.0036))
+        #expect(Self.close(try allocation[2].double("core_seconds"), 9))
+        #expect(Self.close(try allocation[2].double("euros"), 0.0029))
+        #expect(Self.close(try allocation.reduce(0.0) { $0 + (try $1.double("euros")) }, 0.02))
 
         // Idle can never be negative, nor an interval run backwards.
         #expect(throws: PostgresError.self) {
@@ -382,7 +389,7 @@ struct CostViewTests {
             #expect((try comment[0].optionalString("comment"))?.isEmpty == false, "bitfleet.\(view) has no COMMENT")
         }
         try connection.query("SET ROLE bitfleet_readonly")
-        for view in Self.views + ["worker_usage", "gpu_baselines"] {
+        for view in Self.views + ["worker_usage", "alternatives", "shared_costs"] {
             _ = try connection.query("SELECT * FROM bitfleet.\(view) LIMIT 1")
         }
         #expect(throws: PostgresError.self) {
