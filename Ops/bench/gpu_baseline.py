@@ -30,30 +30,22 @@ Cost: euros per million inferences = price_per_hour / 3600 / samples_per_s * 1e6
 euros per GPU-instance hour the user gives (on-demand, reserved, spot: the caller decides; --instance names it).
 Without --price-per-hour the throughput is printed but no euro figure and no SQL row.
 
-The SQL row (printed as text, never executed: this script connects to no database) is for a table that does
-not exist yet, to be created later as:
+The SQL (printed as text, never executed: this script connects to no database) records the measured row in
+bitfleet.alternatives (Migrations/0009) through the function the bench role may call, e.g.
 
-    CREATE TABLE bitfleet.measured_alternatives (
-        label              text             NOT NULL,  -- instance, device, runtime, model, batch (+ the CPU warning)
-        kind               text             NOT NULL CHECK (kind IN ('gpu', 'cpu')),
-        runtime            text             NOT NULL,  -- e.g. 'onnxruntime 1.32.0 CUDAExecutionProvider'
-        device             text             NOT NULL,  -- nvidia-smi name, or the CPU model for kind 'cpu'
-        model              text             NOT NULL,  -- the model directory name, e.g. 'fashion-float'
-        batch              integer          NOT NULL,  -- the best batch size
-        samples_per_second double precision NOT NULL,  -- at that batch size
-        price_per_hour     numeric          NOT NULL,  -- euros per instance-hour, as given by --price-per-hour
-        measured_at        timestamptz      NOT NULL,  -- UTC, when the sweep finished
-        source             text             NOT NULL   -- always 'Ops/bench/gpu_baseline.py'
-    );
+    SELECT bitfleet.record_alternative(kind => 'gpu', model => 'fashion', twin => 'fashion-float',
+        label => 'AWS g5.xlarge: NVIDIA A10G, ...', runtime => 'onnxruntime 1.32.0 CUDAExecutionProvider',
+        device => 'NVIDIA A10G', batch => 4096, cores => NULL, samples_per_second => 812345.6,
+        price_per_hour => 1.2, tool => 'Ops/bench/gpu_baseline.py', note => 'measured at ...; accuracy ...');
 
-and the statement printed is
-    INSERT INTO bitfleet.measured_alternatives (label, kind, runtime, device, model, batch, samples_per_second,
-        price_per_hour, measured_at, source) VALUES (...);
-with strings quoted the standard SQL way (a single quote doubled; standard_conforming_strings, so a backslash is
-an ordinary character). Euros per million inferences is not a column: it follows from price and samples/s.
+run it with psql as the schema owner or a login in bitfleet_bench (`--fleet-model` names the binary model the row
+is compared with; default the float model's directory name without "-float"). A CPU-provider run (no GPU) records
+kind 'cpu-peer' with cores => the intra-op threads (or the CPUs visible) and price_per_hour => the price per core-hour
+(the instance price divided by those cores), labelled as not a GPU. Strings are quoted the standard SQL way (a single
+quote doubled; standard_conforming_strings, so a backslash is an ordinary character).
 
 --json: the last line of stdout is ONE JSON object (provider, kind, device, runtime, sweep rows, best, accuracy,
-euros_per_million, label, insert_sql, ...).
+euros_per_million, label, record_sql, ...).
 
 If onnxruntime is missing the script first runs `python3 -m pip install -q -r Ops/bench/requirements.txt`, which
 installs the CPU build; on a GPU machine install onnxruntime-gpu instead (see the comment in that file).
@@ -83,9 +75,9 @@ DEFAULT_MODEL = os.path.join(ROOT, "Ops", "models", "fashion-float")
 DEFAULT_BATCHES = "1,16,256,1024,4096,16384"
 SATURATION = 0.05  # stop growing when samples/s improves by less than this fraction
 SOURCE = "Ops/bench/gpu_baseline.py"
-TABLE = "bitfleet.measured_alternatives"
-COLUMNS = ("label", "kind", "runtime", "device", "model", "batch", "samples_per_second", "price_per_hour",
-           "measured_at", "source")
+FUNCTION = "bitfleet.record_alternative"
+RECORD_ARGS = ("kind", "model", "twin", "label", "runtime", "device", "batch", "cores", "samples_per_second",
+               "price_per_hour", "tool", "note")
 CPU_LABEL = "measured on CPU provider (not a GPU)"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -118,12 +110,16 @@ def sql_literal(v):
     return "'" + s.replace("'", "''") + "'"
 
 
-def insert_sql(row):
-    """The INSERT statement text for one row (a dict with exactly COLUMNS)."""
-    if set(row) != set(COLUMNS):
-        raise ValueError(f"row columns {sorted(row)} != {sorted(COLUMNS)}")
-    return (f"INSERT INTO {TABLE} ({', '.join(COLUMNS)})\n"
-            f"VALUES ({', '.join(sql_literal(row[c]) for c in COLUMNS)});")
+def record_sql(row):
+    """The statement that records one row (a dict with exactly RECORD_ARGS) through bitfleet.record_alternative."""
+    if set(row) != set(RECORD_ARGS):
+        raise ValueError(f"row arguments {sorted(row)} != {sorted(RECORD_ARGS)}")
+    return f"SELECT {FUNCTION}(" + ", ".join(f"{k} => {sql_literal(row[k])}" for k in RECORD_ARGS) + ");"
+
+
+def fleet_model_name(float_model_name):
+    """The binary model a float twin belongs to: 'fashion-float' -> 'fashion'."""
+    return float_model_name[:-len("-float")] if float_model_name.endswith("-float") else float_model_name
 
 
 def is_memory_error(e):
@@ -380,7 +376,7 @@ def run_benchmark(args):
                model_path=os.path.relpath(model_path, ROOT), images=len(x), seconds=args.seconds,
                saturation_threshold=SATURATION, sweep=rows, stop_reason=reason, best=None, accuracy=None,
                accuracy_batch=None, price_per_hour=args.price_per_hour, instance=args.instance,
-               euros_per_million=None, label=None, insert_sql=None, measured_at=measured_at, source=SOURCE,
+               euros_per_million=None, label=None, record_sql=None, measured_at=measured_at, source=SOURCE,
                warning=None if kind == "gpu" else f"{CPU_LABEL}: {cpu_reason}")
     if best is None:
         print("gpu_baseline.py: no batch size could be measured", file=sys.stderr)
@@ -407,12 +403,19 @@ def run_benchmark(args):
               + (f" ({args.instance})" if args.instance else "")
               + f" / 3600 / {best['samples_per_s']:,.1f} samples/s x 1e6 = "
               f"EUR {res['euros_per_million']:.6g} per million inferences (instance fully busy)")
-        row = dict(label=label, kind=kind, runtime=runtime, device=device, model=model_name, batch=best["batch"],
-                   samples_per_second=round(best["samples_per_s"], 3), price_per_hour=args.price_per_hour,
-                   measured_at=measured_at, source=SOURCE)
-        res["insert_sql"] = insert_sql(row)
-        print(f"\n-- the row this run would insert ({TABLE} does not exist yet; nothing was executed):")
-        print(res["insert_sql"])
+        cores = None if kind == "gpu" else float(args.threads or visible_cpus() or 1)
+        note = f"measured at {measured_at}"
+        if res["accuracy"] is not None:
+            note += f"; accuracy {res['accuracy'] * 100:.2f} % on {len(x)} test images"
+        row = dict(kind="gpu" if kind == "gpu" else "cpu-peer", model=args.fleet_model or fleet_model_name(model_name),
+                   twin=model_name, label=label, runtime=runtime, device=device, batch=best["batch"], cores=cores,
+                   samples_per_second=round(best["samples_per_s"], 3),
+                   price_per_hour=args.price_per_hour if cores is None else args.price_per_hour / cores,
+                   tool=SOURCE, note=note)
+        res["record_sql"] = record_sql(row)
+        print(f"\n-- the row this run would record (run it with psql as the schema owner or a bitfleet_bench login; "
+              "nothing was executed):")
+        print(res["record_sql"])
     if kind == "cpu":
         print(f"\n  NOTE: {CPU_LABEL} -- {cpu_reason}")
     return 0, res
@@ -479,19 +482,22 @@ def selftest():
         except ValueError:
             check(True, "")
     label = make_label("Bob's box", "Xeon", "ONNX Runtime 1 CPU", "fashion-float", 8, "cpu")
-    row = dict(label=label, kind="cpu", runtime="onnxruntime 1 CPUExecutionProvider", device="Xeon",
-               model="fashion-float", batch=8, samples_per_second=1234.5, price_per_hour=0.5,
-               measured_at="2026-12-01T12:00:00Z", source=SOURCE)
-    sql = insert_sql(row)
-    check(sql.startswith(f"INSERT INTO {TABLE} (label, kind, runtime, device, model, batch, samples_per_second, "
-                         "price_per_hour, measured_at, source)"), "INSERT column list")
-    check("'Bob''s box: Xeon, ONNX Runtime 1 CPU, fashion-float fp32, batch 8 -- measured on CPU provider "
-          "(not a GPU)'" in sql and ", 8, 1234.5, 0.5, '2026-12-01T12:00:00Z', 'Ops/bench/gpu_baseline.py');" in sql,
-          "INSERT values, quoted label")
-    check(sql.replace("''", "").count("'") == 2 * 7, "7 string literals, balanced quotes")
+    row = dict(kind="cpu-peer", model="fashion", twin="fashion-float", label=label,
+               runtime="onnxruntime 1 CPUExecutionProvider", device="Xeon", batch=8, cores=2.0,
+               samples_per_second=1234.5, price_per_hour=0.25, tool=SOURCE, note="measured at 2026-12-01T12:00:00Z")
+    sql = record_sql(row)
+    check(sql.startswith("SELECT bitfleet.record_alternative(kind => 'cpu-peer', model => 'fashion', "
+                         "twin => 'fashion-float', label => "), "record_alternative call, named arguments in order")
+    check("label => 'Bob''s box: Xeon, ONNX Runtime 1 CPU, fashion-float fp32, batch 8 -- measured on CPU provider "
+          "(not a GPU)'" in sql and "batch => 8, cores => 2.0, samples_per_second => 1234.5, price_per_hour => 0.25, "
+          "tool => 'Ops/bench/gpu_baseline.py', note => 'measured at 2026-12-01T12:00:00Z');" in sql,
+          "record values, quoted label")
+    check(sql.replace("''", "").count("'") == 2 * 8, "8 string literals, balanced quotes")
+    check("cores => NULL" in record_sql(dict(row, kind="gpu", cores=None)), "a GPU row passes cores => NULL")
+    check(fleet_model_name("fashion-float") == "fashion" and fleet_model_name("mine") == "mine", "fleet model name")
     try:
-        insert_sql({k: v for k, v in row.items() if k != "source"})
-        check(False, "a row without every column must be refused")
+        record_sql({k: v for k, v in row.items() if k != "note"})
+        check(False, "a row without every argument must be refused")
     except ValueError:
         check(True, "")
     check("not a GPU" not in make_label(None, "H100", "ONNX Runtime 1 CUDA", "m", 1, "gpu"), "a GPU row has no note")
@@ -525,13 +531,14 @@ def selftest():
               f"tiny CPU run: accuracy on 64 images {res['accuracy']}")
         check(res["euros_per_million"] is not None and abs(res["euros_per_million"] - euros_per_million(
             0.5, res["best"]["samples_per_s"])) < 1e-12, "tiny CPU run: euros per million from price and best")
-        sql = res["insert_sql"] or ""
-        check(sql.startswith(f"INSERT INTO {TABLE} (") and "'O''Brien''s test box: " in sql
-              and "'cpu'" in sql and CPU_LABEL in sql and f"'{SOURCE}');" in sql,
-              "tiny CPU run: INSERT names the table, quotes the instance, says cpu")
+        sql = res["record_sql"] or ""
+        check(sql.startswith(f"SELECT {FUNCTION}(kind => 'cpu-peer', model => 'fashion', twin => 'fashion-float'")
+              and "'O''Brien''s test box: " in sql and "cores => 1.0" in sql and "price_per_hour => 0.5," in sql
+              and CPU_LABEL in sql and f"tool => '{SOURCE}'" in sql,
+              "tiny CPU run: record call quotes the instance, says cpu-peer, 1 core, price per core-hour")
         check("NOT A GPU FIGURE" in stdout and "NOT A GPU FIGURE" in stderr, "tiny CPU run: says so loudly")
-        check(re.search(r"INSERT INTO bitfleet\.measured_alternatives", stdout) is not None,
-              "tiny CPU run: INSERT printed")
+        check(re.search(r"SELECT bitfleet\.record_alternative\(", stdout) is not None,
+              "tiny CPU run: record call printed")
     print(f"  (tiny CPU-provider run: {took:.1f} s)")
     print(f"gpu_baseline.py self-test: {passed[0]} passed, {failed[0]} failed")
     return 0 if failed[0] == 0 else 1
@@ -549,6 +556,8 @@ def main(argv=None):
     ap.add_argument("--price-per-hour", type=float, default=None,
                     help="euros per GPU-instance hour; required for the euro figure and the SQL row")
     ap.add_argument("--instance", default=None, help='the instance priced, e.g. "AWS g5.xlarge"')
+    ap.add_argument("--fleet-model", default=None,
+                    help="the binary model the row is compared with (default: the float model's name without -float)")
     ap.add_argument("--float-model", default=DEFAULT_MODEL,
                     help="directory holding model.onnx, or the .onnx file (default Ops/models/fashion-float)")
     ap.add_argument("--images", type=int, default=None, help="use only the first N test images (default all 10 000)")
