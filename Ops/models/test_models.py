@@ -197,6 +197,49 @@ def test_torch_conv_export_bit_exact():
                 check(diff.size == 0, f"case {ci} {k}: reference.py on the export differs from forward_exact at "
                                       f"{len(diff)} places, first {diff[:3].tolist()}")
             check(len(np.unique(ref["experts"])) > 1, f"case {ci}: degenerate routing")
+            # forward_exact reads the same folded arrays as the exporter, so the checks below tie the export to the
+            # torch model itself: (1) the exported filters and thresholds decide like torch's batch-norm eval
+            # (before pooling) wherever |bn(a)| is not ~0
+            mdl = reference.load_model(td)
+            model.eval()
+            with torch.no_grad():
+                a = model.conv.preact(torch.from_numpy(xe[:200]))
+                yb = F.batch_norm(a, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+            q = torch.from_numpy(xe).to(torch.int64) >> 4
+            k, s, p = conv["kernel"], conv["stride"], conv["padding"]
+            cols = F.unfold(q[:200].to(torch.float64).reshape(-1, 1, 28, 28), k, padding=p, stride=s)
+            ae = torch.matmul(torch.from_numpy(mdl["conv_w"].astype(np.float64)), cols).reshape(a.shape).numpy()
+            far = np.abs(yb.numpy()) > 1e-3
+            bad = np.argwhere(((yb >= 0).numpy() != (ae >= mdl["conv_t"][None, :, None, None])) & far)
+            check(bad.size == 0, f"case {ci}: exported conv thresholds disagree with torch's batch-norm eval at "
+                                 f"{len(bad)} places, first {bad[:3].tolist()}")
+            # (2) reference.py's features, read back in torch's (c, y, x) flatten order, are the exported conv's
+            geo = dict(conv, input_shape=(28, 28))
+            f_t = bt.exact_conv_bits(q, mdl["conv_w"], mdl["conv_t"], geo, order="torch").numpy()
+            Hp, Wp = reference.conv_geometry(cfg)["pooled"]
+            C = conv["channels"]
+            f_ref = ref["conv_bits"].reshape(-1, Hp, Wp, C).transpose(0, 3, 1, 2).reshape(len(xe), -1)
+            check(np.array_equal(f_ref, (f_t > 0).astype(np.uint8)), f"case {ci}: conv feature order")
+            # (3) every layer reading the features: exported rows x format-order features = torch's sign(latent)
+            # rows x torch-order features (rows negated where the batch-norm scale is negative)
+            f_fmt = 2 * ref["conv_bits"].astype(np.int64) - 1
+            sgn = lambda w: np.where(w.detach().numpy() >= 0, 1, -1).astype(np.int64)
+            neg = lambda layer: np.where(layer.bn.weight.detach().numpy() < 0, -1, 1)
+            if stem:
+                readers = [("stem", mdl["stem_w"], model.stem.weight, neg(model.stem))]
+            else:
+                readers = [("router", mdl["router_w"], model.router.weight, 1)]
+                for e in range(4):
+                    if hidden:
+                        readers.append((f"expert {e} hidden 0", mdl["hidden_w"][0][e], model.experts[e].hidden[0].weight,
+                                        neg(model.experts[e].hidden[0])))
+                    else:
+                        readers.append((f"expert {e} out", mdl["out_w"][e], model.experts[e].out.weight, 1))
+            for what, w_exp, w_lat, rows in readers:
+                got, want = f_fmt @ w_exp.T, (f_t @ sgn(w_lat).T) * rows
+                check(np.array_equal(got, want), f"case {ci}: {what}: the exported weights read the conv features "
+                                                 f"differently from the torch layer ({int((got != want).sum())} "
+                                                 f"pre-activations differ): column order?")
             if ci == 1:   # a state_dict alone exports the same bytes
                 buf = io.BytesIO()
                 torch.save(model.state_dict(), buf)
@@ -206,22 +249,6 @@ def test_torch_conv_export_bit_exact():
                     check(open(os.path.join(td, "model.safetensors"), "rb").read()
                           == open(os.path.join(td2, "model.safetensors"), "rb").read(),
                           "export_state_dict wrote different bytes from export_model")
-        # the folded conv thresholds agree with torch's batch-norm eval (before pooling) off the boundary
-        model.eval()
-        with torch.no_grad():
-            a = model.conv.preact(torch.from_numpy(xe[:200]))
-            yb = F.batch_norm(a, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-        w, t = bt.fold_batchnorm(bt._sign_np(model.conv.weight), *(bt._np(v) for v in (
-            bn.weight, bn.bias, bn.running_mean, bn.running_var)), bn.eps)
-        q = torch.from_numpy(xe[:200]).to(torch.int64) >> 4
-        k, s, p = conv["kernel"], conv["stride"], conv["padding"]
-        cols = F.unfold(q.to(torch.float64).reshape(-1, 1, 28, 28), k, padding=p, stride=s)
-        ae = torch.matmul(torch.from_numpy(w.astype(np.float64)), cols).reshape(a.shape).numpy()
-        folded = ae >= t[None, :, None, None]
-        far = np.abs(yb.numpy()) > 1e-3
-        bad = np.argwhere(((yb >= 0).numpy() != folded) & far)
-        check(bad.size == 0, f"case {ci}: folded conv thresholds disagree with torch's batch-norm eval at "
-                             f"{len(bad)} places, first {bad[:3].tolist()}")
         notes.append(f"stem {stem}: {mine['conv_bits'].shape[1]} features, {ones * 100:.0f}% ones")
     # the float twin's ONNX export with the conv front (stem 0 and stem > 0) gives torch's float logits
     import onnxruntime as ort
