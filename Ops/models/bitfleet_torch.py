@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch layers for BitFleet binary mixture-of-experts models, and a bit-exact exporter to bitfleet.bmoe v1.
+"""PyTorch layers for BitFleet binary mixture-of-experts models, and a bit-exact exporter to bitfleet.bmoe v1/v2.
 
 Build a model from these layers, train it like any torch module, calibrate, export:
 
@@ -23,7 +23,14 @@ Layers (docs/MODEL_FORMAT.md):
   BinaryScaledLinear  z = scale * (sign(W) u) + bias, float32 scale/bias per output (router, expert output).
   Router            BinaryScaledLinear to E scores, top-k (ties to the lower index), gates = softmax of the k
                     selected scores, Switch-style load-balancing loss E * sum_e f_e P_e.
-  BinaryMoE         stem -> router -> experts (BinaryLinear... -> BinaryScaledLinear) -> gate-weighted logits.
+  BinaryConv        format-v2 conv front on a one-channel [H, W] image: q = x >> (8-P), C binary k x k filters
+                    (STE; F.unfold + matmul), batch-norm, sign, max-pool (= OR-pooling), flattened (c, y, x).
+                    Exported: packed filters + integer thresholds (conv.weight/conv.threshold), the next layer's
+                    columns permuted to the format's (y, x, c) feature order, format_version 2.
+  BinaryMoE         [conv ->] stem -> router -> experts (BinaryLinear... -> BinaryScaledLinear) -> gate-weighted
+                    logits.  BinaryMoE(conv=dict(channels=32, kernel=5, stride=1, padding=2, pool=4),
+                    input_shape=(28, 28), stem=0 or S, ...): with a conv front the stem is a BinaryLinear over the
+                    pooled conv features, and stem=0 means no stem (router and experts read the features).
 
 `binary=False` builds the float twin of the same architecture (float weights, ReLU, input x/255, batch-norm folded
 into the linear layers at export: `float_arrays`), which Ops/models/fit.py exports to ONNX.
@@ -38,6 +45,9 @@ elsewhere with the same parameter names exports too.  The state_dict keys are:
     router.weight [E, S], router.scale [E], router.bias [E]
     experts.{e}.hidden.{l}.weight [H_{l+1}, H_l], experts.{e}.hidden.{l}.bn.* [H_{l+1}]
     experts.{e}.out.weight [C, H_n], experts.{e}.out.scale [C], experts.{e}.out.bias [C]
+    with a conv front: conv.weight [channels, k*k] (or [channels, 1, k, k]), conv.bn.* [channels]; the layer reading
+    the conv features (stem, or with stem 0 the router and the experts' first layer) has its columns in torch's
+    (c, y, x) flatten order; config (bmoe_config) carries "conv" and "input_shape".
 """
 from __future__ import annotations
 
@@ -147,6 +157,78 @@ class BinaryStem(nn.Module):
         return sign_ste(y) if self.binary else F.relu(y)
 
 
+def conv_geometry(input_shape, kernel, stride=1, padding=0, pool=1):
+    """(Ho, Wo, Hp, Wp) of the conv front (docs/MODEL_FORMAT.md "Conv front"): integer division, pooled positions
+    past Hp * pool dropped."""
+    H, W = (int(v) for v in input_shape)
+    Ho, Wo = (H + 2 * padding - kernel) // stride + 1, (W + 2 * padding - kernel) // stride + 1
+    return Ho, Wo, Ho // pool, Wo // pool
+
+
+def _bn2d(a, bn: nn.BatchNorm2d):
+    use_batch = bn.training and a.shape[0] * a.shape[2] * a.shape[3] > 1
+    return F.batch_norm(a, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=use_batch,
+                        momentum=bn.momentum if bn.momentum is not None else 0.1, eps=bn.eps)
+
+
+class BinaryConv(nn.Module):
+    """Format-v2 conv front on a one-channel [H, W] image: q = x >> (8-P) (zero padding), C binary k x k filters
+    sign(W) with the STE, per-channel batch-norm, sign activation, max-pool (= OR-pooling of +-1), flattened the torch
+    way, (c, y, x) (the exporter permutes the next layer's columns to the format's (y, x, c)).  Float twin: x/255,
+    float filters, batch-norm, ReLU, max-pool.  The conv is F.unfold + one matmul (much faster on CPU than F.conv2d
+    with one input channel).  Parameters conv.weight [C, k*k] (window row by row, ky*k + kx), conv.bn.* [C]."""
+
+    def __init__(self, input_shape, channels, kernel, stride=1, padding=0, pool=1, planes=8, binary=True, gen=None):
+        super().__init__()
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.channels, self.kernel, self.stride = int(channels), int(kernel), int(stride)
+        self.padding, self.pool, self.planes, self.binary = int(padding), int(pool), int(planes), bool(binary)
+        if len(self.input_shape) != 2:
+            raise ValueError("the conv front takes one-channel images: input_shape (H, W)")
+        if not (1 <= self.channels <= 64 and 1 <= self.kernel <= 15 and 1 <= self.stride <= self.kernel
+                and 0 <= self.padding < self.kernel and self.pool >= 1):
+            raise ValueError("conv: need 1 <= channels <= 64, 1 <= kernel <= 15, 1 <= stride <= kernel, "
+                             "0 <= padding < kernel, pool >= 1")
+        self.out_hw = conv_geometry(self.input_shape, self.kernel, self.stride, self.padding, self.pool)
+        if min(self.out_hw) < 1:
+            raise ValueError(f"conv: no output position left for input {self.input_shape}")
+        Hp, Wp = self.out_hw[2], self.out_hw[3]
+        self.features = Hp * Wp * self.channels
+        kk = self.kernel * self.kernel
+        if binary:
+            w = _glorot((self.channels, kk), kk, self.channels, gen)
+        else:
+            w = torch.randn((self.channels, kk), generator=gen) * math.sqrt(2.0 / kk)
+        self.weight = nn.Parameter(w)
+        self.bn = nn.BatchNorm2d(self.channels, eps=1e-5)
+
+    def inputs(self, x):
+        """[B, 1, H, W]: exact integers q = x >> (8-P) as float32 (binary), or x/255 (float twin)."""
+        x = torch.as_tensor(x)
+        if self.binary:
+            x = (x.to(torch.int64) >> (8 - self.planes)).to(torch.float32)
+        else:
+            x = x.to(torch.float32) / 255.0
+        return x.reshape(x.shape[0], 1, *self.input_shape)
+
+    def preact(self, x, weight=None):
+        """Pre-activations [B, C, Ho, Wo] (exact integers in float32 for the binary layer)."""
+        if weight is None:
+            weight = sign_ste(self.weight) if self.binary else self.weight
+        cols = F.unfold(self.inputs(x), self.kernel, padding=self.padding, stride=self.stride)   # [B, k*k, L]
+        a = torch.matmul(weight, cols)                                                            # [B, C, L]
+        return a.reshape(a.shape[0], self.channels, self.out_hw[0], self.out_hw[1])
+
+    def forward(self, x):
+        y = _bn2d(self.preact(x), self.bn)
+        y = sign_ste(y) if self.binary else F.relu(y)
+        if self.pool > 1:
+            y = F.max_pool2d(y, self.pool)
+        else:
+            y = y[:, :, :self.out_hw[2], :self.out_hw[3]]
+        return y.flatten(1)                                                                       # (c, y, x)
+
+
 class BinaryLinear(nn.Module):
     """u in {+-1}^K -> sign(bn(sign(W) u)) (binary), or relu(bn(W u)) (float twin)."""
 
@@ -222,29 +304,63 @@ class Expert(nn.Module):
 
 
 class BinaryMoE(nn.Module):
-    """The bitfleet.bmoe v1 architecture. forward(x) takes inputs 0..255 (uint8 or integer-valued) [B, D] and
-    returns (logits [B, C], aux load-balancing loss)."""
+    """The bitfleet.bmoe architecture. forward(x) takes inputs 0..255 (uint8 or integer-valued) [B, D] and
+    returns (logits [B, C], aux load-balancing loss).
 
-    def __init__(self, input_features, classes, stem=512, experts=8, top_k=2, hidden=(128,), planes=8, binary=True,
-                 seed=0):
+    conv=dict(channels, kernel, stride=1, padding=0, pool=1) with input_shape=(H, W) puts a BinaryConv front before
+    the stem (format v2): the stem is then a BinaryLinear over the F pooled conv features, and stem=0 means no stem
+    (the router and the experts read the F features)."""
+
+    def __init__(self, input_features=None, classes=None, stem=512, experts=8, top_k=2, hidden=(128,), planes=8,
+                 binary=True, seed=0, conv=None, input_shape=None):
         super().__init__()
+        if classes is None:
+            raise ValueError("BinaryMoE: classes (the number of outputs) is required")
         gen = torch.Generator().manual_seed(seed)
+        if conv is not None:
+            if input_shape is None or len(input_shape) != 2:
+                raise ValueError("a conv front needs input_shape (H, W)")
+            if input_features is not None and int(input_features) != input_shape[0] * input_shape[1]:
+                raise ValueError(f"input_features {input_features} != H*W of input_shape {tuple(input_shape)}")
+            input_features = input_shape[0] * input_shape[1]
+        elif input_features is None:
+            raise ValueError("BinaryMoE: input_features is required")
         self.input_features, self.classes, self.stem_width = int(input_features), int(classes), int(stem)
         self.n_experts, self.top_k, self.hidden_widths = int(experts), int(top_k), [int(h) for h in hidden]
         self.planes, self.binary = int(planes), bool(binary)
-        self.stem = BinaryStem(self.input_features, self.stem_width, self.planes, binary, gen)
-        self.router = Router(self.stem_width, self.n_experts, self.top_k, binary, gen)
-        widths = [self.stem_width] + self.hidden_widths
+        self.input_shape = None if input_shape is None else [int(v) for v in input_shape]
+        self.conv_cfg = None
+        if conv is not None:
+            c = {k: int(conv[k]) if d is None else int(conv.get(k, d)) for k, d in
+                 [("channels", None), ("kernel", None), ("stride", 1), ("padding", 0), ("pool", 1)]}
+            self.conv_cfg = c
+            self.conv = BinaryConv(self.input_shape, c["channels"], c["kernel"], c["stride"], c["padding"], c["pool"],
+                                   self.planes, binary, gen)
+            F_ = self.conv.features
+            if self.stem_width < 0:
+                raise ValueError("stem must be >= 0 (0: no stem, the conv features feed the router and experts)")
+            self.stem = BinaryLinear(F_, self.stem_width, binary, gen) if self.stem_width > 0 else None
+            width = self.stem_width or F_
+        else:
+            if self.stem_width < 1:
+                raise ValueError("stem must be >= 1 (stem 0 needs a conv front)")
+            self.stem = BinaryStem(self.input_features, self.stem_width, self.planes, binary, gen)
+            width = self.stem_width
+        self.router = Router(width, self.n_experts, self.top_k, binary, gen)
+        widths = [width] + self.hidden_widths
         self.experts = nn.ModuleList(Expert(widths, self.classes, binary, gen) for _ in range(self.n_experts))
 
     def export_state_dict(self):
         return {k: v.detach().cpu() for k, v in self.state_dict().items()}
 
     def features(self, x):
+        if self.conv_cfg is not None:
+            f = self.conv(x)
+            return f if self.stem is None else self.stem(f)
         return self.stem(x)
 
     def forward(self, x):
-        h = self.stem(x)
+        h = self.features(x)
         r, idx, gates, aux = self.router(h)
         logits = torch.zeros((h.shape[0], self.classes), dtype=h.dtype)
         for e in range(self.n_experts):
@@ -269,6 +385,12 @@ class BinaryMoE(nn.Module):
                "input_features": self.input_features, "input_bit_planes": self.planes,
                "input_scale": float(input_scale), "stem_width": self.stem_width, "experts": self.n_experts,
                "top_k": self.top_k, "expert_hidden": list(self.hidden_widths), "classes": [str(c) for c in classes]}
+        if self.conv_cfg is not None:
+            if input_shape is not None and [int(s) for s in input_shape] != self.input_shape:
+                raise ValueError(f"input_shape {list(input_shape)} differs from the conv model's {self.input_shape}")
+            input_shape = self.input_shape
+            cfg["format_version"] = 2
+            cfg["conv"] = dict(self.conv_cfg)
         if input_shape is not None:
             cfg["input_shape"] = [int(s) for s in input_shape]
         return cfg
@@ -282,8 +404,9 @@ class BinaryMoE(nn.Module):
     @torch.no_grad()
     def forward_exact(self, x_u8, arrays=None):
         """The exported model's forward pass with the engine's exact integer semantics, in torch."""
+        conv = None if self.conv_cfg is None else dict(self.conv_cfg, input_shape=self.input_shape)
         return exact_forward(arrays if arrays is not None else self.fold(), torch.as_tensor(np.asarray(x_u8)),
-                             self.planes, self.top_k)
+                             self.planes, self.top_k, conv=conv)
 
 
 # --------------------------------------------------------------------------------------------------- folding
@@ -329,20 +452,48 @@ def fold_state_dict(sd, config, eps=1e-5):
         return fold_batchnorm(_sign_np(w), need(prefix + ".bn.weight"), need(prefix + ".bn.bias"),
                               need(prefix + ".bn.running_mean"), need(prefix + ".bn.running_var"), eps)
 
-    stem_w, stem_t = folded("stem", need("stem.weight"))
+    conv = config.get("conv")
+    extra, perm = {}, None
+    if conv:
+        # the conv front: its batch-norm folds like the stem's; torch flattens the pooled [C, Hp, Wp] features
+        # channel slowest (c, y, x), the format orders them (y, x, c), so the next layer's columns are permuted:
+        # format column (py * Wp + px) * C + c  <-  torch column c * Hp * Wp + py * Wp + px
+        ch, k = int(conv["channels"]), int(conv["kernel"])
+        cw = need("conv.weight").reshape(ch, -1)
+        if cw.shape[1] != k * k:
+            raise ValueError(f"state_dict: conv.weight has {cw.shape[1]} taps per filter, config kernel {k} needs {k * k}")
+        extra["conv_weight"], extra["conv_threshold"] = folded("conv", cw)
+        _, _, Hp, Wp = conv_geometry(config["input_shape"], k, int(conv.get("stride", 1)),
+                                     int(conv.get("padding", 0)), int(conv.get("pool", 1)))
+        perm = np.arange(ch * Hp * Wp).reshape(ch, Hp * Wp).T.reshape(-1)
+
+    def first(w):  # the layer that reads the conv features gets its columns in the format's order
+        return w if perm is None else np.ascontiguousarray(w[..., perm])
+
+    if int(config["stem_width"]) > 0:
+        stem_w, stem_t = folded("stem", first(need("stem.weight")))
+        first_reader = lambda w: w
+    else:
+        if not conv:
+            raise ValueError("stem_width 0 needs a conv front")
+        stem_w = stem_t = None
+        first_reader = first
     hw, ht = [], []
     for l in range(len(hidden)):
-        ws, ts = zip(*(folded(f"experts.{e}.hidden.{l}", need(f"experts.{e}.hidden.{l}.weight")) for e in range(E)))
+        ws, ts = zip(*(folded(f"experts.{e}.hidden.{l}", first_reader(need(f"experts.{e}.hidden.{l}.weight")) if l == 0
+                              else need(f"experts.{e}.hidden.{l}.weight")) for e in range(E)))
         hw.append(np.stack(ws))
         ht.append(np.stack(ts))
+    out_reader = first_reader if not hidden else (lambda w: w)
     return dict(
         stem_weight=stem_w, stem_threshold=stem_t,
-        router_weight=_sign_np(need("router.weight")),
+        router_weight=_sign_np(first_reader(need("router.weight"))),
         router_scale=need("router.scale").astype(np.float32), router_bias=need("router.bias").astype(np.float32),
         hidden_weights=hw, hidden_thresholds=ht,
-        out_weight=np.stack([_sign_np(need(f"experts.{e}.out.weight")) for e in range(E)]),
+        out_weight=np.stack([_sign_np(out_reader(need(f"experts.{e}.out.weight"))) for e in range(E)]),
         out_scale=np.stack([need(f"experts.{e}.out.scale") for e in range(E)]).astype(np.float32),
         out_bias=np.stack([need(f"experts.{e}.out.bias") for e in range(E)]).astype(np.float32),
+        **extra,
     )
 
 
@@ -357,7 +508,8 @@ def export_state_dict(sd, directory, config):
 
 
 def export_model(model: BinaryMoE, directory, name, classes, input_scale, version="1", input_shape=None):
-    """Export a binary BinaryMoE to a bitfleet.bmoe v1 directory (config.json + model.safetensors)."""
+    """Export a binary BinaryMoE to a bitfleet.bmoe directory (config.json + model.safetensors): format v1, or v2
+    with a conv front."""
     if not model.binary:
         raise ValueError("export_model writes binary models; the float twin goes to ONNX (fit.py)")
     if len(classes) != model.classes:
@@ -382,14 +534,40 @@ def _idot(a, b):
 
 
 @torch.no_grad()
-def exact_forward(arrays, x_u8, planes, top_k, chunk=8192):
+def exact_conv_bits(q, conv_w, conv_t, conv, order="format"):
+    """The conv front with the format's exact semantics: q int64 [B, H*W] (already x >> (8-P)), folded +-1 filters
+    [C, k*k] and integer thresholds [C]; a = sum of w * q over each k x k window (zero padding), bit = a >= t,
+    OR over pool x pool (positions past Hp * pool dropped).  Returns +-1 int64 features [B, F] in the format's
+    (y, x, c) order, or torch's (c, y, x) with order="torch"."""
+    H, W = conv["input_shape"]
+    k, s, p, pool = int(conv["kernel"]), int(conv.get("stride", 1)), int(conv.get("padding", 0)), int(conv.get("pool", 1))
+    Ho, Wo, Hp, Wp = conv_geometry((H, W), k, s, p, pool)
+    w = torch.as_tensor(np.asarray(conv_w, np.int64)).to(torch.float64)
+    t = torch.as_tensor(np.asarray(conv_t, np.int64))
+    C = w.shape[0]
+    cols = F.unfold(q.to(torch.float64).reshape(q.shape[0], 1, H, W), k, padding=p, stride=s)     # [B, k*k, L]
+    a = torch.round(torch.matmul(w, cols)).to(torch.int64).reshape(q.shape[0], C, Ho, Wo)         # exact integers
+    bits = a >= t[None, :, None, None]
+    bits = bits[:, :, :Hp * pool, :Wp * pool].reshape(q.shape[0], C, Hp, pool, Wp, pool).any(dim=5).any(dim=3)
+    if order == "format":
+        bits = bits.permute(0, 2, 3, 1)                                                          # [B, Hp, Wp, C]
+    return torch.where(bits.reshape(q.shape[0], -1), 1, -1).to(torch.int64)
+
+
+@torch.no_grad()
+def exact_forward(arrays, x_u8, planes, top_k, chunk=8192, conv=None):
     """docs/MODEL_FORMAT.md's forward pass on folded arrays: exact integers, float32 multiply-then-add for scales,
-    stable top-k (ties to the lower index), logits summed in selection order. Returns reference.forward's keys."""
+    stable top-k (ties to the lower index), logits summed in selection order. Returns reference.forward's keys.
+    conv: the config's conv block plus "input_shape" (H, W) for a v2 model (arrays then hold conv_weight and
+    conv_threshold, and stem_weight None for stem width 0)."""
     x = torch.as_tensor(x_u8)
     if x.dtype != torch.uint8:
         raise ValueError("exact_forward takes uint8 inputs (quantise float inputs with round(x * input_scale) first)")
-    W0 = torch.from_numpy(np.asarray(arrays["stem_weight"], np.int64))
-    t0 = torch.from_numpy(np.asarray(arrays["stem_threshold"], np.int64))
+    if conv is not None:
+        chunk = min(chunk, 512)
+    has_stem = arrays.get("stem_weight") is not None
+    W0 = torch.from_numpy(np.asarray(arrays["stem_weight"], np.int64)) if has_stem else None
+    t0 = torch.from_numpy(np.asarray(arrays["stem_threshold"], np.int64)) if has_stem else None
     R = torch.from_numpy(np.asarray(arrays["router_weight"], np.int64))
     rs = torch.from_numpy(np.asarray(arrays["router_scale"], np.float32))
     rb = torch.from_numpy(np.asarray(arrays["router_bias"], np.float32))
@@ -399,11 +577,18 @@ def exact_forward(arrays, x_u8, planes, top_k, chunk=8192):
     OS = torch.from_numpy(np.asarray(arrays["out_scale"], np.float32))
     OB = torch.from_numpy(np.asarray(arrays["out_bias"], np.float32))
     E, C = OW.shape[0], OW.shape[1]
-    outs = {k: [] for k in ("stem_pre", "stem_bits", "router_scores", "experts", "gates", "logits", "probabilities")}
+    keys = ("stem_pre", "stem_bits", "router_scores", "experts", "gates", "logits", "probabilities")
+    outs = {k: [] for k in (("conv_bits",) if conv is not None else ()) + keys}
     for i in range(0, x.shape[0], chunk):
         q = x[i:i + chunk].to(torch.int64) >> (8 - planes)
-        a = _idot(q, W0)
-        h = torch.where(a >= t0, 1, -1).to(torch.int64)
+        if conv is not None:
+            q = exact_conv_bits(q, arrays["conv_weight"], arrays["conv_threshold"], conv)
+            outs["conv_bits"].append((q > 0).to(torch.uint8))
+        if has_stem:
+            a = _idot(q, W0)
+            h = torch.where(a >= t0, 1, -1).to(torch.int64)
+        else:                                       # no stem: the router and experts read the conv features
+            a = h = q
         d = _idot(h, R)
         scores = rs * d.to(torch.float32)          # float32 multiply, then add (two roundings, no FMA)
         scores = scores + rb
@@ -451,22 +636,51 @@ def calibrate(model: BinaryMoE, x_u8, chunk=4096):
     model.eval()
     x = torch.as_tensor(np.asarray(x_u8))
     n = x.shape[0]
-    S = model.stem_width
-    s1, s2 = np.zeros(S), np.zeros(S)
-    for i in range(0, n, chunk):
-        a = model.stem.preact(x[i:i + chunk]).to(torch.float64).numpy()
-        s1 += a.sum(0)
-        s2 += (a * a).sum(0)
-    _set_stats(model.stem.bn, s1, s2, n)
-    if model.binary:
-        w, t = fold_batchnorm(_sign_np(model.stem.weight), *(_np(v) for v in (
-            model.stem.bn.weight, model.stem.bn.bias, model.stem.bn.running_mean, model.stem.bn.running_var)),
-            model.stem.bn.eps)
-        W0, T0 = torch.from_numpy(w.astype(np.int64)), torch.from_numpy(t.astype(np.int64))
-        h = torch.cat([torch.where(_idot(model.stem.inputs(x[i:i + chunk]).to(torch.int64), W0) >= T0, 1, -1)
-                       .to(torch.int8) for i in range(0, n, chunk)])
+
+    def folded(layer):
+        w, t = fold_batchnorm(_sign_np(layer.weight).reshape(layer.weight.shape[0], -1), *(_np(v) for v in (
+            layer.bn.weight, layer.bn.bias, layer.bn.running_mean, layer.bn.running_var)), layer.bn.eps)
+        return w.astype(np.int64), t.astype(np.int64)
+
+    if model.conv_cfg is not None:
+        conv = model.conv
+        Ho, Wo = conv.out_hw[0], conv.out_hw[1]
+        cchunk = max(1, min(chunk, (1 << 22) // (conv.channels * Ho * Wo)))   # ~32 MiB of float64 per chunk
+        s1, s2 = np.zeros(conv.channels), np.zeros(conv.channels)
+        for i in range(0, n, cchunk):
+            a = conv.preact(x[i:i + cchunk]).to(torch.float64)
+            s1 += a.sum((0, 2, 3)).numpy()
+            s2 += (a * a).sum((0, 2, 3)).numpy()
+        _set_stats(conv.bn, s1, s2, n * Ho * Wo)
+        if model.binary:   # the exported (thresholded, OR-pooled) features, torch's (c, y, x) order
+            w, t = folded(conv)
+            geo = dict(model.conv_cfg, input_shape=model.input_shape)
+            u0 = torch.cat([exact_conv_bits(torch.as_tensor(x[i:i + cchunk]).to(torch.int64) >> (8 - model.planes),
+                                            w, t, geo, order="torch").to(torch.int8) for i in range(0, n, cchunk)])
+        else:
+            u0 = torch.cat([conv(x[i:i + cchunk]) for i in range(0, n, cchunk)])
+        stem_in = lambda i: u0[i:i + chunk].to(torch.float32)
+        stem_in_int = lambda i: u0[i:i + chunk].to(torch.int64)
     else:
-        h = torch.cat([model.stem(x[i:i + chunk]) for i in range(0, n, chunk)])
+        stem_in = lambda i: x[i:i + chunk]
+        stem_in_int = lambda i: model.stem.inputs(x[i:i + chunk]).to(torch.int64)
+    if model.stem is None:
+        h = u0
+    else:
+        S = model.stem_width
+        s1, s2 = np.zeros(S), np.zeros(S)
+        for i in range(0, n, chunk):
+            a = model.stem.preact(stem_in(i)).to(torch.float64).numpy()
+            s1 += a.sum(0)
+            s2 += (a * a).sum(0)
+        _set_stats(model.stem.bn, s1, s2, n)
+        if model.binary:
+            w, t = folded(model.stem)
+            W0, T0 = torch.from_numpy(w), torch.from_numpy(t)
+            h = torch.cat([torch.where(_idot(stem_in_int(i), W0) >= T0, 1, -1).to(torch.int8)
+                           for i in range(0, n, chunk)])
+        else:
+            h = torch.cat([model.stem(stem_in(i)) for i in range(0, n, chunk)])
     idx = torch.cat([model.router(h[i:i + chunk].to(torch.float32))[1] for i in range(0, n, chunk)])
     for e in range(model.n_experts):
         rows = torch.nonzero((idx == e).any(1), as_tuple=True)[0]
@@ -499,11 +713,18 @@ def float_arrays(model: BinaryMoE):
         return (layer.weight * k[:, None]).numpy().astype(np.float32), \
             (bn.bias - k * bn.running_mean).numpy().astype(np.float32)
 
-    stem_W, stem_b = fold(model.stem)
+    extra = {}
+    if model.conv_cfg is not None:
+        cw, cb = fold(model.conv)   # [C, k*k]: ONNX Conv weight [C, 1, k, k]
+        k = model.conv.kernel
+        extra = dict(conv_W=cw.reshape(-1, 1, k, k), conv_b=cb, conv=dict(model.conv_cfg),
+                     input_shape=list(model.input_shape))
+    stem_W, stem_b = fold(model.stem) if model.stem is not None else (None, None)
     L = len(model.hidden_widths)
     hid = [[fold(model.experts[e].hidden[l]) for e in range(model.n_experts)] for l in range(L)]
     r = model.router
     return dict(
+        **extra,
         stem_W=stem_W, stem_b=stem_b,
         router_W=(r.weight * r.scale[:, None]).numpy().astype(np.float32), router_b=r.bias.numpy().astype(np.float32),
         hid_W=[np.stack([w for w, _ in hid[l]]) for l in range(L)],
@@ -511,3 +732,61 @@ def float_arrays(model: BinaryMoE):
         out_W=np.stack([(x.out.weight * x.out.scale[:, None]).numpy() for x in model.experts]).astype(np.float32),
         out_b=np.stack([x.out.bias.numpy() for x in model.experts]).astype(np.float32),
     )
+
+
+def export_float_onnx(fl, top_k, path, input_features, mode="sparse"):
+    """Write the float twin (float_arrays' output) as ONNX with train.py's export_onnx: input "x" float32
+    [N, input_features] = x_u8 / 255, output "logits".  With a conv front the graph starts with Reshape
+    [N, 1, H, W] -> Conv (batch-norm folded) -> Relu -> MaxPool -> Flatten (torch's (c, y, x) order, as the float
+    twin was trained), feeding the stem's MatMul, or, with no stem, the router and the experts directly."""
+    sys.path.insert(0, HERE)
+    import onnx
+    from onnx import helper, numpy_helper
+    from train import export_onnx
+
+    conv = fl.get("conv")
+    arrays = dict(fl)
+    if conv is not None and fl["stem_W"] is None:   # a placeholder stem, removed below
+        arrays["stem_W"] = np.zeros((fl["router_W"].shape[1], 1), np.float32)
+        arrays["stem_b"] = np.zeros(fl["router_W"].shape[1], np.float32)
+    export_onnx(arrays, top_k, path, mode)
+    om = onnx.load(path)
+    g = om.graph
+    if conv is not None:
+        H, W = fl["input_shape"]
+        k, s, p, pool = conv["kernel"], conv["stride"], conv["padding"], conv["pool"]
+        no_stem = fl["stem_W"] is None
+        feat = "h" if no_stem else "conv_feat"
+        if no_stem:   # drop the placeholder stem: the conv features are h
+            keep = [n for n in g.node if not set(n.output) & {"stem_mm", "stem_pre", "h"}]
+            del g.node[:]
+            g.node.extend(keep)
+            keep_i = [t for t in g.initializer if t.name not in ("stem_Wt", "stem_b")]
+            del g.initializer[:]
+            g.initializer.extend(keep_i)
+        else:         # the stem reads the conv features instead of x
+            for n in g.node:
+                n.input[:] = [feat if v == "x" and n.op_type == "MatMul" else v for v in n.input]
+        _, _, Hp, Wp = conv_geometry((H, W), k, s, p, pool)
+        g.initializer.extend([numpy_helper.from_array(np.array([-1, 1, H, W], np.int64), "conv_in_shape"),
+                              numpy_helper.from_array(np.ascontiguousarray(fl["conv_W"], np.float32), "conv_W"),
+                              numpy_helper.from_array(np.ascontiguousarray(fl["conv_b"], np.float32), "conv_b")])
+        front = [helper.make_node("Reshape", ["x", "conv_in_shape"], ["conv_img"]),
+                 helper.make_node("Conv", ["conv_img", "conv_W", "conv_b"], ["conv_pre"], kernel_shape=[k, k],
+                                  strides=[s, s], pads=[p, p, p, p]),
+                 helper.make_node("Relu", ["conv_pre"], ["conv_act"])]
+        last = "conv_act"
+        if pool > 1:
+            front.append(helper.make_node("MaxPool", ["conv_act"], ["conv_pool"], kernel_shape=[pool, pool],
+                                          strides=[pool, pool]))
+            last = "conv_pool"
+        elif (Hp, Wp) != conv_geometry((H, W), k, s, p, 1)[:2]:
+            raise ValueError("unreachable: pool 1 keeps every position")
+        front.append(helper.make_node("Flatten", [last], [feat], axis=1))
+        nodes = front + list(g.node)
+        del g.node[:]
+        g.node.extend(nodes)
+    g.input[0].type.tensor_type.shape.dim[1].dim_value = int(input_features)
+    onnx.checker.check_model(om)
+    onnx.save(om, path)
+    return path

@@ -24,6 +24,12 @@ which must land in 0..255 (uint8 .npy inputs are used as they are).  --scaling c
           The format has no offset, so YOU apply this to new inputs before enqueueing: the values are in
           MODEL_DIR/preprocess.json and `fit.py --prepare MODEL_DIR --data new.csv --to x.npy` does it.
 
+Image data (an image folder, an X.npy shaped [N, H, W], or features with --shape H,W) may get a binary
+convolution front (bitfleet.bmoe format v2): --conv channels,kernel,stride,padding,pool, e.g. --conv 32,5,1,2,4:
+that many binary k x k filters over the image (zero padding), integer thresholds, OR-pooling (max-pool of +-1);
+the pooled features then feed the stem, or with --stem 0 (the default with --conv) the router and the experts.
+One-channel images only (--color gray for color images).
+
 It trains the float twin first (same architecture, float weights, ReLU; the accuracy peer, exported to
 MODEL_DIR/float/model.onnx and its ONNX Runtime int8 twin model_int8.onnx), then the binary model, distilled from
 the float twin (--kd), with batch-norm statistics for the last --finetune epochs frozen to the population ones
@@ -287,6 +293,8 @@ def load_data(args):
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "X.npy")):
         if args.scaling not in ("auto",) or args.input_scale is not None:
             raise FitError("--scaling/--input-scale apply to feature data; images are uint8 (input_scale 255)")
+        if args.shape:
+            raise FitError("--shape is for .npy/.csv features; an image folder has its own shape (--size WxH)")
         X, y, classes, shape = load_images(path, args.size, args.color)
         kind = f"image folder ({len(classes)} classes, {'x'.join(map(str, shape))})"
         Xq, scale, note, pre = X, 255.0, "8-bit pixels; input_scale 255 (send uint8 .npy, or floats pixel / 255)", None
@@ -309,6 +317,11 @@ def load_data(args):
         if X.ndim > 2:
             shape = list(X.shape[1:])
         X = X.reshape(len(X), -1)
+        if args.shape:
+            if args.shape[0] * args.shape[1] != X.shape[1]:
+                raise FitError(f"--shape {args.shape[0]},{args.shape[1]}: {args.shape[0] * args.shape[1]} pixels, "
+                               f"but the data has {X.shape[1]} features per sample")
+            shape = list(args.shape)
         y, classes = _labels_to_ints(yraw, args.classes.split(",") if args.classes else None)
         Xq, scale, note, pre = quantise_features(X, args.scaling, args.input_scale)
     counts = np.bincount(y, minlength=len(classes))
@@ -364,6 +377,8 @@ def fmt_time(s):
 
 def predict(model, X, chunk=4096):
     import torch
+    if getattr(model, "conv_cfg", None) is not None:
+        chunk = 512          # the conv's unfolded windows and maps: ~100 MB per 512 28x28 images at 32 channels
     model.eval()
     with torch.no_grad():
         return np.concatenate([model(torch.from_numpy(X[i:i + chunk]))[0].numpy() for i in range(0, len(X), chunk)])
@@ -390,7 +405,7 @@ def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=N
         model.train()
         if frozen:
             for mod in model.modules():
-                if isinstance(mod, torch.nn.BatchNorm1d):
+                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):   # the conv front's BatchNorm2d too
                     mod.eval()
         perm = torch.from_numpy(rng.permutation(n))
         tl = tc = 0.0
@@ -496,6 +511,28 @@ def cpu_name():
 
 # ------------------------------------------------------------------------------------------------------ output
 
+def conv_width(cfg):
+    import reference
+    return reference.conv_geometry(cfg)["features"] if cfg.get("conv") else None
+
+
+def front_text(cfg):
+    """The card's sentence on the model's front: the dense binary stem (v1) or the conv front (v2)."""
+    P, S = cfg["input_bit_planes"], cfg["stem_width"]
+    if not cfg.get("conv"):
+        return (f"Front: dense binary stem {cfg['input_features']} → {S} (binary weights, {P} input bit planes, "
+                f"integer thresholds)")
+    import reference
+    c, g = cfg["conv"], reference.conv_geometry(cfg)
+    (H, W), (Hp, Wp), F = g["input"], g["pooled"], g["features"]
+    text = (f"Front: binary convolution (format v2, `--conv {c['channels']},{c['kernel']},{c['stride']},"
+            f"{c['padding']},{c['pool']}`): {c['channels']} binary {c['kernel']}×{c['kernel']} filters over the "
+            f"{H}×{W} image ({P} input bit planes), stride {c['stride']}, padding {c['padding']}, integer thresholds, "
+            f"OR-pooling {c['pool']}×{c['pool']} → {Hp}×{Wp}×{c['channels']} = {F} binary features; ")
+    return text + ("no stem (the conv features feed the router and the experts)" if S == 0 else
+                   f"then a binary stem {F} → {S} (integer thresholds)")
+
+
 def write_card(out, m):
     a = m["args"]
     pct = lambda v: "n/a" if v is None else f"{v * 100:.2f} %"
@@ -547,10 +584,9 @@ def write_card(out, m):
         "",
         "## Architecture",
         "",
-        f"stem {cfg['input_features']} → {cfg['stem_width']} (binary weights, {cfg['input_bit_planes']} input bit "
-        f"planes, integer thresholds), router over {cfg['experts']} experts (top-{cfg['top_k']}), each expert "
-        f"{' → '.join(str(w) for w in [cfg['stem_width']] + cfg['expert_hidden'] + [len(cfg['classes'])])} binary; "
-        f"{m['binary_macs']:,} binary MACs per sample.".replace(f"{m['binary_macs']:,}", f"{m['binary_macs']:,}".replace(",", " ")),
+        front_text(cfg) + f", router over {cfg['experts']} experts (top-{cfg['top_k']}), each expert "
+        f"{' → '.join(str(w) for w in [cfg['stem_width'] or conv_width(cfg)] + cfg['expert_hidden'] + [len(cfg['classes'])])} "
+        f"binary; {m['binary_macs']:,} binary MACs per sample.".replace(f"{m['binary_macs']:,}", f"{m['binary_macs']:,}".replace(",", " ")),
         "",
         "## Training",
         "",
@@ -624,10 +660,15 @@ def parse_args(argv):
     g.add_argument("--scaling", choices=["auto", "global", "minmax"], default="auto", help="feature to uint8 convention (see above)")
     g.add_argument("--input-scale", type=float, help="force input_scale (features must map into 0..255)")
     g.add_argument("--size", help="image size WxH or N (default: median, capped at 64)")
+    g.add_argument("--shape", help="H,W: the features of a .npy/.csv are row-major H x W images (for --conv)")
     g.add_argument("--color", choices=["auto", "gray", "rgb"], default="auto", help="image channels (default: rgb if any image has color)")
     g.add_argument("--val-split", type=float, default=0.1, help="held-out fraction of each class (default 0.1)")
     g = ap.add_argument_group("model")
-    g.add_argument("--stem", type=int, help="stem width (default: 512, or 256 for fewer than 64 features)")
+    g.add_argument("--stem", type=int, help="stem width (default: 512, or 256 for fewer than 64 features; with "
+                                            "--conv 0 = no stem, the conv features feed the router and experts)")
+    g.add_argument("--conv", help="binary convolution front (format v2) for one-channel image data: "
+                                  "channels,kernel,stride,padding,pool, e.g. 32,5,1,2,4 (limits: channels 1..64, "
+                                  "kernel 1..15, 1 <= stride <= kernel, 0 <= padding < kernel, pool >= 1)")
     g.add_argument("--experts", type=int, default=8)
     g.add_argument("--top-k", type=int, default=2)
     g.add_argument("--hidden", default="128", help="expert hidden widths, comma separated ('' = none); default 128")
@@ -663,6 +704,25 @@ def parse_args(argv):
         except (ValueError, AssertionError):
             ap.error("--size: WxH or N, 1..512")
     args.hidden = [int(v) for v in args.hidden.split(",") if v.strip()]
+    if args.shape:
+        try:
+            args.shape = tuple(int(v) for v in args.shape.replace("x", ",").split(","))
+            assert len(args.shape) == 2 and min(args.shape) >= 1
+        except (ValueError, AssertionError):
+            ap.error("--shape: H,W (two positive integers)")
+    if args.conv:
+        try:
+            v = [int(t) for t in args.conv.split(",")]
+            assert len(v) == 5
+        except (ValueError, AssertionError):
+            ap.error("--conv: channels,kernel,stride,padding,pool (five integers, e.g. 32,5,1,2,4)")
+        ch, k, st, pad, pool = v
+        if not (1 <= ch <= 64 and 1 <= k <= 15 and 1 <= st <= k and 0 <= pad < k and pool >= 1):
+            ap.error("--conv: need 1 <= channels <= 64, 1 <= kernel <= 15, 1 <= stride <= kernel, "
+                     "0 <= padding < kernel, pool >= 1")
+        args.conv = dict(channels=ch, kernel=k, stride=st, padding=pad, pool=pool)
+    if args.stem is not None and (args.stem < 0 or (args.stem == 0 and not args.conv)):
+        ap.error("--stem must be >= 1 (0 = no stem is for --conv only)")
     if not 0 < args.val_split < 1:
         ap.error("--val-split must be in (0, 1)")
     if args.planes is not None and not 1 <= args.planes <= 8:
@@ -694,7 +754,24 @@ def fit(args, argv):
         raise FitError("the held-out split is empty: need at least 2 samples of some class")
     Xtr, ytr, Xva, yva = X[tr], y[tr], X[va], y[va]
     args.planes = args.planes or (4 if D >= 256 else 8)
-    args.stem = args.stem or (512 if D >= 64 else 256)
+    conv_features = None
+    if args.conv:
+        shape = data["input_shape"]
+        if not shape or len(shape) != 2:
+            raise FitError("--conv needs one-channel image data: an image folder of grayscale images (--color gray "
+                           "for color ones), an X.npy shaped [N, H, W], or --shape H,W for .npy/.csv features"
+                           + (f" (this data's shape is {shape})" if shape else ""))
+        from bitfleet_torch import conv_geometry
+        c = args.conv
+        _, _, Hp, Wp = conv_geometry(shape, c["kernel"], c["stride"], c["padding"], c["pool"])
+        if min(Hp, Wp) < 1:
+            raise FitError(f"--conv {','.join(str(v) for v in c.values())}: no pooled position left for "
+                           f"{shape[0]}x{shape[1]} images")
+        conv_features = Hp * Wp * c["channels"]
+        if args.stem is None:
+            args.stem = 0
+    elif args.stem is None:
+        args.stem = 512 if D >= 64 else 256
     if args.epochs is None:
         args.epochs = int(min(40, max(8, round(300_000 / max(1, len(tr))))))
     if args.finetune is None:
@@ -703,7 +780,11 @@ def fit(args, argv):
     print(f"data: {data['kind']} {args.data}: {len(X)} samples x {D} features, classes {classes} "
           f"(counts {data['counts']}); train {len(tr)}, held-out {len(va)}  [{time.time() - t_load:.1f}s]", flush=True)
     print(f"inputs: {data['scaling_note']}", flush=True)
-    print(f"model: stem {args.stem}, planes {args.planes}, experts {args.experts}, top-{args.top_k}, hidden "
+    if args.conv:
+        c = args.conv
+        print(f"conv front: {c['channels']} binary {c['kernel']}x{c['kernel']} filters, stride {c['stride']}, padding "
+              f"{c['padding']}, OR-pool {c['pool']} -> {conv_features} features", flush=True)
+    print(f"model: stem {args.stem}{' (none)' if args.stem == 0 else ''}, planes {args.planes}, experts {args.experts}, top-{args.top_k}, hidden "
           f"{args.hidden}; epochs {args.epochs} + {args.finetune} frozen-bn, batch {args.batch}, lr {args.lr}, "
           f"kd {args.kd}, threads {args.threads}", flush=True)
 
@@ -713,7 +794,8 @@ def fit(args, argv):
     from bitfleet_torch import BinaryMoE, calibrate, export_model, float_arrays
 
     arch = dict(input_features=D, classes=len(classes), stem=args.stem, experts=args.experts, top_k=args.top_k,
-                hidden=args.hidden, planes=args.planes, seed=args.seed)
+                hidden=args.hidden, planes=args.planes, seed=args.seed, conv=args.conv,
+                input_shape=data["input_shape"] if args.conv else None)
     fl_epochs = args.epochs + args.finetune
     clock = Clock([("float", fl_epochs, 0.7), ("binary", args.epochs + args.finetune, 1.0)])
     os.makedirs(args.out, exist_ok=True)
@@ -753,16 +835,11 @@ def fit(args, argv):
         print("WARNING: the exported model differs from the torch model's exact eval (exporter bug?)", flush=True)
 
     # float twin -> ONNX, int8 twin
-    from train import export_onnx
-    import onnx
+    from bitfleet_torch import export_float_onnx
     fdir = os.path.join(args.out, "float")
     os.makedirs(fdir, exist_ok=True)
     onnx_path, int8_path = os.path.join(fdir, "model.onnx"), os.path.join(fdir, "model_int8.onnx")
-    export_onnx(float_arrays(fmodel), args.top_k, onnx_path, "sparse")
-    om = onnx.load(onnx_path)  # train.py's graph declares 784 inputs: set this data's width
-    om.graph.input[0].type.tensor_type.shape.dim[1].dim_value = D
-    onnx.checker.check_model(om)
-    onnx.save(om, onnx_path)
+    export_float_onnx(float_arrays(fmodel), args.top_k, onnx_path, D, "sparse")
     import logging
     from onnxruntime.quantization import QuantType, quantize_dynamic
     logging.getLogger().setLevel(logging.ERROR)
@@ -784,8 +861,15 @@ def fit(args, argv):
         print("no built bitfleet binary found (swift build -c release, or --bitfleet PATH): engine samples/s not "
               "measured", flush=True)
 
-    widths = [args.stem] + args.hidden + [len(classes)]
-    macs = args.planes * D * args.stem + args.experts * args.stem + \
+    S = args.stem or conv_features                   # the width the router and the experts read
+    widths = [S] + args.hidden + [len(classes)]
+    if args.conv:   # the conv runs on the input planes like the stem; the stem (if any) reads the conv bits
+        c = args.conv
+        Ho, Wo, _, _ = conv_geometry(data["input_shape"], c["kernel"], c["stride"], c["padding"], c["pool"])
+        front_macs = args.planes * c["kernel"] ** 2 * c["channels"] * Ho * Wo + conv_features * args.stem
+    else:
+        front_macs = args.planes * D * args.stem
+    macs = front_macs + args.experts * S + \
         args.top_k * sum(widths[i] * widths[i + 1] for i in range(len(widths) - 1))
     st = os.path.join(args.out, "model.safetensors")
     metrics = dict(

@@ -9,10 +9,17 @@
    exact-integer eval bit for bit (stem pre-activations, bits, router scores, experts, gates, logits,
    probabilities); the folded thresholds must agree with torch's batch-norm eval wherever |bn(a)| is not ~0; and
    the exporter fed only a saved state_dict writes the same bytes.
+1b. The conv front (format v2) the same way: tiny BinaryMoE(conv=...) models trained a few steps on real
+   Fashion-MNIST (stem 0 with hidden layers, stem > 0 with stride 2 / padding 0 / a dropped pooled row, stem 0
+   with no hidden layer so the experts' output layer reads the conv features), conv batch-norm scales forced
+   negative and zero and zero latent filter taps; reference.py on the export equals forward_exact bit for bit
+   (conv_bits, stem_pre/bits, router scores, experts, gates, logits); the folded conv thresholds agree with torch's
+   batch-norm eval off the boundary; a saved state_dict exports the same bytes; the float twin's ONNX export
+   (Conv/Relu/MaxPool/Flatten front) gives torch's float logits.
 2. fit.py end to end, small: (a) a CSV with a header and string labels and (b) an .npz written from real
    Fashion-MNIST images, (c) a folder of PNG images; each writes a model directory that reference.py loads with
    the card's accuracy, an ONNX float twin and int8 twin; with $BITFLEET_BIN (a built `bitfleet`) the engine
-   loads and runs it (`bitfleet bench --model`).
+   loads and runs it (`bitfleet bench --model`); (d) the PNG folder again with --conv (the card names the front).
 3. fit.py's errors on bad input: missing labels, ragged CSV, one class, NaN, negative features, empty folder,
    unreadable image, no such path.
 """
@@ -124,6 +131,143 @@ def test_torch_export_bit_exact():
     acc = float((mine["logits"].argmax(1) == fashion(5000)[1][2000:3000]).mean())
     check(len(np.unique(mine["logits"].argmax(1))) > 2, "the tampered model predicts fewer than 3 classes")
     return f"bit-exact on 1000 images (accuracy of the deliberately tampered model {acc * 100:.1f}%)"
+
+
+def _train_steps(model, x, y, steps, batch):
+    import torch
+    import torch.nn.functional as F
+    import bitfleet_torch as bt
+    opt = bt.Adam(model.parameters(), 3e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    for step in range(steps):
+        ids = torch.arange(step * batch, (step + 1) * batch) % len(xt)
+        logits, aux = model(xt[ids])
+        loss = F.cross_entropy(logits, yt[ids]) + 0.05 * aux
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.clip_latent()
+    return float(loss.detach())
+
+
+CONV_CASES = [  # (conv, stem, hidden): the layer(s) reading the conv features differ in each
+    (dict(channels=8, kernel=5, stride=1, padding=2, pool=4), 0, [24]),     # router + hidden[0] read 7x7x8
+    (dict(channels=6, kernel=4, stride=2, padding=0, pool=2), 40, [16]),    # 13x13 -> 6x6 (row/col 13 dropped)
+    (dict(channels=4, kernel=3, stride=3, padding=1, pool=3), 0, []),       # 10x10 -> 3x3: out layer reads them
+]
+
+
+def test_torch_conv_export_bit_exact():
+    import torch
+    import torch.nn.functional as F
+    import bitfleet_torch as bt
+    import reference
+
+    torch.set_num_threads(1)
+    x, y = fashion(2000)
+    xe = fashion(5000)[0][2000:2600]
+    notes = []
+    for ci, (conv, stem, hidden) in enumerate(CONV_CASES):
+        model = bt.BinaryMoE(conv=conv, input_shape=(28, 28), classes=10, stem=stem, experts=4, top_k=2,
+                             hidden=hidden, planes=4, seed=5 + ci)
+        loss = _train_steps(model, x, y, 8, 250)
+        check(loss < (2.25 if ci < 2 else 2.6), f"case {ci}: training did not reduce the loss ({loss:.3f})")
+        bt.calibrate(model, x[:1000])
+        with torch.no_grad():  # every folding case on the conv: negative scale, zero scale both ways, sign(0)
+            bn = model.conv.bn
+            bn.weight[: conv["channels"] // 2] *= -1
+            bn.weight[-1] = 0
+            bn.bias[-1] = -0.5 if ci % 2 else 0.25
+            model.conv.weight[:, :3] = 0.0
+            if stem:
+                model.stem.bn.weight[:7] *= -1
+                model.stem.bn.weight[8] = 0
+        mine = model.forward_exact(xe)
+        ones = float(mine["conv_bits"].mean())
+        check(0.03 < ones < 0.97, f"case {ci}: degenerate conv features ({ones * 100:.0f}% ones)")
+        with tempfile.TemporaryDirectory() as td:
+            cfg = bt.export_model(model, td, "conv-test", NAMES, 255.0)
+            check(cfg["format_version"] == 2 and cfg["conv"] == conv and cfg["stem_width"] == stem
+                  and cfg["input_shape"] == [28, 28], f"case {ci}: config {cfg}")
+            ref = reference.forward(reference.load_model(td), xe)
+            check(set(ref) == set(mine), f"case {ci}: keys {sorted(ref)} vs {sorted(mine)}")
+            for k in ref:
+                check(ref[k].shape == mine[k].shape, f"case {ci} {k}: shape {ref[k].shape} vs {mine[k].shape}")
+                diff = np.argwhere(ref[k] != mine[k])
+                check(diff.size == 0, f"case {ci} {k}: reference.py on the export differs from forward_exact at "
+                                      f"{len(diff)} places, first {diff[:3].tolist()}")
+            check(len(np.unique(ref["experts"])) > 1, f"case {ci}: degenerate routing")
+            # forward_exact reads the same folded arrays as the exporter, so the checks below tie the export to the
+            # torch model itself: (1) the exported filters and thresholds decide like torch's batch-norm eval
+            # (before pooling) wherever |bn(a)| is not ~0
+            mdl = reference.load_model(td)
+            model.eval()
+            with torch.no_grad():
+                a = model.conv.preact(torch.from_numpy(xe[:200]))
+                yb = F.batch_norm(a, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+            q = torch.from_numpy(xe).to(torch.int64) >> 4
+            k, s, p = conv["kernel"], conv["stride"], conv["padding"]
+            cols = F.unfold(q[:200].to(torch.float64).reshape(-1, 1, 28, 28), k, padding=p, stride=s)
+            ae = torch.matmul(torch.from_numpy(mdl["conv_w"].astype(np.float64)), cols).reshape(a.shape).numpy()
+            far = np.abs(yb.numpy()) > 1e-3
+            bad = np.argwhere(((yb >= 0).numpy() != (ae >= mdl["conv_t"][None, :, None, None])) & far)
+            check(bad.size == 0, f"case {ci}: exported conv thresholds disagree with torch's batch-norm eval at "
+                                 f"{len(bad)} places, first {bad[:3].tolist()}")
+            # (2) reference.py's features, read back in torch's (c, y, x) flatten order, are the exported conv's
+            geo = dict(conv, input_shape=(28, 28))
+            f_t = bt.exact_conv_bits(q, mdl["conv_w"], mdl["conv_t"], geo, order="torch").numpy()
+            Hp, Wp = reference.conv_geometry(cfg)["pooled"]
+            C = conv["channels"]
+            f_ref = ref["conv_bits"].reshape(-1, Hp, Wp, C).transpose(0, 3, 1, 2).reshape(len(xe), -1)
+            check(np.array_equal(f_ref, (f_t > 0).astype(np.uint8)), f"case {ci}: conv feature order")
+            # (3) every layer reading the features: exported rows x format-order features = torch's sign(latent)
+            # rows x torch-order features (rows negated where the batch-norm scale is negative)
+            f_fmt = 2 * ref["conv_bits"].astype(np.int64) - 1
+            sgn = lambda w: np.where(w.detach().numpy() >= 0, 1, -1).astype(np.int64)
+            neg = lambda layer: np.where(layer.bn.weight.detach().numpy() < 0, -1, 1)
+            if stem:
+                readers = [("stem", mdl["stem_w"], model.stem.weight, neg(model.stem))]
+            else:
+                readers = [("router", mdl["router_w"], model.router.weight, 1)]
+                for e in range(4):
+                    if hidden:
+                        readers.append((f"expert {e} hidden 0", mdl["hidden_w"][0][e], model.experts[e].hidden[0].weight,
+                                        neg(model.experts[e].hidden[0])))
+                    else:
+                        readers.append((f"expert {e} out", mdl["out_w"][e], model.experts[e].out.weight, 1))
+            for what, w_exp, w_lat, rows in readers:
+                got, want = f_fmt @ w_exp.T, (f_t @ sgn(w_lat).T) * rows
+                check(np.array_equal(got, want), f"case {ci}: {what}: the exported weights read the conv features "
+                                                 f"differently from the torch layer ({int((got != want).sum())} "
+                                                 f"pre-activations differ): column order?")
+            if ci == 1:   # a state_dict alone exports the same bytes
+                buf = io.BytesIO()
+                torch.save(model.state_dict(), buf)
+                buf.seek(0)
+                with tempfile.TemporaryDirectory() as td2:
+                    bt.export_state_dict(torch.load(buf), td2, cfg)
+                    check(open(os.path.join(td, "model.safetensors"), "rb").read()
+                          == open(os.path.join(td2, "model.safetensors"), "rb").read(),
+                          "export_state_dict wrote different bytes from export_model")
+        notes.append(f"stem {stem}: {mine['conv_bits'].shape[1]} features, {ones * 100:.0f}% ones")
+    # the float twin's ONNX export with the conv front (stem 0 and stem > 0) gives torch's float logits
+    import onnxruntime as ort
+    for conv, stem, hidden in CONV_CASES[:2]:
+        fm = bt.BinaryMoE(conv=conv, input_shape=(28, 28), classes=10, stem=stem, experts=4, top_k=2,
+                          hidden=hidden, planes=4, binary=False, seed=2)
+        _train_steps(fm, x, y, 3, 250)
+        bt.calibrate(fm, x[:1000])
+        with tempfile.TemporaryDirectory() as td:
+            path = bt.export_float_onnx(bt.float_arrays(fm), 2, os.path.join(td, "f.onnx"), 784)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            got = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]).run(
+                None, {"x": xe[:300].astype(np.float32) / np.float32(255)})[0]
+        with torch.no_grad():
+            want = fm(torch.from_numpy(xe[:300]))[0].numpy()
+        err = float(np.abs(got - want).max())
+        check(err < 1e-3, f"float twin ONNX (stem {stem}) differs from torch by {err}")
+    return "bit-exact on 600 images: " + "; ".join(notes) + "; float twin ONNX = torch"
 
 
 # ---------------------------------------------------------------------------------------------------- fit.py
@@ -251,6 +395,52 @@ def test_fit_image_folder():
         return "engine not run ($BITFLEET_BIN unset)"
 
 
+def test_fit_image_folder_conv():
+    from PIL import Image
+    x, y = fashion(400)
+    with tempfile.TemporaryDirectory() as td:
+        root = os.path.join(td, "images")
+        for i, (xi, yi) in enumerate(zip(x, y)):
+            d = os.path.join(root, NAMES[yi].replace("/", "-"))
+            os.makedirs(d, exist_ok=True)
+            Image.fromarray(xi.reshape(28, 28)).save(os.path.join(d, f"{i:04d}.png"))
+        out = os.path.join(td, "model")
+        binary = os.environ.get("BITFLEET_BIN")
+        check(not binary or os.path.exists(binary), f"$BITFLEET_BIN={binary}: no such file")
+        small = [a for a in FIT_SMALL]
+        small[small.index("--stem") + 1] = "0"
+        rc, so, se = run_fit(["--data", root, "--out", out, "--conv", "8,5,1,2,4",
+                              "--bitfleet", binary if binary else "none"] + small)
+        check(rc == 0, f"fit.py rc {rc}: {se[-2000:]}{so[-2000:]}")
+        check("conv front: 8 binary 5x5 filters" in so, f"no conv front line: {so[:1500]}")
+        cfg = json.load(open(os.path.join(out, "config.json")))
+        check(cfg["format_version"] == 2 and cfg["conv"] == dict(channels=8, kernel=5, stride=1, padding=2, pool=4)
+              and cfg["stem_width"] == 0 and cfg["input_shape"] == [28, 28], f"config {cfg}")
+        # fit.py reads the folder class by class (sorted names), each class's files in name order
+        folders = sorted(n.replace("/", "-") for n in NAMES)
+        yf = np.array([folders.index(NAMES[v].replace("/", "-")) for v in y])
+        order = np.argsort(yf, kind="stable")
+        va = heldout(yf[order])
+        m = check_model_dir(out, 10, 784, x[order][va], yf[order][va])
+        card = open(os.path.join(out, "MODEL_CARD.md")).read()
+        check("binary convolution" in card and "8 binary 5×5 filters" in card and "7×7×8 = 392" in card
+              and "no stem" in card, "MODEL_CARD.md does not say which front was used")
+        # --conv without image-shaped data, and a --shape that does not fit, are refused
+        np.save(os.path.join(td, "X.npy"), x[:50])
+        np.save(os.path.join(td, "y.npy"), y[:50])
+        rc, _, se = run_fit(["--data", os.path.join(td, "X.npy"), "--out", out + "2", "--conv", "4,3,1,1,2"])
+        check(rc == 2 and "--conv needs one-channel image data" in se, f"--conv on flat features: rc {rc} {se}")
+        rc, _, se = run_fit(["--data", os.path.join(td, "X.npy"), "--out", out + "2", "--conv", "4,3,1,1,2",
+                             "--shape", "27,28"])
+        check(rc == 2 and "--shape 27,28" in se, f"bad --shape: rc {rc} {se}")
+        check(not os.path.exists(out + "2"), "a model directory was written for bad input")
+        note = f"held-out binary {m['binary_heldout_acc'] * 100:.1f}% float {m['float_onnx_acc'] * 100:.1f}%"
+        if binary:
+            check(m["engine"] and m["engine"]["samples_per_s"] > 0, f"the engine did not run the model: {so[-1500:]}")
+            return note + f"; engine loaded and ran it: {m['engine']['samples_per_s']:.0f} samples/s"
+        return note + "; engine not run ($BITFLEET_BIN unset)"
+
+
 def test_fit_errors():
     from PIL import Image
     cases = []
@@ -291,8 +481,8 @@ def test_fit_errors():
     return f"{len(cases)} bad inputs refused with a clear message"
 
 
-TESTS = [test_fit_errors, test_torch_export_bit_exact, test_fit_csv, test_fit_npz_scaled_features,
-         test_fit_image_folder]
+TESTS = [test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
+         test_fit_npz_scaled_features, test_fit_image_folder, test_fit_image_folder_conv]
 
 
 def main(argv):
