@@ -266,7 +266,7 @@ public final class Worker: Sendable {
     }
 
     private func write(_ items: [Finished], database: SlotDatabase) throws {
-        let start = WorkerClock.monotonic()
+        let start = WorkerClock.monotonic(), cpuStart = WorkerClock.threadCPU()
         let written: Set<Int>
         do {
             written = try database.run { queue in
@@ -285,8 +285,10 @@ public final class Worker: Sendable {
             }
             return
         }
-        let seconds = WorkerClock.monotonic() - start
-        try? database.run(untilStopping: true) { try $0.recordWriteTime(jobIDs: written, seconds: seconds) }
+        let seconds = WorkerClock.monotonic() - start, cpuSeconds = max(0, WorkerClock.threadCPU() - cpuStart)
+        try? database.run(untilStopping: true) {
+            try $0.recordWriteTime(jobIDs: written, seconds: seconds, cpuSeconds: cpuSeconds)
+        }
         counters.withLock {
             $0.succeeded += written.count
             $0.samples += items.filter { written.contains($0.claim.id) }.reduce(0) { $0 + $1.completion.samples }
@@ -339,7 +341,7 @@ public final class Worker: Sendable {
                 // Queue overhead alone: no fetch, no model; still metered and written like any job.
                 return .success(JobCompletion(modelVersion: "builtin", samples: 0, output: "{\"noop\": true}", cost: CostRecord(
                     nodeClass: configuration.nodeClass, samples: 0, queueWaitSeconds: claim.queueWaitSeconds,
-                    fetchSeconds: 0, decodeSeconds: 0, inferSeconds: 0, cpuSeconds: timer.cpuSeconds, bytesFetched: 0,
+                    fetchSeconds: 0, decodeSeconds: 0, inferSeconds: 0, cpuSeconds: 0, bytesFetched: 0,
                     binaryOps: 0, pricePerCoreHour: configuration.pricePerCoreHour)))
             }
             let (registered, model) = try phase(.model) {
@@ -366,11 +368,17 @@ public final class Worker: Sendable {
             timer.lap("infer")
 
             let output = try phase(.encode) { try ResultDocument(model: registered, input: input, result: result).json() }
+            timer.lap("encode")
             var cost = CostRecord(
                 nodeClass: configuration.nodeClass, samples: input.samples, queueWaitSeconds: claim.queueWaitSeconds,
                 fetchSeconds: timer["fetch"] + timer["model"], decodeSeconds: timer["decode"], inferSeconds: timer["infer"],
-                cpuSeconds: timer.cpuSeconds, bytesFetched: response.bytesReceived, binaryOps: result.stats.binaryOps,
+                cpuSeconds: 0, bytesFetched: response.bytesReceived, binaryOps: result.stats.binaryOps,
                 pricePerCoreHour: configuration.pricePerCoreHour)
+            cost.fetchCPUSeconds = timer.cpu("model") + timer.cpu("fetch")
+            cost.decodeCPUSeconds = timer.cpu("decode")
+            cost.inferCPUSeconds = timer.cpu("infer")
+            cost.encodeCPUSeconds = timer.cpu("encode")
+            cost.cpuSeconds = cost.fetchCPUSeconds + cost.decodeCPUSeconds + cost.inferCPUSeconds + cost.encodeCPUSeconds
             cost.modelMemoryBytes = model.mappedBytes + model.privateBytes
             cost.pricePerGBHour = configuration.pricePerGBHour
             cost.expertActivations = result.stats.expertActivations
