@@ -358,8 +358,11 @@ private struct Scanner {
     }
 
     /// Clinger's fast path: a decimal with at most 15 significant digits and a small power of ten converts
-    /// exactly through one correctly rounded Double operation (the result equals strtod's). Nil otherwise.
-    func fastDouble(start: Int, end: Int) -> Double? {
+    /// exactly through one correctly rounded Double operation (the result equals strtod's): `exact`. With 16 to 19
+    /// significant digits (a float32 printed in full, as numpy's `tolist()` does) the mantissa still fits 64 bits and
+    /// the result is within 2 ulp of strtod's, not `exact`: good enough for a Float unless it lies near a point
+    /// halfway between two Floats (`number` checks). Nil otherwise.
+    func fastDouble(start: Int, end: Int) -> (value: Double, exact: Bool)? {
         var i = start
         var negative = false
         if bytes[i] == UInt8(ascii: "-") {
@@ -383,7 +386,7 @@ private struct Scanner {
                 i += 1
             }
         }
-        if digits > 15 { return nil }
+        if digits > 19 { return nil }
         if i < end, bytes[i] == UInt8(ascii: "e") || bytes[i] == UInt8(ascii: "E") {
             i += 1
             var eneg = false
@@ -406,7 +409,15 @@ private struct Scanner {
             guard exp10 <= 22 else { return nil }
             v *= Scanner.powersOf10[exp10]
         }
-        return negative ? -v : v
+        return (negative ? -v : v, digits <= 15)
+    }
+
+    /// True when `value` is within a few Double ulps of a point halfway between two adjacent Floats: there an
+    /// approximation 2 ulps off could round to the other Float than the correctly rounded Double does.
+    static func nearFloatMidpoint(_ value: Double) -> Bool {
+        // A Double has 29 more fraction bits than a Float; halfway between two Floats they read 1000…0.
+        let low = Int(value.bitPattern & 0x1FFF_FFFF)
+        return abs(low - 0x1000_0000) <= 16
     }
 
     /// A strict JSON number as a finite Float.
@@ -448,8 +459,8 @@ private struct Scanner {
         }
         let length = pos - start
         var value: Double
-        if let fast = fastDouble(start: start, end: pos) {
-            value = fast
+        if let fast = fastDouble(start: start, end: pos), fast.exact || !Self.nearFloatMidpoint(fast.value) {
+            value = fast.value
         } else {
             guard length < 400 else { throw fail("number too long", sample: sample) }
             value = withUnsafeTemporaryAllocation(of: CChar.self, capacity: length + 1) { tmp in

@@ -88,6 +88,11 @@ struct PhaseTimer {
         cpuStart = cpu
     }
 
+    /// Leaves `cpuSeconds` of the current phase off the job's bill (work the job merely triggered: a model load).
+    mutating func exclude(cpuSeconds: Double) {
+        cpuStart += max(0, cpuSeconds)
+    }
+
     /// Wall seconds of a phase.
     subscript(name: String) -> Double { phases[name] ?? 0 }
     /// Thread CPU seconds of a phase.

@@ -226,6 +226,7 @@ public final class Worker: Sendable {
         }
         var pending: [Finished] = []
         var oldestPending: Double?
+        var registry = RegistryCache()
         for (index, claim) in claims.enumerated() {
             switch machine.withLock({ $0.beforeStarting(claim) }) {
             case .releaseRest:
@@ -241,7 +242,7 @@ public final class Worker: Sendable {
             case .run:
                 break
             }
-            switch process(claim, database: database, client: client) {
+            switch process(claim, database: database, client: client, registry: &registry) {
             case .success(let completion):
                 if pending.isEmpty { oldestPending = WorkerClock.monotonic() }
                 pending.append((claim, completion))
@@ -321,7 +322,8 @@ public final class Worker: Sendable {
 
     /// Runs one attempt: what to write when it succeeded, or why it failed. Errors of the slot's connection are
     /// retried inside (they are no job's fault); every other error becomes this job's failure, classified.
-    private func process(_ claim: JobClaim, database: SlotDatabase, client: HTTPClient) -> Result<JobCompletion, JobFailure> {
+    private func process(_ claim: JobClaim, database: SlotDatabase, client: HTTPClient,
+                         registry: inout RegistryCache) -> Result<JobCompletion, JobFailure> {
         var log = logger
         log[metadataKey: "job"] = "\(claim.id)"
         if let batch = claim.batchID { log[metadataKey: "batch"] = "\(batch)" }
@@ -345,8 +347,17 @@ public final class Worker: Sendable {
                     binaryOps: 0, pricePerCoreHour: configuration.pricePerCoreHour)))
             }
             let (registered, model) = try phase(.model) {
-                let registered = try database.run { try models.resolve(name: claim.model, version: claim.modelVersion, on: $0.connection) }
-                return (registered, try models.model(for: registered))
+                let registered = try registry.resolve(claim) { name, version in
+                    try database.run { try models.resolve(name: name, version: version, on: $0.connection) }
+                }
+                if let model = models.loadedModel(for: registered) { return (registered, model) }
+                // Loading a model (mapping, hashing, repacking and timing its kernels) happens once per process and
+                // model, whichever job comes first: it is the worker's start-up, not this job's work, so its CPU
+                // is not on this job's bill (it is in the worker's busy core-seconds, bitfleet.worker_usage).
+                let cpuStart = WorkerClock.threadCPU()
+                let model = try models.model(for: registered)
+                timer.exclude(cpuSeconds: WorkerClock.threadCPU() - cpuStart)
+                return (registered, model)
             }
             timer.lap("model")
 
@@ -540,6 +551,21 @@ public final class Worker: Sendable {
                 wake.wait(timeout: 2)
             }
         }
+    }
+}
+
+/// The registry lookups of one claimed batch: the jobs of a batch share a model, so one statement per distinct
+/// (model, version) instead of one per job. Only successful lookups are kept (an unknown model is looked up again
+/// for each job that names it, and each fails with the registry's current list).
+struct RegistryCache {
+    private var known: [String: RegisteredModel] = [:]
+
+    mutating func resolve(_ claim: JobClaim, lookup: (String, String?) throws -> RegisteredModel) rethrows -> RegisteredModel {
+        let key = claim.model + "\u{0}" + (claim.modelVersion ?? "\u{1}")
+        if let hit = known[key] { return hit }
+        let registered = try lookup(claim.model, claim.modelVersion)
+        known[key] = registered
+        return registered
     }
 }
 
