@@ -75,6 +75,14 @@ for round in $(seq "$rounds"); do
                  sum((to_jsonb(c) ->> 'encode_cpu_seconds')::float8) as encode,
                  sum((to_jsonb(c) ->> 'write_cpu_seconds')::float8) as write
           from bitfleet.job_costs c where batch_id = $batch) t" >"$work/costs-$round.json"
+  # The same by input format (the URL's suffix): the JSON inputs cost far more to fetch and decode than .npy.
+  q -c "select json_object_agg(fmt, row_to_json(t)) from (
+          select substring(j.input_url from '\.([a-z]+)$') as fmt, count(*) as jobs,
+                 avg(c.fetch_cpu_seconds) * 1000 as fetch_ms, avg(c.decode_cpu_seconds) * 1000 as decode_ms,
+                 avg(c.infer_cpu_seconds) * 1000 as infer_ms, avg(c.encode_cpu_seconds) * 1000 as encode_ms,
+                 avg(c.write_cpu_seconds) * 1000 as write_ms
+          from bitfleet.job_costs c join bitfleet.jobs j on j.id = c.job_id where c.batch_id = $batch group by 1) t" \
+    >"$work/formats-$round.json"
 done
 
 python3 - "$work" "$rounds" "$json" <<'PY'
@@ -88,10 +96,14 @@ for r in range(1, rounds + 1):
     engine = next(m for m in bench["models"] if m["batch"] == 256 and m["threads"] == 1)
     costs = json.loads(open(f"{work}/costs-{r}.json").read())
     metered = costs["samples"] / costs["cpu_seconds"]
+    try:
+        formats = json.loads(open(f"{work}/formats-{r}.json").read() or "{}") or {}
+    except ValueError:
+        formats = {}
     phases = {k: (costs[k] or 0) / costs["jobs"] * 1000 for k in ("fetch", "decode", "infer", "encode", "write")}
     out.append({"round": r, "jobs": costs["jobs"], "samples": costs["samples"],
                 "metered_samples_per_cpu_s": metered, "cpu_ms_per_job": costs["cpu_seconds"] / costs["jobs"] * 1000,
-                "phase_cpu_ms_per_job": phases,
+                "phase_cpu_ms_per_job": phases, "phase_cpu_ms_per_job_by_format": formats,
                 "engine_samples_per_cpu_s": engine["samplesPerCPUSecond"], "engine_samples_per_s": engine["samplesPerSecond"],
                 "ratio_cpu": metered / engine["samplesPerCPUSecond"], "ratio_wall": metered / engine["samplesPerSecond"]})
 if as_json:
@@ -104,6 +116,11 @@ else:
         print(f"{o['round']:5d}  {o['metered_samples_per_cpu_s']:13.0f}  {o['engine_samples_per_cpu_s']:17.0f}  {o['engine_samples_per_s']:13.0f}"
               f"  {o['ratio_cpu']:10.2f}  {o['ratio_wall']:11.2f}  {o['cpu_ms_per_job']:10.3f}  {p['fetch']:5.3f}  {p['decode']:6.3f}"
               f"  {p['infer']:5.3f}  {p['encode']:6.3f}  {p['write']:5.3f}")
+    print("by input format (CPU ms per job): " + "; ".join(
+        f"round {o['round']} " + ", ".join(
+            f"{fmt} ×{v['jobs']}: fetch {v['fetch_ms'] or 0:.3f} decode {v['decode_ms'] or 0:.3f} infer {v['infer_ms'] or 0:.3f}"
+            for fmt, v in sorted(o["phase_cpu_ms_per_job_by_format"].items()))
+        for o in out))
     rc = [o["ratio_cpu"] for o in out]
     print(f"ratio metered / engine (CPU-s): {min(rc):.2f}–{max(rc):.2f} over {len(rc)} rounds")
 PY
