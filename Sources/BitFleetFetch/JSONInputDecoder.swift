@@ -357,6 +357,18 @@ private struct Scanner {
         return v
     }
 
+    /// The value of the eight ASCII digits at `p`, or nil when any of the eight bytes is not a digit.
+    @inline(__always) static func eightDigits(_ p: UnsafePointer<UInt8>) -> UInt64? {
+        let chunk = UInt64(littleEndian: UnsafeRawPointer(p).loadUnaligned(as: UInt64.self))
+        // Every byte 0x30…0x39: high nibble 3, and adding 6 keeps it 3.
+        guard chunk & 0xF0F0_F0F0_F0F0_F0F0 == 0x3030_3030_3030_3030,
+              (chunk &+ 0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0 == 0x3030_3030_3030_3030 else { return nil }
+        var v = chunk & 0x0F0F_0F0F_0F0F_0F0F
+        v = (v &* 2561) >> 8                                  // pairs: 10 × first + second
+        v = ((v & 0x00FF_00FF_00FF_00FF) &* 6_553_601) >> 16   // fours
+        return ((v & 0x0000_FFFF_0000_FFFF) &* 42_949_672_960_001) >> 32
+    }
+
     /// True when `value` is within a few Double ulps of a point halfway between two adjacent Floats: there an
     /// approximation 2 ulps off could round to the other Float than the correctly rounded Double does.
     static func nearFloatMidpoint(_ value: Double) -> Bool {
@@ -404,6 +416,19 @@ private struct Scanner {
         if peek() == UInt8(ascii: ".") {
             pos += 1
             let d = pos
+            // Eight digits at a time while there are eight (SWAR: one 64-bit load, checked and converted in a few
+            // multiplications), then one at a time.
+            while end - pos >= 8, let eight = Self.eightDigits(bytes.baseAddress! + pos) {
+                if mantissa == 0 {
+                    var t = eight
+                    while t > 0 { digits += 1; t /= 10 }
+                } else {
+                    digits += 8
+                }
+                mantissa = mantissa &* 100_000_000 &+ eight
+                exp10 -= 8
+                pos += 8
+            }
             while pos < end, bytes[pos] >= 48, bytes[pos] <= 57 {
                 let digit = bytes[pos] - 48
                 if mantissa != 0 || digit != 0 { digits += 1 }

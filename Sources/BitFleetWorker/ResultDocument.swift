@@ -62,7 +62,7 @@ struct ResultDocument {
         out.reserveCapacity(min(maxBytes, minimum * 2))
         // Appended piece by piece into the one buffer (no temporary arrays or interpolated strings per entry); each
         // class label is escaped once per document.
-        var labels: [Int: [UInt8]] = [:]
+        var labels: [[UInt8]?] = []
         out.append(contentsOf: "{\"model\":".utf8)
         Self.string(model, into: &out)
         out.append(contentsOf: ",\"predictions\":[".utf8)
@@ -83,13 +83,16 @@ struct ResultDocument {
                 out.append(contentsOf: "{\"class\":".utf8)
                 Self.integer(score.index, into: &out)
                 out.append(contentsOf: ",\"label\":".utf8)
-                if let escaped = labels[score.index] {
+                if score.index >= 0, score.index < labels.count, let escaped = labels[score.index] {
                     out.append(contentsOf: escaped)
                 } else {
                     var escaped: [UInt8] = []
                     Self.string(score.label, into: &escaped)
-                    labels[score.index] = escaped
                     out.append(contentsOf: escaped)
+                    if score.index >= 0, score.index < 4096 {
+                        if labels.count <= score.index { labels += Array(repeating: nil, count: score.index + 1 - labels.count) }
+                        labels[score.index] = escaped
+                    }
                 }
                 out.append(contentsOf: ",\"p\":".utf8)
                 Self.number(score.probability, into: &out)

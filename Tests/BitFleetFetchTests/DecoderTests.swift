@@ -35,6 +35,16 @@ struct DecoderTests {
                 texts.append(String(format: "%.18g", above))
             }
         }
+        // Fractions with leading zeros, long runs of zeros and nines, short and long (the digit counting across
+        // eight-digit chunks).
+        for _ in 0..<1000 {
+            let x = Double(next() % 1_000_000_007) / 1e12
+            texts.append(String(format: "%.17f", x))
+            texts.append(String(format: "%.20f", x))
+            texts.append(String(format: "%.9f", x * 1e3))
+        }
+        texts += ["0.00000000", "0.000000001", "0.10000000000000000", "0.99999999999999999", "0.9999999999999999999",
+                  "1.00000000000000000001", "12345678.12345678", "0.0000000012345678901234", "-0.5098040103912354"]
         let body = "[" + texts.map { "[\($0)]" }.joined(separator: ",") + "]"
         let batch = try InputDecoder.decode(Array(body.utf8), format: "json", contentType: nil, url: "", features: 1)
         guard case .float32(let values) = batch.values else { Issue.record("not float32"); return }
