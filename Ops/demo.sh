@@ -91,6 +91,13 @@ psql "$DATABASE_URL" -P pager=off -c "
          to_char(sum(euros) / sum(samples) * 1000, 'FM0.000000000') as euros_per_1000_inferences,
          max(price_per_core_hour) as eur_per_core_hour
   from bitfleet.job_costs"
+echo "== where each job's CPU went (thread CPU ms per job, by phase; they sum to cpu_ms)"
+psql "$DATABASE_URL" -P pager=off -c "
+  select round(avg(cpu_seconds * 1000)::numeric, 3) as cpu_ms, round(avg(fetch_cpu_seconds * 1000)::numeric, 3) as fetch,
+         round(avg(decode_cpu_seconds * 1000)::numeric, 3) as decode, round(avg(infer_cpu_seconds * 1000)::numeric, 3) as infer,
+         round(avg(encode_cpu_seconds * 1000)::numeric, 3) as encode, round(avg(write_cpu_seconds * 1000)::numeric, 3) as write,
+         round((sum(samples) / sum(cpu_seconds))::numeric) as samples_per_cpu_second
+  from bitfleet.job_costs"
 
 echo "== the binary model's cost per million inferences next to each alternative (bitfleet cost --view savings)"
 "$bitfleet" cost --view savings

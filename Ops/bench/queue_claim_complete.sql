@@ -18,5 +18,6 @@ FROM bitfleet.worker_claim('pgbench-' || pg_backend_pid(), :batch, 30)
 SELECT bitfleet.worker_complete('pgbench-' || pg_backend_pid(), :ids::bigint[], :attempts::int[], :versions::text[],
     :samples::int[], :outputs::text[], :classes::text[], :waits::float8[], :zeros::float8[], :zeros::float8[],
     :zeros::float8[], :zeros::float8[], :bigzeros::bigint[], :bigzeros::bigint[], :prices::float8[],
-    :bigzeros::bigint[], :zeros::float8[], :zeros::float8[], :empties::text[]);
-SELECT bitfleet.worker_write_time('pgbench-' || pg_backend_pid(), :ids::bigint[], 0.0001);
+    :bigzeros::bigint[], :zeros::float8[], :zeros::float8[], :empties::text[], :zeros::float8[], :zeros::float8[],
+    :zeros::float8[], :zeros::float8[]);
+SELECT bitfleet.worker_write_time('pgbench-' || pg_backend_pid(), :ids::bigint[], 0.0001, 0.0001);

@@ -357,67 +357,47 @@ private struct Scanner {
         return v
     }
 
-    /// Clinger's fast path: a decimal with at most 15 significant digits and a small power of ten converts
-    /// exactly through one correctly rounded Double operation (the result equals strtod's). Nil otherwise.
-    func fastDouble(start: Int, end: Int) -> Double? {
-        var i = start
+    /// The value of the eight ASCII digits at `p`, or nil when any of the eight bytes is not a digit.
+    @inline(__always) static func eightDigits(_ p: UnsafePointer<UInt8>) -> UInt64? {
+        let chunk = UInt64(littleEndian: UnsafeRawPointer(p).loadUnaligned(as: UInt64.self))
+        // Every byte 0x30…0x39: high nibble 3, and adding 6 keeps it 3.
+        guard chunk & 0xF0F0_F0F0_F0F0_F0F0 == 0x3030_3030_3030_3030,
+              (chunk &+ 0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0 == 0x3030_3030_3030_3030 else { return nil }
+        var v = chunk & 0x0F0F_0F0F_0F0F_0F0F
+        v = (v &* 2561) >> 8                                  // pairs: 10 × first + second
+        v = ((v & 0x00FF_00FF_00FF_00FF) &* 6_553_601) >> 16   // fours
+        return ((v & 0x0000_FFFF_0000_FFFF) &* 42_949_672_960_001) >> 32
+    }
+
+    /// True when `value` is within a few Double ulps of a point halfway between two adjacent Floats: there an
+    /// approximation 2 ulps off could round to the other Float than the correctly rounded Double does.
+    static func nearFloatMidpoint(_ value: Double) -> Bool {
+        // A Double has 29 more fraction bits than a Float; halfway between two Floats they read 1000…0.
+        let low = Int(value.bitPattern & 0x1FFF_FFFF)
+        return abs(low - 0x1000_0000) <= 16
+    }
+
+    /// A strict JSON number as a finite Float. The digits are gathered while the number is checked (one pass):
+    /// with at most 15 significant digits and a power of ten up to 22 the Double is exact (Clinger's fast path:
+    /// one correctly rounded operation, the result equals strtod's); with 16 to 19 digits (a float32 printed in
+    /// full, as numpy's `tolist()` writes it) the 64-bit mantissa gives a Double within 2 ulp of strtod's, which
+    /// rounds to the same Float unless it lies near a point halfway between two Floats. Everything else is strtod's.
+    mutating func number(sample: Int, feature: Int?) throws(DecodeError) -> Float {
+        let start = pos
         var negative = false
-        if bytes[i] == UInt8(ascii: "-") {
-            negative = true
-            i += 1
-        }
+        if peek() == UInt8(ascii: "-") { negative = true; pos += 1 }
+        guard let first = peek() else { throw fail("unexpected end of input, expected a number", sample: sample) }
         var mantissa: UInt64 = 0
         var digits = 0
         var exp10 = 0
-        while i < end, bytes[i] >= 48, bytes[i] <= 57 {
-            if mantissa != 0 || bytes[i] != 48 { digits += 1 }
-            mantissa = mantissa &* 10 &+ UInt64(bytes[i] - 48)
-            i += 1
-        }
-        if i < end, bytes[i] == UInt8(ascii: ".") {
-            i += 1
-            while i < end, bytes[i] >= 48, bytes[i] <= 57 {
-                if mantissa != 0 || bytes[i] != 48 { digits += 1 }
-                mantissa = mantissa &* 10 &+ UInt64(bytes[i] - 48)
-                exp10 -= 1
-                i += 1
-            }
-        }
-        if digits > 15 { return nil }
-        if i < end, bytes[i] == UInt8(ascii: "e") || bytes[i] == UInt8(ascii: "E") {
-            i += 1
-            var eneg = false
-            if bytes[i] == UInt8(ascii: "-") { eneg = true; i += 1 } else if bytes[i] == UInt8(ascii: "+") { i += 1 }
-            var e = 0
-            while i < end, bytes[i] >= 48, bytes[i] <= 57 {
-                if e > 10_000 { return nil }
-                e = e * 10 + Int(bytes[i] - 48)
-                i += 1
-            }
-            exp10 += eneg ? -e : e
-        }
-        var v = Double(mantissa)
-        if mantissa == 0 {
-            v = 0
-        } else if exp10 < 0 {
-            guard exp10 >= -22 else { return nil }
-            v /= Scanner.powersOf10[-exp10]
-        } else if exp10 > 0 {
-            guard exp10 <= 22 else { return nil }
-            v *= Scanner.powersOf10[exp10]
-        }
-        return negative ? -v : v
-    }
-
-    /// A strict JSON number as a finite Float.
-    mutating func number(sample: Int, feature: Int?) throws(DecodeError) -> Float {
-        let start = pos
-        if peek() == UInt8(ascii: "-") { pos += 1 }
-        guard let first = peek() else { throw fail("unexpected end of input, expected a number", sample: sample) }
         if first == UInt8(ascii: "0") {
             pos += 1
         } else if first >= UInt8(ascii: "1") && first <= UInt8(ascii: "9") {
-            while let c = peek(), c >= 48 && c <= 57 { pos += 1 }
+            while pos < end, bytes[pos] >= 48, bytes[pos] <= 57 {
+                mantissa = mantissa &* 10 &+ UInt64(bytes[pos] - 48)
+                digits += 1
+                pos += 1
+            }
         } else {
             let what: String
             let second = pos + 1 < end ? bytes[pos + 1] : 0
@@ -436,19 +416,65 @@ private struct Scanner {
         if peek() == UInt8(ascii: ".") {
             pos += 1
             let d = pos
-            while let c = peek(), c >= 48 && c <= 57 { pos += 1 }
+            // Eight digits at a time while there are eight (SWAR: one 64-bit load, checked and converted in a few
+            // multiplications), then one at a time.
+            while end - pos >= 8, let eight = Self.eightDigits(bytes.baseAddress! + pos) {
+                if mantissa == 0 {
+                    var t = eight
+                    while t > 0 { digits += 1; t /= 10 }
+                } else {
+                    digits += 8
+                }
+                mantissa = mantissa &* 100_000_000 &+ eight
+                exp10 -= 8
+                pos += 8
+            }
+            while pos < end, bytes[pos] >= 48, bytes[pos] <= 57 {
+                let digit = bytes[pos] - 48
+                if mantissa != 0 || digit != 0 { digits += 1 }
+                mantissa = mantissa &* 10 &+ UInt64(digit)
+                exp10 -= 1
+                pos += 1
+            }
             if pos == d { throw fail("digit expected after '.'", sample: sample) }
         }
+        var exponentTooLarge = false
         if let e = peek(), e == UInt8(ascii: "e") || e == UInt8(ascii: "E") {
             pos += 1
-            if let sgn = peek(), sgn == UInt8(ascii: "+") || sgn == UInt8(ascii: "-") { pos += 1 }
+            var eneg = false
+            if let sgn = peek(), sgn == UInt8(ascii: "+") || sgn == UInt8(ascii: "-") {
+                eneg = sgn == UInt8(ascii: "-")
+                pos += 1
+            }
             let d = pos
-            while let c = peek(), c >= 48 && c <= 57 { pos += 1 }
+            var e = 0
+            while pos < end, bytes[pos] >= 48, bytes[pos] <= 57 {
+                if e > 10_000 { exponentTooLarge = true } else { e = e * 10 + Int(bytes[pos] - 48) }
+                pos += 1
+            }
             if pos == d { throw fail("digit expected in exponent", sample: sample) }
+            exp10 += eneg ? -e : e
+        }
+        var fast: Double? = nil
+        if digits <= 19 && !exponentTooLarge {
+            var v = Double(mantissa)
+            if mantissa == 0 {
+                fast = 0
+            } else if exp10 < 0 {
+                if exp10 >= -22 { v /= Scanner.powersOf10[-exp10]; fast = v }
+            } else if exp10 > 0 {
+                if exp10 <= 22 { v *= Scanner.powersOf10[exp10]; fast = v }
+            } else {
+                fast = v
+            }
+            if let f = fast {
+                if negative { fast = -f }
+                if digits > 15 && Self.nearFloatMidpoint(f) { fast = nil }
+            }
         }
         let length = pos - start
         var value: Double
-        if let fast = fastDouble(start: start, end: pos) {
+        if let fast {
             value = fast
         } else {
             guard length < 400 else { throw fail("number too long", sample: sample) }

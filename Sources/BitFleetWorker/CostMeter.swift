@@ -19,6 +19,13 @@ public struct CostRecord: Sendable, Equatable {
     public var pricePerGBHour: Double = 0
     /// Samples routed to each expert (each sample counts once per selected expert).
     public var expertActivations: [Int] = []
+    /// Thread CPU seconds per phase (`bitfleet.job_costs.*_cpu_seconds`). A phase run for several jobs at once is
+    /// shared among them (inference by samples). `cpuSeconds` is their sum; the write phase's CPU is known only
+    /// after the statement that stores this record, and is added to the row then (`worker_write_time`).
+    public var fetchCPUSeconds: Double = 0
+    public var decodeCPUSeconds: Double = 0
+    public var inferCPUSeconds: Double = 0
+    public var encodeCPUSeconds: Double = 0
 
     public init(nodeClass: String, samples: Int, queueWaitSeconds: Double, fetchSeconds: Double, decodeSeconds: Double,
                 inferSeconds: Double, cpuSeconds: Double, bytesFetched: Int, binaryOps: Int, pricePerCoreHour: Double) {
@@ -64,21 +71,32 @@ public enum WorkerClock {
     }
 }
 
-/// Measures the phases of one job on the thread that runs it.
+/// Measures the phases of one job on the thread that runs it: wall time and thread CPU time
+/// (`CLOCK_THREAD_CPUTIME_ID`) of each, from one lap to the next.
 struct PhaseTimer {
     private var wallStart = WorkerClock.monotonic()
-    private let cpuStart = WorkerClock.threadCPU()
+    private var cpuStart = WorkerClock.threadCPU()
     private(set) var phases: [String: Double] = [:]
+    private(set) var cpuPhases: [String: Double] = [:]
 
     /// Ends the current phase under `name` and starts the next.
     mutating func lap(_ name: String) {
-        let now = WorkerClock.monotonic()
+        let now = WorkerClock.monotonic(), cpu = WorkerClock.threadCPU()
         phases[name, default: 0] += now - wallStart
+        cpuPhases[name, default: 0] += max(0, cpu - cpuStart)
         wallStart = now
+        cpuStart = cpu
     }
 
-    var cpuSeconds: Double { WorkerClock.threadCPU() - cpuStart }
+    /// Leaves `cpuSeconds` of the current phase off the job's bill (work the job merely triggered: a model load).
+    mutating func exclude(cpuSeconds: Double) {
+        cpuStart += max(0, cpuSeconds)
+    }
+
+    /// Wall seconds of a phase.
     subscript(name: String) -> Double { phases[name] ?? 0 }
+    /// Thread CPU seconds of a phase.
+    func cpu(_ name: String) -> Double { cpuPhases[name] ?? 0 }
 }
 
 /// Busy and idle core-seconds of the worker process between heartbeats (OpenCost-style: allocated cores × time,

@@ -104,7 +104,8 @@ public struct JobQueue {
         let rows = try connection.query("""
             SELECT bitfleet.worker_complete($1, $2::bigint[], $3::int[], $4::text[], $5::int[], $6::text[], $7::text[],
                 $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::bigint[], $14::bigint[],
-                $15::float8[], $16::bigint[], $17::float8[], $18::float8[], $19::text[]) AS job_id
+                $15::float8[], $16::bigint[], $17::float8[], $18::float8[], $19::text[], $20::float8[], $21::float8[],
+                $22::float8[], $23::float8[]) AS job_id
             """, [
                 workerID, items.map(\.claim.id), items.map(\.claim.attempt), items.map(\.completion.modelVersion),
                 items.map(\.completion.samples), items.map(\.completion.output), costs.map(\.nodeClass),
@@ -113,14 +114,18 @@ public struct JobQueue {
                 costs.map(\.pricePerCoreHour), costs.map(\.modelMemoryBytes), costs.map(\.memoryGBSeconds),
                 costs.map(\.pricePerGBHour),
                 costs.map { $0.expertActivations.isEmpty ? "" : $0.expertActivations.map(String.init).joined(separator: ",") },
+                costs.map(\.fetchCPUSeconds), costs.map(\.decodeCPUSeconds), costs.map(\.inferCPUSeconds),
+                costs.map(\.encodeCPUSeconds),
             ])
         return Set(try rows.map { try $0.int("job_id") })
     }
 
-    /// Records how long the completing statement took (it cannot measure itself), shared evenly by its jobs.
-    public func recordWriteTime(jobIDs: Set<Int>, seconds: Double) throws {
+    /// Records how long the completing statement took and the CPU seconds this thread spent on it (it cannot
+    /// measure itself), shared evenly by its jobs; each job's `cpu_seconds` and euros grow by its CPU share.
+    public func recordWriteTime(jobIDs: Set<Int>, seconds: Double, cpuSeconds: Double) throws {
         guard !jobIDs.isEmpty else { return }
-        try connection.query("SELECT bitfleet.worker_write_time($1, $2::bigint[], $3)", [workerID, Array(jobIDs), seconds])
+        try connection.query("SELECT bitfleet.worker_write_time($1, $2::bigint[], $3, $4)",
+                             [workerID, Array(jobIDs), seconds, cpuSeconds])
     }
 
     /// Ends a failed attempt: `failed` (runs again after the delay), `dead`, or `cancelled` when its batch was

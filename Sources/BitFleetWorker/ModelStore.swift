@@ -41,6 +41,11 @@ final class ModelStore: Sendable {
                                uri: try row.string("uri"), sha256: try row.string("sha256"))
     }
 
+    /// The model when this process has already loaded it (no file is touched).
+    func loadedModel(for registered: RegisteredModel) -> BinaryMoEModel? {
+        loaded.withLock { $0[registered.sha256] }
+    }
+
     /// The loaded model, loading and verifying it against the registered sha256 on first use. Loading and hashing
     /// run outside the lock, so a slot loading a large model never blocks slots using another (two slots loading
     /// the same model at once both map it; the first one stored is kept).

@@ -60,46 +60,86 @@ struct ResultDocument {
         if minimum > maxBytes { throw tooLarge(minimum, exact: false) }
         var out: [UInt8] = []
         out.reserveCapacity(min(maxBytes, minimum * 2))
-        out += Array("{\"model\":".utf8)
+        // Appended piece by piece into the one buffer (no temporary arrays or interpolated strings per entry); each
+        // class label is escaped once per document.
+        var labels: [[UInt8]?] = []
+        out.append(contentsOf: "{\"model\":".utf8)
         Self.string(model, into: &out)
-        out += Array(",\"predictions\":[".utf8)
+        out.append(contentsOf: ",\"predictions\":[".utf8)
+        let customIDs = input.customIDs
         for (index, scores) in result.predictions.enumerated() {
             if index > 0 { out.append(UInt8(ascii: ",")) }
             out.append(UInt8(ascii: "{"))
-            if let id = input.customIDs?[index] {
-                out += Array("\"custom_id\":".utf8)
+            if let id = customIDs?[index] {
+                out.append(contentsOf: "\"custom_id\":".utf8)
                 Self.string(id, into: &out)
                 out.append(UInt8(ascii: ","))
             }
-            out += Array("\"sample\":\(index),\"top\":[".utf8)
+            out.append(contentsOf: "\"sample\":".utf8)
+            Self.integer(index, into: &out)
+            out.append(contentsOf: ",\"top\":[".utf8)
             for (k, score) in scores.enumerated() {
                 if k > 0 { out.append(UInt8(ascii: ",")) }
-                out += Array("{\"class\":\(score.index),\"label\":".utf8)
-                Self.string(score.label, into: &out)
-                out += Array(",\"p\":".utf8)
-                out += Array(Self.number(score.probability).utf8)
+                out.append(contentsOf: "{\"class\":".utf8)
+                Self.integer(score.index, into: &out)
+                out.append(contentsOf: ",\"label\":".utf8)
+                if score.index >= 0, score.index < labels.count, let escaped = labels[score.index] {
+                    out.append(contentsOf: escaped)
+                } else {
+                    var escaped: [UInt8] = []
+                    Self.string(score.label, into: &escaped)
+                    out.append(contentsOf: escaped)
+                    if score.index >= 0, score.index < 4096 {
+                        if labels.count <= score.index { labels += Array(repeating: nil, count: score.index + 1 - labels.count) }
+                        labels[score.index] = escaped
+                    }
+                }
+                out.append(contentsOf: ",\"p\":".utf8)
+                Self.number(score.probability, into: &out)
                 out.append(UInt8(ascii: "}"))
             }
-            out += Array("]}".utf8)
+            out.append(contentsOf: "]}".utf8)
             if out.count > maxBytes { throw tooLarge(out.count, exact: true) }
         }
-        out += Array("],\"version\":".utf8)
+        out.append(contentsOf: "],\"version\":".utf8)
         Self.string(version, into: &out)
         out.append(UInt8(ascii: "}"))
         if out.count > maxBytes { throw tooLarge(out.count, exact: true) }
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// Appends a decimal integer.
+    static func integer(_ value: Int, into out: inout [UInt8]) {
+        if value >= 0 && value < 10 {
+            out.append(UInt8(ascii: "0") + UInt8(value))
+            return
+        }
+        out.append(contentsOf: String(value).utf8)
+    }
+
+    /// Appends `number(value)`.
+    static func number(_ value: Float, into out: inout [UInt8]) {
+        guard value.isFinite else { out.append(UInt8(ascii: "0")); return }
+        if value == value.rounded(), abs(value) < 1e9 { integer(Int(value), into: &out); return }
+        out.append(contentsOf: value.description.utf8)
+    }
+
     /// A JSON number for a probability (shortest form that reads back the same Float; never NaN or ±inf).
     static func number(_ value: Float) -> String {
-        guard value.isFinite else { return "0" }
-        if value == value.rounded(), abs(value) < 1e9 { return String(Int(value)) }
-        return "\(value)"
+        var out: [UInt8] = []
+        number(value, into: &out)
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Appends `text` as a JSON string: quotes, backslashes and control characters escaped, '/' and non-ASCII as is.
     static func string(_ text: String, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
+        // Most text needs no escaping: one append.
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out.append(contentsOf: text.utf8)
+            out.append(UInt8(ascii: "\""))
+            return
+        }
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]

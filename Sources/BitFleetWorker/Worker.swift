@@ -226,6 +226,7 @@ public final class Worker: Sendable {
         }
         var pending: [Finished] = []
         var oldestPending: Double?
+        var registry = RegistryCache()
         for (index, claim) in claims.enumerated() {
             switch machine.withLock({ $0.beforeStarting(claim) }) {
             case .releaseRest:
@@ -241,7 +242,7 @@ public final class Worker: Sendable {
             case .run:
                 break
             }
-            switch process(claim, database: database, client: client) {
+            switch process(claim, database: database, client: client, registry: &registry) {
             case .success(let completion):
                 if pending.isEmpty { oldestPending = WorkerClock.monotonic() }
                 pending.append((claim, completion))
@@ -266,7 +267,7 @@ public final class Worker: Sendable {
     }
 
     private func write(_ items: [Finished], database: SlotDatabase) throws {
-        let start = WorkerClock.monotonic()
+        let start = WorkerClock.monotonic(), cpuStart = WorkerClock.threadCPU()
         let written: Set<Int>
         do {
             written = try database.run { queue in
@@ -285,8 +286,10 @@ public final class Worker: Sendable {
             }
             return
         }
-        let seconds = WorkerClock.monotonic() - start
-        try? database.run(untilStopping: true) { try $0.recordWriteTime(jobIDs: written, seconds: seconds) }
+        let seconds = WorkerClock.monotonic() - start, cpuSeconds = max(0, WorkerClock.threadCPU() - cpuStart)
+        try? database.run(untilStopping: true) {
+            try $0.recordWriteTime(jobIDs: written, seconds: seconds, cpuSeconds: cpuSeconds)
+        }
         counters.withLock {
             $0.succeeded += written.count
             $0.samples += items.filter { written.contains($0.claim.id) }.reduce(0) { $0 + $1.completion.samples }
@@ -319,7 +322,8 @@ public final class Worker: Sendable {
 
     /// Runs one attempt: what to write when it succeeded, or why it failed. Errors of the slot's connection are
     /// retried inside (they are no job's fault); every other error becomes this job's failure, classified.
-    private func process(_ claim: JobClaim, database: SlotDatabase, client: HTTPClient) -> Result<JobCompletion, JobFailure> {
+    private func process(_ claim: JobClaim, database: SlotDatabase, client: HTTPClient,
+                         registry: inout RegistryCache) -> Result<JobCompletion, JobFailure> {
         var log = logger
         log[metadataKey: "job"] = "\(claim.id)"
         if let batch = claim.batchID { log[metadataKey: "batch"] = "\(batch)" }
@@ -339,12 +343,21 @@ public final class Worker: Sendable {
                 // Queue overhead alone: no fetch, no model; still metered and written like any job.
                 return .success(JobCompletion(modelVersion: "builtin", samples: 0, output: "{\"noop\": true}", cost: CostRecord(
                     nodeClass: configuration.nodeClass, samples: 0, queueWaitSeconds: claim.queueWaitSeconds,
-                    fetchSeconds: 0, decodeSeconds: 0, inferSeconds: 0, cpuSeconds: timer.cpuSeconds, bytesFetched: 0,
+                    fetchSeconds: 0, decodeSeconds: 0, inferSeconds: 0, cpuSeconds: 0, bytesFetched: 0,
                     binaryOps: 0, pricePerCoreHour: configuration.pricePerCoreHour)))
             }
             let (registered, model) = try phase(.model) {
-                let registered = try database.run { try models.resolve(name: claim.model, version: claim.modelVersion, on: $0.connection) }
-                return (registered, try models.model(for: registered))
+                let registered = try registry.resolve(claim) { name, version in
+                    try database.run { try models.resolve(name: name, version: version, on: $0.connection) }
+                }
+                if let model = models.loadedModel(for: registered) { return (registered, model) }
+                // Loading a model (mapping, hashing, repacking and timing its kernels) happens once per process and
+                // model, whichever job comes first: it is the worker's start-up, not this job's work, so its CPU
+                // is not on this job's bill (it is in the worker's busy core-seconds, bitfleet.worker_usage).
+                let cpuStart = WorkerClock.threadCPU()
+                let model = try models.model(for: registered)
+                timer.exclude(cpuSeconds: WorkerClock.threadCPU() - cpuStart)
+                return (registered, model)
             }
             timer.lap("model")
 
@@ -366,11 +379,17 @@ public final class Worker: Sendable {
             timer.lap("infer")
 
             let output = try phase(.encode) { try ResultDocument(model: registered, input: input, result: result).json() }
+            timer.lap("encode")
             var cost = CostRecord(
                 nodeClass: configuration.nodeClass, samples: input.samples, queueWaitSeconds: claim.queueWaitSeconds,
                 fetchSeconds: timer["fetch"] + timer["model"], decodeSeconds: timer["decode"], inferSeconds: timer["infer"],
-                cpuSeconds: timer.cpuSeconds, bytesFetched: response.bytesReceived, binaryOps: result.stats.binaryOps,
+                cpuSeconds: 0, bytesFetched: response.bytesReceived, binaryOps: result.stats.binaryOps,
                 pricePerCoreHour: configuration.pricePerCoreHour)
+            cost.fetchCPUSeconds = timer.cpu("model") + timer.cpu("fetch")
+            cost.decodeCPUSeconds = timer.cpu("decode")
+            cost.inferCPUSeconds = timer.cpu("infer")
+            cost.encodeCPUSeconds = timer.cpu("encode")
+            cost.cpuSeconds = cost.fetchCPUSeconds + cost.decodeCPUSeconds + cost.inferCPUSeconds + cost.encodeCPUSeconds
             cost.modelMemoryBytes = model.mappedBytes + model.privateBytes
             cost.pricePerGBHour = configuration.pricePerGBHour
             cost.expertActivations = result.stats.expertActivations
@@ -532,6 +551,21 @@ public final class Worker: Sendable {
                 wake.wait(timeout: 2)
             }
         }
+    }
+}
+
+/// The registry lookups of one claimed batch: the jobs of a batch share a model, so one statement per distinct
+/// (model, version) instead of one per job. Only successful lookups are kept (an unknown model is looked up again
+/// for each job that names it, and each fails with the registry's current list).
+struct RegistryCache {
+    private var known: [String: RegisteredModel] = [:]
+
+    mutating func resolve(_ claim: JobClaim, lookup: (String, String?) throws -> RegisteredModel) rethrows -> RegisteredModel {
+        let key = claim.model + "\u{0}" + (claim.modelVersion ?? "\u{1}")
+        if let hit = known[key] { return hit }
+        let registered = try lookup(claim.model, claim.modelVersion)
+        known[key] = registered
+        return registered
     }
 }
 

@@ -1,9 +1,62 @@
+import Foundation
 import Testing
 
 @testable import BitFleetFetch
 
 @Suite("Input decoders")
 struct DecoderTests {
+    /// JSON numbers with 16–19 significant digits (float32 values printed in full, as numpy's tolist() writes them)
+    /// take a fast path; every one decodes to the Float that strtod's Double rounds to, including values at and a
+    /// few ulps around the points halfway between two Floats (where the fast path must step aside).
+    @Test func longJSONNumbersDecodeToTheFloatOfStrtod() throws {
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next() -> UInt64 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return state >> 11
+        }
+        var texts: [String] = []
+        for _ in 0..<3000 {
+            let f = Float(bitPattern: 0x3000_0000 + UInt32(next() % 0x1F00_0000))
+            texts.append("\(Double(f))")
+            texts.append(String(format: "%.19g", Double(f) * (1 + Double(next() % 1000) * 1e-12)))
+        }
+        for _ in 0..<1500 {
+            let f = Float(bitPattern: 0x3800_0000 + UInt32(next() % 0x0800_0000))
+            let mid = (Double(f) + Double(f.nextUp)) / 2
+            var below = mid, above = mid
+            texts.append("\(mid)")
+            texts.append(String(format: "%.19g", mid))
+            for _ in 0..<4 {
+                below = below.nextDown
+                above = above.nextUp
+                texts.append("\(below)")
+                texts.append("\(above)")
+                texts.append(String(format: "%.18g", below))
+                texts.append(String(format: "%.18g", above))
+            }
+        }
+        // Fractions with leading zeros, long runs of zeros and nines, short and long (the digit counting across
+        // eight-digit chunks).
+        for _ in 0..<1000 {
+            let x = Double(next() % 1_000_000_007) / 1e12
+            texts.append(String(format: "%.17f", x))
+            texts.append(String(format: "%.20f", x))
+            texts.append(String(format: "%.9f", x * 1e3))
+        }
+        texts += ["0.00000000", "0.000000001", "0.10000000000000000", "0.99999999999999999", "0.9999999999999999999",
+                  "1.00000000000000000001", "12345678.12345678", "0.0000000012345678901234", "-0.5098040103912354"]
+        let body = "[" + texts.map { "[\($0)]" }.joined(separator: ",") + "]"
+        let batch = try InputDecoder.decode(Array(body.utf8), format: "json", contentType: nil, url: "", features: 1)
+        guard case .float32(let values) = batch.values else { Issue.record("not float32"); return }
+        #expect(values.count == texts.count)
+        var wrong = 0
+        for (index, text) in texts.enumerated() where values[index] != Float(strtod(text, nil)) {
+            wrong += 1
+            if wrong <= 5 { Issue.record("\(text) decoded to \(values[index]), strtod gives \(Float(strtod(text, nil)))") }
+        }
+        #expect(wrong == 0)
+    }
+
     // --- npy ----------------------------------------------------------------------------------------------------
 
     @Test(arguments: [UInt8(1), 2, 3])
