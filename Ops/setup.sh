@@ -27,8 +27,15 @@ fi
 
 # Model tools for users' own data and PyTorch models (Ops/models/fit.py, bitfleet_torch.py; Ops/models/test_models.py
 # runs them in Ops/test.sh): PyTorch pinned to the CPU wheel, so CI never downloads the CUDA build.
-if ! python3 -c 'import torch, PIL, onnx, onnxruntime' 2>/dev/null; then
+if ! python3 -c 'import PIL, onnx, onnxruntime' 2>/dev/null; then
   python3 -m pip install -q -r Ops/models/requirements.txt
+fi
+# PyPI has no +cpu builds: a local wheel directory (pip's find-links, as on the build machines) first, quietly, and only
+# if it lacks the wheel PyTorch's CPU index (asking that index first would cost minutes of retries where it is
+# unreachable).
+if ! python3 -c 'import torch' 2>/dev/null; then
+  python3 -m pip install -q "torch==2.13.0+cpu" 2>/dev/null \
+    || python3 -m pip install -q --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu"
 fi
 
 if ! command -v swift >/dev/null 2>&1; then
