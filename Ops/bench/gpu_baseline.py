@@ -76,8 +76,8 @@ DEFAULT_BATCHES = "1,16,256,1024,4096,16384"
 SATURATION = 0.05  # stop growing when samples/s improves by less than this fraction
 SOURCE = "Ops/bench/gpu_baseline.py"
 FUNCTION = "bitfleet.record_alternative"
-RECORD_ARGS = ("kind", "model", "twin", "label", "runtime", "device", "batch", "cores", "samples_per_second",
-               "price_per_hour", "tool", "note")
+sys.path.insert(0, HERE)
+from peers import RECORD_ARGS, sql_literal  # noqa: E402  (the same call and quoting as peers.py --record)
 CPU_LABEL = "measured on CPU provider (not a GPU)"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -90,24 +90,6 @@ MIN_RUNS = 3
 def euros_per_million(price_per_hour, samples_per_s):
     """Euros per million inferences on an instance costing price_per_hour euros per hour, fully busy."""
     return price_per_hour / 3600.0 / samples_per_s * 1e6
-
-
-def sql_literal(v):
-    """A SQL literal: NULL, a number, or a string in single quotes with every single quote doubled."""
-    if v is None:
-        return "NULL"
-    if isinstance(v, bool):
-        return "TRUE" if v else "FALSE"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            raise ValueError(f"not a finite number for SQL: {v!r}")
-        return repr(v)
-    s = str(v)
-    if "\x00" in s:
-        raise ValueError("a SQL string cannot hold a NUL character")
-    return "'" + s.replace("'", "''") + "'"
 
 
 def record_sql(row):

@@ -61,7 +61,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BIG_T = 1 << 30
 
 
 # ----------------------------------------------------------------------------------------------- quantisers (STE)
@@ -414,21 +413,12 @@ class BinaryMoE(nn.Module):
 def fold_batchnorm(w_sign, gamma, beta, mean, var, eps):
     """Fold y = gamma (a - mean) / sqrt(var + eps) + beta >= 0 into a' >= t on a possibly negated weight row.
 
-    w_sign: +-1 int [N, K]; the others [N].  Returns (weights int8 [N, K], thresholds int32 [N])."""
-    k = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + float(eps))
-    mean = np.asarray(mean, np.float64)
-    beta = np.asarray(beta, np.float64)
-    w = np.array(w_sign, dtype=np.int8, copy=True)
-    t = np.zeros(k.shape, np.int64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c = mean - beta / k
-    pos, neg, zer = k > 0, k < 0, k == 0
-    t[pos] = np.ceil(np.clip(c[pos], -BIG_T, BIG_T))
-    t[neg] = -np.floor(np.clip(c[neg], -BIG_T, BIG_T))
-    w[neg] = -w[neg]
-    t[zer & (beta >= 0)] = -BIG_T
-    t[zer & (beta < 0)] = BIG_T
-    return w, t.astype(np.int32)
+    w_sign: +-1 int [N, K]; the others [N].  Returns (weights int8 [N, K], thresholds int32 [N]): train.py's fold,
+    so the numpy trainer and the PyTorch path export the same thresholds."""
+    sys.path.insert(0, HERE)
+    from train import fold_threshold
+
+    return fold_threshold(np.asarray(w_sign, dtype=np.int8), gamma, beta, mean, var, eps)
 
 
 def _np(t):

@@ -319,12 +319,12 @@ class Model:
 
 # ------------------------------------------------------------------------- folding (binary) and exact evaluation
 
-def fold_threshold(w_sign, gamma, beta, mu, var):
+def fold_threshold(w_sign, gamma, beta, mu, var, eps=EPS):
     """Fold y = k(a - mu) + beta >= 0 into 'a' >= t' on a possibly negated weight row. Returns (rows, t)."""
-    k = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + EPS)
-    mu = mu.astype(np.float64)
-    beta = beta.astype(np.float64)
-    w = w_sign.copy()
+    k = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + float(eps))
+    mu = np.asarray(mu, np.float64)
+    beta = np.asarray(beta, np.float64)
+    w = np.array(w_sign, copy=True)
     t = np.zeros(k.shape, np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):
         c = mu - beta / k
