@@ -370,15 +370,22 @@ def test_fit_npz_scaled_features():
     return "global scale and minmax + --prepare"
 
 
-def test_fit_image_folder():
+def png_folder(td, n):
+    """n real Fashion-MNIST images as PNGs in td/images/<class>/ (one sub-folder per class); returns the folder and
+    the images and labels written."""
     from PIL import Image
-    x, y = fashion(400)
+    x, y = fashion(n)
+    root = os.path.join(td, "images")
+    for i, (xi, yi) in enumerate(zip(x, y)):
+        d = os.path.join(root, NAMES[yi].replace("/", "-"))
+        os.makedirs(d, exist_ok=True)
+        Image.fromarray(xi.reshape(28, 28)).save(os.path.join(d, f"{i:04d}.png"))
+    return root, x, y
+
+
+def test_fit_image_folder():
     with tempfile.TemporaryDirectory() as td:
-        root = os.path.join(td, "images")
-        for i, (xi, yi) in enumerate(zip(x, y)):
-            d = os.path.join(root, NAMES[yi].replace("/", "-"))
-            os.makedirs(d, exist_ok=True)
-            Image.fromarray(xi.reshape(28, 28)).save(os.path.join(d, f"{i:04d}.png"))
+        root, _, _ = png_folder(td, 400)
         os.makedirs(os.path.join(root, ".cache"))  # hidden folders are not classes
         out = os.path.join(td, "model")
         binary = os.environ.get("BITFLEET_BIN")
@@ -396,14 +403,8 @@ def test_fit_image_folder():
 
 
 def test_fit_image_folder_conv():
-    from PIL import Image
-    x, y = fashion(400)
     with tempfile.TemporaryDirectory() as td:
-        root = os.path.join(td, "images")
-        for i, (xi, yi) in enumerate(zip(x, y)):
-            d = os.path.join(root, NAMES[yi].replace("/", "-"))
-            os.makedirs(d, exist_ok=True)
-            Image.fromarray(xi.reshape(28, 28)).save(os.path.join(d, f"{i:04d}.png"))
+        root, x, y = png_folder(td, 400)
         out = os.path.join(td, "model")
         binary = os.environ.get("BITFLEET_BIN")
         check(not binary or os.path.exists(binary), f"$BITFLEET_BIN={binary}: no such file")
