@@ -33,6 +33,21 @@ public struct InferenceResult: Sendable {
     /// Per sample, the `topClasses` most probable classes, best first (ties to the lower class index).
     public var predictions: [[ClassScore]]
     public var stats: InferenceStats
+    /// Row-major `samples × topK`: the experts each sample was routed to, best first (empty when not recorded).
+    /// Lets a caller that ran several inputs as one batch count each input's expert activations.
+    public var experts: [Int32] = []
+    /// Experts per sample in `experts`.
+    public var topK = 0
+
+    /// Samples routed to each of `expertCount` experts among samples `range` (from `experts`).
+    public func expertActivations(samples range: Range<Int>, expertCount: Int) -> [Int] {
+        var counts = [Int](repeating: 0, count: expertCount)
+        guard topK > 0, range.upperBound * topK <= experts.count else { return counts }
+        for e in experts[(range.lowerBound * topK)..<(range.upperBound * topK)] where Int(e) < expertCount {
+            counts[Int(e)] &+= 1
+        }
+        return counts
+    }
 
     public init(logits: [Float], probabilities: [Float] = [], predictions: [[ClassScore]], stats: InferenceStats) {
         self.logits = logits
@@ -98,8 +113,17 @@ public enum InputQuantizer {
         }
         try values.withUnsafeBufferPointer { v in
             try out.withUnsafeMutableBufferPointer { o in
+                // 2^23: for |r| < 2^23, (r + 2^23) − 2^23 is r rounded half to even (the default rounding mode), the
+                // same as r.rounded(.toNearestOrEven) without a call per value; anything else lands outside 0…255
+                // (or is NaN) and takes the exact path below, which says why.
+                let magic: Float = 8_388_608
                 for i in 0..<v.count {
                     let x = v[i]
+                    let q = (x * scale + magic) - magic
+                    if _fastPath(q >= 0 && q <= 255 && x.isFinite) {
+                        o[i] = UInt8(q)
+                        continue
+                    }
                     if !x.isFinite {
                         throw failure(i, x, "not a finite number")
                     }

@@ -307,13 +307,16 @@ public final class BinaryMoEModel: @unchecked Sendable {
         var logits = [Float](repeating: 0, count: count * C)
         var probs = [Float](repeating: 0, count: count * C)
         var activations = [Int](repeating: 0, count: config.experts)
+        var experts = [Int32](repeating: 0, count: count * config.topK)
         if count > 0, let x = samples.baseAddress {
             logits.withUnsafeMutableBufferPointer { lg in
                 probs.withUnsafeMutableBufferPointer { pr in
-                    activations.withUnsafeMutableBufferPointer { act in
-                        run(x: x, count: count, threads: threads,
-                            outputs: Outputs(logits: lg.baseAddress!, probabilities: pr.baseAddress!), trace: nil,
-                            activations: act.baseAddress!)
+                    experts.withUnsafeMutableBufferPointer { ex in
+                        activations.withUnsafeMutableBufferPointer { act in
+                            run(x: x, count: count, threads: threads,
+                                outputs: Outputs(logits: lg.baseAddress!, probabilities: pr.baseAddress!, experts: ex.baseAddress),
+                                trace: nil, activations: act.baseAddress!)
+                        }
                     }
                 }
             }
@@ -322,9 +325,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let predictions = probs.withUnsafeBufferPointer { pr in
             rankedClasses(pr.baseAddress!, count: count, k: k, threads: threads)
         }
-        return InferenceResult(
+        var result = InferenceResult(
             logits: logits, probabilities: probs, predictions: predictions,
             stats: InferenceStats(samples: count, binaryOps: count * config.binaryMACsPerSample, expertActivations: activations))
+        result.experts = experts
+        result.topK = config.topK
+        return result
     }
 
     /// Like `predict`, returning every intermediate value (for tests against the numpy reference).
@@ -353,7 +359,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 let tr = TraceOutputs(stemPre: pre.baseAddress!, stemBits: bits.baseAddress!, routerScores: rs.baseAddress!,
                                       experts: ex.baseAddress!, gates: g.baseAddress!, features: F > 0 ? features.baseAddress : nil)
                 run(x: x.baseAddress!, count: count, threads: threads,
-                    outputs: Outputs(logits: lg.baseAddress!, probabilities: pr.baseAddress!), trace: tr,
+                    outputs: Outputs(logits: lg.baseAddress!, probabilities: pr.baseAddress!, experts: nil), trace: tr,
                     activations: act.baseAddress!)
             }}}}}}}}}
         }
@@ -415,6 +421,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
     struct Outputs {
         let logits: UnsafeMutablePointer<Float>
         let probabilities: UnsafeMutablePointer<Float>
+        /// `samples × top_k` selected experts, best first (nil: not wanted).
+        let experts: UnsafeMutablePointer<Int32>?
     }
 
     struct TraceOutputs {
@@ -626,6 +634,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
             stemStage(x: x, first: first, n: n, s: s, trace: trace)
         }
         routerStage(first: first, n: n, s: s, trace: trace)
+        if let experts = outputs.experts {
+            (experts + first * config.topK).update(from: s.selected, count: n * config.topK)
+        }
         expertStage(n: n, s: s, activations: activations)
         combineStage(first: first, n: n, s: s, outputs: outputs)
     }
