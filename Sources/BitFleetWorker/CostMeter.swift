@@ -93,6 +93,20 @@ struct PhaseTimer {
         cpuStart += max(0, cpuSeconds)
     }
 
+    /// Records `seconds` (wall) and `cpuSeconds` under `name` measured elsewhere (a share of work done for several
+    /// jobs at once); the current phase's clock is not touched.
+    mutating func add(_ name: String, seconds: Double, cpuSeconds: Double) {
+        phases[name, default: 0] += seconds
+        cpuPhases[name, default: 0] += max(0, cpuSeconds)
+    }
+
+    /// Starts the next phase now, recording nothing for the time since the last lap (the thread was doing other
+    /// jobs' work).
+    mutating func restart() {
+        wallStart = WorkerClock.monotonic()
+        cpuStart = WorkerClock.threadCPU()
+    }
+
     /// Wall seconds of a phase.
     subscript(name: String) -> Double { phases[name] ?? 0 }
     /// Thread CPU seconds of a phase.

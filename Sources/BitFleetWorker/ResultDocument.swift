@@ -26,32 +26,33 @@ struct ResultDocument {
     var model: String
     var version: String
     var input: InputBatch
-    var result: InferenceResult
+    /// The input's predictions, one per sample (a slice of a batch the job shared with others).
+    var predictions: ArraySlice<[ClassScore]>
     var maxBytes: Int
 
-    init(model: RegisteredModel, input: InputBatch, result: InferenceResult,
+    init(model: RegisteredModel, input: InputBatch, predictions: ArraySlice<[ClassScore]>,
          maxBytes: Int = ResultLimits.maxResultBytes) {
         self.model = model.name
         self.version = model.version
         self.input = input
-        self.result = result
+        self.predictions = predictions
         self.maxBytes = maxBytes
     }
 
     /// The fewest bytes the document can take: every prediction and class entry with one-digit numbers and
     /// empty labels. Over the limit means the result cannot fit, whatever the labels are.
     var minimumBytes: Int {
-        let classes = result.predictions.reduce(0) { $0 + $1.count }
+        let classes = predictions.reduce(0) { $0 + $1.count }
         // {"sample":0,"top":[]},  and  {"class":0,"label":"","p":0},
-        return 40 + model.utf8.count + version.utf8.count + result.predictions.count * 22 + classes * 29
+        return 40 + model.utf8.count + version.utf8.count + predictions.count * 22 + classes * 29
     }
 
     func tooLarge(_ bytes: Int, exact: Bool) -> JobFailure {
-        let classes = result.predictions.first?.count ?? 0
+        let classes = predictions.first?.count ?? 0
         let size = exact ? "exceeds" : "needs at least \(bytes) bytes, over"
         return JobFailure(.permanent, phase: "result",
                           "the result document \(size) the limit of \(maxBytes) bytes (--max-result-bytes) for "
-                          + "\(result.predictions.count) samples × \(classes) classes each; split the input into smaller "
+                          + "\(predictions.count) samples × \(classes) classes each; split the input into smaller "
                           + "jobs or lower top_k")
     }
 
@@ -67,7 +68,7 @@ struct ResultDocument {
         Self.string(model, into: &out)
         out.append(contentsOf: ",\"predictions\":[".utf8)
         let customIDs = input.customIDs
-        for (index, scores) in result.predictions.enumerated() {
+        for (index, scores) in predictions.enumerated() {
             if index > 0 { out.append(UInt8(ascii: ",")) }
             out.append(UInt8(ascii: "{"))
             if let id = customIDs?[index] {

@@ -214,8 +214,10 @@ public final class Worker: Sendable {
 
     typealias Finished = (claim: JobClaim, completion: JobCompletion)
 
-    /// Runs a claimed batch: each job in turn, completions written together (one statement per flush), jobs not
-    /// started when the worker stops are given back at once. A job's failure, in any phase, is that job's alone.
+    /// Runs a claimed batch: each job fetched and decoded in turn, the decoded jobs run through the model together
+    /// (one batch per model, so the engine sees hundreds of samples, not one job's), completions written together
+    /// (one statement per flush); jobs not started when the worker stops are given back at once. A job's failure,
+    /// in any phase, is that job's alone.
     private func runClaimed(_ claims: [JobClaim], database: SlotDatabase, client: HTTPClient) throws {
         metrics.busySlots(counters.withLock { $0.busySlots += 1; return $0.busySlots })
         machine.withLock { $0.claimed(claims) }
@@ -226,10 +228,28 @@ public final class Worker: Sendable {
         }
         var pending: [Finished] = []
         var oldestPending: Double?
+        var ready: [Decoded] = []
+        var oldestReady: Double?
         var registry = RegistryCache()
+        func finished(_ claim: JobClaim, _ outcome: Result<JobCompletion, JobFailure>) throws {
+            switch outcome {
+            case .success(let completion):
+                if pending.isEmpty { oldestPending = WorkerClock.monotonic() }
+                pending.append((claim, completion))
+            case .failure(let failure):
+                try recordFailure(claim, failure, database: database)
+            }
+        }
+        func infer() throws {
+            let jobs = ready
+            ready.removeAll(keepingCapacity: true)
+            oldestReady = nil
+            for (claim, outcome) in runModel(jobs) { try finished(claim, outcome) }
+        }
         for (index, claim) in claims.enumerated() {
             switch machine.withLock({ $0.beforeStarting(claim) }) {
             case .releaseRest:
+                try infer()
                 try flush(&pending, database: database)
                 let rest = Array(claims[index...])
                 _ = try database.run { try $0.release(rest) }
@@ -242,19 +262,28 @@ public final class Worker: Sendable {
             case .run:
                 break
             }
-            switch process(claim, database: database, client: client, registry: &registry) {
-            case .success(let completion):
-                if pending.isEmpty { oldestPending = WorkerClock.monotonic() }
-                pending.append((claim, completion))
+            switch prepare(claim, database: database, client: client, registry: &registry) {
+            case .success(.decoded(let job)):
+                if ready.isEmpty { oldestReady = WorkerClock.monotonic() }
+                ready.append(job)
+            case .success(.completed(let completion)):
+                try finished(claim, .success(completion))
             case .failure(let failure):
-                try recordFailure(claim, failure, database: database)
+                try finished(claim, .failure(failure))
             }
+            let remaining = claims.count - index - 1
+            let inferNow = machine.withLock {
+                $0.shouldInfer(readySamples: ready.reduce(0) { $0 + $1.input.samples }, oldestReadyAt: oldestReady,
+                               remaining: remaining, now: WorkerClock.monotonic())
+            }
+            if inferNow { try infer() }
             let flushNow = machine.withLock {
                 $0.shouldFlush(pending: pending.count, oldestPendingAt: oldestPending,
-                               remaining: claims.count - index - 1, now: WorkerClock.monotonic())
+                               remaining: remaining, now: WorkerClock.monotonic())
             }
             if flushNow { try flush(&pending, database: database) }
         }
+        try infer()
         try flush(&pending, database: database)
     }
 
@@ -320,33 +349,54 @@ public final class Worker: Sendable {
         ])
     }
 
-    /// Runs one attempt: what to write when it succeeded, or why it failed. Errors of the slot's connection are
-    /// retried inside (they are no job's fault); every other error becomes this job's failure, classified.
-    private func process(_ claim: JobClaim, database: SlotDatabase, client: HTTPClient,
-                         registry: inout RegistryCache) -> Result<JobCompletion, JobFailure> {
+    /// A job fetched and decoded, waiting for the model with the others of its claimed batch.
+    struct Decoded {
+        var claim: JobClaim
+        var registered: RegisteredModel
+        var model: BinaryMoEModel
+        var input: InputBatch
+        /// `input` as the engine's uint8 values.
+        var samples: [UInt8]
+        var bytesFetched: Int
+        /// The job's phases so far (model, fetch, decode); inference and encoding are added by `runModel`.
+        var timer: PhaseTimer
+        var log: Logger
+    }
+
+    enum Prepared {
+        case decoded(Decoded)
+        /// Done without the model (the built-in no-op job).
+        case completed(JobCompletion)
+    }
+
+    /// Runs one phase of `claims` (the fault hook first): any error it throws is these jobs' failure in that phase.
+    private func phase<T>(_ phase: JobPhase, _ claims: [JobClaim], _ body: () throws -> T) throws(JobFailure) -> T {
+        do {
+            try configuration.faults?.inject(claims, phase)
+            return try body()
+        } catch {
+            throw JobFailure(error, phase: phase)
+        }
+    }
+
+    /// The first half of an attempt: the model, the input fetched and decoded, or why that failed. Errors of the
+    /// slot's connection are retried inside (they are no job's fault); every other error becomes this job's
+    /// failure, classified.
+    private func prepare(_ claim: JobClaim, database: SlotDatabase, client: HTTPClient,
+                         registry: inout RegistryCache) -> Result<Prepared, JobFailure> {
         var log = logger
         log[metadataKey: "job"] = "\(claim.id)"
         if let batch = claim.batchID { log[metadataKey: "batch"] = "\(batch)" }
         var timer = PhaseTimer()
-        let faults = configuration.faults
-        /// Runs one phase; any error it throws is this job's failure in that phase.
-        func phase<T>(_ phase: JobPhase, _ body: () throws -> T) throws(JobFailure) -> T {
-            do {
-                try faults?.inject([claim], phase)
-                return try body()
-            } catch {
-                throw JobFailure(error, phase: phase)
-            }
-        }
-        do {
+        do throws(JobFailure) {
             if claim.model == Self.noopModel {
                 // Queue overhead alone: no fetch, no model; still metered and written like any job.
-                return .success(JobCompletion(modelVersion: "builtin", samples: 0, output: "{\"noop\": true}", cost: CostRecord(
+                return .success(.completed(JobCompletion(modelVersion: "builtin", samples: 0, output: "{\"noop\": true}", cost: CostRecord(
                     nodeClass: configuration.nodeClass, samples: 0, queueWaitSeconds: claim.queueWaitSeconds,
                     fetchSeconds: 0, decodeSeconds: 0, inferSeconds: 0, cpuSeconds: 0, bytesFetched: 0,
-                    binaryOps: 0, pricePerCoreHour: configuration.pricePerCoreHour)))
+                    binaryOps: 0, pricePerCoreHour: configuration.pricePerCoreHour))))
             }
-            let (registered, model) = try phase(.model) {
+            let (registered, model) = try phase(.model, [claim]) {
                 let registered = try registry.resolve(claim) { name, version in
                     try database.run { try models.resolve(name: name, version: version, on: $0.connection) }
                 }
@@ -361,47 +411,125 @@ public final class Worker: Sendable {
             }
             timer.lap("model")
 
-            let response = try phase(.fetch) { try client.get(claim.inputURL) }
+            let response = try phase(.fetch, [claim]) { try client.get(claim.inputURL) }
             timer.lap("fetch")
 
             let features = model.config.inputFeatures
-            let (input, samples) = try phase(.decode) {
+            let (input, samples) = try phase(.decode, [claim]) {
                 let input = try InputDecoder.decode(response.body, format: claim.inputFormat, contentType: response.contentType,
                                                     url: response.effectiveURL, features: features)
                 return (input, try Self.quantize(input, scale: Float(model.config.inputScale), features: features))
             }
             timer.lap("decode")
-
-            let result = try phase(.infer) {
-                try model.predict(samples: samples, count: input.samples, topClasses: min(claim.topK, model.config.classes.count),
-                                  threads: configuration.inferenceThreads)
-            }
-            timer.lap("infer")
-
-            let output = try phase(.encode) { try ResultDocument(model: registered, input: input, result: result).json() }
-            timer.lap("encode")
-            var cost = CostRecord(
-                nodeClass: configuration.nodeClass, samples: input.samples, queueWaitSeconds: claim.queueWaitSeconds,
-                fetchSeconds: timer["fetch"] + timer["model"], decodeSeconds: timer["decode"], inferSeconds: timer["infer"],
-                cpuSeconds: 0, bytesFetched: response.bytesReceived, binaryOps: result.stats.binaryOps,
-                pricePerCoreHour: configuration.pricePerCoreHour)
-            cost.fetchCPUSeconds = timer.cpu("model") + timer.cpu("fetch")
-            cost.decodeCPUSeconds = timer.cpu("decode")
-            cost.inferCPUSeconds = timer.cpu("infer")
-            cost.encodeCPUSeconds = timer.cpu("encode")
-            cost.cpuSeconds = cost.fetchCPUSeconds + cost.decodeCPUSeconds + cost.inferCPUSeconds + cost.encodeCPUSeconds
-            cost.modelMemoryBytes = model.mappedBytes + model.privateBytes
-            cost.pricePerGBHour = configuration.pricePerGBHour
-            cost.expertActivations = result.stats.expertActivations
-            metrics.phase("queue_wait", seconds: claim.queueWaitSeconds)
-            metrics.phase("fetch", seconds: cost.fetchSeconds)
-            metrics.phase("decode", seconds: cost.decodeSeconds)
-            metrics.phase("infer", seconds: cost.inferSeconds)
-            log.debug("job done", metadata: ["samples": "\(input.samples)", "cpu_seconds": "\(cost.cpuSeconds)"])
-            return .success(JobCompletion(modelVersion: registered.version, samples: input.samples, output: output, cost: cost))
+            return .success(.decoded(Decoded(claim: claim, registered: registered, model: model, input: input, samples: samples,
+                                             bytesFetched: response.bytesReceived, timer: timer, log: log)))
         } catch {
             return .failure(error)
         }
+    }
+
+    /// The second half: decoded jobs through their models, as few batches as there are models (and top-k values),
+    /// then each job's result document and cost record. The CPU and wall time of a shared inference are divided
+    /// among its jobs by samples. When the engine refuses a shared batch, each of its jobs runs alone, so only
+    /// the one at fault fails.
+    private func runModel(_ jobs: [Decoded]) -> [(JobClaim, Result<JobCompletion, JobFailure>)] {
+        var outcomes: [(JobClaim, Result<JobCompletion, JobFailure>)] = []
+        struct GroupKey: Hashable {
+            var model: ObjectIdentifier
+            var topK: Int
+        }
+        var groups: [[Decoded]] = []
+        var groupOf: [GroupKey: Int] = [:]
+        for job in jobs {
+            // the fault hook of the inference phase, job by job (an injected fault fails only its job)
+            do throws(JobFailure) {
+                try phase(.infer, [job.claim]) { () }
+            } catch {
+                outcomes.append((job.claim, .failure(error)))
+                continue
+            }
+            let key = GroupKey(model: ObjectIdentifier(job.model), topK: min(job.claim.topK, job.model.config.classes.count))
+            if let g = groupOf[key] { groups[g].append(job) } else { groupOf[key] = groups.count; groups.append([job]) }
+        }
+        for group in groups {
+            outcomes += infer(group)
+        }
+        return outcomes
+    }
+
+    /// One model, one batch: `jobs` share a model and top-k.
+    private func infer(_ jobs: [Decoded]) -> [(JobClaim, Result<JobCompletion, JobFailure>)] {
+        let model = jobs[0].model
+        let topK = min(jobs[0].claim.topK, model.config.classes.count)
+        let total = jobs.reduce(0) { $0 + $1.input.samples }
+        let wallStart = WorkerClock.monotonic(), cpuStart = WorkerClock.threadCPU()
+        let result: InferenceResult
+        do throws(JobFailure) {
+            result = try phase(.infer, []) {
+                if jobs.count == 1 {
+                    return try model.predict(samples: jobs[0].samples, count: total, topClasses: topK,
+                                             threads: configuration.inferenceThreads)
+                }
+                var all: [UInt8] = []
+                all.reserveCapacity(total * model.config.inputFeatures)
+                for job in jobs { all.append(contentsOf: job.samples) }
+                return try model.predict(samples: all, count: total, topClasses: topK, threads: configuration.inferenceThreads)
+            }
+        } catch {
+            if jobs.count == 1 { return [(jobs[0].claim, .failure(error))] }
+            logger.warning("a shared inference failed; running its jobs one by one", metadata: [
+                "jobs": "\(jobs.count)", "error": "\(error)"])
+            return jobs.flatMap { infer([$0]) }
+        }
+        let wall = WorkerClock.monotonic() - wallStart, cpu = max(0, WorkerClock.threadCPU() - cpuStart)
+        var outcomes: [(JobClaim, Result<JobCompletion, JobFailure>)] = []
+        var first = 0
+        for var job in jobs {
+            let range = first..<(first + job.input.samples)
+            first = range.upperBound
+            let share = total > 0 ? Double(range.count) / Double(total) : 1 / Double(jobs.count)
+            job.timer.add("infer", seconds: wall * share, cpuSeconds: cpu * share)
+            // the thread did other jobs' work since this one's decode: time its encoding alone
+            job.timer.restart()
+            do throws(JobFailure) {
+                let output = try phase(.encode, [job.claim]) {
+                    try ResultDocument(model: job.registered, input: job.input, predictions: result.predictions[range]).json()
+                }
+                job.timer.lap("encode")
+                outcomes.append((job.claim, .success(completion(job, samples: range.count,
+                    binaryOps: total > 0 ? result.stats.binaryOps / total * range.count : 0,
+                    expertActivations: result.expertActivations(samples: range, expertCount: model.config.experts),
+                    output: output))))
+            } catch {
+                outcomes.append((job.claim, .failure(error)))
+            }
+        }
+        return outcomes
+    }
+
+    /// The job's cost record and result, its phases measured.
+    private func completion(_ job: Decoded, samples: Int, binaryOps: Int, expertActivations: [Int],
+                            output: String) -> JobCompletion {
+        let timer = job.timer, claim = job.claim
+        var cost = CostRecord(
+            nodeClass: configuration.nodeClass, samples: samples, queueWaitSeconds: claim.queueWaitSeconds,
+            fetchSeconds: timer["fetch"] + timer["model"], decodeSeconds: timer["decode"], inferSeconds: timer["infer"],
+            cpuSeconds: 0, bytesFetched: job.bytesFetched, binaryOps: binaryOps,
+            pricePerCoreHour: configuration.pricePerCoreHour)
+        cost.fetchCPUSeconds = timer.cpu("model") + timer.cpu("fetch")
+        cost.decodeCPUSeconds = timer.cpu("decode")
+        cost.inferCPUSeconds = timer.cpu("infer")
+        cost.encodeCPUSeconds = timer.cpu("encode")
+        cost.cpuSeconds = cost.fetchCPUSeconds + cost.decodeCPUSeconds + cost.inferCPUSeconds + cost.encodeCPUSeconds
+        cost.modelMemoryBytes = job.model.mappedBytes + job.model.privateBytes
+        cost.pricePerGBHour = configuration.pricePerGBHour
+        cost.expertActivations = expertActivations
+        metrics.phase("queue_wait", seconds: claim.queueWaitSeconds)
+        metrics.phase("fetch", seconds: cost.fetchSeconds)
+        metrics.phase("decode", seconds: cost.decodeSeconds)
+        metrics.phase("infer", seconds: cost.inferSeconds)
+        job.log.debug("job done", metadata: ["samples": "\(samples)", "cpu_seconds": "\(cost.cpuSeconds)"])
+        return JobCompletion(modelVersion: job.registered.version, samples: samples, output: output, cost: cost)
     }
 
     /// The built-in job kind that does nothing: `bitfleet.enqueue(model => 'bitfleet.noop', input_url => 'noop:')`

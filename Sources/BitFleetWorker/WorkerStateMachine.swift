@@ -73,6 +73,8 @@ struct WorkerStateMachine: Sendable {
         var gracePeriodSeconds: Double = 30
         /// How often expiry and retention run.
         var maintenanceSeconds: Double = 60
+        /// Decoded samples of a claimed batch run through the model together, up to this many at once.
+        var maxInferenceSamples: Int = 4096
     }
 
     let settings: Settings
@@ -136,6 +138,16 @@ struct WorkerStateMachine: Sendable {
         if remaining == 0 || isStopping { return true }
         guard let oldestPendingAt else { return true }
         return now - oldestPendingAt >= settings.flushSeconds
+    }
+
+    /// Whether the decoded jobs waiting for the model should run now, as one batch: when the claimed batch has no
+    /// more jobs to fetch, when the worker is stopping, when they hold `maxInferenceSamples` samples, or when the
+    /// oldest has waited `flushSeconds` for company (a slow fetch does not hold back the jobs already decoded).
+    func shouldInfer(readySamples: Int, oldestReadyAt: Double?, remaining: Int, now: Double) -> Bool {
+        guard readySamples > 0 else { return false }
+        if remaining == 0 || isStopping || readySamples >= settings.maxInferenceSamples { return true }
+        guard let oldestReadyAt else { return true }
+        return now - oldestReadyAt >= settings.flushSeconds
     }
 
     /// These attempts' outcomes were written (or given up): stop renewing their leases.

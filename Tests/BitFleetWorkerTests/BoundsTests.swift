@@ -92,10 +92,8 @@ struct BoundsTests {
         let predictions = (0..<samples).map { _ in
             (0..<classes).map { ClassScore(index: $0, label: label, probability: 1 / Float($0 + 3)) }
         }
-        let result = InferenceResult(logits: [], predictions: predictions,
-                                     stats: InferenceStats(samples: samples, binaryOps: 0, expertActivations: []))
         return ResultDocument(model: RegisteredModel(name: "m", version: "1", uri: "", sha256: ""), input: input,
-                              result: result, maxBytes: maxBytes)
+                              predictions: predictions[...], maxBytes: maxBytes)
     }
 
     @Test func aResultPastTheLimitFailsPermanentlyBeforeItIsBuilt() throws {

@@ -82,6 +82,17 @@ struct WorkerStateMachineTests {
         #expect(m.shouldFlush(pending: 1, oldestPendingAt: 11, remaining: 3, now: 11))
     }
 
+    @Test func decodedJobsRunThroughTheModelTogetherUntilTheBatchEndsFillsOrWaitsTooLong() {
+        var m = WorkerStateMachine(settings: .init(flushSeconds: 0.5, maxInferenceSamples: 1000))
+        #expect(!m.shouldInfer(readySamples: 0, oldestReadyAt: nil, remaining: 0, now: 0))
+        #expect(m.shouldInfer(readySamples: 100, oldestReadyAt: 10, remaining: 0, now: 10))      // nothing left to fetch
+        #expect(!m.shouldInfer(readySamples: 100, oldestReadyAt: 10, remaining: 3, now: 10.4))   // wait for company
+        #expect(m.shouldInfer(readySamples: 100, oldestReadyAt: 10, remaining: 3, now: 10.5))    // waited long enough
+        #expect(m.shouldInfer(readySamples: 1000, oldestReadyAt: 10, remaining: 3, now: 10))     // full
+        _ = m.stop(now: 10)
+        #expect(m.shouldInfer(readySamples: 1, oldestReadyAt: 10, remaining: 3, now: 10))        // stopping
+    }
+
     @Test func stoppingReleasesWhatHasNotStartedAndTheDeadlineReleasesTheRest() {
         var m = machine(grace: 10)
         let claims = [Self.claim(1), Self.claim(2), Self.claim(3)]

@@ -68,6 +68,58 @@ struct WorkerEndToEndTests {
         #expect(try day[0].int("samples") == 10)
     }
 
+    /// A claimed batch's jobs run through the model together (one inference per model and top-k): each job still
+    /// gets exactly its own predictions, its own expert activations, and a share of the inference CPU in
+    /// proportion to its samples.
+    @Test func jobsOfAClaimedBatchShareOneInferenceYetEachGetsItsOwnResultAndCost() throws {
+        let fleet = try FleetFixture()
+        let sizes = [3, 1, 7, 2, 5]
+        let topKs = [3, 3, 2, 3, 2]   // two groups: top 3 and top 2
+        var inputs: [[[UInt8]]] = []
+        var ids: [Int] = []
+        for (i, n) in sizes.enumerated() {
+            let samples = FleetFixture.randomSamples(n, seed: 500 + UInt64(i))
+            inputs.append(samples)
+            var request = FleetClient.JobRequest(model: "tiny", inputURL: try fleet.serveNPY("job\(i).npy", samples: samples))
+            request.topK = topKs[i]
+            ids.append(try fleet.client.enqueue(request))
+        }
+        let worker = try fleet.drain {
+            $0.concurrency = 1
+            $0.claimBatch = 8
+            $0.flushSeconds = 60   // the whole claimed batch is decoded before any inference
+        }
+        #expect(worker.statistics.succeeded == sizes.count)
+        var inferCPUPerSample: [Int: [Double]] = [:]
+        for (i, id) in ids.enumerated() {
+            let job = try #require(try fleet.client.job(id))
+            #expect(job.state == "succeeded", "job \(i): \(job.lastError ?? "")")
+            let expected = try fleet.model.predict(samples: inputs[i].flatMap { $0 }, count: sizes[i], topClasses: topKs[i])
+            let output = try JSONSerialization.jsonObject(with: Data(try #require(job.output).utf8)) as? [String: Any]
+            let predictions = try #require(output?["predictions"] as? [[String: Any]])
+            #expect(predictions.count == sizes[i])
+            for (index, prediction) in predictions.enumerated() {
+                #expect(prediction["sample"] as? Int == index)
+                let top = try #require(prediction["top"] as? [[String: Any]])
+                #expect(top.map { $0["class"] as? Int } == expected.predictions[index].map(\.index), "job \(i) sample \(index)")
+            }
+            let row = try fleet.connection.query(
+                "SELECT samples, expert_activations::text AS a, infer_cpu_seconds, binary_ops FROM bitfleet.job_costs WHERE job_id = $1", [id])[0]
+            #expect(try row.int("samples") == sizes[i])
+            #expect(try row.string("a") == "{" + expected.stats.expertActivations.map(String.init).joined(separator: ",") + "}",
+                    "job \(i): its own experts, not the shared batch's")
+            #expect(try row.int("binary_ops") == expected.stats.binaryOps)
+            let infer = try row.double("infer_cpu_seconds")
+            #expect(infer > 0)
+            inferCPUPerSample[topKs[i], default: []].append(infer / Double(sizes[i]))
+        }
+        // within one shared inference, every job paid the same CPU per sample
+        for (k, perSample) in inferCPUPerSample {
+            let lo = perSample.min()!, hi = perSample.max()!
+            #expect(hi - lo <= 1e-9 * max(1, hi), "top \(k): \(perSample)")
+        }
+    }
+
     @Test func floatJSONInputIsQuantisedWithTheModelScale() throws {
         let fleet = try FleetFixture()
         let samples = FleetFixture.randomSamples(2, seed: 2)
