@@ -142,6 +142,9 @@ public final class HTTPClient {
         try set(CURLOPT_HTTP_CONTENT_DECODING, 0)
         try set(CURLOPT_USERAGENT, p.userAgent)
         try set(CURLOPT_TCP_KEEPALIVE, 1)
+        // Receive in 256 KiB reads rather than libcurl's 16 KiB: a typical input (tens of kilobytes to megabytes)
+        // then takes a few recv/poll rounds and write callbacks instead of dozens.
+        try set(CURLOPT_BUFFERSIZE, 256 << 10)
         try check(ccurl_install_sink(easy, sink), CURLOPT_WRITEFUNCTION)
         try check(ccurl_install_header_capture(easy, headerCapture), CURLOPT_HEADERFUNCTION)
         try check(ccurl_install_guard(easy, guardState), CURLOPT_OPENSOCKETFUNCTION)

@@ -420,8 +420,10 @@ private struct Scanner {
             // multiplications), then one at a time.
             while end - pos >= 8, let eight = Self.eightDigits(bytes.baseAddress! + pos) {
                 if mantissa == 0 {
-                    var t = eight
-                    while t > 0 { digits += 1; t /= 10 }
+                    // significant digits of the eight: those after its leading '0's (the first character is the
+                    // lowest byte; XOR with "00000000" leaves zero bytes for them)
+                    let chars = UnsafeRawPointer(bytes.baseAddress! + pos).loadUnaligned(as: UInt64.self).littleEndian
+                    digits += 8 - (chars ^ 0x3030_3030_3030_3030).trailingZeroBitCount / 8
                 } else {
                     digits += 8
                 }

@@ -22,19 +22,37 @@ extension Double: PostgresEncodable {
 /// `text[]` / `bigint[]` parameters, written as array literals with every element quoted and escaped.
 extension Array: PostgresEncodable where Element: PostgresEncodable {
     public var postgresText: String {
-        var bytes: [UInt8] = [UInt8(ascii: "{")]
-        bytes.reserveCapacity(count * 8 + 2)
-        for (index, element) in enumerated() {
-            if index > 0 { bytes.append(UInt8(ascii: ",")) }
-            bytes.append(UInt8(ascii: "\""))
-            for byte in element.postgresText.utf8 {
-                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { bytes.append(UInt8(ascii: "\\")) }
-                bytes.append(byte)
+        // Two passes over the elements' text: the exact length (each '"' and '\\' takes an escape), then one
+        // write into the string's own storage. The worker sends its jobs' result documents this way, tens of
+        // kilobytes of JSON full of quotes per statement: a byte-by-byte append cost more than the rest of the write.
+        let texts = map(\.postgresText)
+        var length = 2 + Swift.max(0, texts.count - 1)
+        for var text in texts {
+            text.withUTF8 { utf8 in
+                var escapes = 0
+                for byte in utf8 where byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { escapes &+= 1 }
+                length += utf8.count + escapes + 2
             }
-            bytes.append(UInt8(ascii: "\""))
         }
-        bytes.append(UInt8(ascii: "}"))
-        return String(decoding: bytes, as: UTF8.self)
+        return String(unsafeUninitializedCapacity: length) { out in
+            var at = 0
+            out[at] = UInt8(ascii: "{"); at += 1
+            for index in texts.indices {
+                if index > 0 { out[at] = UInt8(ascii: ","); at += 1 }
+                out[at] = UInt8(ascii: "\""); at += 1
+                var text = texts[index]
+                text.withUTF8 { utf8 in
+                    for byte in utf8 {
+                        if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { out[at] = UInt8(ascii: "\\"); at &+= 1 }
+                        out[at] = byte
+                        at &+= 1
+                    }
+                }
+                out[at] = UInt8(ascii: "\""); at += 1
+            }
+            out[at] = UInt8(ascii: "}"); at += 1
+            return at
+        }
     }
 }
 

@@ -50,6 +50,31 @@ struct QuantizerTests {
         #expect(try InputQuantizer.quantize([], scale: 1) == [])
     }
 
+    /// The quantizer's fast path must equal `(x · scale).rounded(.toNearestOrEven)` for every value it accepts:
+    /// near every half-way point of 0…255 (the Floats next to k + ½ for a few scales) and at random.
+    @Test func theFastPathRoundsExactlyLikeRoundedToNearestOrEven() throws {
+        var values: [Float] = []
+        for scale: Float in [1, 255, 0.5, 100] {
+            values.removeAll()
+            for k in 0...255 {
+                let half = (Float(k) + 0.5) / scale
+                var x = half
+                for _ in 0..<4 { x = x.nextDown }
+                for _ in 0..<9 { values.append(x); x = x.nextUp }
+                values.append(Float(k) / scale)
+            }
+            var rng = SystemRandomNumberGenerator()
+            for _ in 0..<20_000 { values.append(Float.random(in: 0...(255 / scale), using: &rng)) }
+            let expected = values.map { x -> UInt8? in
+                let r = (x * scale).rounded(.toNearestOrEven)
+                return r >= 0 && r <= 255 ? UInt8(r) : nil
+            }
+            let inRange = values.indices.filter { expected[$0] != nil }
+            let got = try InputQuantizer.quantize(inRange.map { values[$0] }, scale: scale)
+            #expect(got == inRange.map { expected[$0]! }, "scale \(scale)")
+        }
+    }
+
     @Test func namesSampleAndFeature() {
         do {
             _ = try InputQuantizer.quantize([0, 0.5, 1, 0.2, 2, 0.1], scale: 255, features: 3)

@@ -23,9 +23,12 @@ struct PostgresConnectionTests {
 
     @Test func arrayParametersAreQuotedAndEscaped() throws {
         let connection = try TestDatabase.create().connect()
-        let values = ["plain", "with,comma", "with \"quote\"", "back\\slash", "{braces}", ""]
+        let document = #"{"model":"m","predictions":[{"custom_id":"a \\"b\\"","top":[{"label":"T-shirt/top","p":0.5}]}]}"#
+        let values = ["plain", "with,comma", "with \"quote\"", "back\\slash", "{braces}", "", "ünïcødé ✓", "\"\\\"",
+                      document, String(repeating: document, count: 200)]
         let rows = try connection.query("SELECT unnest($1::text[]) AS v", [values])
         #expect(try rows.map { try $0.string("v") } == values)
+        #expect(try connection.query("SELECT cardinality($1::text[]) AS n", [[String]()])[0].int("n") == 0)
         let ids = try connection.query("SELECT sum(x)::int AS s FROM unnest($1::bigint[]) x", [[1, 2, 39]])
         #expect(try ids[0].int("s") == 42)
     }
