@@ -5,8 +5,9 @@
 #
 # One throwaway cluster (Ops/pg.sh) and input server with the demo's inputs (Ops/demo/make_inputs.py: real
 # Fashion-MNIST images, 9 in 10 files .npy, 1 in 10 JSON floats), the `fashion` model registered. Each round, back to
-# back on the same machine: `bitfleet bench --json` (the engine alone: batch 256, 1 thread, samples per CPU-second),
-# then a batch of --files jobs drained by --workers worker processes (one slot each, as in Ops/demo.sh), then the
+# back on the same machine: `bitfleet bench --json` (the engine alone: batch 256, 1 thread, samples per CPU-second;
+# run right before and right after the workers, the mean of the two is the round's engine figure), then a batch of
+# --files jobs drained by --workers worker processes (one slot each, as in Ops/demo.sh), then the
 # batch's cost rows: samples / metered CPU seconds, and the per-phase CPU seconds (fetch, decode, infer, encode, write:
 # bitfleet.job_costs.*_cpu_seconds) per job. The ratio metered / engine is the figure issue 15 asks for (goal ≥ 0.70).
 # --perf records the first worker of each round with `perf record -e cpu-clock -g` (.tmp/bench-overhead/perf-N.data;
@@ -54,7 +55,9 @@ sed "s#\"url\": \"/#\"url\": \"http://127.0.0.1:$port/#" "$work/batch.jsonl" >"$
 q() { psql "$DATABASE_URL" -qAtX -v ON_ERROR_STOP=1 "$@"; }
 
 for round in $(seq "$rounds"); do
-  "$bitfleet" bench --json >"$work/bench-$round.json" 2>/dev/null
+  # the engine alone right before and right after the workers: the host's speed drifts by tens of percent within a
+  # minute, so the round's engine figure is the mean of the two
+  "$bitfleet" bench --json --skip-kernel --threads 1 >"$work/bench-$round.json" 2>/dev/null
   batch=$("$bitfleet" batch create --model fashion --inputs "$work/batch-urls.jsonl" --top-k 3 --tenant bench)
   wpids=()
   for i in $(seq "$workers"); do
@@ -67,6 +70,7 @@ for round in $(seq "$rounds"); do
   done
   "$bitfleet" batch wait "$batch" >/dev/null
   wait "${wpids[@]}"
+  "$bitfleet" bench --json --skip-kernel --threads 1 >"$work/bench-after-$round.json" 2>/dev/null
   q -c "select row_to_json(t) from (
           select count(*) as jobs, sum(samples) as samples, sum(cpu_seconds) as cpu_seconds,
                  sum((to_jsonb(c) ->> 'fetch_cpu_seconds')::float8) as fetch,
@@ -92,8 +96,10 @@ cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], captur
             if l.startswith("Model name")), "unknown")
 out = []
 for r in range(1, rounds + 1):
-    bench = json.load(open(f"{work}/bench-{r}.json"))
-    engine = next(m for m in bench["models"] if m["batch"] == 256 and m["threads"] == 1)
+    rows = [next(m for m in json.load(open(f"{work}/{name}-{r}.json"))["models"] if m["batch"] == 256 and m["threads"] == 1)
+            for name in ("bench", "bench-after")]
+    engine = {k: sum(row[k] for row in rows) / 2 for k in ("samplesPerCPUSecond", "samplesPerSecond")}
+    engine_range = [row["samplesPerCPUSecond"] for row in rows]
     costs = json.loads(open(f"{work}/costs-{r}.json").read())
     metered = costs["samples"] / costs["cpu_seconds"]
     try:
@@ -105,6 +111,7 @@ for r in range(1, rounds + 1):
                 "metered_samples_per_cpu_s": metered, "cpu_ms_per_job": costs["cpu_seconds"] / costs["jobs"] * 1000,
                 "phase_cpu_ms_per_job": phases, "phase_cpu_ms_per_job_by_format": formats,
                 "engine_samples_per_cpu_s": engine["samplesPerCPUSecond"], "engine_samples_per_s": engine["samplesPerSecond"],
+                "engine_samples_per_cpu_s_before_after": engine_range,
                 "ratio_cpu": metered / engine["samplesPerCPUSecond"], "ratio_wall": metered / engine["samplesPerSecond"]})
 if as_json:
     print(json.dumps({"cpu": cpu, "rounds": out}))
@@ -121,6 +128,8 @@ else:
             f"{fmt} ×{v['jobs']}: fetch {v['fetch_ms'] or 0:.3f} decode {v['decode_ms'] or 0:.3f} infer {v['infer_ms'] or 0:.3f}"
             for fmt, v in sorted(o["phase_cpu_ms_per_job_by_format"].items()))
         for o in out))
-    rc = [o["ratio_cpu"] for o in out]
-    print(f"ratio metered / engine (CPU-s): {min(rc):.2f}–{max(rc):.2f} over {len(rc)} rounds")
+    print("engine b256 per CPU-s before / after the workers: " + "; ".join(
+        f"round {o['round']} {o['engine_samples_per_cpu_s_before_after'][0]:.0f} / {o['engine_samples_per_cpu_s_before_after'][1]:.0f}" for o in out))
+    rc = sorted(o["ratio_cpu"] for o in out)
+    print(f"ratio metered / engine (CPU-s): {rc[0]:.2f}–{rc[-1]:.2f} over {len(rc)} rounds, median {rc[len(rc) // 2]:.2f}")
 PY

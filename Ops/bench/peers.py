@@ -272,6 +272,11 @@ def figures_from_bench(bj):
         if "samplesPerCPUSecond" in row and t == 1:
             figs[f"model_samples_per_cpu_s_batch{b}"] = float(row["samplesPerCPUSecond"])
         figs[lab + "_key"] = f"models[batch={b},threads={t}].samplesPerSecond"
+    paired = bj.get("threadScalingPaired")
+    if isinstance(paired, dict) and "median" in paired:
+        # 2 threads ÷ 1 thread at batch 256 from interleaved rounds (robust to the host's drift)
+        figs["model_thread_scaling_batch256_paired"] = float(paired["median"])
+        figs["model_thread_scaling_batch256_paired_range"] = [float(paired["low"]), float(paired["high"])]
     for label, needles, exclude in (
             ("kernel_macs_per_s_1thread", ("kernel", "mac", "1"), ("2",)),
             ("kernel_macs_per_s_2threads", ("kernel", "mac", "2"), ()),
@@ -754,6 +759,10 @@ def print_table(res, figs):
     mc = res["model_vs_onnxruntime_per_cpu_s"]
     print(f"{'ratio per CPU-second':40s} {mc.get('batch1', float('nan')):>13.2f}x "
           f"{mc.get('batch256', float('nan')):>13.2f}x")
+    if "model_thread_scaling_batch256_paired" in figs:
+        lo, hi = figs["model_thread_scaling_batch256_paired_range"]
+        print(f"bitfleet batch 256, 2 threads / 1 thread (interleaved rounds): median "
+              f"{figs['model_thread_scaling_batch256_paired']:.2f}x (rounds {lo:.2f}-{hi:.2f}x)")
     print()
     print_peers(res, figs)
     print()

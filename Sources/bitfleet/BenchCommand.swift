@@ -129,6 +129,42 @@ struct BenchCommand: ParsableCommand {
         var expertsScaling: [ScalingRow]
         /// samples/s of the many-expert model ÷ the 16-expert model at batch 256 (nil unless --experts-scaling).
         var expertsScalingRatio: Double?
+        /// The same ratio from interleaved rounds (both models timed back to back, each round): robust to drift.
+        var expertsScalingPaired: PairedRatio?
+        /// samples/s at batch 256 on 2 threads ÷ on 1 thread, from interleaved rounds (nil without 2 in --threads).
+        var threadScalingPaired: PairedRatio?
+    }
+
+    /// A ratio of two throughputs measured in `rounds` interleaved rounds: in each, both are timed back to back
+    /// (which goes first alternates), and the ratio of that round is kept. On a shared host the speed drifts by tens
+    /// of percent within a minute, so a ratio of two figures taken a minute apart measures the drift; the median of
+    /// paired rounds does not.
+    struct PairedRatio: Codable {
+        var median: Double
+        var low: Double
+        var high: Double
+        var rounds: Int
+        var secondsPerMeasurement: Double
+    }
+
+    static func pairedRatio(rounds: Int, seconds: Double, numerator: () throws -> Double,
+                            denominator: () throws -> Double) rethrows -> PairedRatio {
+        var ratios: [Double] = []
+        for round in 0..<rounds {
+            let n: Double, d: Double
+            if round % 2 == 0 {
+                d = try denominator()
+                n = try numerator()
+            } else {
+                n = try numerator()
+                d = try denominator()
+            }
+            ratios.append(n / max(d, 1e-9))
+        }
+        ratios.sort()
+        let median = ratios.count % 2 == 1 ? ratios[ratios.count / 2]
+            : (ratios[ratios.count / 2 - 1] + ratios[ratios.count / 2]) / 2
+        return PairedRatio(median: median, low: ratios.first!, high: ratios.last!, rounds: rounds, secondsPerMeasurement: seconds)
     }
 
     func validate() throws {
@@ -199,6 +235,15 @@ struct BenchCommand: ParsableCommand {
                 eurosPerMillionInferences: pricePerCoreHour / 3600 / perCPUSecond * 1e6))
         }
 
+        // 2 threads against 1, interleaved (11 rounds of both)
+        var threadScaling: PairedRatio?
+        if threadCounts.contains(2) {
+            let slice = max(0.1, seconds / 4)
+            threadScaling = try Self.pairedRatio(rounds: 11, seconds: slice,
+                numerator: { try Self.throughput(loaded, inputs, batch: 256, threads: 2, seconds: slice).0 },
+                denominator: { try Self.throughput(loaded, inputs, batch: 256, threads: 1, seconds: slice).0 })
+        }
+
         var pathRows: [PathRow] = []
         if comparePaths {
             for p in XNORPath.allCases where p.isSupported {
@@ -213,10 +258,12 @@ struct BenchCommand: ParsableCommand {
         }
 
         var scaling: [ScalingRow] = []
+        var expertsPaired: PairedRatio?
         if expertsScaling > 0 {
             let base = NSTemporaryDirectory() + "bitfleet-bench-experts-\(getpid())"
             try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: base) }
+            var models: [BinaryMoEModel] = []
             for e in [16, expertsScaling] {
                 let config = ModelConfig(name: "random-\(e)-experts", version: "1", inputFeatures: 784, inputShape: [28, 28],
                                          inputBitPlanes: 4, inputScale: 255, stemWidth: 1024, experts: e, topK: 2,
@@ -227,7 +274,12 @@ struct BenchCommand: ParsableCommand {
                 let (perSecond, cpu, samples) = try Self.throughput(m, inputs, batch: 256, threads: 1, seconds: seconds)
                 scaling.append(ScalingRow(experts: e, topK: 2, samplesPerSecond: perSecond,
                                           samplesPerCPUSecond: Double(samples) / max(cpu, 1e-9), mappedBytes: m.mappedBytes))
+                models.append(m)
             }
+            let slice = max(0.1, seconds / 4)
+            expertsPaired = try Self.pairedRatio(rounds: 11, seconds: slice,
+                numerator: { try Self.throughput(models[1], inputs, batch: 256, threads: 1, seconds: slice).0 },
+                denominator: { try Self.throughput(models[0], inputs, batch: 256, threads: 1, seconds: slice).0 })
         }
 
         let report = Report(
@@ -243,7 +295,8 @@ struct BenchCommand: ParsableCommand {
                                      xnorSupported: KernelCapabilities.running.xnorPaths,
                                      stemSupported: KernelCapabilities.running.stemKernels),
             pathComparison: pathRows, expertsScaling: scaling,
-            expertsScalingRatio: scaling.count == 2 ? scaling[1].samplesPerSecond / scaling[0].samplesPerSecond : nil)
+            expertsScalingRatio: scaling.count == 2 ? scaling[1].samplesPerSecond / scaling[0].samplesPerSecond : nil,
+            expertsScalingPaired: expertsPaired, threadScalingPaired: threadScaling)
 
         if json {
             let encoder = JSONEncoder()
@@ -277,6 +330,10 @@ struct BenchCommand: ParsableCommand {
             print(pad("\(r.batch)", 8) + pad("\(r.threads)", 9) + pad(fmt(r.samplesPerSecond, 0), 13) + pad(fmt(r.samplesPerSecondPerCore, 0), 13)
                   + pad(fmt(r.samplesPerCPUSecond, 0), 13) + pad(fmt(r.microsecondsPerSample, 2), 12) + pad(fmt(r.binaryMACsPerSecond / 1e9, 1), 9) + fmt(r.eurosPerMillionInferences, 4))
         }
+        if let t = threadScaling {
+            print("threads    batch 256, 2 threads ÷ 1 thread, \(t.rounds) interleaved rounds of \(fmt(t.secondsPerMeasurement, 2)) s each: "
+                  + "median \(fmt(t.median, 2))× (rounds \(fmt(t.low, 2))–\(fmt(t.high, 2))×)")
+        }
         if !pathRows.isEmpty {
             print("")
             print("paths      every kernel path this CPU supports (1 thread)")
@@ -292,6 +349,10 @@ struct BenchCommand: ParsableCommand {
                 print("           " + pad("\(r.experts) experts", 14) + pad(fmt(r.samplesPerSecond, 0) + " samples/s", 22) + bytes(r.mappedBytes) + " weights")
             }
             print("           \(scaling[1].experts) experts keep \(fmt(100 * ratio, 1)) % of the 16-expert samples/s")
+            if let p = report.expertsScalingPaired {
+                print("           interleaved, \(p.rounds) rounds of \(fmt(p.secondsPerMeasurement, 2)) s each: median \(fmt(100 * p.median, 1)) % "
+                      + "(rounds \(fmt(100 * p.low, 1))–\(fmt(100 * p.high, 1)) %)")
+            }
         }
     }
 
