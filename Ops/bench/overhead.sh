@@ -5,7 +5,8 @@
 #
 # One throwaway cluster (Ops/pg.sh) and input server with the demo's inputs (Ops/demo/make_inputs.py: real
 # Fashion-MNIST images, 9 in 10 files .npy, 1 in 10 JSON floats), the `fashion` model registered. Each round, back to
-# back on the same machine: `bitfleet bench --json` (the engine alone: batch 256, 1 thread, samples per CPU-second;
+# back on the same machine: `bitfleet bench --json` (the engine alone: batch 256, 1 thread, samples per CPU-second, on
+# 1 024 real test images;
 # run right before and right after the workers, the mean of the two is the round's engine figure), then a batch of
 # --files jobs drained by --workers worker processes (one slot each, as in Ops/demo.sh), then the
 # batch's cost rows: samples / metered CPU seconds, and the per-phase CPU seconds (fetch, decode, infer, encode, write:
@@ -57,7 +58,7 @@ q() { psql "$DATABASE_URL" -qAtX -v ON_ERROR_STOP=1 "$@"; }
 for round in $(seq "$rounds"); do
   # the engine alone right before and right after the workers: the host's speed drifts by tens of percent within a
   # minute, so the round's engine figure is the mean of the two
-  "$bitfleet" bench --json --skip-kernel --threads 1 >"$work/bench-$round.json" 2>/dev/null
+  "$bitfleet" bench --json --skip-kernel --threads 1 --inputs "$work/engine-inputs.npy" >"$work/bench-$round.json" 2>/dev/null
   batch=$("$bitfleet" batch create --model fashion --inputs "$work/batch-urls.jsonl" --top-k 3 --tenant bench)
   wpids=()
   for i in $(seq "$workers"); do
@@ -70,7 +71,7 @@ for round in $(seq "$rounds"); do
   done
   "$bitfleet" batch wait "$batch" >/dev/null
   wait "${wpids[@]}"
-  "$bitfleet" bench --json --skip-kernel --threads 1 >"$work/bench-after-$round.json" 2>/dev/null
+  "$bitfleet" bench --json --skip-kernel --threads 1 --inputs "$work/engine-inputs.npy" >"$work/bench-after-$round.json" 2>/dev/null
   q -c "select row_to_json(t) from (
           select count(*) as jobs, sum(samples) as samples, sum(cpu_seconds) as cpu_seconds,
                  sum((to_jsonb(c) ->> 'fetch_cpu_seconds')::float8) as fetch,

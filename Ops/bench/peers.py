@@ -15,7 +15,7 @@
 (b) model: the float twin of the same architecture (Ops/models/fashion-float/model.onnx: sparse top-k dispatch;
     and the dense variant -- all experts, gated -- rebuilt from its weights) run by every peer, all on 1 thread,
     at batch 1 and batch 256 on real Fashion-MNIST test images, against the binary model's samples/s from
-    `bitfleet bench --json`:
+    `bitfleet bench --json --inputs` on the same test images (random bytes would route unlike real data):
       - ONNX Runtime fp32 (1 intra-op thread, sequential), sparse and dense;
       - ONNX Runtime int8: onnxruntime.quantization.quantize_dynamic of both graphs, QInt8 and QUInt8 weights;
       - OpenVINO CPU (INFERENCE_NUM_THREADS 1, NUM_STREAMS 1, PERFORMANCE_HINT LATENCY, the input reshaped to a
@@ -453,11 +453,17 @@ def summarize_peers(peers, figs):
     return out
 
 
-def bitfleet_bench(binary, model, timeout, seconds):
+def bitfleet_bench(binary, model, timeout, seconds, inputs=None):
+    """`bitfleet bench --json`; `inputs` (uint8 samples × 784) are the real test images the peers run on, written
+    to a temporary .npy for `--inputs` (random bytes route to a few experts only, which would flatter the engine)."""
     if not os.path.exists(binary):
         raise RuntimeError(f"bitfleet binary not found at {binary} (build it: Ops/build.sh, or pass --bitfleet)")
     cmd = [binary, "bench", "--json", "--model", model, "--m", str(GEMM_M), "--n", str(GEMM_N), "--k", str(GEMM_K),
            "--threads", "1,2", "--seconds", str(seconds)]
+    if inputs is not None:
+        path = os.path.join(tempfile.mkdtemp(prefix="peers-inputs-"), "test-images.npy")
+        np.save(path, np.ascontiguousarray(inputs, dtype=np.uint8))
+        cmd += ["--inputs", path]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
         raise RuntimeError(f"`{' '.join(cmd)}` failed ({out.returncode}): {out.stderr.strip()[-1500:]}")
@@ -622,7 +628,7 @@ def main():
     # ---------------------------------------------------------------- bitfleet
     err = None
     try:
-        cmd, bj = bitfleet_bench(a.bitfleet, a.model, a.bench_timeout, a.seconds)
+        cmd, bj = bitfleet_bench(a.bitfleet, a.model, a.bench_timeout, a.seconds, inputs=xte[:1024])
         res["bitfleet_command"] = cmd
         res["bitfleet_bench"] = bj
         figs = figures_from_bench(bj)

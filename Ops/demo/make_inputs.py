@@ -35,6 +35,8 @@ def main():
     images = read_idx(os.path.join(DATA, "t10k-images-idx3-ubyte.gz")).reshape(-1, 784)
     labels = read_idx(os.path.join(DATA, "t10k-labels-idx1-ubyte.gz"))
     os.makedirs(os.path.join(args.out, "inputs"), exist_ok=True)
+    # the engine's own benchmark runs on the same kind of data (bitfleet bench --inputs)
+    np.save(os.path.join(args.out, "engine-inputs.npy"), np.ascontiguousarray(images[:1024]))
     truth = {}
     with open(os.path.join(args.out, "batch.jsonl"), "w") as batch:
         for index in range(args.files):

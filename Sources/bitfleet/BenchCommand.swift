@@ -1,5 +1,6 @@
 import ArgumentParser
 import BitFleetEngine
+import BitFleetFetch
 import Foundation
 
 /// `bitfleet bench`: kernel and model throughput on this machine, and what an inference costs at a core-hour price.
@@ -32,6 +33,11 @@ struct BenchCommand: ParsableCommand {
 
     @Option(help: "Compare random models of the reference shape with 16 and this many experts (top 2) at batch 256; 0 skips.")
     var expertsScaling: Int = 0
+
+    @Option(help: ArgumentHelp(
+        "Inputs for the model measurements: a .npy file of samples × input_features (uint8, or float32 scaled by the model's input_scale), e.g. real test images.",
+        discussion: "Without it the inputs are random bytes, which a trained router sends to a few experts only: large expert groups that flatter the engine. Ops/bench/peers.py and overhead.sh pass real Fashion-MNIST test images."))
+    var inputs: String?
 
     @Option(help: "Price of one CPU core-hour in euros.")
     var pricePerCoreHour: Double = 0.05
@@ -83,6 +89,52 @@ struct BenchCommand: ParsableCommand {
         var samplesPerSecond: Double
         var samplesPerCPUSecond: Double
         var mappedBytes: Int
+        var routing: Routing
+    }
+
+    /// Where a batch of 256 of the benchmark's inputs is routed: how many experts get samples and the largest
+    /// expert's share of the (sample, expert) pairs. Grouped expert kernels run faster on few large groups.
+    struct Routing: Codable {
+        var expertsUsed: Int
+        var experts: Int
+        var largestGroupShare: Double
+
+        init(_ activations: [Int]) {
+            let total = max(1, activations.reduce(0, +))
+            expertsUsed = activations.filter { $0 > 0 }.count
+            experts = activations.count
+            largestGroupShare = Double(activations.max() ?? 0) / Double(total)
+        }
+
+        var text: String { "\(expertsUsed) of \(experts) experts get samples, the largest \(String(format: "%.0f", 100 * largestGroupShare)) % of them" }
+    }
+
+    /// `count` samples for `model`: from `--inputs` (cycled when it has fewer), else random bytes.
+    func benchmarkInputs(count: Int, features: Int, scale: Float) throws -> (values: [UInt8], source: String) {
+        guard let path = inputs else {
+            var rng = SystemRandomNumberGenerator()
+            return ((0..<(count * features)).map { _ in UInt8.random(in: 0...255, using: &rng) }, "random bytes")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ValidationError("--inputs: cannot read \(path)")
+        }
+        let batch: InputBatch
+        do {
+            batch = try InputDecoder.decode([UInt8](data), format: "npy", contentType: nil, url: path, features: features)
+        } catch {
+            throw ValidationError("--inputs \(path): \(error)")
+        }
+        let values: [UInt8]
+        switch batch.values {
+        case .uint8(let v): values = v
+        case .float32(let v): values = try InputQuantizer.quantize(v, scale: scale, features: features)
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(count * features)
+        while out.count < count * features {
+            out.append(contentsOf: values.prefix(count * features - out.count))
+        }
+        return (out, "\(path) (\(batch.samples) samples\(batch.samples < count ? ", repeated" : ""))")
     }
 
     struct KernelPaths: Codable {
@@ -131,6 +183,10 @@ struct BenchCommand: ParsableCommand {
         var expertsScalingRatio: Double?
         /// The same ratio from interleaved rounds (both models timed back to back, each round): robust to drift.
         var expertsScalingPaired: PairedRatio?
+        /// What the model measurements ran on: a file of real samples, or random bytes.
+        var inputs: String
+        /// Where the model routes a batch of 256 of those inputs.
+        var routing: Routing
         /// samples/s at batch 256 on 2 threads ÷ on 1 thread, from interleaved rounds (nil without 2 in --threads).
         var threadScalingPaired: PairedRatio?
     }
@@ -219,9 +275,9 @@ struct BenchCommand: ParsableCommand {
         defer { if let t = temporary { try? FileManager.default.removeItem(atPath: t) } }
         let loaded = try BinaryMoEModel.load(directory: dir!, stemKernel: stemKernel, xnorPath: kernelPath)
         let cfg = loaded.config
-        var rng = SystemRandomNumberGenerator()
         let maxBatch = 256
-        let inputs = (0..<(maxBatch * cfg.inputFeatures)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let (inputs, inputSource) = try benchmarkInputs(count: maxBatch, features: cfg.inputFeatures, scale: cfg.inputScale)
+        let routing = Routing(try loaded.predict(samples: inputs, count: maxBatch).stats.expertActivations)
 
         var modelRows: [ModelRow] = []
         let cases: [(batch: Int, threads: Int)] = [(1, 1), (256, 1)] + (threadCounts.contains(2) ? [(256, 2)] : [])
@@ -273,7 +329,8 @@ struct BenchCommand: ParsableCommand {
                 let m = try BinaryMoEModel.load(directory: d, stemKernel: stemKernel, xnorPath: kernelPath)
                 let (perSecond, cpu, samples) = try Self.throughput(m, inputs, batch: 256, threads: 1, seconds: seconds)
                 scaling.append(ScalingRow(experts: e, topK: 2, samplesPerSecond: perSecond,
-                                          samplesPerCPUSecond: Double(samples) / max(cpu, 1e-9), mappedBytes: m.mappedBytes))
+                                          samplesPerCPUSecond: Double(samples) / max(cpu, 1e-9), mappedBytes: m.mappedBytes,
+                                          routing: Routing(try m.predict(samples: inputs, count: 256).stats.expertActivations)))
                 models.append(m)
             }
             let slice = max(0.1, seconds / 4)
@@ -296,7 +353,7 @@ struct BenchCommand: ParsableCommand {
                                      stemSupported: KernelCapabilities.running.stemKernels),
             pathComparison: pathRows, expertsScaling: scaling,
             expertsScalingRatio: scaling.count == 2 ? scaling[1].samplesPerSecond / scaling[0].samplesPerSecond : nil,
-            expertsScalingPaired: expertsPaired, threadScalingPaired: threadScaling)
+            expertsScalingPaired: expertsPaired, inputs: inputSource, routing: routing, threadScalingPaired: threadScaling)
 
         if json {
             let encoder = JSONEncoder()
@@ -325,6 +382,10 @@ struct BenchCommand: ParsableCommand {
         print("model      \(report.modelName) at \(report.model)")
         print("           \(cfg.inputFeatures) features × \(cfg.inputBitPlanes) planes → stem \(cfg.stemWidth) → \(cfg.experts) experts (top \(cfg.topK)) \(cfg.expertHidden) → \(cfg.classes.count) classes; \(cfg.binaryMACsPerSample) binary MACs/sample")
         print("memory     \(bytes(loaded.mappedBytes)) mapped (shared between processes) + \(bytes(loaded.privateBytes)) private repacked")
+        print("inputs     \(inputSource); at batch 256 \(routing.text)")
+        if self.inputs == nil {
+            print("           (random bytes route unlike real data: pass --inputs with real samples for figures to compare with peers)")
+        }
         print(pad("batch", 8) + pad("threads", 9) + pad("samples/s", 13) + pad("per core", 13) + pad("per CPU-s", 13) + pad("µs/sample", 12) + pad("GMAC/s", 9) + "€/M inferences @ €\(pricePerCoreHour)/core-h (per CPU-s)")
         for r in modelRows {
             print(pad("\(r.batch)", 8) + pad("\(r.threads)", 9) + pad(fmt(r.samplesPerSecond, 0), 13) + pad(fmt(r.samplesPerSecondPerCore, 0), 13)
@@ -346,7 +407,8 @@ struct BenchCommand: ParsableCommand {
             print("")
             print("experts    random models 784 × 4 planes → 1024 → E experts (top 2) [256] → 10, batch 256, 1 thread")
             for r in scaling {
-                print("           " + pad("\(r.experts) experts", 14) + pad(fmt(r.samplesPerSecond, 0) + " samples/s", 22) + bytes(r.mappedBytes) + " weights")
+                print("           " + pad("\(r.experts) experts", 14) + pad(fmt(r.samplesPerSecond, 0) + " samples/s", 22) + pad(bytes(r.mappedBytes) + " weights", 18)
+                      + r.routing.text)
             }
             print("           \(scaling[1].experts) experts keep \(fmt(100 * ratio, 1)) % of the 16-expert samples/s")
             if let p = report.expertsScalingPaired {
