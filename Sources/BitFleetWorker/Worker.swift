@@ -437,6 +437,8 @@ public final class Worker: Sendable {
         struct GroupKey: Hashable {
             var model: ObjectIdentifier
             var topK: Int
+            /// Set for a job big enough on its own: it runs alone, from its own buffer (no copy into a shared one).
+            var alone: Int?
         }
         var groups: [[Decoded]] = []
         var groupOf: [GroupKey: Int] = [:]
@@ -448,7 +450,8 @@ public final class Worker: Sendable {
                 outcomes.append((job.claim, .failure(error)))
                 continue
             }
-            let key = GroupKey(model: ObjectIdentifier(job.model), topK: min(job.claim.topK, job.model.config.classes.count))
+            let key = GroupKey(model: ObjectIdentifier(job.model), topK: min(job.claim.topK, job.model.config.classes.count),
+                               alone: job.input.samples >= Self.samplesToRunAlone ? groups.count : nil)
             if let g = groupOf[key] { groups[g].append(job) } else { groupOf[key] = groups.count; groups.append([job]) }
         }
         for group in groups {
@@ -456,6 +459,10 @@ public final class Worker: Sendable {
         }
         return outcomes
     }
+
+    /// A job with at least this many samples fills the engine's micro-batches by itself: it is not copied into a
+    /// shared batch.
+    static let samplesToRunAlone = 1024
 
     /// One model, one batch: `jobs` share a model and top-k.
     private func infer(_ jobs: [Decoded]) -> [(JobClaim, Result<JobCompletion, JobFailure>)] {
