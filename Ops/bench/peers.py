@@ -460,11 +460,12 @@ def bitfleet_bench(binary, model, timeout, seconds, inputs=None):
         raise RuntimeError(f"bitfleet binary not found at {binary} (build it: Ops/build.sh, or pass --bitfleet)")
     cmd = [binary, "bench", "--json", "--model", model, "--m", str(GEMM_M), "--n", str(GEMM_N), "--k", str(GEMM_K),
            "--threads", "1,2", "--seconds", str(seconds)]
-    if inputs is not None:
-        path = os.path.join(tempfile.mkdtemp(prefix="peers-inputs-"), "test-images.npy")
-        np.save(path, np.ascontiguousarray(inputs, dtype=np.uint8))
-        cmd += ["--inputs", path]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    with tempfile.TemporaryDirectory(prefix="peers-inputs-") as tmp:
+        if inputs is not None:
+            path = os.path.join(tmp, "test-images.npy")
+            np.save(path, np.ascontiguousarray(inputs, dtype=np.uint8))
+            cmd += ["--inputs", path]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
         raise RuntimeError(f"`{' '.join(cmd)}` failed ({out.returncode}): {out.stderr.strip()[-1500:]}")
     text = out.stdout.strip()
