@@ -50,14 +50,14 @@ void bf_conv_activations(const uint8_t *x, long H, long W, long k, long stride, 
     uint8_t *img = work;
     int32_t *rowsum = (int32_t *)(work + ((Hp * Wp + 16 + 63) / 64 * 64));
     conv_padded(x, H, W, pad, shift, img);
-    // window sums Σq by separable box sums: k-wide sums along each padded row, then k of them down the column
+    // window sums Σq by separable box sums: k-wide sums along each padded row (as differences of the row's running
+    // sum: no loop over the window per output), then k of them down the column
     for (long y = 0; y < Hp; y++) {
         const uint8_t *row = img + y * Wp;
-        for (long ox = 0; ox < Wo; ox++) {
-            int32_t t = 0;
-            for (long kx = 0; kx < k; kx++) t += row[ox * stride + kx];
-            rowsum[y * Wo + ox] = t;
-        }
+        int32_t prefix[Wp + 1];
+        prefix[0] = 0;
+        for (long xx = 0; xx < Wp; xx++) prefix[xx + 1] = prefix[xx] + row[xx];
+        for (long ox = 0; ox < Wo; ox++) rowsum[y * Wo + ox] = prefix[ox * stride + k] - prefix[ox * stride];
     }
     for (long oy = 0; oy < Ho; oy++) {
         for (long ox = 0; ox < Wo; ox++) {
