@@ -770,16 +770,11 @@ public final class BinaryMoEModel: @unchecked Sendable {
         routerScale.withUnsafeBufferPointer { scale in
             routerBias.withUnsafeBufferPointer { bias in
                 for i in 0..<n {
-                    let pops = s.routerPops + i * E
                     let r = s.scores + i * E
-                    let s32 = Int32(truncatingIfNeeded: S)
-                    for e in 0..<E {
-                        // int32 → float32 (exact: |d| ≤ S < 2^24), then the reference's mul and add, unfused
-                        let d = Float(s32 &- 2 &* pops[e])
-                        let prod = scale[e] * d
-                        r[e] = prod + bias[e]
-                    }
-                    selectTopK(r, E, K, s.selected + i * K)
+                    // int32 → float32 (exact: |d| ≤ S < 2^24), then the reference's mul and add, unfused
+                    bf_router_scores(s.routerPops + i * E, E, Int32(truncatingIfNeeded: S), scale.baseAddress!,
+                                     bias.baseAddress!, r)
+                    bf_select_topk(r, E, K, s.selected + i * K)
                     let g = s.gates + i * K
                     let m = r[Int(s.selected[i * K])]
                     var sum: Float = 0
@@ -820,22 +815,10 @@ public final class BinaryMoEModel: @unchecked Sendable {
         start[0] = 0
 
         let widths = config.expertWidths
-        var nextActive = 0
         for e in 0..<E {
             let lo = start[e], hi = start[e + 1]
             let g = hi - lo
             if g == 0 { continue }
-            // prefetch the next active expert's weights while this one computes (many experts: they are cold)
-            if E > 32 {
-                nextActive = max(nextActive, e + 1)
-                while nextActive < E && start[nextActive + 1] == start[nextActive] { nextActive += 1 }
-                if nextActive < E {
-                    for l in 0..<hiddenBlocks.count {
-                        bf_prefetch(hiddenBlocks[l].part(nextActive), hiddenBlocks[l].partWords * 8)
-                    }
-                    bf_prefetch(outputBlocks.part(nextActive), outputBlocks.partWords * 8)
-                }
-            }
             activations[e] += g
             // gather the group's stem bits
             for r in 0..<g {
@@ -900,34 +883,6 @@ public final class BinaryMoEModel: @unchecked Sendable {
         }
     }
 
-    /// Indices of the `k` largest scores, best first; ties go to the lower index; NaN ranks last.
-    @inline(__always)
-    private func selectTopK(_ r: UnsafePointer<Float>, _ count: Int, _ k: Int, _ out: UnsafeMutablePointer<Int32>) {
-        var filled = 0
-        // once k are held, a score enters only if it beats the k-th (strictly: ties keep the lower index, which
-        // came first); `kth` caches that score so the common case is one compare (NaN never beats it, and a NaN
-        // k-th is replaced through the exact comparison)
-        var kth = -Float.infinity
-        var kthIsNaN = false
-        for e in 0..<count {
-            let v = r[e]
-            if filled == k {
-                if !kthIsNaN && !(v > kth) { continue }
-                if !Self.ranksAbove(v, r[Int(out[k - 1])]) { continue }
-            }
-            var pos = filled == k ? k - 1 : filled
-            while pos > 0 && Self.ranksAbove(v, r[Int(out[pos - 1])]) {
-                out[pos] = out[pos - 1]
-                pos -= 1
-            }
-            out[pos] = Int32(e)
-            if filled < k { filled += 1 }
-            if filled == k {
-                kth = r[Int(out[k - 1])]
-                kthIsNaN = kth.isNaN
-            }
-        }
-    }
 }
 
 private struct SendablePointer: @unchecked Sendable {

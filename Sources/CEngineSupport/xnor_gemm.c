@@ -274,7 +274,79 @@ void bf_xnor_threshold(int path, const uint64_t *a, long lda, long n, const uint
     bf_xnor_run(path, a, lda, n, w, words, &s);
 }
 
-void bf_prefetch(const void *p, long bytes) {
-    const char *c = (const char *)p;
-    for (long i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 2);
+void bf_router_scores(const int32_t *pops, long E, int32_t S, const float *scale, const float *bias, float *out) {
+    // exactly as the reference computes them: int32 → float32 (exact: |d| ≤ S < 2^24), one rounded multiply, one
+    // rounded add, never fused into one FMA (that would round once and differ in the last bit)
+#pragma clang fp contract(off)
+    for (long e = 0; e < E; e++) {
+        const float d = (float)(S - 2 * pops[e]);
+        const float p = scale[e] * d;
+        out[e] = p + bias[e];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Router top-k: indices of the k largest scores, best first; ties to the lower index; NaN ranks last.
+
+static inline int bf_ranks_above(float a, float b) {
+    if (a != a) return 0;   // NaN never ranks above anything
+    if (b != b) return 1;   // anything else ranks above NaN
+    return a > b;
+}
+
+// Offers score e: once k are held it enters only if it ranks above the k-th (strictly: an equal later score
+// keeps the lower index, which came first), and is inserted in order.
+static inline void bf_topk_offer(const float *r, long e, long k, int32_t *out, long *filled) {
+    const float v = r[e];
+    long pos;
+    if (*filled == k) {
+        if (!bf_ranks_above(v, r[out[k - 1]])) return;
+        pos = k - 1;
+    } else {
+        pos = (*filled)++;
+    }
+    while (pos > 0 && bf_ranks_above(v, r[out[pos - 1]])) {
+        out[pos] = out[pos - 1];
+        pos--;
+    }
+    out[pos] = (int32_t)e;
+}
+
+#if BF_X86
+// 16 scores per compare against the current k-th: only those above it are offered (with hundreds of experts the
+// scalar scan was a tenth of a forward pass). Returns how many scores it took.
+__attribute__((target("avx512f")))
+static long bf_topk_avx512(const float *r, long n, long k, int32_t *out, long *filled) {
+    long e = 0;
+    for (; e < n && *filled < k; e++) bf_topk_offer(r, e, k, out, filled);
+    for (; e + 16 <= n; e += 16) {
+        const float kth = r[out[k - 1]];
+        if (kth != kth) {   // a NaN k-th: any number beats it; offer the block one by one
+            for (long j = 0; j < 16; j++) bf_topk_offer(r, e + j, k, out, filled);
+            continue;
+        }
+        // NaN compares false (ordered compare): it never beats the k-th, as in bf_ranks_above
+        __mmask16 above = _mm512_cmp_ps_mask(_mm512_loadu_ps(r + e), _mm512_set1_ps(kth), _CMP_GT_OQ);
+        while (above) {
+            const int j = __builtin_ctz(above);
+            above &= (__mmask16)(above - 1);
+            bf_topk_offer(r, e + j, k, out, filled);   // checks again against the k-th as it is now
+        }
+    }
+    return e;
+}
+#endif
+
+void bf_select_topk(const float *r, long n, long k, int32_t *out) {
+    long filled = 0, e = 0;
+    if (k <= 0) return;
+#if BF_X86
+    static int avx512 = -1;
+    if (avx512 < 0) {
+        __builtin_cpu_init();
+        avx512 = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    }
+    if (avx512 && n >= 32) e = bf_topk_avx512(r, n, k, out, &filled);
+#endif
+    for (; e < n; e++) bf_topk_offer(r, e, k, out, &filled);
 }

@@ -290,6 +290,40 @@ struct KernelTests {
     }
 }
 
+@Suite("Router top-k")
+struct TopKTests {
+    /// `bf_select_topk` (AVX-512 prefilter where the CPU has it, scalar otherwise and for the tail) against a stable
+    /// sort: larger first, ties by lower index, NaN last; many lengths around the 16-wide blocks, heavy ties, NaNs,
+    /// infinities and signed zeros.
+    @Test func selectsTheSameExpertsAsAStableSort() {
+        var rng = SplitMix64(state: 77)
+        for trial in 0..<3000 {
+            let n = [1, 2, 5, 15, 16, 17, 31, 32, 33, 47, 64, 100, 456, 1000][trial % 14]
+            let k = min(n, 1 + Int(rng.next() % 8))
+            let palette: [Float] = [0, -0.0, 1, -1, 0.5, .infinity, -.infinity, .nan, 2.5, 2.5]
+            var r = [Float](repeating: 0, count: n)
+            for i in 0..<n {
+                switch trial % 4 {
+                case 0: r[i] = Float(Int(rng.next() % 2001) - 1000) / 100          // random
+                case 1: r[i] = palette[Int(rng.next() % UInt64(palette.count))]     // ties, NaN, ±inf, ±0
+                case 2: r[i] = Float(i % 7)                                         // rising runs
+                default: r[i] = rng.next() % 50 == 0 ? .nan : Float(n - i)          // descending, a few NaN
+                }
+            }
+            let expected = (0..<n).sorted { a, b in
+                if BinaryMoEModel.ranksAbove(r[a], r[b]) { return true }
+                if BinaryMoEModel.ranksAbove(r[b], r[a]) { return false }
+                if r[a].isNaN != r[b].isNaN { return !r[a].isNaN }
+                return a < b
+            }.prefix(k).map { Int32($0) }
+            var out = [Int32](repeating: -1, count: k)
+            bf_select_topk(r, n, k, &out)
+            #expect(out == Array(expected), "trial \(trial) n \(n) k \(k) scores \(r.prefix(40))")
+            if out != Array(expected) { break }
+        }
+    }
+}
+
 @Suite("Thread pool and CPU features")
 struct PoolTests {
     @Test func parallelForRunsEveryIndexOnce() {

@@ -36,10 +36,15 @@ void bf_xnor_popcounts(int path, const uint64_t *a, long lda, long n, const uint
 void bf_xnor_threshold(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
                        const int32_t *maxPop, uint64_t *bits, long ldbits);
 
-/// Asks the CPU to bring `bytes` at `p` into the caches (L2) ahead of use: the experts stage calls it for the next
-/// expert's weights while it computes the current one (with hundreds of experts each is used by ~1 sample of a
-/// micro-batch, so its weights come from L3 or memory).
-void bf_prefetch(const void *p, long bytes);
+/// Router scores of one sample from its E XNOR popcounts against the router rows of S bits:
+/// `out[e] = scale[e] · (S − 2·pops[e]) + bias[e]`, multiply and add rounded separately (as `reference.py`). A C loop
+/// the compiler vectorises: with hundreds of experts the router's scalar Swift loop was a tenth of the time.
+void bf_router_scores(const int32_t *pops, long E, int32_t S, const float *scale, const float *bias, float *out);
+
+/// Indices of the `k` largest of the `n` scores at `r`, best first, into `out` (k ≤ n): ties go to the lower index,
+/// NaN ranks last. Where the CPU has AVX-512F, 16 scores at a time are compared with the current k-th and only
+/// those above it are looked at.
+void bf_select_topk(const float *r, long n, long k, int32_t *out);
 
 /// Instruction-set paths of the stem (input layer): `acc[i × ldacc + j] = Σ_k q_ik · [w_jk = +1]` for 4-bit
 /// activations q (≤ 4 input planes).
