@@ -70,6 +70,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "Ops", "models"))
+from train import cpu_name  # noqa: E402  (the model tools' helper: one definition for both)
 
 GEMM_M, GEMM_N, GEMM_K = 1024, 1024, 4096
 BATCHES = ("batch1", "batch256")
@@ -695,17 +696,6 @@ def ratios(res, figs):
             mc[b] = figs[lab] / bestc[b]
     out["model_vs_onnxruntime_per_cpu_s"] = mc
     return out
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def fmt(v, unit=""):

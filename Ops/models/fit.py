@@ -55,6 +55,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+from train import cpu_name  # noqa: E402  (shared with Ops/bench/peers.py)
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pbm", ".pnm", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -495,18 +496,6 @@ def engine_bench(binary, model_dir):
     except Exception as e:  # a missing or failing binary must not lose a trained model
         print(f"note: bitfleet bench failed ({e.__class__.__name__}: {e}); binary samples/s not measured", flush=True)
         return None
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
 
 
 # ------------------------------------------------------------------------------------------------------ output

@@ -69,6 +69,19 @@ def load_idx(path):
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+def cpu_name():
+    """The CPU model as /proc/cpuinfo names it (what every figure of the model tools and benchmarks is measured on)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
 def load_fashion(data_dir=DATA_DIR):
     xtr = load_idx(os.path.join(data_dir, "train-images-idx3-ubyte.gz")).reshape(-1, 784)
     ytr = load_idx(os.path.join(data_dir, "train-labels-idx1-ubyte.gz")).astype(np.int64)
