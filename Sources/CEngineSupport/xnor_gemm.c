@@ -341,12 +341,15 @@ void bf_select_topk(const float *r, long n, long k, int32_t *out) {
     long filled = 0, e = 0;
     if (k <= 0) return;
 #if BF_X86
+    // -1: not looked up yet (threads may race to look it up; they all store the same answer)
     static int avx512 = -1;
-    if (avx512 < 0) {
+    int has = __atomic_load_n(&avx512, __ATOMIC_RELAXED);
+    if (has < 0) {
         __builtin_cpu_init();
-        avx512 = __builtin_cpu_supports("avx512f") ? 1 : 0;
+        has = __builtin_cpu_supports("avx512f") ? 1 : 0;
+        __atomic_store_n(&avx512, has, __ATOMIC_RELAXED);
     }
-    if (avx512 && n >= 32) e = bf_topk_avx512(r, n, k, out, &filled);
+    if (has && n >= 32) e = bf_topk_avx512(r, n, k, out, &filled);
 #endif
     for (; e < n; e++) bf_topk_offer(r, e, k, out, &filled);
 }
