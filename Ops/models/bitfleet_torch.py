@@ -99,6 +99,13 @@ def _glorot(shape, fan_in, fan_out, gen):
     return (torch.rand(shape, generator=gen) * 2 - 1) * lim
 
 
+def _init_weight(out_features, in_features, binary, gen):
+    """Latent weights of a binary layer (Glorot uniform: their signs are the weights), or He normal for the float twin."""
+    if binary:
+        return _glorot((out_features, in_features), in_features, out_features, gen)
+    return torch.randn((out_features, in_features), generator=gen) * math.sqrt(2.0 / in_features)
+
+
 class Adam:
     """torch.optim.Adam's update (no weight decay, no amsgrad) without importing torch._dynamo, which every
     torch.optim optimiser does on construction and which costs seconds at start-up on a small machine."""
@@ -135,11 +142,7 @@ class BinaryStem(nn.Module):
         if not 1 <= planes <= 8:
             raise ValueError("planes must be in 1...8")
         self.in_features, self.out_features, self.planes, self.binary = in_features, out_features, planes, binary
-        if binary:
-            w = _glorot((out_features, in_features), in_features, out_features, gen)
-        else:
-            w = torch.randn((out_features, in_features), generator=gen) * math.sqrt(2.0 / in_features)
-        self.weight = nn.Parameter(w)
+        self.weight = nn.Parameter(_init_weight(out_features, in_features, binary, gen))
         self.bn = nn.BatchNorm1d(out_features, eps=1e-5)
 
     def inputs(self, x):
@@ -194,11 +197,7 @@ class BinaryConv(nn.Module):
         Hp, Wp = self.out_hw[2], self.out_hw[3]
         self.features = Hp * Wp * self.channels
         kk = self.kernel * self.kernel
-        if binary:
-            w = _glorot((self.channels, kk), kk, self.channels, gen)
-        else:
-            w = torch.randn((self.channels, kk), generator=gen) * math.sqrt(2.0 / kk)
-        self.weight = nn.Parameter(w)
+        self.weight = nn.Parameter(_init_weight(self.channels, kk, binary, gen))
         self.bn = nn.BatchNorm2d(self.channels, eps=1e-5)
 
     def inputs(self, x):
@@ -234,11 +233,7 @@ class BinaryLinear(nn.Module):
     def __init__(self, in_features, out_features, binary=True, gen=None):
         super().__init__()
         self.binary = binary
-        if binary:
-            w = _glorot((out_features, in_features), in_features, out_features, gen)
-        else:
-            w = torch.randn((out_features, in_features), generator=gen) * math.sqrt(2.0 / in_features)
-        self.weight = nn.Parameter(w)
+        self.weight = nn.Parameter(_init_weight(out_features, in_features, binary, gen))
         self.bn = nn.BatchNorm1d(out_features, eps=1e-5)
 
     def preact(self, u):
