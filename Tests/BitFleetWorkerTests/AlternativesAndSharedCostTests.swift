@@ -10,17 +10,6 @@ import Testing
 /// here by hand from the inputs; each attack runs as a real login role.
 @Suite("Alternatives, shared costs and phases: measured, allocated, and written only by whom they should be", .serialized)
 struct AlternativesAndSharedCostTests {
-    static func close(_ a: Double, _ b: Double, relative: Double = 1e-9) -> Bool {
-        abs(a - b) <= relative * max(abs(a), abs(b), 1e-12)
-    }
-
-    static func database() throws -> (TestDatabase, PostgresConnection) {
-        let database = try TestDatabase.create { try Schema.migrate($0) }
-        let connection = try database.connect()
-        try connection.query("SET TIME ZONE 'UTC'")
-        return (database, connection)
-    }
-
     /// A new login role in `group` (bound to `tenant` when given), connected to the test database.
     static func login(_ database: TestDatabase, _ admin: PostgresConnection, in group: String,
                       tenant: String? = nil) throws -> PostgresConnection {
@@ -68,7 +57,7 @@ struct AlternativesAndSharedCostTests {
     // MARK: - Item 1: measured alternatives
 
     @Test func measuredCPUPeersSitNextToTheStatedGPURowInTheSavingsView() throws {
-        let (database, admin) = try Self.database()
+        let (database, admin) = try CostViewTests.database()
         let bench = try Self.login(database, admin, in: "bitfleet_bench")
 
         // The version-3 table is now the GPU rows of bitfleet.alternatives; the seeded assumption is kept, stated.
@@ -99,11 +88,11 @@ struct AlternativesAndSharedCostTests {
             #expect(try row.bool("by_bench"))
         }
         // int8: 0.05 EUR/h / 3600 / 120 000 × 1e6; OpenVINO: 2 cores × 0.05 = 0.1 EUR/h for 8 000/s, 4 000 per core-s.
-        #expect(Self.close(try rows[0].double("euros_per_million"), 0.05 / 3600 / 120_000 * 1e6))
-        #expect(Self.close(try rows[1].double("euros_per_hour"), 0.1))
-        #expect(Self.close(try rows[1].double("euros_per_core_hour"), 0.05))
-        #expect(Self.close(try rows[1].double("samples_per_core_second"), 4_000))
-        #expect(Self.close(try rows[1].double("euros_per_million"), 0.1 / 3600 / 8_000 * 1e6))
+        #expect(CostViewTests.close(try rows[0].double("euros_per_million"), 0.05 / 3600 / 120_000 * 1e6))
+        #expect(CostViewTests.close(try rows[1].double("euros_per_hour"), 0.1))
+        #expect(CostViewTests.close(try rows[1].double("euros_per_core_hour"), 0.05))
+        #expect(CostViewTests.close(try rows[1].double("samples_per_core_second"), 4_000))
+        #expect(CostViewTests.close(try rows[1].double("euros_per_million"), 0.1 / 3600 / 8_000 * 1e6))
         // CPU peers never leak into the GPU views.
         #expect(try admin.query("SELECT * FROM bitfleet.gpu_baselines").count == 1)
 
@@ -124,12 +113,12 @@ struct AlternativesAndSharedCostTests {
         let perMillion = [0.05 / 3600 / 120_000 * 1e6, 0.1 / 3600 / 8_000 * 1e6, 3.0 / 3600 / 1_000_000 * 1e6]
         for (row, alternative) in zip(savings, perMillion) {
             #expect(try row.int("samples") == 3000)
-            #expect(Self.close(try row.double("binary_euros"), binaryEuros))
-            #expect(Self.close(try row.double("binary_euros_per_million"), binaryPerMillion))
-            #expect(Self.close(try row.double("alternative_euros_per_million"), alternative))
-            #expect(Self.close(try row.double("alternative_euros"), 3000 * alternative / 1e6))
-            #expect(Self.close(try row.double("saving_euros"), 3000 * alternative / 1e6 - binaryEuros))
-            #expect(Self.close(try row.double("saving_percent"), 100 * (1 - binaryEuros / (3000 * alternative / 1e6))))
+            #expect(CostViewTests.close(try row.double("binary_euros"), binaryEuros))
+            #expect(CostViewTests.close(try row.double("binary_euros_per_million"), binaryPerMillion))
+            #expect(CostViewTests.close(try row.double("alternative_euros_per_million"), alternative))
+            #expect(CostViewTests.close(try row.double("alternative_euros"), 3000 * alternative / 1e6))
+            #expect(CostViewTests.close(try row.double("saving_euros"), 3000 * alternative / 1e6 - binaryEuros))
+            #expect(CostViewTests.close(try row.double("saving_percent"), 100 * (1 - binaryEuros / (3000 * alternative / 1e6))))
         }
 
         // `bitfleet cost --view savings` and the dashboard section print the same rows, labelled.
@@ -142,7 +131,7 @@ struct AlternativesAndSharedCostTests {
     }
 
     @Test func onlyTheOwnerAndTheBenchFunctionWriteAlternativesAndOnlyTheOwnerPricesSharedCosts() throws {
-        let (database, admin) = try Self.database()
+        let (database, admin) = try CostViewTests.database()
         let bench = try Self.login(database, admin, in: "bitfleet_bench")
         let worker = try Self.login(database, admin, in: "bitfleet_worker")
         let readonly = try Self.login(database, admin, in: "bitfleet_readonly")
@@ -201,7 +190,7 @@ struct AlternativesAndSharedCostTests {
     }
 
     @Test func aBoundTenantReadsNoneOfTheFleetWideCostViews() throws {
-        let (database, admin) = try Self.database()
+        let (database, admin) = try CostViewTests.database()
         try Self.cost(admin, model: "m", tenant: "B", nodeClass: "c", samples: 10, cpuSeconds: 1, price: 0.1,
                       at: "2020-01-01 10:00:00+00", phases: [0.1, 0.1, 0.5, 0.1, nil])
         try admin.query("""
@@ -221,7 +210,7 @@ struct AlternativesAndSharedCostTests {
     // MARK: - Item 3: shared costs allocated; the lines add up
 
     @Test func sharedCostsAllocatedByJobsAddUpToWhatTheNodesAndSharedCostsCost() throws {
-        let (_, connection) = try Self.database()
+        let (_, connection) = try CostViewTests.database()
         // Heartbeats on 2020-01-01: w1 (small) 2 cores × 1000 s, 300 busy, at 0.36 EUR/core-h; w2 (large) 4 × 500 s,
         // 1000 busy, at 0.72. Node cost = 2000/3600 × 0.36 + 2000/3600 × 0.72 = 0.2 + 0.4 = 0.6 EUR.
         for (worker, nodeClass, cores, seconds, busy, price) in [("w1", "small", 2.0, 1000.0, 300.0, 0.36),
@@ -277,45 +266,45 @@ struct AlternativesAndSharedCostTests {
         #expect(lines.map { $0["kind"] } == expected.map(\.2))
         for (row, e) in zip(lines, expected) {
             #expect(try row.int("jobs") == e.3, "\(e.0)")
-            #expect(Self.close(try row.double("core_seconds"), e.4), "\(e.0) core-seconds")
-            #expect(Self.close(try row.double("direct_euros"), e.5), "\(e.0) direct euros")
-            #expect(Self.close(try row.double("shared_euros"), e.6), "\(e.0) shared euros")
-            #expect(Self.close(try row.double("euros"), e.5 + e.6), "\(e.0) euros")
+            #expect(CostViewTests.close(try row.double("core_seconds"), e.4), "\(e.0) core-seconds")
+            #expect(CostViewTests.close(try row.double("direct_euros"), e.5), "\(e.0) direct euros")
+            #expect(CostViewTests.close(try row.double("shared_euros"), e.6), "\(e.0) shared euros")
+            #expect(CostViewTests.close(try row.double("euros"), e.5 + e.6), "\(e.0) euros")
         }
         // allocated (models: direct + shared) + overhead + idle + unallocated shared = nodes + shared costs.
         let sum = try lines.reduce(0.0) { $0 + (try $1.double("euros")) }
-        #expect(Self.close(sum, nodeEuros + sharedJan1), "lines add up to \(sum), not \(nodeEuros + sharedJan1)")
-        #expect(Self.close(expected.reduce(0.0) { $0 + $1.5 + $1.6 }, nodeEuros + sharedJan1))  // the hand figures too
+        #expect(CostViewTests.close(sum, nodeEuros + sharedJan1), "lines add up to \(sum), not \(nodeEuros + sharedJan1)")
+        #expect(CostViewTests.close(expected.reduce(0.0) { $0 + $1.5 + $1.6 }, nodeEuros + sharedJan1))  // the hand figures too
 
         // fleet_cost_day says the same, and Jan 2 (no heartbeats, no jobs) is the licence's day alone, unallocated.
         let days = try connection.query("SELECT * FROM bitfleet.fleet_cost_day ORDER BY day")
         #expect(days.map { $0["day"] } == ["2020-01-01", "2020-01-02"])
-        #expect(Self.close(try days[0].double("node_euros"), nodeEuros))
-        #expect(Self.close(try days[0].double("shared_euros"), sharedJan1))
-        #expect(Self.close(try days[0].double("total_euros"), nodeEuros + sharedJan1))
-        #expect(Self.close(try days[0].double("allocation_euros"), nodeEuros + sharedJan1))
-        #expect(Self.close(try days[0].double("direct_euros"), 0.13))
-        #expect(Self.close(try days[0].double("shared_allocated_euros"), 8.5))
-        #expect(Self.close(try days[0].double("overhead_euros"), 0.1))
-        #expect(Self.close(try days[0].double("idle_euros"), 0.37))
-        #expect(Self.close(try days[0].double("shared_unallocated_euros"), 1.0))
-        #expect(Self.close(try days[1].double("total_euros"), 0.5))
-        #expect(Self.close(try days[1].double("allocation_euros"), 0.5))
-        #expect(Self.close(try days[1].double("shared_unallocated_euros"), 0.5))
+        #expect(CostViewTests.close(try days[0].double("node_euros"), nodeEuros))
+        #expect(CostViewTests.close(try days[0].double("shared_euros"), sharedJan1))
+        #expect(CostViewTests.close(try days[0].double("total_euros"), nodeEuros + sharedJan1))
+        #expect(CostViewTests.close(try days[0].double("allocation_euros"), nodeEuros + sharedJan1))
+        #expect(CostViewTests.close(try days[0].double("direct_euros"), 0.13))
+        #expect(CostViewTests.close(try days[0].double("shared_allocated_euros"), 8.5))
+        #expect(CostViewTests.close(try days[0].double("overhead_euros"), 0.1))
+        #expect(CostViewTests.close(try days[0].double("idle_euros"), 0.37))
+        #expect(CostViewTests.close(try days[0].double("shared_unallocated_euros"), 1.0))
+        #expect(CostViewTests.close(try days[1].double("total_euros"), 0.5))
+        #expect(CostViewTests.close(try days[1].double("allocation_euros"), 0.5))
+        #expect(CostViewTests.close(try days[1].double("shared_unallocated_euros"), 0.5))
 
         // Per tenant over the day (what finance bills): acme = A + C, each with its share.
         let acme = try connection.query("""
             SELECT sum(euros) AS euros FROM bitfleet.cost_allocation_model_tenant_day WHERE tenant = 'acme'
             """)[0].double("euros")
-        #expect(Self.close(acme, 0.01 + everyJob + 0.06 + everyJob + onLarge))
+        #expect(CostViewTests.close(acme, 0.01 + everyJob + 0.06 + everyJob + onLarge))
 
         // The daily allocation shows __overhead__ and __shared__ as lines next to __idle__, and adds up the same way.
         let daily = try connection.query("""
             SELECT allocation, kind, euros FROM bitfleet.cost_allocation_day WHERE day = '2020-01-01' ORDER BY kind, allocation
             """)
         #expect(daily.map { $0["allocation"] } == ["__idle__", "m1", "m2", "__overhead__", "__shared__"])
-        #expect(Self.close(try daily[4].double("euros"), sharedJan1))
-        #expect(Self.close(try daily.reduce(0.0) { $0 + (try $1.double("euros")) }, nodeEuros + sharedJan1))
+        #expect(CostViewTests.close(try daily[4].double("euros"), sharedJan1))
+        #expect(CostViewTests.close(try daily.reduce(0.0) { $0 + (try $1.double("euros")) }, nodeEuros + sharedJan1))
 
         // Each shared cost per day, prorated: the licence is 31 EUR/month × 1/31 × 0.5 on each of its two days.
         let licence = try connection.query("""
@@ -323,8 +312,8 @@ struct AlternativesAndSharedCostTests {
             """)
         #expect(licence.map { $0["day"] } == ["2020-01-01", "2020-01-02"])
         for row in licence {
-            #expect(Self.close(try row.double("euros"), 0.5))
-            #expect(Self.close(try row.double("hours"), 24))
+            #expect(CostViewTests.close(try row.double("euros"), 0.5))
+            #expect(CostViewTests.close(try row.double("hours"), 24))
         }
         // A shared cost needs a price, and a period that runs forwards.
         #expect(throws: PostgresError.self) {
@@ -341,7 +330,7 @@ struct AlternativesAndSharedCostTests {
     // MARK: - Item 3: per-phase CPU seconds, NULL-safe
 
     @Test func phaseCPUSecondsAddUpToTheMeteredCPUAndOldRowsStayUnsplit() throws {
-        let (_, connection) = try Self.database()
+        let (_, connection) = try CostViewTests.database()
         // An old row without phase figures (10 CPU s), a split one (fetch 1, decode 2, infer 3, encode 0.5, write not
         // yet written: 1.5 s elsewhere in its 8 CPU s) and a fully split one (0.1 + 0.2 + 1 + 0.3 + 0.4 = 2 CPU s).
         try Self.cost(connection, model: "m", tenant: nil, nodeClass: "c", samples: 10, cpuSeconds: 10, price: 0.36,
@@ -364,11 +353,11 @@ struct AlternativesAndSharedCostTests {
         #expect(rows.map { $0["phase"] } == expected.map(\.0))
         for (row, e) in zip(rows, expected) {
             #expect(try row.int("jobs") == e.1, "\(e.0) jobs")
-            #expect(Self.close(try row.double("cpu_seconds"), e.2, relative: 1e-12), "\(e.0) CPU s")
-            #expect(Self.close(try row.double("euros"), e.3), "\(e.0) euros")
+            #expect(CostViewTests.close(try row.double("cpu_seconds"), e.2, relative: 1e-12), "\(e.0) CPU s")
+            #expect(CostViewTests.close(try row.double("euros"), e.3), "\(e.0) euros")
         }
         let total = try rows.reduce(0.0) { $0 + (try $1.double("cpu_seconds")) }
-        #expect(Self.close(total, 20, relative: 1e-12), "phases add up to \(total), not the 20 metered CPU s")
+        #expect(CostViewTests.close(total, 20, relative: 1e-12), "phases add up to \(total), not the 20 metered CPU s")
         let cli = CostView.phases.query(days: 100_000)
         #expect(try FleetClient(connection: connection).table(cli.sql, cli.parameters).rows.count == 7)
     }
