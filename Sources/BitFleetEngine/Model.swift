@@ -644,18 +644,21 @@ public final class BinaryMoEModel: @unchecked Sendable {
     /// The integer input layer over `m` rows of `D` uint8 inputs at `xs` (a block of samples, or one image's conv
     /// patches): `s.stemAcc = Σ_k q_k·[w_k = +1]` (lookup tables, int8 dot products, or AND-popcount of every bit
     /// plane with the +1 weight bits: `Σ_b 2^b·pop_b`) and `sumQ = Σ q`, then bit j of `bits` row i (stride `ldBits`
-    /// words) is `2·acc − Σ q ≥ t_j`.
+    /// words) is `2·acc − Σ q ≥ t_j`. With `int8Ready` (int8 kernels only) the caller has already written the rows'
+    /// int8 activations to `s.q` and their sums to `sumQ` (a conv front writes its windows there directly) and
+    /// `xs` is not read.
     @inline(__always)
     private func integerLayer(xs: UnsafePointer<UInt8>, m: Int, kernel: StemKernel, s: Scratch,
-                              sumQ: UnsafeMutablePointer<Int>, bits: UnsafeMutablePointer<UInt64>, ldBits: Int) {
+                              sumQ: UnsafeMutablePointer<Int>, bits: UnsafeMutablePointer<UInt64>, ldBits: Int,
+                              int8Ready: Bool = false) {
         let D = stem.bits, S = stem.rows, P = config.inputBitPlanes
         let ld = stemLd
-        if kernel == .lookup || kernel == .lookupAVX512, let lookup = stemLookup {
+        if let w = stemInt8, let code = kernel.int8Code {
+            if !int8Ready { bf_stem_int8_activations(xs, m, D, Int32(8 - P), s.q, sumQ) }
+            bf_stem_int8(code, s.q, m, D, w, (S + 15) / 16, s.stemAcc, ld)
+        } else if kernel == .lookup || kernel == .lookupAVX512, let lookup = stemLookup {
             lookup.accumulate(x: xs, n: m, features: D, shift: 8 - P, tables: s.tables, sumQ: sumQ,
                               acc: s.stemAcc, ld: ld, wide: kernel == .lookupAVX512)
-        } else if let w = stemInt8, let code = kernel.int8Code {
-            bf_stem_int8_activations(xs, m, D, Int32(8 - P), s.q, sumQ)
-            bf_stem_int8(code, s.q, m, D, w, (S + 15) / 16, s.stemAcc, ld)
         } else {
             buildPlanes(x: xs, n: m, planes: s.planes, sumQ: sumQ)
             BinaryKernels.stemPopcounts(planes: s.planes, n: m, planeCount: P, weights: stem.base, m: S,
@@ -710,15 +713,13 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let shift = Int32(8 - config.inputBitPlanes)
         for i in 0..<n {
             let xi = x + (first + i) * D
-            if let w = stemInt8, let code = kernel.int8Code {
+            if stemInt8 != nil, kernel.int8Code != nil {
                 // the windows go straight into the int8 kernels' activation rows (one pass, no patch copy)
                 let kpad = (g.taps + 63) / 64 * 64
                 bf_conv_activations(xi, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth,
                                     shift, s.convWork, s.q, kpad, s.sumQ)
-                bf_stem_int8(code, s.q, g.positions, g.taps, w, (g.channels + 15) / 16, s.stemAcc, stemLd)
-                stemThreshold.withUnsafeBufferPointer { t in
-                    bf_stem_threshold(s.stemAcc, stemLd, g.positions, g.channels, s.sumQ, t.baseAddress!, s.convBits, 1)
-                }
+                integerLayer(xs: xi, m: g.positions, kernel: kernel, s: s, sumQ: s.sumQ, bits: s.convBits, ldBits: 1,
+                             int8Ready: true)
             } else {
                 bf_conv_patches(xi, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth,
                                 s.convWork, s.patches)
