@@ -773,9 +773,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 for i in 0..<n {
                     let r = s.scores + i * E
                     // int32 → float32 (exact: |d| ≤ S < 2^24), then the reference's mul and add, unfused
-                    bf_router_scores(s.routerPops + i * E, E, Int32(truncatingIfNeeded: S), scale.baseAddress!,
-                                     bias.baseAddress!, r)
-                    bf_select_topk(r, E, K, s.selected + i * K)
+                    bf_router_select(s.routerPops + i * E, E, Int32(truncatingIfNeeded: S), scale.baseAddress!,
+                                     bias.baseAddress!, r, K, s.selected + i * K)
                     let g = s.gates + i * K
                     let m = r[Int(s.selected[i * K])]
                     var sum: Float = 0

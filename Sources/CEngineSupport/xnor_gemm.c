@@ -335,11 +335,78 @@ static long bf_topk_avx512(const float *r, long n, long k, int32_t *out, long *f
     }
     return e;
 }
+
+// Two passes for k ≤ 16 when no score is NaN: the lane-wise maxima of all full 16-score vectors are 16 distinct
+// scores, so the k-th largest of them, T, is at most the k-th largest score. Only scores ≥ T can be among the top k
+// (anything below T ranks under k scores ≥ T), so the second pass offers just those, in index order, as the scalar
+// rule would. Few scores pass, so few branches mispredict; the one-pass scan below offered every new leader.
+// `lanes` are the lane-wise maxima over the first `full` (a multiple of 16) scores.
+__attribute__((target("avx512f")))
+static void bf_topk_from_bound(const float *r, long full, long k, __m512 lanes, int32_t *out, long *filled) {
+    float m[16], top[16];
+    _mm512_storeu_ps(m, lanes);
+    long held = 0;
+    for (int j = 0; j < 16; j++) {   // k-th largest of the 16 lane maxima
+        const float v = m[j];
+        if (held == k && !(v > top[k - 1])) continue;
+        long pos = held < k ? held++ : k - 1;
+        while (pos > 0 && v > top[pos - 1]) { top[pos] = top[pos - 1]; pos--; }
+        top[pos] = v;
+    }
+    const __m512 t = _mm512_set1_ps(top[k - 1]);
+    for (long e = 0; e < full; e += 16) {
+        __mmask16 at = _mm512_cmp_ps_mask(_mm512_loadu_ps(r + e), t, _CMP_GE_OQ);
+        while (at) {
+            const int j = __builtin_ctz(at);
+            at &= (__mmask16)(at - 1);
+            bf_topk_offer(r, e + j, k, out, filled);
+        }
+    }
+}
+
+// The bound pass over scores already written; returns how many it covered (0 when it does not apply: k > 16, fewer
+// than 16 scores, or a NaN among them).
+__attribute__((target("avx512f")))
+static long bf_topk_avx512_bound(const float *r, long n, long k, int32_t *out, long *filled) {
+    const long full = n / 16 * 16;
+    if (k > 16 || full < 16) return 0;
+    __m512 m = _mm512_loadu_ps(r);
+    __mmask16 nan = _mm512_cmp_ps_mask(m, m, _CMP_UNORD_Q);
+    for (long e = 16; e < full; e += 16) {
+        const __m512 v = _mm512_loadu_ps(r + e);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        m = _mm512_max_ps(m, v);
+    }
+    if (nan) return 0;
+    bf_topk_from_bound(r, full, k, m, out, filled);
+    return full;
+}
+
+// Router scores and the bound pass in one: 16 scores per step (convert, multiply, add: two roundings, as the
+// reference), their lane maxima kept on the way. Returns 0 (scores written, nothing selected) where a NaN came out.
+__attribute__((target("avx512f")))
+static long bf_router_select_avx512(const int32_t *pops, long E, int32_t S, const float *scale, const float *bias,
+                                    float *out, long k, int32_t *selected, long *filled) {
+    const long full = E / 16 * 16;
+    const __m512i s = _mm512_set1_epi32(S);
+    __m512 m = _mm512_set1_ps(-__builtin_inff());
+    __mmask16 nan = 0;
+    for (long e = 0; e < full; e += 16) {
+        const __m512i p = _mm512_loadu_si512((const void *)(pops + e));
+        const __m512 d = _mm512_cvtepi32_ps(_mm512_sub_epi32(s, _mm512_add_epi32(p, p)));
+        const __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(scale + e), d), _mm512_loadu_ps(bias + e));
+        _mm512_storeu_ps(out + e, v);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        m = _mm512_max_ps(m, v);
+    }
+    bf_router_scores(pops + full, E - full, S, scale + full, bias + full, out + full);
+    if (nan) return 0;
+    bf_topk_from_bound(out, full, k, m, selected, filled);
+    return full;
+}
 #endif
 
-void bf_select_topk(const float *r, long n, long k, int32_t *out) {
-    long filled = 0, e = 0;
-    if (k <= 0) return;
+static int bf_topk_has_avx512(void) {
 #if BF_X86
     // -1: not looked up yet (threads may race to look it up; they all store the same answer)
     static int avx512 = -1;
@@ -349,7 +416,39 @@ void bf_select_topk(const float *r, long n, long k, int32_t *out) {
         has = __builtin_cpu_supports("avx512f") ? 1 : 0;
         __atomic_store_n(&avx512, has, __ATOMIC_RELAXED);
     }
-    if (has && n >= 32) e = bf_topk_avx512(r, n, k, out, &filled);
+    return has;
+#else
+    return 0;
+#endif
+}
+
+void bf_router_select(const int32_t *pops, long E, int32_t S, const float *scale, const float *bias, float *scores,
+                      long k, int32_t *selected) {
+    if (k <= 0) return;
+#if BF_X86
+    if (E >= 32 && k <= 16 && bf_topk_has_avx512()) {
+        long filled = 0;
+        long e = bf_router_select_avx512(pops, E, S, scale, bias, scores, k, selected, &filled);
+        if (e > 0) {
+            for (; e < E; e++) bf_topk_offer(scores, e, k, selected, &filled);
+            return;
+        }
+        bf_select_topk(scores, E, k, selected);   // a NaN score: the general scan
+        return;
+    }
+#endif
+    bf_router_scores(pops, E, S, scale, bias, scores);
+    bf_select_topk(scores, E, k, selected);
+}
+
+void bf_select_topk(const float *r, long n, long k, int32_t *out) {
+    long filled = 0, e = 0;
+    if (k <= 0) return;
+#if BF_X86
+    if (n >= 32 && bf_topk_has_avx512()) {
+        e = bf_topk_avx512_bound(r, n, k, out, &filled);
+        if (e == 0) e = bf_topk_avx512(r, n, k, out, &filled);
+    }
 #endif
     for (; e < n; e++) bf_topk_offer(r, e, k, out, &filled);
 }

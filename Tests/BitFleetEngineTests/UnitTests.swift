@@ -292,14 +292,15 @@ struct KernelTests {
 
 @Suite("Router top-k")
 struct TopKTests {
-    /// `bf_select_topk` (AVX-512 prefilter where the CPU has it, scalar otherwise and for the tail) against a stable
+    /// `bf_select_topk` (AVX-512 two-pass bound or prefilter where the CPU has it, scalar otherwise and for the tail) against a stable
     /// sort: larger first, ties by lower index, NaN last; many lengths around the 16-wide blocks, heavy ties, NaNs,
     /// infinities and signed zeros.
     @Test func selectsTheSameExpertsAsAStableSort() {
         var rng = SplitMix64(state: 77)
         for trial in 0..<3000 {
             let n = [1, 2, 5, 15, 16, 17, 31, 32, 33, 47, 64, 100, 456, 1000][trial % 14]
-            let k = min(n, 1 + Int(rng.next() % 8))
+            // k up to 20: the two-pass bound covers k ≤ 16 without NaN, the one-pass scan the rest
+            let k = min(n, 1 + Int(rng.next() % (trial % 3 == 0 ? 20 : 8)))
             let palette: [Float] = [0, -0.0, 1, -1, 0.5, .infinity, -.infinity, .nan, 2.5, 2.5]
             var r = [Float](repeating: 0, count: n)
             for i in 0..<n {
@@ -320,6 +321,37 @@ struct TopKTests {
             bf_select_topk(r, n, k, &out)
             #expect(out == Array(expected), "trial \(trial) n \(n) k \(k) scores \(r.prefix(40))")
             if out != Array(expected) { break }
+        }
+    }
+
+    /// `bf_router_select` (scores and top-k fused on AVX-512) gives the bit-identical scores of `bf_router_scores` and
+    /// the selection of `bf_select_topk` on them: expert counts around the 16-wide blocks, k up to 20, negative and
+    /// zero scales, ties (equal popcounts and scales), and infinite scales that make NaN (∞ × 0) and ±∞ scores.
+    @Test func fusedRouterSelectionEqualsScoresThenTopK() {
+        var rng = SplitMix64(state: 91)
+        for trial in 0..<2000 {
+            let E = [1, 16, 31, 32, 33, 48, 100, 456, 1000][trial % 9]
+            let k = min(E, 1 + Int(rng.next() % (trial % 3 == 0 ? 20 : 4)))
+            let S: Int32 = [64, 1024, 7][trial % 3]
+            let pops = (0..<E).map { _ in Int32(rng.next() % UInt64(S + 1)) }
+            let scale: [Float] = (0..<E).map { _ in
+                switch trial % 5 {
+                case 0: return [0.5, 0.5, -0.25, 0][Int(rng.next() % 4)]                                   // ties
+                case 1: return rng.next() % 40 == 0 ? .infinity : Float(Int(rng.next() % 200) - 100) / 37  // NaN, ±∞
+                default: return Float(Int(rng.next() % 2000) - 1000) / 1013
+                }
+            }
+            let bias = (0..<E).map { _ in trial % 5 == 0 ? 0 : Float(Int(rng.next() % 200) - 100) / 29 }
+            var expectedScores = [Float](repeating: 0, count: E)
+            bf_router_scores(pops, E, S, scale, bias, &expectedScores)
+            var expected = [Int32](repeating: -1, count: k)
+            bf_select_topk(expectedScores, E, k, &expected)
+            var scores = [Float](repeating: 0, count: E)
+            var selected = [Int32](repeating: -1, count: k)
+            bf_router_select(pops, E, S, scale, bias, &scores, k, &selected)
+            #expect(scores.map(\.bitPattern) == expectedScores.map(\.bitPattern), "trial \(trial) E \(E): scores differ")
+            #expect(selected == expected, "trial \(trial) E \(E) k \(k): \(selected) vs \(expected)")
+            if selected != expected { break }
         }
     }
 }

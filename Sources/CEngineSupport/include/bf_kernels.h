@@ -42,9 +42,17 @@ void bf_xnor_threshold(int path, const uint64_t *a, long lda, long n, const uint
 void bf_router_scores(const int32_t *pops, long E, int32_t S, const float *scale, const float *bias, float *out);
 
 /// Indices of the `k` largest of the `n` scores at `r`, best first, into `out` (k ≤ n): ties go to the lower index,
-/// NaN ranks last. Where the CPU has AVX-512F, 16 scores at a time are compared with the current k-th and only
-/// those above it are looked at.
+/// NaN ranks last. Where the CPU has AVX-512F and there are at least 32 scores: for k ≤ 16 and no NaN, one pass takes
+/// the lane-wise maxima of the 16-score vectors (their k-th largest bounds the k-th score from below) and a second
+/// offers only the scores at or above that bound; otherwise 16 scores at a time are compared with the current k-th
+/// and only those above it are looked at.
 void bf_select_topk(const float *r, long n, long k, int32_t *out);
+
+/// `bf_router_scores` then `bf_select_topk` for one sample, fused where the CPU has AVX-512F, E ≥ 32 and k ≤ 16: the
+/// scores are computed 16 at a time (same two roundings) while their lane-wise maxima are kept, so the top-k's
+/// bound pass needs no extra read of them. The same scores and the same selection as the two calls.
+void bf_router_select(const int32_t *pops, long E, int32_t S, const float *scale, const float *bias, float *scores,
+                      long k, int32_t *selected);
 
 /// Instruction-set paths of the stem (input layer): `acc[i × ldacc + j] = Σ_k q_ik · [w_jk = +1]` for 4-bit
 /// activations q (≤ 4 input planes).
