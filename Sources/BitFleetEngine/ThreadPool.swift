@@ -22,7 +22,8 @@ public final class ThreadPool: @unchecked Sendable {
         let body: (Int) -> Void
         let count: Int
         var next = 0
-        var finished = 0
+        /// Indices done; changed under the pool's mutex, read without it by a caller spinning for the end.
+        let finished = Atomic<Int>(0)
         init(count: Int, body: @escaping (Int) -> Void) {
             self.count = count
             self.body = body
@@ -77,8 +78,9 @@ public final class ThreadPool: @unchecked Sendable {
                 let deadline = bf_monotonic_seconds() + Self.spinSeconds
                 var spins = 0
                 while generation.load(ordering: .acquiring) == seen {
+                    bf_cpu_relax()   // without it the spin took execution slots from the thread doing the work
                     spins &+= 1
-                    if spins & 63 == 0 && bf_monotonic_seconds() > deadline { break }
+                    if spins & 15 == 0 && bf_monotonic_seconds() > deadline { break }
                 }
                 pthread_mutex_lock(mutex)
             }
@@ -90,8 +92,7 @@ public final class ThreadPool: @unchecked Sendable {
             pthread_mutex_unlock(mutex)
             job.body(index)
             pthread_mutex_lock(mutex)
-            job.finished += 1
-            if job.finished == job.count { pthread_cond_broadcast(jobDone) }
+            if job.finished.add(1, ordering: .releasing).newValue == job.count { pthread_cond_broadcast(jobDone) }
         }
     }
 
@@ -117,9 +118,23 @@ public final class ThreadPool: @unchecked Sendable {
             pthread_mutex_unlock(mutex)
             body(index)
             pthread_mutex_lock(mutex)
-            job.finished += 1
+            job.finished.add(1, ordering: .releasing)
         }
-        while job.finished < job.count { pthread_cond_wait(jobDone, mutex) }
+        // The helpers' last indices are usually a few microseconds from done: spin for them a moment (as an idle
+        // helper spins for work) before sleeping; a sleeping caller is woken only after its vCPU was halted, which
+        // costs as much as the wait itself.
+        if job.finished.load(ordering: .acquiring) < job.count {
+            pthread_mutex_unlock(mutex)
+            let deadline = bf_monotonic_seconds() + Self.spinSeconds
+            var spins = 0
+            while job.finished.load(ordering: .acquiring) < job.count {
+                bf_cpu_relax()
+                spins &+= 1
+                if spins & 15 == 0 && bf_monotonic_seconds() > deadline { break }
+            }
+            pthread_mutex_lock(mutex)
+        }
+        while job.finished.load(ordering: .acquiring) < job.count { pthread_cond_wait(jobDone, mutex) }
         pthread_mutex_unlock(mutex)
     }
 }

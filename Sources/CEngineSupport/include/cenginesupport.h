@@ -23,6 +23,10 @@ int bf_usable_cpus(void);
 /// Monotonic clock in seconds.
 double bf_monotonic_seconds(void);
 
+/// A spin-wait hint (`pause` on x86, `yield` on Arm): slows the spinning thread's loop down to the memory system's
+/// pace and leaves the core's execution units to the thread that shares it (SMT sibling, or a vCPU's neighbour).
+void bf_cpu_relax(void);
+
 /// CPU time of this process (all threads) in seconds.
 double bf_process_cpu_seconds(void);
 
