@@ -308,23 +308,28 @@ public final class BinaryMoEModel: @unchecked Sendable {
         var probs = [Float](repeating: 0, count: count * C)
         var activations = [Int](repeating: 0, count: config.experts)
         var experts = [Int32](repeating: 0, count: count * config.topK)
+        let k = max(0, min(topClasses, C))
+        // each chunk of the forward pass ranks its own samples' classes as soon as it has them (a second parallel
+        // round for the ranking cost a second hand-off between threads per call)
+        let ranked = Mutex<[Int: [[ClassScore]]]>([:])
         if count > 0, let x = samples.baseAddress {
             logits.withUnsafeMutableBufferPointer { lg in
                 probs.withUnsafeMutableBufferPointer { pr in
                     experts.withUnsafeMutableBufferPointer { ex in
                         activations.withUnsafeMutableBufferPointer { act in
+                            let p = SendablePointer(UnsafePointer(pr.baseAddress!))
                             run(x: x, count: count, threads: threads,
                                 outputs: Outputs(logits: lg.baseAddress!, probabilities: pr.baseAddress!, experts: ex.baseAddress),
-                                trace: nil, activations: act.baseAddress!)
+                                trace: nil, activations: act.baseAddress!) { range, chunk in
+                                    let part = range.map { self.topScores(p.pointer + $0 * C, k) }
+                                    ranked.withLock { $0[chunk] = part }
+                                }
                         }
                     }
                 }
             }
         }
-        let k = max(0, min(topClasses, C))
-        let predictions = probs.withUnsafeBufferPointer { pr in
-            rankedClasses(pr.baseAddress!, count: count, k: k, threads: threads)
-        }
+        let predictions = ranked.withLock { parts in parts.keys.sorted().flatMap { parts[$0]! } }
         var result = InferenceResult(
             logits: logits, probabilities: probs, predictions: predictions,
             stats: InferenceStats(samples: count, binaryOps: count * config.binaryMACsPerSample, expertActivations: activations))
@@ -394,23 +399,6 @@ public final class BinaryMoEModel: @unchecked Sendable {
         }
     }
 
-    /// `topScores` of every sample; with `threads > 1` and a large batch, ranges are ranked on the thread pool (this
-    /// tail ran on one thread after a parallel forward pass and capped the speedup of a second thread).
-    private func rankedClasses(_ probs: UnsafePointer<Float>, count: Int, k: Int, threads: Int) -> [[ClassScore]] {
-        let C = config.classes.count
-        let parts = count >= 64 ? max(1, min(threads, ThreadPool.shared.width)) : 1
-        if parts == 1 { return (0..<count).map { topScores(probs + $0 * C, k) } }
-        let per = (count + parts - 1) / parts
-        let slots = Mutex<[Int: [[ClassScore]]]>([:])
-        let shared = SendablePointer(probs)
-        ThreadPool.shared.parallelFor(parts) { part in
-            let lo = part * per, hi = min(count, lo + per)
-            let ranked = lo < hi ? (lo..<hi).map { self.topScores(shared.pointer + $0 * C, k) } : []
-            slots.withLock { $0[part] = ranked }
-        }
-        return slots.withLock { done in (0..<parts).flatMap { done[$0] ?? [] } }
-    }
-
     /// Strictly better score; NaN ranks below everything.
     @inline(__always) static func ranksAbove(_ a: Float, _ b: Float) -> Bool {
         if a.isNaN { return false }
@@ -442,8 +430,10 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let chunkActivations: UnsafeMutablePointer<Int>
     }
 
+    /// The forward pass of `count` samples in up to `threads` chunks on the shared pool; `after(range, chunk)` runs on
+    /// the chunk's thread once the chunk's outputs are written (a chunk is a range of samples in order).
     private func run(x: UnsafePointer<UInt8>, count: Int, threads: Int, outputs: Outputs, trace: TraceOutputs?,
-                     activations: UnsafeMutablePointer<Int>) {
+                     activations: UnsafeMutablePointer<Int>, after: ((Range<Int>, Int) -> Void)? = nil) {
         if count == 0 { return }
         let E = config.experts
         let pool = ThreadPool.shared
@@ -451,6 +441,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let chunks = max(1, min(threads, pool.width, (count + minPerChunk - 1) / minPerChunk))
         if chunks == 1 {
             forwardRange(x: x, range: 0..<count, outputs: outputs, trace: trace, activations: activations)
+            after?(0..<count, 0)
             return
         }
         let perChunk = UnsafeMutablePointer<Int>.allocate(capacity: chunks * E)
@@ -463,6 +454,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
             if lo < hi {
                 self.forwardRange(x: shared.x, range: lo..<hi, outputs: shared.outputs, trace: shared.trace,
                                   activations: shared.chunkActivations + c * E)
+                after?(lo..<hi, c)
             }
         }
         for c in 0..<chunks {
