@@ -42,6 +42,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
     public let stemKernelSmallBatch: StemKernel
     /// Micro-batches below this many samples use `stemKernelSmallBatch`.
     static let smallBatch = 16
+    /// Models with at least this many experts prefetch the next active expert's first layer while one runs: their
+    /// experts' weights do not stay in L2 between micro-batches (16 experts' do).
+    static let prefetchMinExperts = 64
     /// Samples per stem block (a multiple of 32: the AMX kernel works on pairs of 16-sample tiles).
     static let stemBlock = 64
     /// Working memory kept between calls, one per thread that called (keyed by `pthread_self`): a thread gets its own
@@ -807,10 +810,15 @@ public final class BinaryMoEModel: @unchecked Sendable {
         start[0] = 0
 
         let widths = config.expertWidths
+        var nextActive = 0   // the next expert after e with samples (its first layer is prefetched while e runs)
         for e in 0..<E {
             let lo = start[e], hi = start[e + 1]
             let g = hi - lo
             if g == 0 { continue }
+            if nextActive <= e {
+                nextActive = e + 1
+                while nextActive < E && start[nextActive + 1] == start[nextActive] { nextActive += 1 }
+            }
             activations[e] += g
             // gather the group's stem bits
             for r in 0..<g {
@@ -822,9 +830,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 let layer = hidden[l]
                 let rows = widths[l + 1]
                 let inWords = layer.words, outWords = (rows + 63) / 64
+                let prefetch = l == 0 && nextActive < E && E >= Self.prefetchMinExperts
                 hiddenMaxPop[l].withUnsafeBufferPointer { mp in
-                    bf_xnor_threshold(xnorPath.code, src, inWords, g, hiddenBlocks[l].part(e), rows, inWords,
-                                      mp.baseAddress! + e * rows, dst, outWords)
+                    bf_xnor_threshold_prefetch(xnorPath.code, src, inWords, g, hiddenBlocks[l].part(e), rows, inWords,
+                                               mp.baseAddress! + e * rows, dst, outWords,
+                                               prefetch ? hiddenBlocks[0].part(nextActive) : nil,
+                                               prefetch ? hiddenBlocks[0].partWords * 8 : 0)
                 }
                 swap(&src, &dst)
             }

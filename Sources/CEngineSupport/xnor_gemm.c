@@ -45,6 +45,8 @@ typedef struct {
     uint8_t *bits;      // row i starts at bits + i × ldbitsBytes
     long ldbitsBytes;
     long m;
+    const char *next;   // memory to prefetch into L2 while this product runs (the next expert's weights), or 0
+    long nextBytes;
 } bf_sink;
 
 static inline void bf_store8(const bf_sink *s, long i, long b, const long long pops[8]) {
@@ -182,7 +184,8 @@ static inline void bf_store_avx512(const bf_sink *s, long i, long b, __m512i acc
 // MS samples × NB blocks (8 rows each) of accumulators; MS and NB are compile-time constants at every call.
 #define BF_TILE512(MS, NB)                                                                                      \
     __attribute__((target(BF_AVX512_TARGET), always_inline)) static inline void bf_tile512_##MS##x##NB(        \
-        const uint64_t *a, long lda, long i, const uint64_t *w, long b, long words, const bf_sink *s) {         \
+        const uint64_t *a, long lda, long i, const uint64_t *w, long b, long words, const bf_sink *s,          \
+        const char *pf, long pfLines) {                                                                         \
         __m512i acc[MS][NB];                                                                                    \
         for (int u = 0; u < MS; u++)                                                                            \
             for (int q = 0; q < NB; q++) acc[u][q] = _mm512_setzero_si512();                                    \
@@ -191,6 +194,7 @@ static inline void bf_store_avx512(const bf_sink *s, long i, long b, __m512i acc
         for (long k = 0; k < words; k++) {                                                                     \
             __m512i wv[NB];                                                                                     \
             for (int q = 0; q < NB; q++) wv[q] = _mm512_loadu_si512((const void *)(wb + q * stride + k * 8));   \
+            if (k < pfLines) _mm_prefetch(pf + k * 64, _MM_HINT_T1);                                            \
             for (int u = 0; u < MS; u++) {                                                                      \
                 const __m512i x = _mm512_set1_epi64((long long)a[(i + u) * lda + k]);                           \
                 for (int q = 0; q < NB; q++)                                                                    \
@@ -209,6 +213,17 @@ BF_TILE512(1, 1)
 __attribute__((target(BF_AVX512_TARGET)))
 static void bf_xnor_avx512(const uint64_t *a, long lda, long n, const uint64_t *w, long words, const bf_sink *s) {
     const long blocks = (s->m + 7) / 8;
+    // the next expert's weights, one line per k step of the tiles, until all are asked for: fetched into L2 while
+    // this expert computes (with hundreds of experts each is cold, and L3 bandwidth, not compute, set their pace)
+    const char *pf = s->next;
+    long pfLeft = s->next ? (s->nextBytes + 63) / 64 : 0;
+#define BF_PF_TILE(CALL)                                                                                        \
+    do {                                                                                                        \
+        const long lines = pfLeft < words ? pfLeft : words;                                                    \
+        CALL;                                                                                                   \
+        pf += lines * 64;                                                                                       \
+        pfLeft -= lines;                                                                                        \
+    } while (0)
     // groups of 4 blocks (32 rows) per tile; chunks of tiles whose weights stay in L1 (≤ 24 KB)
     long chunk = ((24 * 1024) / (words * 64)) & ~3L;
     if (chunk < 4) chunk = 4;
@@ -217,15 +232,16 @@ static void bf_xnor_avx512(const uint64_t *a, long lda, long n, const uint64_t *
         long i = 0;
         for (; i + 4 <= n; i += 4) {
             long b = b0;
-            for (; b + 4 <= b1; b += 4) bf_tile512_4x4(a, lda, i, w, b, words, s);
-            for (; b < b1; b++) bf_tile512_4x1(a, lda, i, w, b, words, s);
+            for (; b + 4 <= b1; b += 4) BF_PF_TILE(bf_tile512_4x4(a, lda, i, w, b, words, s, pf, lines));
+            for (; b < b1; b++) BF_PF_TILE(bf_tile512_4x1(a, lda, i, w, b, words, s, pf, lines));
         }
         for (; i < n; i++) {
             long b = b0;
-            for (; b + 4 <= b1; b += 4) bf_tile512_1x4(a, lda, i, w, b, words, s);
-            for (; b < b1; b++) bf_tile512_1x1(a, lda, i, w, b, words, s);
+            for (; b + 4 <= b1; b += 4) BF_PF_TILE(bf_tile512_1x4(a, lda, i, w, b, words, s, pf, lines));
+            for (; b < b1; b++) BF_PF_TILE(bf_tile512_1x1(a, lda, i, w, b, words, s, pf, lines));
         }
     }
+#undef BF_PF_TILE
 }
 #endif
 
@@ -262,16 +278,21 @@ static void bf_xnor_run(int path, const uint64_t *a, long lda, long n, const uin
 
 void bf_xnor_popcounts(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
                        int32_t *out, long ldo) {
-    bf_sink s = {out, ldo, 0, 0, 0, m};
+    bf_sink s = {out, ldo, 0, 0, 0, m, 0, 0};
+    bf_xnor_run(path, a, lda, n, w, words, &s);
+}
+
+void bf_xnor_threshold_prefetch(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
+                                const int32_t *maxPop, uint64_t *bits, long ldbits, const void *next, long nextBytes) {
+    const long outWords = (m + 63) / 64;
+    for (long i = 0; i < n; i++) memset(bits + i * ldbits, 0, (size_t)outWords * 8);
+    bf_sink s = {0, 0, maxPop, (uint8_t *)bits, ldbits * 8, m, (const char *)next, next ? nextBytes : 0};
     bf_xnor_run(path, a, lda, n, w, words, &s);
 }
 
 void bf_xnor_threshold(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
                        const int32_t *maxPop, uint64_t *bits, long ldbits) {
-    const long outWords = (m + 63) / 64;
-    for (long i = 0; i < n; i++) memset(bits + i * ldbits, 0, (size_t)outWords * 8);
-    bf_sink s = {0, 0, maxPop, (uint8_t *)bits, ldbits * 8, m};
-    bf_xnor_run(path, a, lda, n, w, words, &s);
+    bf_xnor_threshold_prefetch(path, a, lda, n, w, m, words, maxPop, bits, ldbits, 0, 0);
 }
 
 void bf_router_scores(const int32_t *pops, long E, int32_t S, const float *scale, const float *bias, float *out) {

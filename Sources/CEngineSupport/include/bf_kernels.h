@@ -36,6 +36,11 @@ void bf_xnor_popcounts(int path, const uint64_t *a, long lda, long n, const uint
 void bf_xnor_threshold(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
                        const int32_t *maxPop, uint64_t *bits, long ldbits);
 
+/// `bf_xnor_threshold` that also prefetches `nextBytes` at `next` into L2 while it runs (AVX-512 path: one line per
+/// k step of its tiles), for the next expert's weights: with hundreds of experts each one's are cold.
+void bf_xnor_threshold_prefetch(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
+                                const int32_t *maxPop, uint64_t *bits, long ldbits, const void *next, long nextBytes);
+
 /// Router scores of one sample from its E XNOR popcounts against the router rows of S bits:
 /// `out[e] = scale[e] · (S − 2·pops[e]) + bias[e]`, multiply and add rounded separately (as `reference.py`). A C loop
 /// the compiler vectorises: with hundreds of experts the router's scalar Swift loop was a tenth of the time.
