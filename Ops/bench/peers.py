@@ -454,13 +454,55 @@ def summarize_peers(peers, figs):
     return out
 
 
-def bitfleet_bench(binary, model, timeout, seconds, inputs=None):
+def paired_summary(ratios):
+    """median, low and high of per-round ratios (pure: used by --selftest)."""
+    r = sorted(ratios)
+    n = len(r)
+    if n == 0:
+        return None
+    median = r[n // 2] if n % 2 else (r[n // 2 - 1] + r[n // 2]) / 2
+    return {"median": median, "low": r[0], "high": r[-1], "rounds": n}
+
+
+def paired_vs_best_peer(a, best, peer_runs, x, inputs, rounds, seconds):
+    """BitFleet against the best peer of each batch size in interleaved rounds: each round times `bitfleet bench`
+    (model only, 1 thread) and the peer back to back, alternating which goes first, so both see the same moment
+    of a host whose speed drifts by tens of percent within a minute. One ratio per round; the median is the
+    figure. Returns {batch: {peer, median, low, high, rounds, ratios}}."""
+    out = {}
+    todo = [(b, best[b]["name"]) for b in BATCHES if best.get(b) and best[b]["name"] in peer_runs
+            and b in peer_runs[best[b]["name"]]]
+    if not todo or rounds <= 0:
+        return out
+    per = {b: [] for b, _ in todo}
+    for r in range(rounds):
+        def ours():
+            _, bj = bitfleet_bench(a.bitfleet, a.model, a.bench_timeout, seconds, inputs=inputs, model_only=True)
+            return figures_from_bench(bj)
+        def theirs():
+            return {b: time_fn(peer_runs[name][b][1], x, peer_runs[name][b][0], seconds)[0] for b, name in todo}
+        if r % 2 == 0:
+            figs, peer = ours(), theirs()
+        else:
+            peer, figs = theirs(), ours()
+        for b, _ in todo:
+            mine = figs.get(f"model_samples_per_s_{b}")
+            if mine and peer.get(b):
+                per[b].append(mine / peer[b])
+    for b, name in todo:
+        summary = paired_summary(per[b])
+        if summary:
+            out[b] = dict(summary, peer=name, ratios=per[b], seconds_per_measurement=seconds)
+    return out
+
+
+def bitfleet_bench(binary, model, timeout, seconds, inputs=None, model_only=False):
     """`bitfleet bench --json`; `inputs` (uint8 samples × 784) are the real test images the peers run on, written
     to a temporary .npy for `--inputs` (random bytes route to a few experts only, which would flatter the engine)."""
     if not os.path.exists(binary):
         raise RuntimeError(f"bitfleet binary not found at {binary} (build it: Ops/build.sh, or pass --bitfleet)")
     cmd = [binary, "bench", "--json", "--model", model, "--m", str(GEMM_M), "--n", str(GEMM_N), "--k", str(GEMM_K),
-           "--threads", "1,2", "--seconds", str(seconds)]
+           "--threads", "1" if model_only else "1,2", "--seconds", str(seconds)] + (["--skip-kernel"] if model_only else [])
     with tempfile.TemporaryDirectory(prefix="peers-inputs-") as tmp:
         if inputs is not None:
             path = os.path.join(tmp, "test-images.npy")
@@ -487,6 +529,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     ap.add_argument("--bench-timeout", type=float, default=900)
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--paired-rounds", type=int, default=7,
+                    help="rounds of BitFleet against the best peer back to back, per batch size (0 skips)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     ap.add_argument("--selftest", "--self-test", action="store_true",
                     help="check best-peer selection and the JSON keys on synthetic figures (no timing) and exit")
@@ -645,6 +689,12 @@ def main():
     # ---------------------------------------------------------------- ratios
     res.update(ratios(res, figs))
     res.update(summarize_peers(peers, figs))
+    if figs and a.paired_rounds > 0:
+        try:
+            res["paired_vs_best_peer"] = paired_vs_best_peer(a, res["best_peer"], peer_runs, xf, xte[:1024],
+                                                             a.paired_rounds, max(0.25, a.seconds / 4))
+        except Exception as e:  # noqa: BLE001 - the single-shot figures stand
+            res["paired_vs_best_peer_error"] = str(e)
 
     print_table(res, figs)
     record_error = None
@@ -819,6 +869,14 @@ def print_peers(res, figs):
     mc = res.get("model_vs_best_peer_per_cpu_s", {})
     print(f"{'ratio per CPU-s (best peer per CPU-s)':40s} " + " ".join(
         f"{mc[b]:>13.2f}x" if b in mc else f"{'-':>14s}" for b in BATCHES))
+    pv = res.get("paired_vs_best_peer") or {}
+    for b in BATCHES:
+        if b in pv:
+            p = pv[b]
+            print(f"ratio at {b}, {p['rounds']} interleaved rounds of {p['seconds_per_measurement']:.2f} s against "
+                  f"{p['peer']}: median {p['median']:.2f}x (rounds {p['low']:.2f}-{p['high']:.2f}x)")
+    if res.get("paired_vs_best_peer_error"):
+        print(f"interleaved rounds against the best peer failed: {res['paired_vs_best_peer_error']}")
 
 
 # ---------------------------------------------------------------- recording into bitfleet.alternatives
@@ -993,6 +1051,9 @@ def selftest():
     figs = figures_from_bench(bench)
     check(figs["model_samples_per_s_batch1"] == 100000.0 and figs["model_samples_per_s_batch256"] == 234000.0,
           "figures_from_bench reads models[batch, threads=1]")
+    check(paired_summary([3.0, 1.0, 2.0]) == {"median": 2.0, "low": 1.0, "high": 3.0, "rounds": 3}
+          and paired_summary([4.0, 1.0, 2.0, 3.0])["median"] == 2.5 and paired_summary([]) is None,
+          "paired_summary: median of odd and even round counts, none without rounds")
     out = summarize_peers(peers, figs)
     check(set(out) == {"best_peer", "model_vs_best_peer", "best_peer_per_cpu_s", "model_vs_best_peer_per_cpu_s"},
           "summarize_peers keys")
