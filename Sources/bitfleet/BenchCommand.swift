@@ -326,7 +326,10 @@ struct BenchCommand: ParsableCommand {
                                          expertHidden: [256], classes: (0..<10).map { "class\($0)" })
                 let d = base + "/\(e)"
                 try ModelWriter.writeRandom(directory: d, config: config, seed: 11)
-                let m = try BinaryMoEModel.load(directory: d, stemKernel: stemKernel, xnorPath: kernelPath)
+                // the many-expert model runs the stem kernel the 16-expert one chose: each model's automatic choice
+                // is timed at load, and on a busy host the two could differ, which would compare stems, not experts
+                let m = try BinaryMoEModel.load(directory: d, stemKernel: models.first?.stemKernel ?? stemKernel,
+                                                xnorPath: kernelPath)
                 let (perSecond, cpu, samples) = try Self.throughput(m, inputs, batch: 256, threads: 1, seconds: seconds)
                 scaling.append(ScalingRow(experts: e, topK: 2, samplesPerSecond: perSecond,
                                           samplesPerCPUSecond: Double(samples) / max(cpu, 1e-9), mappedBytes: m.mappedBytes,
