@@ -292,9 +292,9 @@ struct KernelTests {
 
 @Suite("Router top-k")
 struct TopKTests {
-    /// `bf_select_topk` (AVX-512 two-pass bound or prefilter where the CPU has it, scalar otherwise and for the tail) against a stable
-    /// sort: larger first, ties by lower index, NaN last; many lengths around the 16-wide blocks, heavy ties, NaNs,
-    /// infinities and signed zeros.
+    /// `bf_select_topk` (AVX-512 two-pass bound or prefilter where the CPU has it, scalar otherwise and for the tail)
+    /// against a stable sort: larger first, ties by lower index, NaN last; many lengths around the 16-wide blocks,
+    /// heavy ties, NaNs, infinities and signed zeros.
     @Test func selectsTheSameExpertsAsAStableSort() {
         var rng = SplitMix64(state: 77)
         for trial in 0..<3000 {
