@@ -378,6 +378,35 @@ private struct Scanner {
         return abs(low - 0x1000_0000) <= 16
     }
 
+    /// The digits after a decimal point at `p` (up to `end`) appended to `mantissa`: eight at a time while there are
+    /// eight (SWAR: one 64-bit load, checked and converted in a few multiplications), then one at a time. `digits`
+    /// counts the significant ones (not the zeros before the first non-zero digit), `exp10` goes down by one per
+    /// digit; `p` ends after the last digit.
+    @inline(__always) static func fractionDigits(_ base: UnsafePointer<UInt8>, _ p: inout Int, _ end: Int,
+                                                 _ mantissa: inout UInt64, _ digits: inout Int, _ exp10: inout Int) {
+        while end - p >= 8, let eight = eightDigits(base + p) {
+            if mantissa == 0 {
+                // significant digits of the eight: those after its leading '0's (the first character is the
+                // lowest byte; XOR with "00000000" leaves zero bytes for them)
+                let chars = UnsafeRawPointer(base + p).loadUnaligned(as: UInt64.self).littleEndian
+                digits += 8 - (chars ^ 0x3030_3030_3030_3030).trailingZeroBitCount / 8
+            } else {
+                digits += 8
+            }
+            mantissa = mantissa &* 100_000_000 &+ eight
+            exp10 -= 8
+            p += 8
+        }
+        while p < end {
+            let d = base[p] &- 48
+            if d > 9 { break }
+            if mantissa != 0 || d != 0 { digits += 1 }
+            mantissa = mantissa &* 10 &+ UInt64(d)
+            exp10 -= 1
+            p += 1
+        }
+    }
+
     /// The common case of `number`, inlined into the row loop: `-?(0|[1-9][0-9]*)(.[0-9]+)?` without an exponent, at
     /// most 19 significant digits and 22 fraction digits, as numpy and most writers print pixels and features. The
     /// same arithmetic as `number`'s fast path, so the same Float; nil (nothing consumed) for anything else, which
@@ -409,25 +438,7 @@ private struct Scanner {
         if p < end && base[p] == UInt8(ascii: ".") {
             p += 1
             let d0 = p
-            while end - p >= 8, let eight = Self.eightDigits(base + p) {
-                if mantissa == 0 {
-                    let chars = UnsafeRawPointer(base + p).loadUnaligned(as: UInt64.self).littleEndian
-                    digits += 8 - (chars ^ 0x3030_3030_3030_3030).trailingZeroBitCount / 8
-                } else {
-                    digits += 8
-                }
-                mantissa = mantissa &* 100_000_000 &+ eight
-                exp10 -= 8
-                p += 8
-            }
-            while p < end {
-                let d = base[p] &- 48
-                if d > 9 { break }
-                if mantissa != 0 || d != 0 { digits += 1 }
-                mantissa = mantissa &* 10 &+ UInt64(d)
-                exp10 -= 1
-                p += 1
-            }
+            Self.fractionDigits(base, &p, end, &mantissa, &digits, &exp10)
             if p == d0 { return nil }
         }
         if p < end && base[p] | 0x20 == UInt8(ascii: "e") { return nil }
@@ -478,28 +489,7 @@ private struct Scanner {
         if peek() == UInt8(ascii: ".") {
             pos += 1
             let d = pos
-            // Eight digits at a time while there are eight (SWAR: one 64-bit load, checked and converted in a few
-            // multiplications), then one at a time.
-            while end - pos >= 8, let eight = Self.eightDigits(bytes.baseAddress! + pos) {
-                if mantissa == 0 {
-                    // significant digits of the eight: those after its leading '0's (the first character is the
-                    // lowest byte; XOR with "00000000" leaves zero bytes for them)
-                    let chars = UnsafeRawPointer(bytes.baseAddress! + pos).loadUnaligned(as: UInt64.self).littleEndian
-                    digits += 8 - (chars ^ 0x3030_3030_3030_3030).trailingZeroBitCount / 8
-                } else {
-                    digits += 8
-                }
-                mantissa = mantissa &* 100_000_000 &+ eight
-                exp10 -= 8
-                pos += 8
-            }
-            while pos < end, bytes[pos] >= 48, bytes[pos] <= 57 {
-                let digit = bytes[pos] - 48
-                if mantissa != 0 || digit != 0 { digits += 1 }
-                mantissa = mantissa &* 10 &+ UInt64(digit)
-                exp10 -= 1
-                pos += 1
-            }
+            Self.fractionDigits(bytes.baseAddress!, &pos, end, &mantissa, &digits, &exp10)
             if pos == d { throw fail("digit expected after '.'", sample: sample) }
         }
         var exponentTooLarge = false
