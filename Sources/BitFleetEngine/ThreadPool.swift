@@ -68,6 +68,18 @@ public final class ThreadPool: @unchecked Sendable {
 
     // Helpers hold a reference and run forever: pools are meant to be long-lived (see `shared`).
 
+    /// Spins while `waiting()` holds, for at most `spinSeconds` (the caller then sleeps on a condition variable).
+    @inline(__always)
+    private static func spin(while waiting: () -> Bool) {
+        let deadline = bf_monotonic_seconds() + spinSeconds
+        var spins = 0
+        while waiting() {
+            bf_cpu_relax()   // without it the spin took execution slots from the thread doing the work
+            spins &+= 1
+            if spins & 15 == 0 && bf_monotonic_seconds() > deadline { break }
+        }
+    }
+
     private func helperLoop() {
         pthread_mutex_lock(mutex)
         while true {
@@ -75,13 +87,7 @@ public final class ThreadPool: @unchecked Sendable {
                 // spin briefly (outside the lock) for the next job before sleeping
                 let seen = generation.load(ordering: .acquiring)
                 pthread_mutex_unlock(mutex)
-                let deadline = bf_monotonic_seconds() + Self.spinSeconds
-                var spins = 0
-                while generation.load(ordering: .acquiring) == seen {
-                    bf_cpu_relax()   // without it the spin took execution slots from the thread doing the work
-                    spins &+= 1
-                    if spins & 15 == 0 && bf_monotonic_seconds() > deadline { break }
-                }
+                Self.spin { generation.load(ordering: .acquiring) == seen }
                 pthread_mutex_lock(mutex)
             }
             while pending.isEmpty { pthread_cond_wait(workAvailable, mutex) }
@@ -125,13 +131,7 @@ public final class ThreadPool: @unchecked Sendable {
         // costs as much as the wait itself.
         if job.finished.load(ordering: .acquiring) < job.count {
             pthread_mutex_unlock(mutex)
-            let deadline = bf_monotonic_seconds() + Self.spinSeconds
-            var spins = 0
-            while job.finished.load(ordering: .acquiring) < job.count {
-                bf_cpu_relax()
-                spins &+= 1
-                if spins & 15 == 0 && bf_monotonic_seconds() > deadline { break }
-            }
+            Self.spin { job.finished.load(ordering: .acquiring) < job.count }
             pthread_mutex_lock(mutex)
         }
         while job.finished.load(ordering: .acquiring) < job.count { pthread_cond_wait(jobDone, mutex) }
