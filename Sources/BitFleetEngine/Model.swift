@@ -810,12 +810,14 @@ public final class BinaryMoEModel: @unchecked Sendable {
         start[0] = 0
 
         let widths = config.expertWidths
-        var nextActive = 0   // the next expert after e with samples (its first layer is prefetched while e runs)
+        // with many experts, the next expert after e with samples (its first layer is prefetched while e runs)
+        let prefetchNext = E >= Self.prefetchMinExperts
+        var nextActive = 0
         for e in 0..<E {
             let lo = start[e], hi = start[e + 1]
             let g = hi - lo
             if g == 0 { continue }
-            if nextActive <= e {
+            if prefetchNext && nextActive <= e {
                 nextActive = e + 1
                 while nextActive < E && start[nextActive + 1] == start[nextActive] { nextActive += 1 }
             }
@@ -830,7 +832,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 let layer = hidden[l]
                 let rows = widths[l + 1]
                 let inWords = layer.words, outWords = (rows + 63) / 64
-                let prefetch = l == 0 && nextActive < E && E >= Self.prefetchMinExperts
+                let prefetch = prefetchNext && l == 0 && nextActive < E
                 hiddenMaxPop[l].withUnsafeBufferPointer { mp in
                     bf_xnor_threshold_prefetch(xnorPath.code, src, inWords, g, hiddenBlocks[l].part(e), rows, inWords,
                                                mp.baseAddress! + e * rows, dst, outWords,
