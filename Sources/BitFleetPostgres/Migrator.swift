@@ -47,15 +47,36 @@ public struct Migrator {
                 }
                 continue
             }
-            try connection.transaction {
-                try connection.execute(script: migration.sql)
-                try connection.query(
-                    "INSERT INTO bitfleet.schema_migrations (name, checksum) VALUES ($1, $2)",
-                    [migration.name, checksum])
+            var attempt = 1
+            while true {
+                do {
+                    try connection.transaction {
+                        try connection.execute(script: migration.sql)
+                        try connection.query(
+                            "INSERT INTO bitfleet.schema_migrations (name, checksum) VALUES ($1, $2)",
+                            [migration.name, checksum])
+                    }
+                    break
+                } catch let error as PostgresError where attempt < Self.raceAttempts && Self.mayBeClusterRace(error) {
+                    attempt += 1
+                }
             }
             done.append(migration.name)
         }
         return done
+    }
+
+    /// How often one migration is tried when it fails as `mayBeClusterRace` says.
+    static let raceAttempts = 3
+
+    /// Roles are cluster-wide, but the advisory lock above is per database: the migrations of two databases of one
+    /// cluster (parallel tests, two installs) may create the same group role at the same moment. The loser's
+    /// `CREATE ROLE` waits for the winner, then fails on the unique index (caught in the SQL), and a following
+    /// `GRANT … TO` the role may still read the role cache of before the winner's commit ("role … does not
+    /// exist", 42704). A new transaction reads the committed catalog, so such a migration is tried again (the
+    /// whole transaction was rolled back: nothing of it stays). A real error fails again and is thrown.
+    static func mayBeClusterRace(_ error: PostgresError) -> Bool {
+        error.kind == .server && ["42704", "23505", "42710", "40P01"].contains(error.sqlState ?? "")
     }
 
     /// The group roles of least privilege that must never run migrations.
