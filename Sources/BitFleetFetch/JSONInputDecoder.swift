@@ -210,19 +210,25 @@ private struct Scanner {
             pos += 1
             throw DecodeError("\(line.map { "line \($0): " } ?? "")sample \(sample) has 0 features, model expects \(features)", sampleIndex: sample)
         }
-        while true {
-            skipSpace()
-            let v: Float
-            if let plain = plainNumber() { v = plain } else { v = try number(sample: sample, feature: count) }
-            if count < features { values.append(v) }
-            count += 1
-            skipSpace()
-            guard let c = peek() else { throw fail("unexpected end of input inside sample \(sample)", sample: sample) }
-            pos += 1
-            if c == UInt8(ascii: "]") { break }
-            guard c == UInt8(ascii: ",") else {
-                pos -= 1
-                throw fail("expected ',' or ']' in sample \(sample)", found: true, sample: sample)
+        // the row's slots first, then the values written in place: `append` per value checked the array's
+        // uniqueness (an out-of-line call) every time
+        values.append(contentsOf: repeatElement(0, count: features))
+        try values.withUnsafeMutableBufferPointer { (buffer) throws(DecodeError) in
+            let row = buffer.baseAddress! + before
+            while true {
+                skipSpace()
+                let v: Float
+                if let plain = plainNumber() { v = plain } else { v = try number(sample: sample, feature: count) }
+                if count < features { row[count] = v }
+                count += 1
+                skipSpace()
+                guard let c = peek() else { throw fail("unexpected end of input inside sample \(sample)", sample: sample) }
+                pos += 1
+                if c == UInt8(ascii: "]") { break }
+                guard c == UInt8(ascii: ",") else {
+                    pos -= 1
+                    throw fail("expected ',' or ']' in sample \(sample)", found: true, sample: sample)
+                }
             }
         }
         if count != features {
@@ -352,10 +358,64 @@ private struct Scanner {
         }
     }
 
-    static let powersOf10: [Double] = (0...22).map { e in
-        var v = 1.0
-        for _ in 0..<e { v *= 10 }
-        return v
+    /// 10^e for 0 ≤ e ≤ 22 (every one an exact Double). A switch of constants, which the compiler turns into a table
+    /// lookup: a static array cost a `swift_once` call and a bounds check per number in the decoder's profile.
+    @inline(__always) static func powerOf10(_ e: Int) -> Double {
+        switch e {
+        case 0: 1e0
+        case 1: 1e1
+        case 2: 1e2
+        case 3: 1e3
+        case 4: 1e4
+        case 5: 1e5
+        case 6: 1e6
+        case 7: 1e7
+        case 8: 1e8
+        case 9: 1e9
+        case 10: 1e10
+        case 11: 1e11
+        case 12: 1e12
+        case 13: 1e13
+        case 14: 1e14
+        case 15: 1e15
+        case 16: 1e16
+        case 17: 1e17
+        case 18: 1e18
+        case 19: 1e19
+        case 20: 1e20
+        case 21: 1e21
+        default: 1e22
+        }
+    }
+
+    /// 10^−e for 1 ≤ e ≤ 22, each the Double nearest to it (not exact). Multiplying by it instead of dividing by 10^e
+    /// is used only where the result is an approximation anyway (16–19 digits, see `nearFloatMidpoint`): the divide's
+    /// latency was the largest single cost of a long number after the table lookup was fixed.
+    @inline(__always) static func reciprocalPowerOf10(_ e: Int) -> Double {
+        switch e {
+        case 1: 1e-1
+        case 2: 1e-2
+        case 3: 1e-3
+        case 4: 1e-4
+        case 5: 1e-5
+        case 6: 1e-6
+        case 7: 1e-7
+        case 8: 1e-8
+        case 9: 1e-9
+        case 10: 1e-10
+        case 11: 1e-11
+        case 12: 1e-12
+        case 13: 1e-13
+        case 14: 1e-14
+        case 15: 1e-15
+        case 16: 1e-16
+        case 17: 1e-17
+        case 18: 1e-18
+        case 19: 1e-19
+        case 20: 1e-20
+        case 21: 1e-21
+        default: 1e-22
+        }
     }
 
     /// The value of the eight ASCII digits at `p`, or nil when any of the eight bytes is not a digit.
@@ -370,8 +430,11 @@ private struct Scanner {
         return ((v & 0x0000_FFFF_0000_FFFF) &* 42_949_672_960_001) >> 32
     }
 
-    /// True when `value` is within a few Double ulps of a point halfway between two adjacent Floats: there an
-    /// approximation 2 ulps off could round to the other Float than the correctly rounded Double does.
+    /// True when `value` is within 16 Double ulps of a point halfway between two adjacent Floats: there an
+    /// approximation a few ulps off could round to the other Float than the correctly rounded Double does. The
+    /// approximations checked with it are off by at most 3.5 ulps from strtod's Double: the 64-bit mantissa rounded
+    /// to a Double (½ ulp), times 10^−e rounded (½), the product rounded (½), relative errors that reach 3 ulps at the
+    /// top of a binade, and strtod's own ½ ulp from the exact decimal.
     static func nearFloatMidpoint(_ value: Double) -> Bool {
         // A Double has 29 more fraction bits than a Float; halfway between two Floats they read 1000…0.
         let low = Int(value.bitPattern & 0x1FFF_FFFF)
@@ -444,7 +507,9 @@ private struct Scanner {
         if p < end && base[p] | 0x20 == UInt8(ascii: "e") { return nil }
         guard digits <= 19, exp10 >= -22 else { return nil }
         var v = Double(mantissa)
-        if mantissa != 0 && exp10 < 0 { v /= Scanner.powersOf10[-exp10] }
+        if mantissa != 0 && exp10 < 0 {
+            if digits > 15 { v *= Scanner.reciprocalPowerOf10(-exp10) } else { v /= Scanner.powerOf10(-exp10) }
+        }
         if digits > 15 && Self.nearFloatMidpoint(v) { return nil }
         pos = p
         return Float(negative ? -v : v)
@@ -453,8 +518,9 @@ private struct Scanner {
     /// A strict JSON number as a finite Float. The digits are gathered while the number is checked (one pass):
     /// with at most 15 significant digits and a power of ten up to 22 the Double is exact (Clinger's fast path:
     /// one correctly rounded operation, the result equals strtod's); with 16 to 19 digits (a float32 printed in
-    /// full, as numpy's `tolist()` writes it) the 64-bit mantissa gives a Double within 2 ulp of strtod's, which
-    /// rounds to the same Float unless it lies near a point halfway between two Floats. Everything else is strtod's.
+    /// full, as numpy's `tolist()` writes it) the 64-bit mantissa times 10^±e gives a Double within 3.5 ulps of
+    /// strtod's, which rounds to the same Float unless it lies near a point halfway between two Floats
+    /// (`nearFloatMidpoint`). Everything else is strtod's.
     mutating func number(sample: Int, feature: Int?) throws(DecodeError) -> Float {
         let start = pos
         var negative = false
@@ -515,9 +581,12 @@ private struct Scanner {
             if mantissa == 0 {
                 fast = 0
             } else if exp10 < 0 {
-                if exp10 >= -22 { v /= Scanner.powersOf10[-exp10]; fast = v }
+                if exp10 >= -22 {
+                    if digits > 15 { v *= Scanner.reciprocalPowerOf10(-exp10) } else { v /= Scanner.powerOf10(-exp10) }
+                    fast = v
+                }
             } else if exp10 > 0 {
-                if exp10 <= 22 { v *= Scanner.powersOf10[exp10]; fast = v }
+                if exp10 <= 22 { v *= Scanner.powerOf10(exp10); fast = v }
             } else {
                 fast = v
             }

@@ -15,12 +15,12 @@ struct DecoderTests {
             return state >> 11
         }
         var texts: [String] = []
-        for _ in 0..<3000 {
+        for _ in 0..<30_000 {
             let f = Float(bitPattern: 0x3000_0000 + UInt32(next() % 0x1F00_0000))
             texts.append("\(Double(f))")
             texts.append(String(format: "%.19g", Double(f) * (1 + Double(next() % 1000) * 1e-12)))
         }
-        for _ in 0..<1500 {
+        for _ in 0..<15_000 {
             let f = Float(bitPattern: 0x3800_0000 + UInt32(next() % 0x0800_0000))
             let mid = (Double(f) + Double(f.nextUp)) / 2
             var below = mid, above = mid
