@@ -25,13 +25,52 @@ public struct InferenceStats: Sendable, Equatable {
     }
 }
 
+/// The most probable classes of every sample, kept flat (class indices into the probabilities the pass computed):
+/// ranking a batch allocates nothing per sample. `[sample]` gives one sample's as `ClassScore`s.
+public struct RankedClasses: Sendable {
+    /// Row-major `samples × perSample`: class indices, best first (ties to the lower class index).
+    public var indices: [Int32]
+    /// Classes ranked per sample: `min(topClasses, classes)`.
+    public var perSample: Int
+    /// Row-major `samples × classes`: the probabilities the classes were ranked by.
+    public var probabilities: [Float]
+    /// The model's class labels (index = class).
+    public var labels: [String]
+
+    public init(indices: [Int32], perSample: Int, probabilities: [Float], labels: [String]) {
+        self.indices = indices
+        self.perSample = perSample
+        self.probabilities = probabilities
+        self.labels = labels
+    }
+
+    public var samples: Int { perSample > 0 ? indices.count / perSample : (labels.isEmpty ? 0 : probabilities.count / labels.count) }
+
+    /// Class index of `sample`'s `rank`-th most probable class.
+    @inline(__always) public func index(_ sample: Int, _ rank: Int) -> Int { Int(indices[sample * perSample + rank]) }
+
+    /// Probability of `sample`'s `rank`-th most probable class.
+    @inline(__always) public func probability(_ sample: Int, _ rank: Int) -> Float {
+        probabilities[sample * labels.count + index(sample, rank)]
+    }
+
+    public subscript(sample: Int) -> [ClassScore] {
+        (0..<perSample).map { r in
+            let c = index(sample, r)
+            return ClassScore(index: c, label: labels[c], probability: probabilities[sample * labels.count + c])
+        }
+    }
+}
+
 public struct InferenceResult: Sendable {
     /// Row-major `samples × classes`.
     public var logits: [Float]
     /// Row-major `samples × classes`: `softmax(logits)` per sample.
-    public var probabilities: [Float]
+    public var probabilities: [Float] { ranked.probabilities }
+    /// The `topClasses` most probable classes of every sample.
+    public var ranked: RankedClasses
     /// Per sample, the `topClasses` most probable classes, best first (ties to the lower class index).
-    public var predictions: [[ClassScore]]
+    public var predictions: [[ClassScore]] { (0..<ranked.samples).map { ranked[$0] } }
     public var stats: InferenceStats
     /// Row-major `samples × topK`: the experts each sample was routed to, best first (empty when not recorded).
     /// Lets a caller that ran several inputs as one batch count each input's expert activations.
@@ -49,10 +88,9 @@ public struct InferenceResult: Sendable {
         return counts
     }
 
-    public init(logits: [Float], probabilities: [Float] = [], predictions: [[ClassScore]], stats: InferenceStats) {
+    public init(logits: [Float], ranked: RankedClasses, stats: InferenceStats) {
         self.logits = logits
-        self.probabilities = probabilities
-        self.predictions = predictions
+        self.ranked = ranked
         self.stats = stats
     }
 }

@@ -312,29 +312,31 @@ public final class BinaryMoEModel: @unchecked Sendable {
         var activations = [Int](repeating: 0, count: config.experts)
         var experts = [Int32](repeating: 0, count: count * config.topK)
         let k = max(0, min(topClasses, C))
-        // each chunk of the forward pass ranks its own samples' classes as soon as it has them (a second parallel
-        // round for the ranking cost a second hand-off between threads per call)
-        let ranked = Mutex<[Int: [[ClassScore]]]>([:])
+        var top = [Int32](repeating: 0, count: count * k)
         if count > 0, let x = samples.baseAddress {
             logits.withUnsafeMutableBufferPointer { lg in
                 probs.withUnsafeMutableBufferPointer { pr in
                     experts.withUnsafeMutableBufferPointer { ex in
                         activations.withUnsafeMutableBufferPointer { act in
-                            let p = SendablePointer(UnsafePointer(pr.baseAddress!))
-                            run(x: x, count: count, threads: threads,
-                                outputs: Outputs(logits: lg.baseAddress!, probabilities: pr.baseAddress!, experts: ex.baseAddress),
-                                trace: nil, activations: act.baseAddress!) { range, chunk in
-                                    let part = range.map { self.topScores(p.pointer + $0 * C, k) }
-                                    ranked.withLock { $0[chunk] = part }
-                                }
+                            top.withUnsafeMutableBufferPointer { tp in
+                                let p = SendablePointer(UnsafePointer(pr.baseAddress!))
+                                let t = SendableInt32Pointer(tp.baseAddress)
+                                // each chunk of the forward pass ranks its own samples' classes as soon as it has them
+                                // (a second parallel round for the ranking cost a second hand-off between threads)
+                                run(x: x, count: count, threads: threads,
+                                    outputs: Outputs(logits: lg.baseAddress!, probabilities: pr.baseAddress!, experts: ex.baseAddress),
+                                    trace: nil, activations: act.baseAddress!) { range, _ in
+                                        guard k > 0, let out = t.pointer else { return }
+                                        for i in range { Self.rank(p.pointer + i * C, C, k, into: out + i * k) }
+                                    }
+                            }
                         }
                     }
                 }
             }
         }
-        let predictions = ranked.withLock { parts in parts.keys.sorted().flatMap { parts[$0]! } }
         var result = InferenceResult(
-            logits: logits, probabilities: probs, predictions: predictions,
+            logits: logits, ranked: RankedClasses(indices: top, perSample: k, probabilities: probs, labels: config.classes),
             stats: InferenceStats(samples: count, binaryOps: count * config.binaryMACsPerSample, expertActivations: activations))
         result.experts = experts
         result.topK = config.topK
@@ -382,23 +384,21 @@ public final class BinaryMoEModel: @unchecked Sendable {
         }
     }
 
-    func topScores(_ p: UnsafePointer<Float>, _ k: Int) -> [ClassScore] {
-        let C = config.classes.count
-        let labels = config.classes
-        return withUnsafeTemporaryAllocation(of: Int.self, capacity: k + 1) { best in
-            var filled = 0
-            for c in 0..<C {
-                // insert after every entry that is at least as probable (ties keep the lower index first)
-                var pos = filled
-                while pos > 0 && Self.ranksAbove(p[c], p[best[pos - 1]]) { pos -= 1 }
-                if pos < k {
-                    var j = min(filled, k - 1)
-                    while j > pos { best[j] = best[j - 1]; j -= 1 }
-                    best[pos] = c
-                    filled = min(filled + 1, k)
-                }
+    /// The `k` (≤ `C`) most probable of `C` classes at `p`, best first, into `out`: insertion into a list of `k`,
+    /// ties to the lower class index.
+    @inline(__always)
+    static func rank(_ p: UnsafePointer<Float>, _ C: Int, _ k: Int, into best: UnsafeMutablePointer<Int32>) {
+        var filled = 0
+        for c in 0..<C {
+            // insert after every entry that is at least as probable (ties keep the lower index first)
+            var pos = filled
+            while pos > 0 && ranksAbove(p[c], p[Int(best[pos - 1])]) { pos -= 1 }
+            if pos < k {
+                var j = min(filled, k - 1)
+                while j > pos { best[j] = best[j - 1]; j -= 1 }
+                best[pos] = Int32(truncatingIfNeeded: c)
+                filled = min(filled + 1, k)
             }
-            return (0..<filled).map { ClassScore(index: best[$0], label: labels[best[$0]], probability: p[best[$0]]) }
         }
     }
 
@@ -893,6 +893,11 @@ public final class BinaryMoEModel: @unchecked Sendable {
 private struct SendablePointer: @unchecked Sendable {
     let pointer: UnsafePointer<Float>
     init(_ pointer: UnsafePointer<Float>) { self.pointer = pointer }
+}
+
+private struct SendableInt32Pointer: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Int32>?
+    init(_ pointer: UnsafeMutablePointer<Int32>?) { self.pointer = pointer }
 }
 
 #if canImport(Glibc)

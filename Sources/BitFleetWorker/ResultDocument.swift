@@ -26,33 +26,34 @@ struct ResultDocument {
     var model: String
     var version: String
     var input: InputBatch
-    /// The input's predictions, one per sample (a slice of a batch the job shared with others).
-    var predictions: ArraySlice<[ClassScore]>
+    /// The ranked classes of a pass that may have served other jobs too, and this input's samples in it.
+    var ranked: RankedClasses
+    var samples: Range<Int>
     var maxBytes: Int
 
-    init(model: RegisteredModel, input: InputBatch, predictions: ArraySlice<[ClassScore]>,
+    init(model: RegisteredModel, input: InputBatch, ranked: RankedClasses, samples: Range<Int>,
          maxBytes: Int = ResultLimits.maxResultBytes) {
         self.model = model.name
         self.version = model.version
         self.input = input
-        self.predictions = predictions
+        self.ranked = ranked
+        self.samples = samples
         self.maxBytes = maxBytes
     }
 
     /// The fewest bytes the document can take: every prediction and class entry with one-digit numbers and
     /// empty labels. Over the limit means the result cannot fit, whatever the labels are.
     var minimumBytes: Int {
-        let classes = predictions.reduce(0) { $0 + $1.count }
+        let classes = samples.count * ranked.perSample
         // {"sample":0,"top":[]},  and  {"class":0,"label":"","p":0},
-        return 40 + model.utf8.count + version.utf8.count + predictions.count * 22 + classes * 29
+        return 40 + model.utf8.count + version.utf8.count + samples.count * 22 + classes * 29
     }
 
     func tooLarge(_ bytes: Int, exact: Bool) -> JobFailure {
-        let classes = predictions.first?.count ?? 0
         let size = exact ? "exceeds" : "needs at least \(bytes) bytes, over"
         return JobFailure(.permanent, phase: "result",
                           "the result document \(size) the limit of \(maxBytes) bytes (--max-result-bytes) for "
-                          + "\(predictions.count) samples × \(classes) classes each; split the input into smaller "
+                          + "\(samples.count) samples × \(ranked.perSample) classes each; split the input into smaller "
                           + "jobs or lower top_k")
     }
 
@@ -62,13 +63,13 @@ struct ResultDocument {
         var out: [UInt8] = []
         out.reserveCapacity(min(maxBytes, minimum * 2))
         // Appended piece by piece into the one buffer (no temporary arrays or interpolated strings per entry); each
-        // class label is escaped once per document.
-        var labels: [[UInt8]?] = []
+        // class label is escaped once per document, when first used.
+        var labels = [[UInt8]?](repeating: nil, count: ranked.labels.count)
         out.append(contentsOf: "{\"model\":".utf8)
         Self.string(model, into: &out)
         out.append(contentsOf: ",\"predictions\":[".utf8)
         let customIDs = input.customIDs
-        for (index, scores) in predictions.enumerated() {
+        for (index, sample) in samples.enumerated() {
             if index > 0 { out.append(UInt8(ascii: ",")) }
             out.append(UInt8(ascii: "{"))
             if let id = customIDs?[index] {
@@ -79,24 +80,22 @@ struct ResultDocument {
             out.append(contentsOf: "\"sample\":".utf8)
             Self.integer(index, into: &out)
             out.append(contentsOf: ",\"top\":[".utf8)
-            for (k, score) in scores.enumerated() {
-                if k > 0 { out.append(UInt8(ascii: ",")) }
+            for rank in 0..<ranked.perSample {
+                let c = ranked.index(sample, rank)
+                if rank > 0 { out.append(UInt8(ascii: ",")) }
                 out.append(contentsOf: "{\"class\":".utf8)
-                Self.integer(score.index, into: &out)
+                Self.integer(c, into: &out)
                 out.append(contentsOf: ",\"label\":".utf8)
-                if score.index >= 0, score.index < labels.count, let escaped = labels[score.index] {
+                if let escaped = labels[c] {
                     out.append(contentsOf: escaped)
                 } else {
                     var escaped: [UInt8] = []
-                    Self.string(score.label, into: &escaped)
+                    Self.string(ranked.labels[c], into: &escaped)
                     out.append(contentsOf: escaped)
-                    if score.index >= 0, score.index < 4096 {
-                        if labels.count <= score.index { labels += Array(repeating: nil, count: score.index + 1 - labels.count) }
-                        labels[score.index] = escaped
-                    }
+                    labels[c] = escaped
                 }
                 out.append(contentsOf: ",\"p\":".utf8)
-                Self.number(score.probability, into: &out)
+                Self.number(ranked.probability(sample, rank), into: &out)
                 out.append(UInt8(ascii: "}"))
             }
             out.append(contentsOf: "]}".utf8)

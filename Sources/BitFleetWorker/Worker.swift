@@ -500,7 +500,7 @@ public final class Worker: Sendable {
             job.timer.restart()
             do throws(JobFailure) {
                 let output = try phase(.encode, [job.claim]) {
-                    try ResultDocument(model: job.registered, input: job.input, predictions: result.predictions[range]).json()
+                    try ResultDocument(model: job.registered, input: job.input, ranked: result.ranked, samples: range).json()
                 }
                 job.timer.lap("encode")
                 outcomes.append((job.claim, .success(completion(job, samples: range.count,

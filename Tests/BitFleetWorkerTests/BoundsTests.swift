@@ -89,11 +89,12 @@ struct BoundsTests {
         let input = InputBatch(samples: samples, features: 1, values: .uint8([UInt8](repeating: 1, count: samples)),
                                customIDs: customIDs ? (0..<samples).map { $0 % 2 == 0 ? "id-\($0)" : nil } : nil,
                                format: .npy)
-        let predictions = (0..<samples).map { _ in
-            (0..<classes).map { ClassScore(index: $0, label: label, probability: 1 / Float($0 + 3)) }
-        }
+        let ranked = RankedClasses(
+            indices: (0..<samples).flatMap { _ in (0..<classes).map { Int32($0) } }, perSample: classes,
+            probabilities: (0..<samples).flatMap { _ in (0..<classes).map { 1 / Float($0 + 3) } },
+            labels: Array(repeating: label, count: classes))
         return ResultDocument(model: RegisteredModel(name: "m", version: "1", uri: "", sha256: ""), input: input,
-                              predictions: predictions[...], maxBytes: maxBytes)
+                              ranked: ranked, samples: 0..<samples, maxBytes: maxBytes)
     }
 
     @Test func aResultPastTheLimitFailsPermanentlyBeforeItIsBuilt() throws {
