@@ -384,22 +384,11 @@ public final class BinaryMoEModel: @unchecked Sendable {
         }
     }
 
-    /// The `k` (≤ `C`) most probable of `C` classes at `p`, best first, into `out`: insertion into a list of `k`,
-    /// ties to the lower class index.
+    /// The `k` (≤ `C`) most probable of `C` classes at `p`, best first, into `out`, ties to the lower class index
+    /// and NaN last: the router's top-k rule, so its kernel (one vector for up to 16 classes) ranks them.
     @inline(__always)
     static func rank(_ p: UnsafePointer<Float>, _ C: Int, _ k: Int, into best: UnsafeMutablePointer<Int32>) {
-        var filled = 0
-        for c in 0..<C {
-            // insert after every entry that is at least as probable (ties keep the lower index first)
-            var pos = filled
-            while pos > 0 && ranksAbove(p[c], p[Int(best[pos - 1])]) { pos -= 1 }
-            if pos < k {
-                var j = min(filled, k - 1)
-                while j > pos { best[j] = best[j - 1]; j -= 1 }
-                best[pos] = Int32(truncatingIfNeeded: c)
-                filled = min(filled + 1, k)
-            }
-        }
+        bf_select_topk(p, C, k, best)
     }
 
     /// Strictly better score; NaN ranks below everything.

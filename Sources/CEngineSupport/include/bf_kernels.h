@@ -47,7 +47,8 @@ void bf_xnor_threshold_prefetch(int path, const uint64_t *a, long lda, long n, c
 void bf_router_scores(const int32_t *pops, long E, int32_t S, const float *scale, const float *bias, float *out);
 
 /// Indices of the `k` largest of the `n` scores at `r`, best first, into `out` (k ≤ n): ties go to the lower index,
-/// NaN ranks last. Where the CPU has AVX-512F and there are at least 32 scores: for k ≤ 16 and no NaN, one pass takes
+/// NaN ranks last. Where the CPU has AVX-512F: up to 16 scores without NaN are one vector, ranked in k rounds of
+/// masked maximum and lowest equal index; with at least 32 scores, for k ≤ 16 and no NaN, one pass takes
 /// the lane-wise maxima of the 16-score vectors (their k-th largest bounds the k-th score from below) and a second
 /// offers only the scores at or above that bound; otherwise 16 scores at a time are compared with the current k-th
 /// and only those above it are looked at.
