@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Write a BitFleet binary mixture-of-experts model directory (docs/MODEL_FORMAT.md, format v1, or v2 with a conv front).
+"""Write a BitFleet binary mixture-of-experts model directory (docs/MODEL_FORMAT.md, format v1, v2 with a conv front,
+or v3 with a two-level router: config "router_groups" G and group_weight [G, S], group_scale/group_bias [G]).
 
 Library use (the trainer imports this):
 
@@ -30,6 +31,7 @@ import numpy as np
 FORMAT = "bitfleet.bmoe"
 FORMAT_VERSION = 1
 CONV_FORMAT_VERSION = 2
+GROUPS_FORMAT_VERSION = 3   # a two-level router ("router_groups"); a conv front may come with it
 
 
 class ExportError(ValueError):
@@ -69,13 +71,16 @@ def normalized_config(config: dict) -> dict:
     cfg = dict(config)
     cfg.setdefault("format", FORMAT)
     conv = cfg.get("conv")
-    cfg.setdefault("format_version", CONV_FORMAT_VERSION if conv else FORMAT_VERSION)
+    groups = cfg.get("router_groups")
+    cfg.setdefault("format_version", GROUPS_FORMAT_VERSION if groups else CONV_FORMAT_VERSION if conv else FORMAT_VERSION)
     if cfg["format"] != FORMAT:
         raise ExportError(f"config.format must be {FORMAT!r}")
-    if cfg["format_version"] not in (FORMAT_VERSION, CONV_FORMAT_VERSION):
-        raise ExportError(f"config.format_version must be {FORMAT_VERSION} or {CONV_FORMAT_VERSION}")
-    if conv and cfg["format_version"] != CONV_FORMAT_VERSION:
-        raise ExportError(f"config: a conv block needs format_version {CONV_FORMAT_VERSION}")
+    if cfg["format_version"] not in (FORMAT_VERSION, CONV_FORMAT_VERSION, GROUPS_FORMAT_VERSION):
+        raise ExportError(f"config.format_version must be {FORMAT_VERSION}, {CONV_FORMAT_VERSION} or {GROUPS_FORMAT_VERSION}")
+    if conv and cfg["format_version"] < CONV_FORMAT_VERSION:
+        raise ExportError(f"config: a conv block needs format_version {CONV_FORMAT_VERSION} or later")
+    if groups is not None and cfg["format_version"] != GROUPS_FORMAT_VERSION:
+        raise ExportError(f"config: router_groups needs format_version {GROUPS_FORMAT_VERSION}")
     required = ["name", "version", "input_features", "input_bit_planes", "input_scale", "stem_width", "experts",
                 "top_k", "expert_hidden", "classes"]
     for key in required:
@@ -93,6 +98,12 @@ def normalized_config(config: dict) -> dict:
         raise ExportError("config.input_bit_planes must be in 1...8")
     if not 1 <= cfg["top_k"] <= cfg["experts"] <= 4096:
         raise ExportError("config: need 1 <= top_k <= experts <= 4096")
+    if groups is not None:
+        G = cfg["router_groups"] = int(groups)
+        E = cfg["experts"]
+        if G < 2 or E % G != 0 or cfg["top_k"] > E // G:
+            raise ExportError("config.router_groups: need 2 <= router_groups, experts a multiple of it, and "
+                              "top_k <= experts / router_groups")
     cfg["expert_hidden"] = [int(h) for h in cfg["expert_hidden"]]
     if any(h < 1 for h in cfg["expert_hidden"]):
         raise ExportError("config.expert_hidden widths must be >= 1")
@@ -119,7 +130,7 @@ def normalized_config(config: dict) -> dict:
 
 def export_model(directory, config: dict, stem_weight, stem_threshold, router_weight, router_scale, router_bias,
                  hidden_weights: list, hidden_thresholds: list, out_weight, out_scale, out_bias,
-                 conv_weight=None, conv_threshold=None) -> dict:
+                 conv_weight=None, conv_threshold=None, group_weight=None, group_scale=None, group_bias=None) -> dict:
     """Validate shapes against `config`, pack the bits and write config.json + model.safetensors.
 
     Returns the normalized config dict that was written."""
@@ -152,6 +163,13 @@ def export_model(directory, config: dict, stem_weight, stem_threshold, router_we
     tensors["router.weight"] = pack_bits(_check_shape("router_weight", router_weight, (E, S)))
     tensors["router.scale"] = _check_shape("router_scale", router_scale, (E,)).astype(np.float32)
     tensors["router.bias"] = _check_shape("router_bias", router_bias, (E,)).astype(np.float32)
+    if cfg.get("router_groups"):
+        G = cfg["router_groups"]
+        tensors["router.group.weight"] = pack_bits(_check_shape("group_weight", group_weight, (G, S)))
+        tensors["router.group.scale"] = _check_shape("group_scale", group_scale, (G,)).astype(np.float32)
+        tensors["router.group.bias"] = _check_shape("group_bias", group_bias, (G,)).astype(np.float32)
+    elif group_weight is not None or group_scale is not None or group_bias is not None:
+        raise ExportError("group_weight/group_scale/group_bias given, but config has no router_groups")
     for l in range(len(hidden)):
         w = _check_shape(f"hidden_weights[{l}]", hidden_weights[l], (E, widths[l + 1], widths[l]))
         t = _check_shape(f"hidden_thresholds[{l}]", hidden_thresholds[l], (E, widths[l + 1]))

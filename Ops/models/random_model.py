@@ -2,7 +2,7 @@
 """Write a random BitFleet model plus test inputs and the reference outputs.
 
     python3 Ops/models/random_model.py OUT_DIR --features D --stem S --experts E --top-k K --hidden 64,32 \
-        --classes C --planes P --seed N --samples M [--router-ties]
+        --classes C --planes P --seed N --samples M [--router-ties] [--router-groups G]
 
 OUT_DIR gets config.json, model.safetensors, inputs.npy (uint8 [M, D]) and expected.npz (reference.py's outputs).
 Thresholds are set at the median pre-activation of each channel over the inputs, so about half of the bits fire
@@ -31,7 +31,7 @@ def median_threshold(pre):
     return np.ceil(np.median(pre, axis=0)).astype(np.int64)
 
 
-def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=None, shape=None):
+def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=None, shape=None, router_groups=None):
     """conv: None, or (channels, kernel, stride, padding, pool) with shape (H, W): a format-v2 model whose stem (or,
     with S = 0, whose router and experts) reads the pooled conv features."""
     rng = np.random.default_rng(seed)
@@ -75,6 +75,16 @@ def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=No
         router_scale = rng.uniform(0.01, 0.2, size=E).astype(np.float32)
         router_bias = rng.normal(0, 0.5, size=E).astype(np.float32)
 
+    group_w = group_scale = group_bias = None
+    if router_groups:
+        group_w = signs(rng, (router_groups, S))
+        if router_ties:
+            group_scale = np.ones(router_groups, dtype=np.float32)
+            group_bias = np.zeros(router_groups, dtype=np.float32)
+        else:
+            group_scale = rng.uniform(0.01, 0.2, size=router_groups).astype(np.float32)
+            group_bias = rng.normal(0, 0.5, size=router_groups).astype(np.float32)
+
     widths = [S] + list(hidden)
     hidden_w, hidden_t = [], []
     u = np.broadcast_to(h, (E,) + h.shape)  # every expert sees every sample for threshold calibration
@@ -91,7 +101,7 @@ def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=No
 
     config = {
         "format": "bitfleet.bmoe",
-        "format_version": 2 if conv else 1,
+        "format_version": 3 if router_groups else 2 if conv else 1,
         "name": f"random-{seed}",
         "version": "1",
         "input_features": x.shape[1],
@@ -106,8 +116,11 @@ def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=No
     }
     if conv:
         config["conv"] = conv_cfg
+    if router_groups:
+        config["router_groups"] = router_groups
     export_model(out_dir, config, stem_w, stem_t, router_w, router_scale, router_bias, hidden_w, hidden_t,
-                 out_w, out_scale, out_bias, conv_weight=conv_w, conv_threshold=conv_t)
+                 out_w, out_scale, out_bias, conv_weight=conv_w, conv_threshold=conv_t,
+                 group_weight=group_w, group_scale=group_scale, group_bias=group_bias)
     np.save(os.path.join(out_dir, "inputs.npy"), x)
     model = reference.load_model(out_dir)
     out = reference.forward(model, x)
@@ -148,6 +161,8 @@ def main():
     p.add_argument("--router-ties", action="store_true")
     p.add_argument("--conv", default="", help="format v2 conv front: channels,kernel,stride,padding,pool")
     p.add_argument("--shape", default="", help="input height,width (with --conv)")
+    p.add_argument("--router-groups", type=int, default=0,
+                   help="format v3 two-level router: this many groups of experts (0: one flat router)")
     a = p.parse_args()
     hidden = [int(s) for s in a.hidden.split(",") if s.strip()]
     conv = tuple(int(v) for v in a.conv.split(",")) if a.conv else None
@@ -155,7 +170,7 @@ def main():
     if conv and (len(conv) != 5 or not shape or len(shape) != 2):
         p.error("--conv needs channels,kernel,stride,padding,pool and --shape height,width")
     out = build(a.out_dir, a.features, a.stem, a.experts, a.top_k, hidden, a.classes, a.planes, a.seed, a.samples,
-                a.router_ties, conv, shape)
+                a.router_ties, conv, shape, a.router_groups or None)
     bits = out["stem_bits"].mean()
     print(f"wrote {a.out_dir}: stem bits on {bits:.2f}, experts used {len(np.unique(out['experts']))}/{a.experts}")
 

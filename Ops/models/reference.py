@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""numpy reference forward pass for BitFleet binary MoE models (docs/MODEL_FORMAT.md, format v1 and v2).
+"""numpy reference forward pass for BitFleet binary MoE models (docs/MODEL_FORMAT.md, format v1, v2 and v3).
 
     python3 Ops/models/reference.py MODEL_DIR INPUT.npy OUT.npz
 
@@ -8,7 +8,8 @@ OUT.npz holds:
     conv_bits     uint8   [M, F]   v2 models with a "conv" block: the pooled conv features (1 = +1), in stem input order
     stem_pre      int64   [M, S]   stem pre-activations a_i
     stem_bits     uint8   [M, S]   1 where h_i = +1
-    router_scores float32 [M, E]
+    router_scores float32 [M, E]   (v3 with router_groups: -inf outside the chosen group)
+    router_group_scores float32 [M, G], router_groups int64 [M]   v3 with router_groups: group scores, chosen group
     experts       int64   [M, K]   selected experts, best first
     gates         float32 [M, K]
     logits        float32 [M, C]
@@ -30,9 +31,10 @@ def load_model(directory):
 
     with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
-    if cfg.get("format") != "bitfleet.bmoe" or cfg.get("format_version") not in (1, 2):
-        raise ValueError("config.json: not a bitfleet.bmoe v1 or v2 model")
-    conv = cfg.get("conv") if cfg["format_version"] == 2 else None
+    if cfg.get("format") != "bitfleet.bmoe" or cfg.get("format_version") not in (1, 2, 3):
+        raise ValueError("config.json: not a bitfleet.bmoe v1, v2 or v3 model")
+    conv = cfg.get("conv") if cfg["format_version"] >= 2 else None
+    G = cfg.get("router_groups") if cfg["format_version"] >= 3 else None
     t = load_file(os.path.join(directory, "model.safetensors"))
     D, S, E = cfg["input_features"], cfg["stem_width"], cfg["experts"]
     if conv is not None:
@@ -66,6 +68,9 @@ def load_model(directory):
         "router_w": unpack("router.weight", (E,), S),
         "router_scale": tensor("router.scale", np.float32, (E,)),
         "router_bias": tensor("router.bias", np.float32, (E,)),
+        "group_w": unpack("router.group.weight", (G,), S) if G else None,
+        "group_scale": tensor("router.group.scale", np.float32, (G,)) if G else None,
+        "group_bias": tensor("router.group.bias", np.float32, (G,)) if G else None,
         "hidden_w": [unpack(f"experts.hidden.{l}.weight", (E, widths[l + 1]), widths[l]) for l in range(len(hidden))],
         "hidden_t": [tensor(f"experts.hidden.{l}.threshold", np.int32, (E, widths[l + 1])).astype(np.int64)
                      for l in range(len(hidden))],
@@ -158,8 +163,27 @@ def forward(m, x):
     d = h @ m["router_w"].T                                        # [M, E] integer
     scores = (m["router_scale"][None, :] * d.astype(np.float32)).astype(np.float32)
     scores = (scores + m["router_bias"][None, :]).astype(np.float32)
-    order = np.argsort(-scores, axis=1, kind="stable")             # descending, ties -> lower index
-    experts = order[:, :K].astype(np.int64)
+    extra = {}
+    if m["group_w"] is None:
+        order = np.argsort(-scores, axis=1, kind="stable")         # descending, ties -> lower index
+        experts = order[:, :K].astype(np.int64)
+    else:
+        # two-level router: the best group (same score rule), then the top K of that group's experts only
+        G = m["group_w"].shape[0]
+        EG = scores.shape[1] // G
+        dg = h @ m["group_w"].T                                    # [M, G] integer
+        gs = (m["group_scale"][None, :] * dg.astype(np.float32)).astype(np.float32)
+        gs = (gs + m["group_bias"][None, :]).astype(np.float32)
+        group = np.argsort(-gs, axis=1, kind="stable")[:, 0].astype(np.int64)
+        members = group[:, None] * EG + np.arange(EG)[None, :]     # [M, E/G] the group's experts
+        sub = np.take_along_axis(scores, members, axis=1)
+        order = np.argsort(-sub, axis=1, kind="stable")
+        experts = (order[:, :K] + group[:, None] * EG).astype(np.int64)
+        # only the chosen group's experts are scored; the others read -inf
+        scored = np.zeros(scores.shape, dtype=bool)
+        np.put_along_axis(scored, members, True, axis=1)
+        scores = np.where(scored, scores, np.float32(-np.inf)).astype(np.float32)
+        extra = {"router_group_scores": gs, "router_groups": group}
     sel = np.take_along_axis(scores, experts, axis=1)
     gates = softmax32(sel)
 
@@ -177,7 +201,7 @@ def forward(m, x):
             z[rows] = ((m["out_scale"][e][None, :] * dd).astype(np.float32) + m["out_bias"][e][None, :]).astype(np.float32)
         logits = (logits + (gates[:, slot:slot + 1] * z).astype(np.float32)).astype(np.float32)
     probs = softmax32(logits)
-    out = {} if conv_bits is None else {"conv_bits": conv_bits}
+    out = ({} if conv_bits is None else {"conv_bits": conv_bits}) | extra
     return out | {
         "stem_pre": stem_pre.astype(np.int64),
         "stem_bits": (h > 0).astype(np.uint8),

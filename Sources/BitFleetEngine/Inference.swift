@@ -101,8 +101,12 @@ public struct InferenceTrace: Sendable {
     public var stemPreActivations: [Int]
     /// `samples × stem_width`, true where `h_i = +1`.
     public var stemBits: [Bool]
-    /// `samples × experts`.
+    /// `samples × experts` (a two-level router scores only the chosen group's experts: −∞ elsewhere).
     public var routerScores: [Float]
+    /// A two-level router's group scores, `samples × groups` (empty for one flat router).
+    public var routerGroupScores: [Float] = []
+    /// A two-level router's chosen group per sample (empty for one flat router).
+    public var routerGroups: [Int] = []
     /// `samples × top_k`, best first.
     public var experts: [Int]
     /// `samples × top_k`.

@@ -61,6 +61,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
     let outputBlocks: InterleavedMatrix
     let routerScale: [Float]
     let routerBias: [Float]
+    /// Format v3 two-level router: the group scores' weights (nil: one flat router; with groups `routerBlocks` holds
+    /// one part per group of `experts / groups` experts).
+    let groupRouter: PackedMatrix?
+    let groupBlocks: InterleavedMatrix?
+    let groupScale: [Float]
+    let groupBias: [Float]
     /// Per layer: rows `E × H_{l+1}` (expert e's rows start at `e × H_{l+1}`).
     let hidden: [PackedMatrix]
     /// Per layer: `floor((H_l − t) / 2)`, the largest XOR popcount that still fires.
@@ -162,6 +168,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let routerW = try st.tensor("router.weight", .U8, [E, bytes(S)], why: "experts=\(E), input width \(S)")
         let routerS = try st.tensor("router.scale", .F32, [E], why: "experts=\(E)")
         let routerB = try st.tensor("router.bias", .F32, [E], why: "experts=\(E)")
+        var groupW: SafeTensorsFile.Tensor? = nil, groupS: SafeTensorsFile.Tensor? = nil, groupB: SafeTensorsFile.Tensor? = nil
+        if let G = config.routerGroups {
+            groupW = try st.tensor("router.group.weight", .U8, [G, bytes(S)], why: "router_groups=\(G), input width \(S)")
+            groupS = try st.tensor("router.group.scale", .F32, [G], why: "router_groups=\(G)")
+            groupB = try st.tensor("router.group.bias", .F32, [G], why: "router_groups=\(G)")
+        }
         var hiddenW: [SafeTensorsFile.Tensor] = []
         var hiddenT: [SafeTensorsFile.Tensor] = []
         for l in 0..<config.expertHidden.count {
@@ -195,6 +207,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
         // Everything that can throw happens before any weight storage is allocated (nothing leaks on error).
         routerScale = try floats(routerS)
         routerBias = try floats(routerB)
+        groupScale = try groupS.map(floats) ?? []
+        groupBias = try groupB.map(floats) ?? []
         outScale = try floats(outS)
         outBias = try floats(outB)
         stemThreshold = int32s(stemT)
@@ -220,7 +234,15 @@ public final class BinaryMoEModel: @unchecked Sendable {
         self.hidden = hidden
         self.hiddenMaxPop = maxPops
         output = PackedMatrix.load(source: st.pointer(outW), rows: E * C, bits: last, owned: &owned)
-        routerBlocks = InterleavedMatrix(router, parts: 1, owned: &owned)
+        routerBlocks = InterleavedMatrix(router, parts: config.routerGroups ?? 1, owned: &owned)
+        if let w = groupW, let G = config.routerGroups {
+            let rows = PackedMatrix.load(source: st.pointer(w), rows: G, bits: S, owned: &owned)
+            groupRouter = rows
+            groupBlocks = InterleavedMatrix(rows, parts: 1, owned: &owned)
+        } else {
+            groupRouter = nil
+            groupBlocks = nil
+        }
         hiddenBlocks = hidden.map { InterleavedMatrix($0, parts: E, owned: &owned) }
         outputBlocks = InterleavedMatrix(output, parts: E, owned: &owned)
         let chosen = stemKernel == .automatic
@@ -249,9 +271,11 @@ public final class BinaryMoEModel: @unchecked Sendable {
         // the lookup and int8 kernels write whole 16-row blocks
         stemLd = stemLookup == nil && stemInt8 == nil ? intRows : (intRows + 15) / 16 * 16
         self.owned = owned
-        repackedBytes = ([stem, router, output] + hidden + [binaryStemRows].compactMap { $0 }).reduce(0) { $0 + $1.ownedBytes }
+        repackedBytes = ([stem, router, output] + hidden + [binaryStemRows, groupRouter].compactMap { $0 })
+            .reduce(0) { $0 + $1.ownedBytes }
         privateBytes = repackedBytes + stemBytes
-            + ([routerBlocks, outputBlocks] + hiddenBlocks + [binaryStem].compactMap { $0 }).reduce(0) { $0 + $1.byteCount }
+            + ([routerBlocks, outputBlocks] + hiddenBlocks + [binaryStem, groupBlocks].compactMap { $0 })
+                .reduce(0) { $0 + $1.byteCount }
     }
 
     /// `%XX` escapes of a file URI path decoded (invalid escapes are kept as they are).
@@ -354,9 +378,14 @@ public final class BinaryMoEModel: @unchecked Sendable {
             probabilities: [Float](repeating: 0, count: count * C))
         let F = conv?.features ?? 0
         t.convBits = [Bool](repeating: false, count: count * F)
+        let G = config.routerGroups ?? 0
+        t.routerGroupScores = [Float](repeating: 0, count: count * G)
+        t.routerGroups = [Int](repeating: 0, count: G > 0 ? count : 0)
         var activations = [Int](repeating: 0, count: E)
         if count == 0 { return t }
         samples.withUnsafeBufferPointer { x in
+            t.routerGroupScores.withUnsafeMutableBufferPointer { groupScores in
+            t.routerGroups.withUnsafeMutableBufferPointer { groups in
             t.convBits.withUnsafeMutableBufferPointer { features in
             t.stemPreActivations.withUnsafeMutableBufferPointer { pre in
             t.stemBits.withUnsafeMutableBufferPointer { bits in
@@ -366,12 +395,16 @@ public final class BinaryMoEModel: @unchecked Sendable {
             t.logits.withUnsafeMutableBufferPointer { lg in
             t.probabilities.withUnsafeMutableBufferPointer { pr in
             activations.withUnsafeMutableBufferPointer { act in
-                let tr = TraceOutputs(stemPre: pre.baseAddress!, stemBits: bits.baseAddress!, routerScores: rs.baseAddress!,
+                var tr = TraceOutputs(stemPre: pre.baseAddress!, stemBits: bits.baseAddress!, routerScores: rs.baseAddress!,
                                       experts: ex.baseAddress!, gates: g.baseAddress!, features: F > 0 ? features.baseAddress : nil)
+                if G > 0 {
+                    tr.groupScores = groupScores.baseAddress
+                    tr.groups = groups.baseAddress
+                }
                 run(x: x.baseAddress!, count: count, threads: threads,
                     outputs: Outputs(logits: lg.baseAddress!, probabilities: pr.baseAddress!, experts: nil), trace: tr,
                     activations: act.baseAddress!)
-            }}}}}}}}}
+            }}}}}}}}}}}
         }
         return t
     }
@@ -413,6 +446,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let gates: UnsafeMutablePointer<Float>
         /// A conv model's pooled features (`samples × F`, true where +1).
         let features: UnsafeMutablePointer<Bool>?
+        /// A two-level router's group scores (`samples × G`) and chosen group per sample.
+        var groupScores: UnsafeMutablePointer<Float>? = nil
+        var groups: UnsafeMutablePointer<Int>? = nil
     }
 
     private struct Shared: @unchecked Sendable {
@@ -508,6 +544,11 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let gates: UnsafeMutablePointer<Float>        // [n × K]
         let groupStart: UnsafeMutablePointer<Int>     // [E + 1]
         let groupItems: UnsafeMutablePointer<Int32>   // [n × K] (sample * K + slot), grouped by expert
+        let routerGroupPops: UnsafeMutablePointer<Int32>    // [n × G] two-level router: group popcounts
+        let routerGroupScores: UnsafeMutablePointer<Float>  // [n × G]
+        let routerGroupOf: UnsafeMutablePointer<Int32>      // [n] the chosen group
+        let routerGroupOrder: UnsafeMutablePointer<Int32>   // [n] samples grouped by router group
+        let routerGroupStart: UnsafeMutablePointer<Int>     // [G + 1]
         let actA: UnsafeMutablePointer<UInt64>        // [n × maxWords]
         let actB: UnsafeMutablePointer<UInt64>
         let pops: UnsafeMutablePointer<Int32>         // [n × C]
@@ -549,6 +590,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
             gates = alloc(Float.self, n * K)
             groupStart = alloc(Int.self, E + 1)
             groupItems = alloc(Int32.self, n * K)
+            let G = config.routerGroups ?? 0
+            routerGroupPops = alloc(Int32.self, n * G)
+            routerGroupScores = alloc(Float.self, n * G)
+            routerGroupOf = alloc(Int32.self, G > 0 ? n : 0)
+            routerGroupOrder = alloc(Int32.self, G > 0 ? n : 0)
+            routerGroupStart = alloc(Int.self, G + 1)
             actA = alloc(UInt64.self, n * maxWords)
             actB = alloc(UInt64.self, n * maxWords)
             pops = alloc(Int32.self, n * C)
@@ -746,36 +793,101 @@ public final class BinaryMoEModel: @unchecked Sendable {
         }
     }
 
-    /// Router: `r_e = scale_e · (S − 2·pop) + bias_e`, top-k (ties to the lower index), softmax gates.
+    /// Router: `r_e = scale_e · (S − 2·pop) + bias_e`, top-k (ties to the lower index), softmax gates. A two-level
+    /// router (format v3) scores the groups the same way, takes the best, and scores only that group's experts.
     @inline(never)
     private func routerStage(first: Int, n: Int, s: Scratch, trace: TraceOutputs?) {
         let S = config.representationWidth, E = config.experts, K = config.topK
         let ws = (S + 63) / 64
-        bf_xnor_popcounts(xnorPath.code, s.h, ws, n, routerBlocks.part(0), E, ws, s.routerPops, E)
-        routerScale.withUnsafeBufferPointer { scale in
-            routerBias.withUnsafeBufferPointer { bias in
-                for i in 0..<n {
-                    let r = s.scores + i * E
-                    // int32 → float32 (exact: |d| ≤ S < 2^24), then the reference's mul and add, unfused
-                    bf_router_select(s.routerPops + i * E, E, Int32(truncatingIfNeeded: S), scale.baseAddress!,
-                                     bias.baseAddress!, r, K, s.selected + i * K)
-                    let g = s.gates + i * K
-                    let m = r[Int(s.selected[i * K])]
-                    var sum: Float = 0
-                    for slot in 0..<K {
-                        let v = expf(r[Int(s.selected[i * K + slot])] - m)
-                        g[slot] = v
-                        sum += v
-                    }
-                    for slot in 0..<K { g[slot] = g[slot] / sum }
-                    if let tr = trace {
-                        (tr.routerScores + (first + i) * E).update(from: r, count: E)
-                        for slot in 0..<K {
-                            tr.experts[(first + i) * K + slot] = Int(s.selected[i * K + slot])
-                            tr.gates[(first + i) * K + slot] = g[slot]
-                        }
+        let S32 = Int32(truncatingIfNeeded: S)
+        if let G = config.routerGroups, let blocks = groupBlocks {
+            groupedRouter(G: G, blocks: blocks, first: first, n: n, s: s, trace: trace)
+        } else {
+            bf_xnor_popcounts(xnorPath.code, s.h, ws, n, routerBlocks.part(0), E, ws, s.routerPops, E)
+            routerScale.withUnsafeBufferPointer { scale in
+                routerBias.withUnsafeBufferPointer { bias in
+                    for i in 0..<n {
+                        // int32 → float32 (exact: |d| ≤ S < 2^24), then the reference's mul and add, unfused
+                        bf_router_select(s.routerPops + i * E, E, S32, scale.baseAddress!, bias.baseAddress!,
+                                         s.scores + i * E, K, s.selected + i * K)
                     }
                 }
+            }
+        }
+        for i in 0..<n {
+            let r = s.scores + i * E
+            let g = s.gates + i * K
+            let m = r[Int(s.selected[i * K])]
+            var sum: Float = 0
+            for slot in 0..<K {
+                let v = expf(r[Int(s.selected[i * K + slot])] - m)
+                g[slot] = v
+                sum += v
+            }
+            for slot in 0..<K { g[slot] = g[slot] / sum }
+            if let tr = trace {
+                (tr.routerScores + (first + i) * E).update(from: r, count: E)
+                for slot in 0..<K {
+                    tr.experts[(first + i) * K + slot] = Int(s.selected[i * K + slot])
+                    tr.gates[(first + i) * K + slot] = g[slot]
+                }
+            }
+        }
+    }
+
+    /// The two-level router: group scores for every sample and the best group (the top-1 rule), the samples sorted
+    /// by group, then per group one XNOR product of its samples with its `E / G` experts and their top k. Scores of
+    /// experts outside a sample's group are not computed (−∞ in `s.scores`, which the trace shows).
+    private func groupedRouter(G: Int, blocks: InterleavedMatrix, first: Int, n: Int, s: Scratch, trace: TraceOutputs?) {
+        let S = config.representationWidth, E = config.experts, K = config.topK, EG = E / G
+        let ws = (S + 63) / 64
+        let S32 = Int32(truncatingIfNeeded: S)
+        bf_xnor_popcounts(xnorPath.code, s.h, ws, n, blocks.part(0), G, ws, s.routerGroupPops, G)
+        groupScale.withUnsafeBufferPointer { scale in
+            groupBias.withUnsafeBufferPointer { bias in
+                for i in 0..<n {
+                    bf_router_select(s.routerGroupPops + i * G, G, S32, scale.baseAddress!, bias.baseAddress!,
+                                     s.routerGroupScores + i * G, 1, s.routerGroupOf + i)
+                }
+            }
+        }
+        let start = s.routerGroupStart
+        start.initialize(repeating: 0, count: G + 1)
+        for i in 0..<n { start[Int(s.routerGroupOf[i]) + 1] += 1 }
+        for j in 0..<G { start[j + 1] += start[j] }
+        for i in 0..<n {
+            let j = Int(s.routerGroupOf[i])
+            s.routerGroupOrder[start[j]] = Int32(truncatingIfNeeded: i)
+            start[j] += 1
+        }
+        for j in stride(from: G, to: 0, by: -1) { start[j] = start[j - 1] }
+        start[0] = 0
+        routerScale.withUnsafeBufferPointer { scale in
+            routerBias.withUnsafeBufferPointer { bias in
+                for j in 0..<G {
+                    let lo = start[j], count = start[j + 1] - lo
+                    if count == 0 { continue }
+                    for r in 0..<count {
+                        (s.actA + r * ws).update(from: s.h + Int(s.routerGroupOrder[lo + r]) * ws, count: ws)
+                    }
+                    bf_xnor_popcounts(xnorPath.code, s.actA, ws, count, routerBlocks.part(j), EG, ws, s.routerPops, EG)
+                    for r in 0..<count {
+                        let i = Int(s.routerGroupOrder[lo + r])
+                        let row = s.scores + i * E
+                        if trace != nil {
+                            row.update(repeating: -.infinity, count: E)
+                        }
+                        bf_router_select(s.routerPops + r * EG, EG, S32, scale.baseAddress! + j * EG,
+                                         bias.baseAddress! + j * EG, row + j * EG, K, s.selected + i * K)
+                        for slot in 0..<K { s.selected[i * K + slot] += Int32(truncatingIfNeeded: j * EG) }
+                    }
+                }
+            }
+        }
+        if let tr = trace {
+            for i in 0..<n {
+                tr.groups?[first + i] = Int(s.routerGroupOf[i])
+                tr.groupScores.map { ($0 + (first + i) * G).update(from: s.routerGroupScores + i * G, count: G) }
             }
         }
     }

@@ -51,8 +51,8 @@ public struct ConvGeometry: Sendable, Equatable {
 /// The architecture of a model (`config.json`, docs/MODEL_FORMAT.md).
 public struct ModelConfig: Codable, Sendable, Equatable {
     public static let format = "bitfleet.bmoe"
-    /// The newest format version this engine reads (version 1 models load unchanged).
-    public static let formatVersion = 2
+    /// The newest format version this engine reads (version 1 and 2 models load unchanged).
+    public static let formatVersion = 3
     public static let maxExperts = 4096
 
     public var name: String
@@ -68,6 +68,9 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var classes: [String]
     /// Format v2: a binary convolution front before the stem (nil: the stem reads the input features).
     public var conv: ConvConfig?
+    /// Format v3: a two-level router over this many groups of `experts / routerGroups` consecutive experts (the best
+    /// group, then the top `top_k` of its experts); nil: one router over all experts.
+    public var routerGroups: Int?
 
     enum CodingKeys: String, CodingKey {
         case name, version, classes, experts
@@ -79,11 +82,12 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case topK = "top_k"
         case expertHidden = "expert_hidden"
         case conv
+        case routerGroups = "router_groups"
     }
 
     public init(name: String, version: String, inputFeatures: Int, inputShape: [Int]? = nil, inputBitPlanes: Int,
                 inputScale: Float, stemWidth: Int, experts: Int, topK: Int, expertHidden: [Int], classes: [String],
-                conv: ConvConfig? = nil) {
+                conv: ConvConfig? = nil, routerGroups: Int? = nil) {
         self.name = name
         self.version = version
         self.inputFeatures = inputFeatures
@@ -96,6 +100,13 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         self.expertHidden = expertHidden
         self.classes = classes
         self.conv = conv
+        self.routerGroups = routerGroups
+    }
+
+    /// Experts the router scores per sample: every expert, or with groups the group scores and one group's experts.
+    public var routerRowsPerSample: Int {
+        guard let g = routerGroups, g > 0 else { return experts }
+        return g + experts / g
     }
 
     /// The conv front's shapes (nil without one, or without a two-dimensional `input_shape`).
@@ -122,9 +133,10 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         expert += w.last! * classes.count
         let S = representationWidth
         if let g = convGeometry {
-            return inputBitPlanes * g.taps * g.channels * g.positions + g.features * stemWidth + experts * S + topK * expert
+            return inputBitPlanes * g.taps * g.channels * g.positions + g.features * stemWidth + routerRowsPerSample * S
+                + topK * expert
         }
-        return inputBitPlanes * inputFeatures * stemWidth + experts * S + topK * expert
+        return inputBitPlanes * inputFeatures * stemWidth + routerRowsPerSample * S + topK * expert
     }
 
     /// Checks the limits of MODEL_FORMAT.md; `source` names the file in errors.
@@ -157,6 +169,14 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         }
         if experts < 1 || experts > Self.maxExperts { throw fail("experts must be in 1...\(Self.maxExperts) (got \(experts))") }
         if topK < 1 || topK > experts { throw fail("top_k must be in 1...experts=\(experts) (got \(topK))") }
+        if let g = routerGroups {
+            if g < 2 || g > experts || experts % g != 0 {
+                throw fail("router_groups must be at least 2 and divide experts=\(experts) (got \(g))")
+            }
+            if topK > experts / g {
+                throw fail("top_k=\(topK) exceeds the \(experts / g) experts of one router group (experts / router_groups)")
+            }
+        }
         for (l, h) in expertHidden.enumerated() where h < 1 {
             throw fail("expert_hidden[\(l)] must be >= 1 (got \(h))")
         }
@@ -224,7 +244,13 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         if format != Self.format { throw fail("\"format\" must be \"\(Self.format)\", got \"\(format)\"") }
         let fv = try required("format_version")
         guard let formatVersion = fv.intValue, (1...Self.formatVersion).contains(formatVersion) else {
-            throw fail("unsupported format_version \(fv.intValue.map(String.init) ?? fv.typeName) (this engine reads versions 1 and \(Self.formatVersion))")
+            throw fail("unsupported format_version \(fv.intValue.map(String.init) ?? fv.typeName) (this engine reads versions 1 to \(Self.formatVersion))")
+        }
+        var routerGroups: Int? = nil
+        if let g = json["router_groups"], g != .null {
+            guard formatVersion >= 3 else { throw fail("\"router_groups\" needs format_version 3") }
+            guard let i = g.intValue else { throw fail("\"router_groups\" must be an integer, got \(g.typeName)") }
+            routerGroups = i
         }
         var conv: ConvConfig? = nil
         if let c = json["conv"], c != .null {
@@ -266,7 +292,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             inputFeatures: try int("input_features"), inputShape: shape,
             inputBitPlanes: try int("input_bit_planes"), inputScale: Float(scale),
             stemWidth: try int("stem_width"), experts: try int("experts"), topK: try int("top_k"),
-            expertHidden: try intArray("expert_hidden", try required("expert_hidden")), classes: classes, conv: conv)
+            expertHidden: try intArray("expert_hidden", try required("expert_hidden")), classes: classes, conv: conv,
+            routerGroups: routerGroups)
         try config.validate(source: source)
         return config
     }

@@ -43,6 +43,13 @@ public enum ModelWriter {
             ("router.scale", "F32", [E], floats(E, 0.01, 0.2)),
             ("router.bias", "F32", [E], floats(E, -0.5, 0.5)),
         ]
+        if let G = config.routerGroups {
+            tensors += [
+                ("router.group.weight", "U8", [G, (S + 7) / 8], bits(G, S)),
+                ("router.group.scale", "F32", [G], floats(G, 0.01, 0.2)),
+                ("router.group.bias", "F32", [G], floats(G, -0.5, 0.5)),
+            ]
+        }
         for l in 0..<config.expertHidden.count {
             tensors.append(("experts.hidden.\(l).weight", "U8", [E, widths[l + 1], (widths[l] + 7) / 8], bits(E * widths[l + 1], widths[l])))
             tensors.append(("experts.hidden.\(l).threshold", "I32", [E, widths[l + 1]], zerosI32(E * widths[l + 1])))
@@ -77,9 +84,10 @@ public enum ModelWriter {
         try writeFile(directory + "/config.json", Array(configJSON(config).utf8))
     }
 
-    /// config.json text for `config` (format v1).
+    /// config.json text for `config` (format v1, or v3 with router groups).
     public static func configJSON(_ c: ModelConfig) -> String {
-        var s = "{\n  \"format\": \"bitfleet.bmoe\",\n  \"format_version\": 1,\n"
+        var s = "{\n  \"format\": \"bitfleet.bmoe\",\n  \"format_version\": \(c.routerGroups == nil ? 1 : 3),\n"
+        if let g = c.routerGroups { s += "  \"router_groups\": \(g),\n" }
         s += "  \"name\": \(jsonString(c.name)),\n  \"version\": \(jsonString(c.version)),\n"
         s += "  \"input_features\": \(c.inputFeatures),\n"
         if let shape = c.inputShape { s += "  \"input_shape\": [\(shape.map(String.init).joined(separator: ", "))],\n" }

@@ -203,7 +203,13 @@ struct LoaderTests {
             _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(edited.utf8))
             Self.expectLoadError(dir, ["config.json"] + needles, sourceLocation: sourceLocation)
         }
-        check(Self.replacing(#""format_version": 1"#, with: #""format_version": 3"#), ["unsupported format_version 3"])
+        check(Self.replacing(#""format_version": 1"#, with: #""format_version": 4"#), ["unsupported format_version 4"])
+        // a two-level router needs format v3, a group count that divides the experts, and top_k within one group
+        check(Self.replacing(#"\{"#, with: #"{"router_groups": 5, "#), ["\"router_groups\" needs format_version 3"])
+        let v3 = Self.replacing(#""format_version": 1"#, with: #""format_version": 3"#)
+        check({ Self.replacing(#"\{"#, with: #"{"router_groups": 2, "#)(v3($0)) }, ["router_groups must be at least 2 and divide experts=5"])
+        check({ Self.replacing(#"\{"#, with: #"{"router_groups": 5, "#)(v3($0)) }, ["top_k=2 exceeds the 1 experts of one router group"])
+        check({ Self.replacing(#"\{"#, with: #"{"router_groups": "5", "#)(v3($0)) }, ["\"router_groups\" must be an integer"])
         // a conv front needs format v2, a two-dimensional input_shape, and sane sizes
         let conv = #""conv": {"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "pool": 2}, "#
         check(Self.replacing(#"\{"#, with: "{" + conv), ["\"conv\" needs format_version 2"])

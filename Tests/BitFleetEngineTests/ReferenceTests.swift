@@ -38,6 +38,15 @@ struct ReferenceTests {
         // 1×1 kernel, one channel, no pooling, no stem
         Spec(features: 36, stem: 0, experts: 3, topK: 1, hidden: [5], classes: 2, planes: 4, seed: 23, samples: 17,
              conv: [1, 1, 1, 0, 1], shape: [6, 6]),
+        // format v3 two-level routers: 456 experts in 24 groups of 19 (> 1 micro-batch), odd widths, 3 planes
+        Spec(features: 100, stem: 70, experts: 456, topK: 2, hidden: [65], classes: 7, planes: 3, seed: 30, samples: 300,
+             routerGroups: 24),
+        // groups of 3 with top_k = the whole group, router ties (group scores tie too), no hidden layer
+        Spec(features: 20, stem: 9, experts: 12, topK: 3, hidden: [], classes: 3, planes: 8, seed: 31, samples: 40,
+             routerTies: true, routerGroups: 4),
+        // the reference shape with 16 groups of 4 experts (the AMX/VNNI stems too)
+        Spec(features: 784, stem: 1024, experts: 64, topK: 2, hidden: [256], classes: 10, planes: 4, seed: 32, samples: 40,
+             routerGroups: 16),
     ]
 
     /// The stem kernels this CPU can run for a spec (the lookup, VNNI and AMX kernels need ≤ 4 planes).
@@ -95,6 +104,13 @@ struct ReferenceTests {
         let stemPre = try TestSupport.npy(dir, "expected_stem_pre").ints()
         let stemBits = try TestSupport.npy(dir, "expected_stem_bits").ints()
         let scores = try TestSupport.npy(dir, "expected_router_scores").floats()
+        let groupScores = spec.routerGroups == nil ? [] : try TestSupport.npy(dir, "expected_router_group_scores").floats()
+        let groups = spec.routerGroups == nil ? [] : try TestSupport.npy(dir, "expected_router_groups").ints()
+        if let G = spec.routerGroups {
+            #expect(cfg.routerGroups == G && groupScores.count == M * G && groups.count == M)
+            // the generator must spread samples over several groups, or the grouping proves little
+            #expect(M < 20 || Set(groups).count > 1)
+        }
         let experts = try TestSupport.npy(dir, "expected_experts").ints()
         let gates = try TestSupport.npy(dir, "expected_gates").floats()
         let logits = try TestSupport.npy(dir, "expected_logits").floats()
@@ -111,6 +127,8 @@ struct ReferenceTests {
             #expect(t.stemBits.map { $0 ? 1 : 0 } == stemBits)
             // router scores: same float32 operations in the same order, so bit-identical
             #expect(t.routerScores == scores, "router scores differ (threads \(threads))")
+            #expect(t.routerGroupScores == groupScores, "router group scores differ (threads \(threads))")
+            #expect(t.routerGroups == groups, "router groups differ (threads \(threads))")
             #expect(t.experts == experts, "selected experts differ (threads \(threads), \(kernel), \(path))")
             var bad = 0
             for i in 0..<(M * K) where !TestSupport.close(t.gates[i], gates[i]) { bad += 1 }

@@ -50,9 +50,12 @@ enum TestSupport {
         /// Format v2 conv front: [channels, kernel, stride, padding, pool] over an input of `shape` [height, width].
         var conv: [Int]? = nil
         var shape: [Int]? = nil
+        /// Format v3 two-level router: this many groups of experts.
+        var routerGroups: Int? = nil
         var description: String {
             let c = conv.map { " conv\($0) on \(shape ?? [])" } ?? ""
-            return "D\(features) S\(stem) E\(experts) k\(topK) H\(hidden) C\(classes) P\(planes) M\(samples)\(routerTies ? " ties" : "")\(c)"
+            let g = routerGroups.map { " G\($0)" } ?? ""
+            return "D\(features) S\(stem) E\(experts) k\(topK) H\(hidden) C\(classes) P\(planes) M\(samples)\(routerTies ? " ties" : "")\(c)\(g)"
         }
     }
 
@@ -66,6 +69,7 @@ enum TestSupport {
                     "--classes", "\(spec.classes)", "--planes", "\(spec.planes)", "--seed", "\(spec.seed)",
                     "--samples", "\(spec.samples)"]
         if spec.routerTies { args.append("--router-ties") }
+        if let g = spec.routerGroups { args += ["--router-groups", "\(g)"] }
         if let c = spec.conv, let s = spec.shape {
             args += ["--conv", c.map(String.init).joined(separator: ","), "--shape", s.map(String.init).joined(separator: ",")]
         }
