@@ -20,6 +20,7 @@
    Fashion-MNIST images, (c) a folder of PNG images; each writes a model directory that reference.py loads with
    the card's accuracy, an ONNX float twin and int8 twin; with $BITFLEET_BIN (a built `bitfleet`) the engine
    loads and runs it (`bitfleet bench --model`); (d) the PNG folder again with --conv (the card names the front).
+0. Format v3 (two-level router): reference.py's grouped routing against a per-sample loop; export.py's checks.
 3. fit.py's errors on bad input: missing labels, ragged CSV, one class, NaN, negative features, empty folder,
    unreadable image, no such path.
 """
@@ -473,7 +474,45 @@ def test_fit_errors():
     return f"{len(cases)} bad inputs refused with a clear message"
 
 
-TESTS = [test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
+def test_export_router_groups():
+    """Format v3: export.py refuses bad router_groups; reference.py's grouped router equals a plain per-sample loop
+    (best group by the router rule, then the top k of its experts only)."""
+    import random_model
+    import reference
+    from export import ExportError, export_model
+    with tempfile.TemporaryDirectory() as td:
+        out = random_model.build(td, 30, 40, 12, 2, [16], 5, 4, 5, 64, router_groups=4)
+        m = reference.load_model(td)
+        check(m["config"]["format_version"] == 3 and m["config"]["router_groups"] == 4, "v3 config")
+        x = np.load(os.path.join(td, "inputs.npy"))
+        q = x.astype(np.int64) >> 4
+        h = np.where(q @ m["stem_w"].T >= m["stem_t"][None, :], 1, -1)
+        for i in range(len(x)):
+            gs = [np.float32(np.float32(m["group_scale"][j]) * np.float32(h[i] @ m["group_w"][j]))
+                  + np.float32(m["group_bias"][j]) for j in range(4)]
+            j = max(range(4), key=lambda g: (gs[g], -g))
+            rs = {e: np.float32(np.float32(m["router_scale"][e]) * np.float32(h[i] @ m["router_w"][e]))
+                  + np.float32(m["router_bias"][e]) for e in range(3 * j, 3 * j + 3)}
+            top = sorted(rs, key=lambda e: (-rs[e], e))[:2]
+            check(int(out["router_groups"][i]) == j, f"sample {i}: group {out['router_groups'][i]}, loop {j}")
+            check(list(out["experts"][i]) == top, f"sample {i}: experts {list(out['experts'][i])}, loop {top}")
+            check(all(np.isneginf(out["router_scores"][i][e]) == (e // 3 != j) for e in range(12)), "-inf outside")
+        check(len(set(out["router_groups"].tolist())) > 1, "the samples chose one group only")
+        cfg = json.load(open(os.path.join(td, "config.json")))
+        args = [None] * 11
+        for bad, want in [(dict(router_groups=5), "router_groups"), (dict(router_groups=12), "top_k <= experts"),
+                          (dict(router_groups=4, format_version=2), "needs format_version 3")]:
+            c = dict(cfg, **bad)
+            c.pop("format_version", None) if "format_version" not in bad else None
+            try:
+                export_model(os.path.join(td, "bad"), c, *args)
+                raise AssertionError(f"{bad}: accepted")
+            except ExportError as e:
+                check(want in str(e), f"{bad}: {e}")
+    return "grouped routing equals a per-sample loop on 64 samples; 3 bad configs refused"
+
+
+TESTS = [test_export_router_groups, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
          test_fit_npz_scaled_features, test_fit_image_folder, test_fit_image_folder_conv]
 
 

@@ -109,6 +109,18 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         return g + experts / g
     }
 
+    /// Groups for a two-level router over `experts`: the divisor G ≥ 2 that makes G + experts / G (router rows per
+    /// sample) smallest, or nil when no grouping scores fewer rows than one flat router (a prime count, 4 or fewer).
+    public static func suggestedRouterGroups(experts: Int) -> Int? {
+        var best: Int? = nil
+        var rows = experts
+        for g in stride(from: 2, to: experts, by: 1) where experts % g == 0 && g + experts / g < rows {
+            best = g
+            rows = g + experts / g
+        }
+        return best
+    }
+
     /// The conv front's shapes (nil without one, or without a two-dimensional `input_shape`).
     public var convGeometry: ConvGeometry? {
         guard let c = conv, let shape = inputShape, shape.count == 2 else { return nil }

@@ -15,7 +15,8 @@ struct BenchCommand: ParsableCommand {
             batch 1 and batch 256, mapped memory, and € per million inferences at --price-per-core-hour. \
             --compare-paths also times every kernel path this CPU supports (XNOR: portable, avx2, \
             avx512-vpopcntdq; stem: bit-planes, lookup, vnni, amx); --experts-scaling N compares random models of \
-            the reference shape with 16 and N experts at batch 256. The kernel paths in use are printed (and in \
+            the reference shape with 16 and N experts at batch 256, the N-expert one with one flat router and, \
+            where N has a divisor G near √N, with a two-level router of G groups (format v3). The kernel paths in use are printed (and in \
             --json as kernelPaths); BITFLEET_KERNEL_PATH and BITFLEET_STEM_KERNEL force them.
             """)
 
@@ -31,7 +32,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Also time every kernel path this CPU supports (XNOR GEMM on 1 thread, model at batch 256 per stem kernel).")
     var comparePaths = false
 
-    @Option(help: "Compare random models of the reference shape with 16 and this many experts (top 2) at batch 256; 0 skips.")
+    @Option(help: "Compare random models of the reference shape with 16 and this many experts (top 2) at batch 256 (flat and two-level routers); 0 skips.")
     var expertsScaling: Int = 0
 
     @Option(help: ArgumentHelp(
@@ -85,6 +86,8 @@ struct BenchCommand: ParsableCommand {
 
     struct ScalingRow: Codable {
         var experts: Int
+        /// Groups of a two-level router (nil: one flat router over all experts).
+        var routerGroups: Int?
         var topK: Int
         var samplesPerSecond: Double
         var samplesPerCPUSecond: Double
@@ -183,6 +186,8 @@ struct BenchCommand: ParsableCommand {
         var expertsScalingRatio: Double?
         /// The same ratio from interleaved rounds (both models timed back to back, each round): robust to drift.
         var expertsScalingPaired: PairedRatio?
+        /// The many-expert model with a two-level router ÷ the 16-expert model, interleaved (nil without a divisor).
+        var expertsScalingGroupedPaired: PairedRatio?
         /// What the model measurements ran on: a file of real samples, or random bytes.
         var inputs: String
         /// Where the model routes a batch of 256 of those inputs.
@@ -315,23 +320,26 @@ struct BenchCommand: ParsableCommand {
 
         var scaling: [ScalingRow] = []
         var expertsPaired: PairedRatio?
+        var expertsGroupedPaired: PairedRatio?
         if expertsScaling > 0 {
             let base = NSTemporaryDirectory() + "bitfleet-bench-experts-\(getpid())"
             try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: base) }
             var models: [BinaryMoEModel] = []
-            for e in [16, expertsScaling] {
+            var variants: [(Int, Int?)] = [(16, nil), (expertsScaling, nil)]
+            if let g = ModelConfig.suggestedRouterGroups(experts: expertsScaling) { variants.append((expertsScaling, g)) }
+            for (e, groups) in variants {
                 let config = ModelConfig(name: "random-\(e)-experts", version: "1", inputFeatures: 784, inputShape: [28, 28],
                                          inputBitPlanes: 4, inputScale: 255, stemWidth: 1024, experts: e, topK: 2,
-                                         expertHidden: [256], classes: (0..<10).map { "class\($0)" })
-                let d = base + "/\(e)"
+                                         expertHidden: [256], classes: (0..<10).map { "class\($0)" }, routerGroups: groups)
+                let d = base + "/\(e)" + (groups.map { "-g\($0)" } ?? "")
                 try ModelWriter.writeRandom(directory: d, config: config, seed: 11)
                 // the many-expert model runs the stem kernel the 16-expert one chose: each model's automatic choice
                 // is timed at load, and on a busy host the two could differ, which would compare stems, not experts
                 let m = try BinaryMoEModel.load(directory: d, stemKernel: models.first?.stemKernel ?? stemKernel,
                                                 xnorPath: kernelPath)
                 let (perSecond, cpu, samples) = try Self.throughput(m, inputs, batch: 256, threads: 1, seconds: seconds)
-                scaling.append(ScalingRow(experts: e, topK: 2, samplesPerSecond: perSecond,
+                scaling.append(ScalingRow(experts: e, routerGroups: groups, topK: 2, samplesPerSecond: perSecond,
                                           samplesPerCPUSecond: Double(samples) / max(cpu, 1e-9), mappedBytes: m.mappedBytes,
                                           routing: Routing(try m.predict(samples: inputs, count: 256).stats.expertActivations)))
                 models.append(m)
@@ -340,6 +348,11 @@ struct BenchCommand: ParsableCommand {
             expertsPaired = try Self.pairedRatio(rounds: 11, seconds: slice,
                 numerator: { try Self.throughput(models[1], inputs, batch: 256, threads: 1, seconds: slice).0 },
                 denominator: { try Self.throughput(models[0], inputs, batch: 256, threads: 1, seconds: slice).0 })
+            if models.count == 3 {
+                expertsGroupedPaired = try Self.pairedRatio(rounds: 11, seconds: slice,
+                    numerator: { try Self.throughput(models[2], inputs, batch: 256, threads: 1, seconds: slice).0 },
+                    denominator: { try Self.throughput(models[0], inputs, batch: 256, threads: 1, seconds: slice).0 })
+            }
         }
 
         let report = Report(
@@ -355,8 +368,8 @@ struct BenchCommand: ParsableCommand {
                                      xnorSupported: KernelCapabilities.running.xnorPaths,
                                      stemSupported: KernelCapabilities.running.stemKernels),
             pathComparison: pathRows, expertsScaling: scaling,
-            expertsScalingRatio: scaling.count == 2 ? scaling[1].samplesPerSecond / scaling[0].samplesPerSecond : nil,
-            expertsScalingPaired: expertsPaired, inputs: inputSource, routing: routing, threadScalingPaired: threadScaling)
+            expertsScalingRatio: scaling.count >= 2 ? scaling[1].samplesPerSecond / scaling[0].samplesPerSecond : nil,
+            expertsScalingPaired: expertsPaired, expertsScalingGroupedPaired: expertsGroupedPaired, inputs: inputSource, routing: routing, threadScalingPaired: threadScaling)
 
         if json {
             let encoder = JSONEncoder()
@@ -406,17 +419,22 @@ struct BenchCommand: ParsableCommand {
                 print("           " + pad(r.kind, 12) + pad(r.path, 20) + v + " " + r.unit)
             }
         }
-        if scaling.count == 2, let ratio = report.expertsScalingRatio {
+        if scaling.count >= 2, let ratio = report.expertsScalingRatio {
             print("")
             print("experts    random models 784 × 4 planes → 1024 → E experts (top 2) [256] → 10, batch 256, 1 thread")
             for r in scaling {
-                print("           " + pad("\(r.experts) experts", 14) + pad(fmt(r.samplesPerSecond, 0) + " samples/s", 22) + pad(bytes(r.mappedBytes) + " weights", 18)
+                let name = "\(r.experts) experts" + (r.routerGroups.map { ", \($0) groups of \(r.experts / $0)" } ?? "")
+                print("           " + pad(name, 30) + pad(fmt(r.samplesPerSecond, 0) + " samples/s", 22) + pad(bytes(r.mappedBytes) + " weights", 18)
                       + r.routing.text)
             }
-            print("           \(scaling[1].experts) experts keep \(fmt(100 * ratio, 1)) % of the 16-expert samples/s")
+            print("           \(scaling[1].experts) experts, one router, keep \(fmt(100 * ratio, 1)) % of the 16-expert samples/s")
             if let p = report.expertsScalingPaired {
                 print("           interleaved, \(p.rounds) rounds of \(fmt(p.secondsPerMeasurement, 2)) s each: median \(fmt(100 * p.median, 1)) % "
                       + "(rounds \(fmt(100 * p.low, 1))–\(fmt(100 * p.high, 1)) %)")
+            }
+            if scaling.count == 3, let g = scaling[2].routerGroups, let p = report.expertsScalingGroupedPaired {
+                print("           \(scaling[2].experts) experts, two-level router (\(g) groups): \(fmt(100 * scaling[2].samplesPerSecond / scaling[0].samplesPerSecond, 1)) %; "
+                      + "interleaved median \(fmt(100 * p.median, 1)) % (rounds \(fmt(100 * p.low, 1))–\(fmt(100 * p.high, 1)) %)")
             }
         }
     }

@@ -242,6 +242,13 @@ struct LoaderTests {
         Self.expectLoadError(dir, ["config.json", "cannot open"])
     }
 
+    @Test func suggestedRouterGroupsScoreTheFewestRows() {
+        #expect(ModelConfig.suggestedRouterGroups(experts: 456) == 19)   // 19 + 24 = 43 rows instead of 456
+        #expect(ModelConfig.suggestedRouterGroups(experts: 16) == 4)
+        #expect(ModelConfig.suggestedRouterGroups(experts: 12) == 3)     // 3 + 4 = 7 (4 + 3 too: the first wins)
+        for e in [1, 2, 3, 4, 7, 457] { #expect(ModelConfig.suggestedRouterGroups(experts: e) == nil, "\(e)") }
+    }
+
     @Test func paddingBitsAreIgnored() throws {
         // stem rows are 20 bits = 3 bytes: the top 4 bits of every third byte are padding. Garbage there must not
         // change the results (the engine masks it).
