@@ -359,6 +359,28 @@ struct TopKTests {
 
 @Suite("Thread pool and CPU features")
 struct PoolTests {
+    /// A batch is cut in proportion to the chunk positions' measured samples/s, on multiples of 16, each chunk
+    /// keeping a floor; without usable rates it is cut evenly.
+    @Test func chunkBoundsFollowTheMeasuredSpeeds() {
+        let cut = BinaryMoEModel.chunkBounds
+        #expect(cut(256, 2, [], 16) == [0, 128, 256])
+        #expect(cut(256, 2, [1, 0], 16) == [0, 128, 256])                 // a position not measured yet
+        #expect(cut(256, 2, [1, .nan], 16) == [0, 128, 256])
+        #expect(cut(256, 2, [410_000, 220_000], 16) == [0, 160, 256])     // 256 · 410/630 = 166.6 → 160
+        #expect(cut(256, 2, [220_000, 410_000], 16) == [0, 96, 256])
+        #expect(cut(256, 2, [1, 1_000_000], 16) == [0, 64, 256])          // the floor: a quarter of the batch
+        #expect(cut(256, 2, [1_000_000, 1], 16) == [0, 192, 256])
+        #expect(cut(300, 3, [1, 1, 1], 16) == [0, 96, 208, 300])
+        #expect(cut(17, 2, [1, 5], 16) == [0, 9, 17])                     // no room for the floor: even
+        for count in [32, 33, 100, 256, 511] {
+            for rates in [[1.0, 2.0], [3.0, 1.0, 2.0], [1.0, 1.0, 1.0, 9.0]] where count >= 16 * rates.count {
+                let b = cut(count, rates.count, rates, 16)
+                #expect(b.count == rates.count + 1 && b.first == 0 && b.last == count)
+                #expect(zip(b, b.dropFirst()).allSatisfy { $0 < $1 }, "\(count) \(rates) \(b)")
+            }
+        }
+    }
+
     @Test func parallelForRunsEveryIndexOnce() {
         let pool = ThreadPool(helpers: 3)
         for count in [0, 1, 2, 7, 100] {
