@@ -67,23 +67,15 @@ def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=No
         stem_w = stem_t = None
         S, h = D, q
 
-    router_w = signs(rng, (E, S))
-    if router_ties:
-        router_scale = np.ones(E, dtype=np.float32)
-        router_bias = np.zeros(E, dtype=np.float32)
-    else:
-        router_scale = rng.uniform(0.01, 0.2, size=E).astype(np.float32)
-        router_bias = rng.normal(0, 0.5, size=E).astype(np.float32)
-
-    group_w = group_scale = group_bias = None
-    if router_groups:
-        group_w = signs(rng, (router_groups, S))
+    def router_rows(n):
+        """n router rows over h: weights, scales and biases (scale 1 and bias 0 with --router-ties)."""
+        w = signs(rng, (n, S))
         if router_ties:
-            group_scale = np.ones(router_groups, dtype=np.float32)
-            group_bias = np.zeros(router_groups, dtype=np.float32)
-        else:
-            group_scale = rng.uniform(0.01, 0.2, size=router_groups).astype(np.float32)
-            group_bias = rng.normal(0, 0.5, size=router_groups).astype(np.float32)
+            return w, np.ones(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
+        return w, rng.uniform(0.01, 0.2, size=n).astype(np.float32), rng.normal(0, 0.5, size=n).astype(np.float32)
+
+    router_w, router_scale, router_bias = router_rows(E)
+    group_w, group_scale, group_bias = router_rows(router_groups) if router_groups else (None, None, None)
 
     widths = [S] + list(hidden)
     hidden_w, hidden_t = [], []
