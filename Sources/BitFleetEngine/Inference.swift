@@ -56,8 +56,7 @@ public struct RankedClasses: Sendable {
 
     public subscript(sample: Int) -> [ClassScore] {
         (0..<perSample).map { r in
-            let c = index(sample, r)
-            return ClassScore(index: c, label: labels[c], probability: probabilities[sample * labels.count + c])
+            ClassScore(index: index(sample, r), label: labels[index(sample, r)], probability: probability(sample, r))
         }
     }
 }

@@ -347,7 +347,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
                         activations.withUnsafeMutableBufferPointer { act in
                             top.withUnsafeMutableBufferPointer { tp in
                                 let p = SendablePointer(UnsafePointer(pr.baseAddress!))
-                                let t = SendableInt32Pointer(tp.baseAddress)
+                                let t = SendablePointer(tp.baseAddress)
                                 // each chunk of the forward pass ranks its own samples' classes as soon as it has them
                                 // (a second parallel round for the ranking cost a second hand-off between threads)
                                 run(x: x, count: count, threads: threads,
@@ -425,13 +425,6 @@ public final class BinaryMoEModel: @unchecked Sendable {
     @inline(__always)
     static func rank(_ p: UnsafePointer<Float>, _ C: Int, _ k: Int, into best: UnsafeMutablePointer<Int32>) {
         bf_select_topk(p, C, k, best)
-    }
-
-    /// Strictly better score; NaN ranks below everything.
-    @inline(__always) static func ranksAbove(_ a: Float, _ b: Float) -> Bool {
-        if a.isNaN { return false }
-        if b.isNaN { return true }
-        return a > b
     }
 
     struct Outputs {
@@ -895,16 +888,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
             }
         }
         let start = s.routerGroupStart
-        start.initialize(repeating: 0, count: G + 1)
-        for i in 0..<n { start[Int(s.routerGroupOf[i]) + 1] += 1 }
-        for j in 0..<G { start[j + 1] += start[j] }
-        for i in 0..<n {
-            let j = Int(s.routerGroupOf[i])
-            s.routerGroupOrder[start[j]] = Int32(truncatingIfNeeded: i)
-            start[j] += 1
-        }
-        for j in stride(from: G, to: 0, by: -1) { start[j] = start[j - 1] }
-        start[0] = 0
+        Self.countingSort(keys: s.routerGroupOf, count: n, buckets: G, start: start, order: s.routerGroupOrder)
         routerScale.withUnsafeBufferPointer { scale in
             routerBias.withUnsafeBufferPointer { bias in
                 for j in 0..<G {
@@ -935,23 +919,32 @@ public final class BinaryMoEModel: @unchecked Sendable {
         }
     }
 
+    /// Items `0..<count` ordered by their key (`keys[item]` in `0..<buckets`), stably: bucket `b` holds
+    /// `order[start[b] ..< start[b + 1]]`. One pass to count, one to place (the experts' (sample, slot) pairs by
+    /// expert, the samples by router group).
+    @inline(__always)
+    static func countingSort(keys: UnsafePointer<Int32>, count: Int, buckets: Int, start: UnsafeMutablePointer<Int>,
+                             order: UnsafeMutablePointer<Int32>) {
+        start.initialize(repeating: 0, count: buckets + 1)
+        for item in 0..<count { start[Int(keys[item]) + 1] += 1 }
+        for b in 0..<buckets { start[b + 1] += start[b] }
+        for item in 0..<count {
+            let b = Int(keys[item])
+            // `start[b]` is advanced while filling and restored below.
+            order[start[b]] = Int32(truncatingIfNeeded: item)
+            start[b] += 1
+        }
+        for b in stride(from: buckets, to: 0, by: -1) { start[b] = start[b - 1] }
+        start[0] = 0
+    }
+
     /// Groups (sample, slot) pairs by expert with a counting sort, then runs one GEMM chain per expert.
     @inline(never)
     private func expertStage(n: Int, s: Scratch, activations: UnsafeMutablePointer<Int>) {
         let S = config.representationWidth, E = config.experts, K = config.topK, C = config.classes.count
         let ws = (S + 63) / 64
         let start = s.groupStart
-        start.initialize(repeating: 0, count: E + 1)
-        for item in 0..<(n * K) { start[Int(s.selected[item]) + 1] += 1 }
-        for e in 0..<E { start[e + 1] += start[e] }
-        for item in 0..<(n * K) {
-            let e = Int(s.selected[item])
-            // `start[e]` is advanced while filling and restored below.
-            s.groupItems[start[e]] = Int32(item)
-            start[e] += 1
-        }
-        for e in stride(from: E, to: 0, by: -1) { start[e] = start[e - 1] }
-        start[0] = 0
+        Self.countingSort(keys: s.selected, count: n * K, buckets: E, start: start, order: s.groupItems)
 
         let widths = config.expertWidths
         // with many experts, the next expert after e with samples (its first layer is prefetched while e runs)
@@ -1034,14 +1027,10 @@ public final class BinaryMoEModel: @unchecked Sendable {
 
 }
 
-private struct SendablePointer: @unchecked Sendable {
-    let pointer: UnsafePointer<Float>
-    init(_ pointer: UnsafePointer<Float>) { self.pointer = pointer }
-}
-
-private struct SendableInt32Pointer: @unchecked Sendable {
-    let pointer: UnsafeMutablePointer<Int32>?
-    init(_ pointer: UnsafeMutablePointer<Int32>?) { self.pointer = pointer }
+/// A pointer handed to the pool's threads (each writes or reads its own rows).
+private struct SendablePointer<P>: @unchecked Sendable {
+    let pointer: P
+    init(_ pointer: P) { self.pointer = pointer }
 }
 
 #if canImport(Glibc)

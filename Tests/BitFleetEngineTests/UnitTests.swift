@@ -292,6 +292,13 @@ struct KernelTests {
 
 @Suite("Router top-k")
 struct TopKTests {
+    /// The rule the kernels implement: strictly better score; NaN ranks below everything.
+    static func ranksAbove(_ a: Float, _ b: Float) -> Bool {
+        if a.isNaN { return false }
+        if b.isNaN { return true }
+        return a > b
+    }
+
     /// `bf_select_topk` (AVX-512 one vector up to 16 scores, two-pass bound or prefilter where the CPU has it, scalar
     /// otherwise and for the tail; it also ranks the classes of every sample)
     /// against a stable sort: larger first, ties by lower index, NaN last; many lengths around the 16-wide blocks,
@@ -313,8 +320,8 @@ struct TopKTests {
                 }
             }
             let expected = (0..<n).sorted { a, b in
-                if BinaryMoEModel.ranksAbove(r[a], r[b]) { return true }
-                if BinaryMoEModel.ranksAbove(r[b], r[a]) { return false }
+                if Self.ranksAbove(r[a], r[b]) { return true }
+                if Self.ranksAbove(r[b], r[a]) { return false }
                 if r[a].isNaN != r[b].isNaN { return !r[a].isNaN }
                 return a < b
             }.prefix(k).map { Int32($0) }
