@@ -52,6 +52,18 @@ public enum StemKernel: String, Sendable, CaseIterable, Codable {
         }
     }
 
+    /// The direct conv kernel (`conv_direct.c`) that stands for this stem kernel in a conv model's front: the
+    /// `vpmaddubsw` kernels on the lookup kernels' instruction sets, `vpdpbusd` for VNNI. AMX and the bit planes run
+    /// the conv as windows through the stem kernels instead.
+    var convDirectCode: Int32? {
+        switch self {
+        case .lookup: Int32(BF_CONV_AVX2)
+        case .lookupAVX512: Int32(BF_CONV_AVX512BW)
+        case .vnni: Int32(BF_CONV_VNNI)
+        default: nil
+        }
+    }
+
     /// True when the running CPU supports this kernel (for some model).
     public var isSupportedByCPU: Bool {
         switch self {

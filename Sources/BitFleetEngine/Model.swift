@@ -34,6 +34,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
     let stemLookup: StemLookupWeights?
     /// The stem weights as {0, 1} bytes for the int8 kernels (nil unless a chosen stem kernel is `.vnni`/`.amx`).
     let stemInt8: UnsafePointer<UInt8>?
+    /// A conv model's filters and thresholds for the direct conv kernel that stands for `stemKernel`
+    /// (`StemKernel.convDirectCode`; nil for a v1 model, or when the conv runs as windows through the stem kernels).
+    let convDirect: (path: Int32, packed: UnsafePointer<UInt8>)?
     /// Which stem kernel `predict` uses for micro-batches of at least 16 samples (never `.automatic`).
     public let stemKernel: StemKernel
     /// The stem kernel for micro-batches of fewer than 16 samples: a 16 × 16 AMX tile wastes most of its work on
@@ -252,8 +255,23 @@ public final class BinaryMoEModel: @unchecked Sendable {
             ? StemChoice.fastest(config: config, stem: stem) : (large: stemKernel, small: stemKernel)
         self.stemKernel = chosen.large
         stemKernelSmallBatch = chosen.small
-        let kernels = [chosen.large, chosen.small]
         var stemBytes = 0
+        if let g = conv, let code = chosen.large.convDirectCode, bf_conv_direct_supported(code) != 0 {
+            // a conv front runs image by image with one kernel (the small-batch choice is the same)
+            let count = bf_conv_direct_bytes(code, g.channels, g.kernel)
+            let storage = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 64)
+            let (filters, thresholds) = (stem, stemThreshold)
+            thresholds.withUnsafeBufferPointer {
+                bf_conv_direct_pack(code, filters.base, filters.words, $0.baseAddress!, g.channels, g.kernel,
+                                    storage.assumingMemoryBound(to: UInt8.self))
+            }
+            owned.append(storage)
+            convDirect = (code, UnsafePointer(storage.assumingMemoryBound(to: UInt8.self)))
+            stemBytes += count
+        } else {
+            convDirect = nil
+        }
+        let kernels = convDirect == nil ? [chosen.large, chosen.small] : []
         if kernels.contains(.lookup) || kernels.contains(.lookupAVX512) {
             let lookup = StemLookupWeights(stem: stem, owned: &owned)
             stemLookup = lookup
@@ -780,7 +798,11 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let shift = Int32(8 - config.inputBitPlanes)
         for i in 0..<n {
             let xi = x + (first + i) * D
-            if stemInt8 != nil, kernel.int8Code != nil {
+            if let d = convDirect {
+                // filters, thresholds and bits in registers, reading the padded image in place
+                bf_conv_direct(d.path, xi, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth,
+                               shift, d.packed, g.channels, s.convWork, s.convBits)
+            } else if stemInt8 != nil, kernel.int8Code != nil {
                 // the windows go straight into the int8 kernels' activation rows (one pass, no patch copy)
                 let kpad = (g.taps + 63) / 64 * 64
                 bf_conv_activations(xi, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth,

@@ -67,8 +67,8 @@ struct StemLookupWeights: @unchecked Sendable {
 
 /// Picks the stem kernels by measurement: every kernel this CPU and model allow is timed on the model's own stem
 /// shape (pseudo-random samples, best of 5 runs), once for large micro-batches (64 samples) and once for small ones
-/// (1 sample), and the fastest of each is kept. A conv front's filters are timed once, on one image's patches
-/// (every micro-batch gives them as many rows). All of them compute the same integers, so the choice only affects
+/// (1 sample), and the fastest of each is kept. A conv front is timed once, image by image (`timeConv`: the direct
+/// conv kernels, or AMX over the windows), and its choice serves every batch size. All of them compute the same integers, so the choice only affects
 /// speed. Measured once per shape per process.
 enum StemChoice {
     private static let cache = Mutex<[String: (large: StemKernel, small: StemKernel)]>([:])
@@ -78,7 +78,14 @@ enum StemChoice {
         let candidates = [StemKernel.lookup, .lookupAVX512, .vnni, .amx].filter { $0.supports(config) }
         guard let first = candidates.first else { return (.bitPlanes, .bitPlanes) }
         if candidates.count == 1 { return (first, first) }
-        let rows = config.convGeometry.map { [min($0.positions, 256)] } ?? [64, 1]
+        if let g = config.convGeometry {
+            let key = "conv \(g.height)x\(g.width) \(g.channels)x\(g.kernel)/\(g.stride)+\(g.padding) P\(P)"
+            if let known = cache.withLock({ $0[key] }) { return known }
+            let best = candidates.map { ($0, timeConv($0, g, planes: P, stem: stem)) }.min { $0.1 < $1.1 }!.0
+            cache.withLock { $0[key] = (best, best) }
+            return (best, best)
+        }
+        let rows = [64, 1]
         let key = "\(stem.bits)x\(stem.rows)x\(P)x\(rows)"
         if let known = cache.withLock({ $0[key] }) { return known }
         let large = candidates.map { ($0, time($0, samples: rows[0], planes: P, stem: stem)) }.min { $0.1 < $1.1 }!.0
@@ -86,6 +93,71 @@ enum StemChoice {
             : candidates.map { ($0, time($0, samples: rows[1], planes: P, stem: stem)) }.min { $0.1 < $1.1 }!.0
         cache.withLock { $0[key] = (large, small) }
         return (large, small)
+    }
+
+    /// Best-of-5 seconds for a conv front over 4 pseudo-random images with `kernel`: the direct conv kernel that
+    /// stands for it, or (AMX) the windows through the int8 stem kernel and the threshold; the OR-pooling after
+    /// either is the same and not timed.
+    static func timeConv(_ kernel: StemKernel, _ g: ConvGeometry, planes: Int, stem: PackedMatrix) -> Double {
+        let images = 4, D = g.height * g.width, kk = g.taps, C = g.channels
+        let shift = Int32(8 - planes)
+        var rng = SplitMix64(state: 0x5EED)
+        let x = (0..<(images * D)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let thresholds = [Int32](repeating: 0, count: C)
+        let work = UnsafeMutableRawPointer.allocate(byteCount: bf_conv_work_bytes(g.height, g.width, g.kernel, g.padding, g.outWidth), alignment: 64)
+        let bits = UnsafeMutablePointer<UInt64>.allocate(capacity: g.positions)
+        var owned: [UnsafeMutableRawPointer] = [work, UnsafeMutableRawPointer(bits)]
+        defer { for p in owned { p.deallocate() } }
+        let w8 = work.assumingMemoryBound(to: UInt8.self)
+        let run: () -> Void
+        if let code = kernel.convDirectCode, bf_conv_direct_supported(code) != 0 {
+            let packed = UnsafeMutableRawPointer.allocate(byteCount: bf_conv_direct_bytes(code, C, g.kernel), alignment: 64)
+            owned.append(packed)
+            let p8 = packed.assumingMemoryBound(to: UInt8.self)
+            thresholds.withUnsafeBufferPointer { bf_conv_direct_pack(code, stem.base, stem.words, $0.baseAddress!, C, g.kernel, p8) }
+            run = {
+                x.withUnsafeBufferPointer { xs in
+                    for i in 0..<images {
+                        bf_conv_direct(code, xs.baseAddress! + i * D, g.height, g.width, g.kernel, g.stride, g.padding,
+                                       g.outHeight, g.outWidth, shift, p8, C, w8, bits)
+                    }
+                }
+            }
+        } else {
+            let code = kernel.int8Code!
+            let w = UnsafeMutableRawPointer.allocate(byteCount: bf_stem_int8_bytes(C, kk), alignment: 64)
+            owned.append(w)
+            bf_stem_int8_pack(stem.base, C, kk, w.assumingMemoryBound(to: UInt8.self))
+            let kpad = (kk + 63) / 64 * 64, ld = (C + 15) / 16 * 16, rows = (g.positions + 31) / 32 * 32
+            let q = UnsafeMutablePointer<UInt8>.allocate(capacity: rows * kpad + 8)
+            let acc = UnsafeMutablePointer<Int32>.allocate(capacity: rows * ld)
+            let sumQ = UnsafeMutablePointer<Int>.allocate(capacity: g.positions)
+            owned += [UnsafeMutableRawPointer(q), UnsafeMutableRawPointer(acc), UnsafeMutableRawPointer(sumQ)]
+            run = {
+                x.withUnsafeBufferPointer { xs in
+                    thresholds.withUnsafeBufferPointer { t in
+                        for i in 0..<images {
+                            bf_conv_activations(xs.baseAddress! + i * D, g.height, g.width, g.kernel, g.stride, g.padding,
+                                                g.outHeight, g.outWidth, shift, w8, q, kpad, sumQ)
+                            bf_stem_int8(code, q, g.positions, kk, w.assumingMemoryBound(to: UInt8.self), (C + 15) / 16, acc, ld)
+                            bf_stem_threshold(acc, ld, g.positions, C, sumQ, t.baseAddress!, bits, 1)
+                        }
+                    }
+                }
+            }
+        }
+        return bestOf5(run)
+    }
+
+    private static func bestOf5(_ run: () -> Void) -> Double {
+        run()
+        var best = Double.infinity
+        for _ in 0..<5 {
+            let t0 = bf_monotonic_seconds()
+            run()
+            best = min(best, bf_monotonic_seconds() - t0)
+        }
+        return best
     }
 
     /// Best-of-5 seconds for one stem pass over `n` samples (rows) with `kernel`.
@@ -129,13 +201,6 @@ enum StemChoice {
                 bf_stem_int8(code, q, n, D, w.assumingMemoryBound(to: UInt8.self), (S + 15) / 16, acc, ld)
             }
         }
-        run()
-        var best = Double.infinity
-        for _ in 0..<5 {
-            let t0 = bf_monotonic_seconds()
-            run()
-            best = min(best, bf_monotonic_seconds() - t0)
-        }
-        return best
+        return bestOf5(run)
     }
 }

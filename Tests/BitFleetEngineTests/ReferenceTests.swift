@@ -35,6 +35,10 @@ struct ReferenceTests {
         // 64 channels (one full word per position), no padding, pool 3 (cropping), > 1 micro-batch, 3 planes
         Spec(features: 340, stem: 100, experts: 6, topK: 3, hidden: [], classes: 3, planes: 3, seed: 22, samples: 300,
              conv: [64, 3, 1, 0, 3], shape: [20, 17]),
+        // the direct conv kernels' awkward cases: a 13×13 kernel (4 tap groups per row), 40 channels (3 and 5
+        // blocks), stride 2, a stem over the features
+        Spec(features: 437, stem: 50, experts: 4, topK: 2, hidden: [17], classes: 5, planes: 4, seed: 24, samples: 30,
+             conv: [40, 13, 2, 6, 2], shape: [23, 19]),
         // 1×1 kernel, one channel, no pooling, no stem
         Spec(features: 36, stem: 0, experts: 3, topK: 1, hidden: [5], classes: 2, planes: 4, seed: 23, samples: 17,
              conv: [1, 1, 1, 0, 1], shape: [6, 6]),

@@ -224,6 +224,74 @@ struct KernelTests {
         }
     }
 
+    /// The direct conv kernels (`conv_direct.c`) against a plain loop of the format's rule, on every path this CPU
+    /// has: odd shapes, kernels up to 15 (4 groups per row), 1 to 64 channels (1 to 8 blocks), 8 and 4 input bits,
+    /// thresholds taken from the conv's own values (so `≥` is tested at equality), and the int16 sums' extreme
+    /// (k = 15, every q = 255, every weight +1 or −1).
+    @Test func directConvAgainstPlainLoop() throws {
+        let paths = [(Int32(BF_CONV_AVX2), "avx2"), (Int32(BF_CONV_AVX512BW), "avx512bw"), (Int32(BF_CONV_VNNI), "vnni")]
+        let run = paths.filter { bf_conv_direct_supported($0.0) != 0 }
+        print("direct conv paths run on this CPU: \(run.map(\.1)); not run (the CPU lacks them): "
+              + "\(paths.filter { bf_conv_direct_supported($0.0) == 0 }.map(\.1))")
+        try #require(!run.isEmpty || !CPUFeatures.running.avx2, "AVX2 is here but its direct conv path is not")
+        // (H, W, k, stride, pad, channels, shift, weights: 0 random, 1 all +1, 2 all −1, pixels: 0 random, 1 all 255)
+        let shapes: [(Int, Int, Int, Int, Int, Int, Int32, Int, Int)] = [
+            (28, 28, 5, 2, 2, 32, 4, 0, 0), (28, 28, 5, 1, 2, 32, 0, 0, 0), (23, 19, 13, 2, 6, 40, 4, 0, 0),
+            (10, 13, 3, 1, 1, 7, 0, 0, 0), (16, 16, 15, 1, 7, 64, 0, 0, 0), (6, 6, 1, 1, 0, 1, 4, 0, 0),
+            (9, 11, 8, 3, 0, 17, 0, 0, 0), (20, 17, 3, 1, 0, 64, 5, 0, 0),
+            (15, 15, 15, 1, 0, 33, 0, 1, 1), (17, 16, 15, 1, 1, 9, 0, 2, 1),
+        ]
+        var rng = SplitMix64(state: 77)
+        for (H, W, k, stride, pad, C, shift, wkind, xkind) in shapes {
+            let Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, kk = k * k
+            let words = (kk + 63) / 64
+            let wbits: [UInt64] = (0..<(C * words)).map { _ in wkind == 1 ? ~0 : wkind == 2 ? 0 : rng.next() }
+            let x: [UInt8] = (0..<(H * W)).map { _ in xkind == 1 ? 255 : UInt8(truncatingIfNeeded: rng.next()) }
+            func q(_ y: Int, _ xx: Int) -> Int {
+                y < 0 || y >= H || xx < 0 || xx >= W ? 0 : Int(x[y * W + xx] >> UInt8(shift))
+            }
+            var a = [Int](repeating: 0, count: Ho * Wo * C)
+            for oy in 0..<Ho { for ox in 0..<Wo { for c in 0..<C {
+                var sum = 0
+                for ky in 0..<k { for kx in 0..<k {
+                    let t = ky * k + kx
+                    let w = (wbits[c * words + t / 64] >> UInt64(t % 64)) & 1 == 1 ? 1 : -1
+                    sum += w * q(oy * stride + ky - pad, ox * stride + kx - pad)
+                }}
+                a[(oy * Wo + ox) * C + c] = sum
+            }}}
+            // each channel's threshold: its value at a pseudo-random position (ties at that position)
+            let thresholds: [Int32] = (0..<C).map { c in Int32(a[Int(rng.next() % UInt64(Ho * Wo)) * C + c]) }
+            var expected = [UInt64](repeating: 0, count: Ho * Wo)
+            for r in 0..<(Ho * Wo) { for c in 0..<C where a[r * C + c] >= Int(thresholds[c]) { expected[r] |= 1 << UInt64(c) } }
+            let work = UnsafeMutableRawPointer.allocate(byteCount: bf_conv_work_bytes(H, W, k, pad, Wo), alignment: 64)
+            defer { work.deallocate() }
+            for (code, name) in run {
+                let packed = UnsafeMutableRawPointer.allocate(byteCount: bf_conv_direct_bytes(code, C, k), alignment: 64)
+                defer { packed.deallocate() }
+                let p8 = packed.assumingMemoryBound(to: UInt8.self)
+                wbits.withUnsafeBufferPointer { w in thresholds.withUnsafeBufferPointer { t in
+                    bf_conv_direct_pack(code, w.baseAddress!, words, t.baseAddress!, C, k, p8)
+                }}
+                var bits = [UInt64](repeating: 0xDEAD, count: Ho * Wo)
+                let ok = x.withUnsafeBufferPointer { xp in
+                    bf_conv_direct(code, xp.baseAddress!, H, W, k, stride, pad, Ho, Wo, shift, p8, C,
+                                   work.assumingMemoryBound(to: UInt8.self), &bits)
+                }
+                #expect(ok == 1 && bits == expected, "\(name): \(H)x\(W) k\(k) s\(stride) p\(pad) C\(C) shift \(shift)")
+            }
+        }
+        // out of the format's limits: refused, nothing written
+        if let (code, _) = run.first {
+            var bits = [UInt64](repeating: 7, count: 4)
+            let x = [UInt8](repeating: 1, count: 4)
+            let packed = [UInt8](repeating: 0, count: 64)
+            var work = [UInt8](repeating: 0, count: 256)
+            #expect(bf_conv_direct(code, x, 2, 2, 1, 1, 0, 2, 2, 0, packed, 65, &work, &bits) == 0)
+            #expect(bits == [7, 7, 7, 7])
+        }
+    }
+
     @Test func kernelSelectionFromEnvironment() throws {
         #expect(try KernelSelection.fromEnvironment([:]) == KernelSelection())
         let s = try KernelSelection.fromEnvironment(["BITFLEET_KERNEL_PATH": "avx2", "BITFLEET_STEM_KERNEL": "amx"])

@@ -135,4 +135,33 @@ void bf_conv_accumulate(const uint8_t *patches, long rows, long kk, int shift, c
 /// when bit c is set at any position of the `pool × pool` window, `Hp = Ho / pool`, `Wp = Wo / pool`.
 void bf_conv_pool(const uint64_t *bits, long ldb, long Ho, long Wo, long channels, long pool, uint64_t *f, long wf);
 
+/// Direct binary convolution (conv_direct.c): the filters as signed bytes, read by u8 × s8 dot products straight
+/// from the padded image, the thresholds compared in registers.
+enum {
+    /// `vpmaddubsw` on 256-bit lanes, 8 channels per block (AVX2).
+    BF_CONV_AVX2 = 0,
+    /// `vpmaddubsw` on 512-bit lanes, 16 channels per block (AVX-512BW).
+    BF_CONV_AVX512BW = 1,
+    /// `vpdpbusd` on 512-bit lanes, 16 channels per block (AVX-512 VNNI).
+    BF_CONV_VNNI = 2
+};
+
+/// 1 when the running CPU has what `path` needs.
+int bf_conv_direct_supported(int path);
+
+/// Bytes of `bf_conv_direct_pack`'s output (allocate them 64-byte aligned).
+long bf_conv_direct_bytes(int path, long channels, long k);
+
+/// The conv filters (`channels` rows of `k²` bits, `words` 64-bit words per row, bit t = tap ky·k + kx, 1 for +1)
+/// and their thresholds in `path`'s layout.
+void bf_conv_direct_pack(int path, const uint64_t *wbits, long words, const int32_t *threshold, long channels, long k,
+                         uint8_t *dst);
+
+/// One `H × W` uint8 image through the conv filters: `bits[oy × Wo + ox]` bit c = 1 when
+/// `Σ_{ky,kx} w_c(ky, kx) · q(oy·stride + ky − pad, ox·stride + kx − pad) ≥ threshold_c` with `q = x >> shift`, 0
+/// outside the image (format v2). `work` holds `bf_conv_work_bytes` bytes. Returns 0 (and writes nothing) when the
+/// CPU lacks `path` or the shape is out of the format's limits (channels ≤ 64, k ≤ 15).
+int bf_conv_direct(int path, const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo,
+                   int shift, const uint8_t *packed, long channels, uint8_t *work, uint64_t *bits);
+
 #endif

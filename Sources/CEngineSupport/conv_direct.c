@@ -1,0 +1,209 @@
+// Direct binary convolution (format v2 conv front), one image at a time, without windows copied to patch rows and
+// without int32 accumulators written to memory.
+//
+// The filters are expanded at model load to signed bytes w ∈ {+1, −1} (0 past the window and past the last channel)
+// in groups of 4 taps of one kernel row: group (ky, j) holds taps kx = 4j … 4j + 3 of row ky, for every channel:
+// `[group][channel block][lane][4]`. The activations of a group are then 4 consecutive bytes of the padded image,
+// read in place and broadcast to every lane; one u8 × s8 dot-product instruction adds 4 taps of 16 (or 8) channels:
+//
+//   VNNI:       `vpdpbusd` on 512-bit lanes, 16 channels × 4 taps into int32.
+//   AVX-512BW:  `vpmaddubsw` (pairs of u8 × s8 into int16) on 512-bit lanes, summed in int16 over the window, then
+//               `vpmaddwd` by 1 into int32 once per position.
+//   AVX2:       the same on 256-bit lanes, 8 channels per block.
+//
+// int16 sums are exact: each int16 lane adds 2 taps per group, k·ceil(k/4)·2 ≤ 120 taps for k ≤ 15, each
+// |q·w| ≤ 255, so |sum| ≤ 30 600 < 32 767 (and `vpmaddubsw`'s pair sums, ≤ 510, never saturate). Then
+// bit c of the position's word is `a_c ≥ threshold_c`, the format's rule, compared in int32.
+#include <string.h>
+#include <limits.h>
+#include "bf_kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define BF_X86 1
+#endif
+
+static long conv_lanes(int path) { return path == BF_CONV_AVX2 ? 8 : 16; }
+
+int bf_conv_direct_supported(int path) {
+#if BF_X86
+    __builtin_cpu_init();
+    switch (path) {
+    case BF_CONV_AVX2: return __builtin_cpu_supports("avx2") ? 1 : 0;
+    case BF_CONV_AVX512BW: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? 1 : 0;
+    case BF_CONV_VNNI:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vnni") ? 1 : 0;
+    default: return 0;
+    }
+#else
+    (void)path;
+    return 0;
+#endif
+}
+
+long bf_conv_direct_bytes(int path, long channels, long k) {
+    const long L = conv_lanes(path), blocks = (channels + L - 1) / L, groups = k * ((k + 3) / 4);
+    return groups * blocks * L * 4 + blocks * L * (long)sizeof(int32_t);
+}
+
+void bf_conv_direct_pack(int path, const uint64_t *wbits, long words, const int32_t *threshold, long channels, long k,
+                         uint8_t *dst) {
+    const long L = conv_lanes(path), blocks = (channels + L - 1) / L, gr = (k + 3) / 4;
+    int8_t *w = (int8_t *)dst;
+    for (long ky = 0; ky < k; ky++)
+        for (long j = 0; j < gr; j++)
+            for (long b = 0; b < blocks; b++)
+                for (long l = 0; l < L; l++)
+                    for (long i = 0; i < 4; i++) {
+                        const long c = b * L + l, kx = 4 * j + i, t = ky * k + kx;
+                        int8_t v = 0;
+                        if (c < channels && kx < k) v = ((wbits[c * words + t / 64] >> (t % 64)) & 1) ? 1 : -1;
+                        *w++ = v;
+                    }
+    int32_t *thr = (int32_t *)(dst + k * gr * blocks * L * 4);
+    for (long c = 0; c < blocks * L; c++) thr[c] = c < channels ? threshold[c] : INT32_MAX;
+}
+
+// The image shifted right by `shift` inside a zero border of `pad`, row stride W + 2·pad, with 16 bytes of zero
+// slack after it: the last group of a window row may read up to 3 bytes past it (their weights are 0).
+static void padded_image(const uint8_t *x, long H, long W, long pad, int shift, uint8_t *img) {
+    const long Wp = W + 2 * pad;
+    memset(img, 0, (size_t)((H + 2 * pad) * Wp + 16));
+    for (long y = 0; y < H; y++) {
+        uint8_t *dst = img + (y + pad) * Wp + pad;
+        const uint8_t *src = x + y * W;
+        for (long xx = 0; xx < W; xx++) dst[xx] = (uint8_t)(src[xx] >> shift);
+    }
+}
+
+static inline int32_t load4(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+#if BF_X86
+// NB channel blocks, as a compile-time constant so that the accumulators live in registers.
+#define BF_CONV_BODY(NB, ZERO, BCAST, STEP, FINISH, MASK)                                                             \
+    for (long oy = 0; oy < Ho; oy++) {                                                                                \
+        for (long ox = 0; ox < Wo; ox++) {                                                                            \
+            const uint8_t *src = img + oy * stride * Wp + ox * stride;                                                \
+            ACC_T acc[NB];                                                                                            \
+            for (int b = 0; b < NB; b++) acc[b] = ZERO;                                                               \
+            const VEC_T *wg = W;                                                                                      \
+            for (long ky = 0; ky < k; ky++, src += Wp) {                                                              \
+                for (long j = 0; j < gr; j++, wg += NB) {                                                             \
+                    const VEC_T a = BCAST(load4(src + 4 * j));                                                        \
+                    for (int b = 0; b < NB; b++) acc[b] = STEP(acc[b], a, wg[b]);                                     \
+                }                                                                                                     \
+            }                                                                                                         \
+            uint64_t m = 0;                                                                                           \
+            for (int b = 0; b < NB; b++) m |= (uint64_t)MASK(FINISH(acc[b]), T[b]) << (b * LANES);                    \
+            bits[oy * Wo + ox] = m;                                                                                   \
+        }                                                                                                             \
+    }
+
+#define VEC_T __m512i
+#define ACC_T __m512i
+#define LANES 16
+#define DP_STEP(acc, a, w) _mm512_dpbusd_epi32(acc, a, w)
+#define ID(x) (x)
+#define GE16(a, t) _mm512_cmpge_epi32_mask(a, t)
+#define VNNI_KERNEL(NB)                                                                                               \
+    __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void conv_vnni_##NB(                              \
+        const uint8_t *img, long Wp, long k, long gr, long stride, long Ho, long Wo, const __m512i *W,               \
+        const __m512i *T, uint64_t *bits) {                                                                           \
+        BF_CONV_BODY(NB, _mm512_setzero_si512(), _mm512_set1_epi32, DP_STEP, ID, GE16)                                \
+    }
+VNNI_KERNEL(1)
+VNNI_KERNEL(2)
+VNNI_KERNEL(3)
+VNNI_KERNEL(4)
+
+#define BW_STEP(acc, a, w) _mm512_add_epi16(acc, _mm512_maddubs_epi16(a, w))
+#define BW_FINISH(acc) _mm512_madd_epi16(acc, _mm512_set1_epi16(1))
+#define BW_KERNEL(NB)                                                                                                 \
+    __attribute__((target("avx512f,avx512bw"))) static void conv_bw_##NB(                                             \
+        const uint8_t *img, long Wp, long k, long gr, long stride, long Ho, long Wo, const __m512i *W,               \
+        const __m512i *T, uint64_t *bits) {                                                                           \
+        BF_CONV_BODY(NB, _mm512_setzero_si512(), _mm512_set1_epi32, BW_STEP, BW_FINISH, GE16)                         \
+    }
+BW_KERNEL(1)
+BW_KERNEL(2)
+BW_KERNEL(3)
+BW_KERNEL(4)
+#undef VEC_T
+#undef ACC_T
+#undef LANES
+
+#define VEC_T __m256i
+#define ACC_T __m256i
+#define LANES 8
+#define AVX2_STEP(acc, a, w) _mm256_add_epi16(acc, _mm256_maddubs_epi16(a, w))
+#define AVX2_FINISH(acc) _mm256_madd_epi16(acc, _mm256_set1_epi16(1))
+// a ≥ t ⇔ not (t > a): the 8 lanes' sign bits of t > a, inverted
+#define GE8(a, t) ((uint8_t)~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(t, a))))
+#define AVX2_KERNEL(NB)                                                                                               \
+    __attribute__((target("avx2"))) static void conv_avx2_##NB(                                                     \
+        const uint8_t *img, long Wp, long k, long gr, long stride, long Ho, long Wo, const __m256i *W,               \
+        const __m256i *T, uint64_t *bits) {                                                                           \
+        BF_CONV_BODY(NB, _mm256_setzero_si256(), _mm256_set1_epi32, AVX2_STEP, AVX2_FINISH, GE8)                      \
+    }
+AVX2_KERNEL(1)
+AVX2_KERNEL(2)
+AVX2_KERNEL(3)
+AVX2_KERNEL(4)
+AVX2_KERNEL(5)
+AVX2_KERNEL(6)
+AVX2_KERNEL(7)
+AVX2_KERNEL(8)
+#undef VEC_T
+#undef ACC_T
+#undef LANES
+#endif
+
+int bf_conv_direct(int path, const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo,
+                   int shift, const uint8_t *packed, long channels, uint8_t *work, uint64_t *bits) {
+    if (!bf_conv_direct_supported(path) || channels < 1 || channels > 64 || k < 1 || k > 15) return 0;
+#if BF_X86
+    const long L = conv_lanes(path), nb = (channels + L - 1) / L, gr = (k + 3) / 4, Wp = W + 2 * pad;
+    padded_image(x, H, W, pad, shift, work);
+    const uint8_t *thr = packed + k * gr * nb * L * 4;
+    if (path == BF_CONV_AVX2) {
+        const __m256i *Wv = (const __m256i *)packed, *T = (const __m256i *)thr;
+        switch (nb) {
+        case 1: conv_avx2_1(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        case 2: conv_avx2_2(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        case 3: conv_avx2_3(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        case 4: conv_avx2_4(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        case 5: conv_avx2_5(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        case 6: conv_avx2_6(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        case 7: conv_avx2_7(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        default: conv_avx2_8(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        }
+        return 1;
+    }
+    const __m512i *Wv = (const __m512i *)packed, *T = (const __m512i *)thr;
+    if (path == BF_CONV_VNNI) {
+        switch (nb) {
+        case 1: conv_vnni_1(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        case 2: conv_vnni_2(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        case 3: conv_vnni_3(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        default: conv_vnni_4(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        }
+    } else {
+        switch (nb) {
+        case 1: conv_bw_1(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        case 2: conv_bw_2(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        case 3: conv_bw_3(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        default: conv_bw_4(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        }
+    }
+    return 1;
+#else
+    (void)x; (void)H; (void)W; (void)stride; (void)pad; (void)Ho; (void)Wo; (void)shift; (void)packed;
+    (void)work; (void)bits;
+    return 0;
+#endif
+}
