@@ -543,9 +543,11 @@ def write_card(out, m):
         f"# {cfg['name']} v{cfg['version']} — binary mixture-of-experts trained by fit.py",
         "",
         f"Trained on {m['data']['kind']} `{a['data']}`: {m['data']['samples']} samples, {len(cfg['classes'])} classes "
-        f"({', '.join(cfg['classes'][:20])}{', …' if len(cfg['classes']) > 20 else ''}); held-out split "
-        f"{m['data']['heldout']} samples ({a['val_split'] * 100:.0f} % of each class, seed {a['seed']}), "
-        f"training {m['data']['train']}.",
+        f"({', '.join(cfg['classes'][:20])}{', …' if len(cfg['classes']) > 20 else ''}); "
+        + (f"held-out set `{a['heldout']}`: {m['data']['heldout']} samples (not trained on, no epoch chosen by it), "
+           if a.get('heldout') else
+           f"held-out split {m['data']['heldout']} samples ({a['val_split'] * 100:.0f} % of each class, seed {a['seed']}), ")
+        + f"training {m['data']['train']}.",
         "",
         "## Accuracy and speed (held-out split)",
         "",
@@ -652,6 +654,8 @@ def parse_args(argv):
     g.add_argument("--shape", help="H,W: the features of a .npy/.csv are row-major H x W images (for --conv)")
     g.add_argument("--color", choices=["auto", "gray", "rgb"], default="auto", help="image channels (default: rgb if any image has color)")
     g.add_argument("--val-split", type=float, default=0.1, help="held-out fraction of each class (default 0.1)")
+    g.add_argument("--heldout", help="a separate held-out set (same kind, classes and scaling as --data, e.g. the data "
+                   "set's test split): train on all of --data and report accuracy on this instead of --val-split")
     g = ap.add_argument_group("model")
     g.add_argument("--stem", type=int, help="stem width (default: 512, or 256 for fewer than 64 features; with "
                                             "--conv 0 = no stem, the conv features feed the router and experts)")
@@ -738,10 +742,21 @@ def fit(args, argv):
     data = load_data(args)
     X, y, classes = data["X"], data["y"], data["classes"]
     D = X.shape[1]
-    tr, va = split(y, args.val_split, args.seed)
-    if len(va) == 0:
-        raise FitError("the held-out split is empty: need at least 2 samples of some class")
-    Xtr, ytr, Xva, yva = X[tr], y[tr], X[va], y[va]
+    if args.heldout:
+        # a held-out set of its own (e.g. a data set's official test split): train on all of --data
+        held = load_data(argparse.Namespace(**{**vars(args), "data": args.heldout, "labels": None}))
+        if held["classes"] != classes or held["X"].shape[1] != X.shape[1] or held["input_scale"] != data["input_scale"] \
+                or held["preprocess"] or data["preprocess"]:
+            raise FitError(f"--heldout {args.heldout}: it must have the training data's classes ({classes}), "
+                           f"features ({X.shape[1]}) and scaling (input_scale {data['input_scale']}, no minmax); it has "
+                           f"{held['classes']}, {held['X'].shape[1]} features, input_scale {held['input_scale']}")
+        Xtr, ytr, Xva, yva = X, y, held["X"], held["y"]
+        tr, va = np.arange(len(X)), np.arange(len(yva))
+    else:
+        tr, va = split(y, args.val_split, args.seed)
+        if len(va) == 0:
+            raise FitError("the held-out split is empty: need at least 2 samples of some class")
+        Xtr, ytr, Xva, yva = X[tr], y[tr], X[va], y[va]
     args.planes = args.planes or (4 if D >= 256 else 8)
     conv_features = None
     if args.conv:

@@ -786,8 +786,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
         }
     }
 
-    /// Conv front of a v2 model, image by image: the windows (`bf_conv_patches`) through the integer layer, whose
-    /// bits are OR-pooled into the features (`bf_conv_pool`); then the binary stem over the features gives `h`, or,
+    /// Conv front of a v2 model, image by image: the direct conv kernel (`bf_conv_direct`: filters, thresholds and
+    /// OR-pooling in one pass), or the windows (`bf_conv_patches`) through the integer layer, whose bits are
+    /// OR-pooled into the features (`bf_conv_pool`); then the binary stem over the features gives `h`, or,
     /// without a stem, the features are `h`.
     @inline(never)
     private func convStage(x: UnsafePointer<UInt8>, first: Int, n: Int, s: Scratch, trace: TraceOutputs?) {
@@ -799,9 +800,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
         for i in 0..<n {
             let xi = x + (first + i) * D
             if let d = convDirect {
-                // filters, thresholds and bits in registers, reading the padded image in place
+                // filters, thresholds and bits in registers, reading the padded image in place, OR-pooled as they
+                // come; then only the pooled words are laid out as features
                 bf_conv_direct(d.path, xi, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth,
-                               shift, d.packed, g.channels, s.convWork, s.convBits)
+                               g.pool, shift, d.packed, g.channels, s.convWork, s.convBits)
+                bf_conv_pool(s.convBits, 1, g.pooledHeight, g.pooledWidth, g.channels, 1, out + i * wf, wf)
+                continue
             } else if stemInt8 != nil, kernel.int8Code != nil {
                 // the windows go straight into the int8 kernels' activation rows (one pass, no patch copy)
                 let kpad = (g.taps + 63) / 64 * 64

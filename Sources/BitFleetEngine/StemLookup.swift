@@ -96,8 +96,8 @@ enum StemChoice {
     }
 
     /// Best-of-5 seconds for a conv front over 4 pseudo-random images with `kernel`: the direct conv kernel that
-    /// stands for it, or (AMX) the windows through the int8 stem kernel and the threshold; the OR-pooling after
-    /// either is the same and not timed.
+    /// stands for it (pooling included), or (AMX) the windows through the int8 stem kernel and the threshold (its
+    /// pooling, a few hundred word ORs, not timed).
     static func timeConv(_ kernel: StemKernel, _ g: ConvGeometry, planes: Int, stem: PackedMatrix) -> Double {
         let images = 4, D = g.height * g.width, kk = g.taps, C = g.channels
         let shift = Int32(8 - planes)
@@ -119,7 +119,7 @@ enum StemChoice {
                 x.withUnsafeBufferPointer { xs in
                     for i in 0..<images {
                         bf_conv_direct(code, xs.baseAddress! + i * D, g.height, g.width, g.kernel, g.stride, g.padding,
-                                       g.outHeight, g.outWidth, shift, p8, C, w8, bits)
+                                       g.outHeight, g.outWidth, g.pool, shift, p8, C, w8, bits)
                     }
                 }
             }

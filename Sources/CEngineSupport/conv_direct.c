@@ -1,5 +1,6 @@
 // Direct binary convolution (format v2 conv front), one image at a time, without windows copied to patch rows and
-// without int32 accumulators written to memory.
+// without int32 accumulators written to memory: each position's channel bits are OR-ed straight into its pooling
+// window's word.
 //
 // The filters are expanded at model load to signed bytes w ∈ {+1, −1} (0 past the window and past the last channel)
 // in groups of 4 taps of one kernel row: group (ky, j) holds taps kx = 4j … 4j + 3 of row ky, for every channel:
@@ -85,9 +86,11 @@ static inline int32_t load4(const uint8_t *p) {
 
 #if BF_X86
 // NB channel blocks, as a compile-time constant so that the accumulators live in registers.
+// Positions past the last whole pooling window are skipped (the format drops them).
 #define BF_CONV_BODY(NB, ZERO, BCAST, STEP, FINISH, MASK)                                                             \
-    for (long oy = 0; oy < Ho; oy++) {                                                                                \
-        for (long ox = 0; ox < Wo; ox++) {                                                                            \
+    for (long oy = 0; oy < Hq * pool; oy++) {                                                                         \
+        uint64_t *prow = pooled + (oy / pool) * Wq;                                                                   \
+        for (long ox = 0, px = 0, dx = 0; ox < Wq * pool; ox++) {                                                     \
             const uint8_t *src = img + oy * stride * Wp + ox * stride;                                                \
             ACC_T acc[NB];                                                                                            \
             for (int b = 0; b < NB; b++) acc[b] = ZERO;                                                               \
@@ -100,7 +103,8 @@ static inline int32_t load4(const uint8_t *p) {
             }                                                                                                         \
             uint64_t m = 0;                                                                                           \
             for (int b = 0; b < NB; b++) m |= (uint64_t)MASK(FINISH(acc[b]), T[b]) << (b * LANES);                    \
-            bits[oy * Wo + ox] = m;                                                                                   \
+            prow[px] |= m;                                                                                            \
+            if (++dx == pool) { dx = 0; px++; }                                                                       \
         }                                                                                                             \
     }
 
@@ -112,8 +116,8 @@ static inline int32_t load4(const uint8_t *p) {
 #define GE16(a, t) _mm512_cmpge_epi32_mask(a, t)
 #define VNNI_KERNEL(NB)                                                                                               \
     __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void conv_vnni_##NB(                              \
-        const uint8_t *img, long Wp, long k, long gr, long stride, long Ho, long Wo, const __m512i *W,               \
-        const __m512i *T, uint64_t *bits) {                                                                           \
+        const uint8_t *img, long Wp, long k, long gr, long stride, long Hq, long Wq, long pool,                     \
+        const __m512i *W, const __m512i *T, uint64_t *pooled) {                                                                           \
         BF_CONV_BODY(NB, _mm512_setzero_si512(), _mm512_set1_epi32, DP_STEP, ID, GE16)                                \
     }
 VNNI_KERNEL(1)
@@ -125,8 +129,8 @@ VNNI_KERNEL(4)
 #define BW_FINISH(acc) _mm512_madd_epi16(acc, _mm512_set1_epi16(1))
 #define BW_KERNEL(NB)                                                                                                 \
     __attribute__((target("avx512f,avx512bw"))) static void conv_bw_##NB(                                             \
-        const uint8_t *img, long Wp, long k, long gr, long stride, long Ho, long Wo, const __m512i *W,               \
-        const __m512i *T, uint64_t *bits) {                                                                           \
+        const uint8_t *img, long Wp, long k, long gr, long stride, long Hq, long Wq, long pool,                     \
+        const __m512i *W, const __m512i *T, uint64_t *pooled) {                                                                           \
         BF_CONV_BODY(NB, _mm512_setzero_si512(), _mm512_set1_epi32, BW_STEP, BW_FINISH, GE16)                         \
     }
 BW_KERNEL(1)
@@ -146,8 +150,8 @@ BW_KERNEL(4)
 #define GE8(a, t) ((uint8_t)~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(t, a))))
 #define AVX2_KERNEL(NB)                                                                                               \
     __attribute__((target("avx2"))) static void conv_avx2_##NB(                                                     \
-        const uint8_t *img, long Wp, long k, long gr, long stride, long Ho, long Wo, const __m256i *W,               \
-        const __m256i *T, uint64_t *bits) {                                                                           \
+        const uint8_t *img, long Wp, long k, long gr, long stride, long Hq, long Wq, long pool,                     \
+        const __m256i *W, const __m256i *T, uint64_t *pooled) {                                                                           \
         BF_CONV_BODY(NB, _mm256_setzero_si256(), _mm256_set1_epi32, AVX2_STEP, AVX2_FINISH, GE8)                      \
     }
 AVX2_KERNEL(1)
@@ -164,46 +168,48 @@ AVX2_KERNEL(8)
 #endif
 
 int bf_conv_direct(int path, const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo,
-                   int shift, const uint8_t *packed, long channels, uint8_t *work, uint64_t *bits) {
-    if (!bf_conv_direct_supported(path) || channels < 1 || channels > 64 || k < 1 || k > 15) return 0;
+                   long pool, int shift, const uint8_t *packed, long channels, uint8_t *work, uint64_t *pooled) {
+    if (!bf_conv_direct_supported(path) || channels < 1 || channels > 64 || k < 1 || k > 15 || pool < 1) return 0;
 #if BF_X86
     const long L = conv_lanes(path), nb = (channels + L - 1) / L, gr = (k + 3) / 4, Wp = W + 2 * pad;
+    const long Hq = Ho / pool, Wq = Wo / pool;
+    memset(pooled, 0, (size_t)(Hq * Wq) * sizeof(uint64_t));
     padded_image(x, H, W, pad, shift, work);
     const uint8_t *thr = packed + k * gr * nb * L * 4;
     if (path == BF_CONV_AVX2) {
         const __m256i *Wv = (const __m256i *)packed, *T = (const __m256i *)thr;
         switch (nb) {
-        case 1: conv_avx2_1(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
-        case 2: conv_avx2_2(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
-        case 3: conv_avx2_3(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
-        case 4: conv_avx2_4(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
-        case 5: conv_avx2_5(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
-        case 6: conv_avx2_6(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
-        case 7: conv_avx2_7(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
-        default: conv_avx2_8(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        case 1: conv_avx2_1(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
+        case 2: conv_avx2_2(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
+        case 3: conv_avx2_3(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
+        case 4: conv_avx2_4(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
+        case 5: conv_avx2_5(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
+        case 6: conv_avx2_6(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
+        case 7: conv_avx2_7(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
+        default: conv_avx2_8(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
         }
         return 1;
     }
     const __m512i *Wv = (const __m512i *)packed, *T = (const __m512i *)thr;
     if (path == BF_CONV_VNNI) {
         switch (nb) {
-        case 1: conv_vnni_1(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
-        case 2: conv_vnni_2(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
-        case 3: conv_vnni_3(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
-        default: conv_vnni_4(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        case 1: conv_vnni_1(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
+        case 2: conv_vnni_2(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
+        case 3: conv_vnni_3(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
+        default: conv_vnni_4(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
         }
     } else {
         switch (nb) {
-        case 1: conv_bw_1(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
-        case 2: conv_bw_2(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
-        case 3: conv_bw_3(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
-        default: conv_bw_4(work, Wp, k, gr, stride, Ho, Wo, Wv, T, bits); break;
+        case 1: conv_bw_1(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
+        case 2: conv_bw_2(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
+        case 3: conv_bw_3(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
+        default: conv_bw_4(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
         }
     }
     return 1;
 #else
     (void)x; (void)H; (void)W; (void)stride; (void)pad; (void)Ho; (void)Wo; (void)shift; (void)packed;
-    (void)work; (void)bits;
+    (void)work; (void)pooled;
     return 0;
 #endif
 }

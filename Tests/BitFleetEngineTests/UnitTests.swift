@@ -224,8 +224,8 @@ struct KernelTests {
         }
     }
 
-    /// The direct conv kernels (`conv_direct.c`) against a plain loop of the format's rule, on every path this CPU
-    /// has: odd shapes, kernels up to 15 (4 groups per row), 1 to 64 channels (1 to 8 blocks), 8 and 4 input bits,
+    /// The direct conv kernels (`conv_direct.c`) against a plain loop of the format's rule and OR-pooling, on every
+    /// path this CPU has: odd shapes, kernels up to 15 (4 groups per row), 1 to 64 channels (1 to 8 blocks), 8 and 4 input bits,
     /// thresholds taken from the conv's own values (so `≥` is tested at equality), and the int16 sums' extreme
     /// (k = 15, every q = 255, every weight +1 or −1).
     @Test func directConvAgainstPlainLoop() throws {
@@ -273,12 +273,20 @@ struct KernelTests {
                 wbits.withUnsafeBufferPointer { w in thresholds.withUnsafeBufferPointer { t in
                     bf_conv_direct_pack(code, w.baseAddress!, words, t.baseAddress!, C, k, p8)
                 }}
-                var bits = [UInt64](repeating: 0xDEAD, count: Ho * Wo)
-                let ok = x.withUnsafeBufferPointer { xp in
-                    bf_conv_direct(code, xp.baseAddress!, H, W, k, stride, pad, Ho, Wo, shift, p8, C,
-                                   work.assumingMemoryBound(to: UInt8.self), &bits)
+                // pool 1: every position's word; pools 2 and 3: the OR over each window, trailing positions dropped
+                for pool in [1, 2, 3] where pool <= min(Ho, Wo) {
+                    let Hq = Ho / pool, Wq = Wo / pool
+                    var want = [UInt64](repeating: 0, count: Hq * Wq)
+                    for py in 0..<Hq { for px in 0..<Wq { for dy in 0..<pool { for dx in 0..<pool {
+                        want[py * Wq + px] |= expected[(py * pool + dy) * Wo + px * pool + dx]
+                    }}}}
+                    var got = [UInt64](repeating: 0xDEAD, count: Hq * Wq)
+                    let ok = x.withUnsafeBufferPointer { xp in
+                        bf_conv_direct(code, xp.baseAddress!, H, W, k, stride, pad, Ho, Wo, pool, shift, p8, C,
+                                       work.assumingMemoryBound(to: UInt8.self), &got)
+                    }
+                    #expect(ok == 1 && got == want, "\(name): \(H)x\(W) k\(k) s\(stride) p\(pad) C\(C) shift \(shift) pool \(pool)")
                 }
-                #expect(ok == 1 && bits == expected, "\(name): \(H)x\(W) k\(k) s\(stride) p\(pad) C\(C) shift \(shift)")
             }
         }
         // out of the format's limits: refused, nothing written
@@ -287,7 +295,8 @@ struct KernelTests {
             let x = [UInt8](repeating: 1, count: 4)
             let packed = [UInt8](repeating: 0, count: 64)
             var work = [UInt8](repeating: 0, count: 256)
-            #expect(bf_conv_direct(code, x, 2, 2, 1, 1, 0, 2, 2, 0, packed, 65, &work, &bits) == 0)
+            #expect(bf_conv_direct(code, x, 2, 2, 1, 1, 0, 2, 2, 1, 0, packed, 65, &work, &bits) == 0)
+            #expect(bf_conv_direct(code, x, 2, 2, 1, 1, 0, 2, 2, 0, 0, packed, 8, &work, &bits) == 0)
             #expect(bits == [7, 7, 7, 7])
         }
     }

@@ -157,11 +157,13 @@ long bf_conv_direct_bytes(int path, long channels, long k);
 void bf_conv_direct_pack(int path, const uint64_t *wbits, long words, const int32_t *threshold, long channels, long k,
                          uint8_t *dst);
 
-/// One `H × W` uint8 image through the conv filters: `bits[oy × Wo + ox]` bit c = 1 when
+/// One `H × W` uint8 image through the conv filters and the OR-pooling: bit c of position (oy, ox) is 1 when
 /// `Σ_{ky,kx} w_c(ky, kx) · q(oy·stride + ky − pad, ox·stride + kx − pad) ≥ threshold_c` with `q = x >> shift`, 0
-/// outside the image (format v2). `work` holds `bf_conv_work_bytes` bytes. Returns 0 (and writes nothing) when the
-/// CPU lacks `path` or the shape is out of the format's limits (channels ≤ 64, k ≤ 15).
+/// outside the image (format v2), and `pooled[py × (Wo / pool) + px]` is the OR of those words over its
+/// `pool × pool` window (`Ho / pool` rows; `pool` 1 gives each position's word). `work` holds `bf_conv_work_bytes`
+/// bytes. Returns 0 (and writes nothing) when the CPU lacks `path` or the shape is out of the format's limits
+/// (channels ≤ 64, k ≤ 15).
 int bf_conv_direct(int path, const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo,
-                   int shift, const uint8_t *packed, long channels, uint8_t *work, uint64_t *bits);
+                   long pool, int shift, const uint8_t *packed, long channels, uint8_t *work, uint64_t *pooled);
 
 #endif
