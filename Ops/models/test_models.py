@@ -512,7 +512,32 @@ def test_export_router_groups():
     return "grouped routing equals a per-sample loop on 64 samples; 3 bad configs refused"
 
 
-TESTS = [test_export_router_groups, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
+def test_fit_heldout_set():
+    # a separate held-out set (--heldout): every --data sample is trained on, the card's accuracy is on the held-out
+    # set (checked with reference.py); a held-out set with other classes or scaling is refused
+    x, y = fashion(600)
+    with tempfile.TemporaryDirectory() as td:
+        np.savez(os.path.join(td, "train.npz"), X=x[:480], y=y[:480])
+        np.savez(os.path.join(td, "test.npz"), X=x[480:], y=y[480:])
+        out = os.path.join(td, "model")
+        rc, so, se = run_fit(["--data", os.path.join(td, "train.npz"), "--heldout", os.path.join(td, "test.npz"),
+                              "--out", out, "--bitfleet", "none"] + FIT_SMALL)
+        check(rc == 0, f"fit.py --heldout rc {rc}: {se[-2000:]}{so[-2000:]}")
+        m = check_model_dir(out, 10, 784, x[480:], y[480:])
+        check(m["data"]["train"] == 480 and m["data"]["heldout"] == 120, f"split {m['data']}")
+        check("held-out set `" in open(os.path.join(out, "MODEL_CARD.md")).read(), "the card does not name the held-out set")
+        keep = y[480:] < 5
+        np.savez(os.path.join(td, "five.npz"), X=x[480:][keep], y=y[480:][keep])
+        np.savez(os.path.join(td, "floats.npz"), X=x[480:].astype(np.float64) / 40.0, y=y[480:])
+        for bad, why in (("five.npz", "classes"), ("floats.npz", "input_scale")):
+            rc, so, se = run_fit(["--data", os.path.join(td, "train.npz"), "--heldout", os.path.join(td, bad),
+                                  "--out", out + "2", "--bitfleet", "none"] + FIT_SMALL)
+            check(rc == 2 and "--heldout" in se and why in se, f"{bad}: rc {rc}: {se.strip()}")
+            check(not os.path.exists(out + "2"), f"{bad}: a model directory was written")
+    return "trained on all 480 samples, accuracy on the 120 held out equals reference.py's; 2 mismatched sets refused"
+
+
+TESTS = [test_export_router_groups, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
          test_fit_npz_scaled_features, test_fit_image_folder, test_fit_image_folder_conv]
 
 
