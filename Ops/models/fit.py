@@ -385,10 +385,24 @@ def predict(model, X, chunk=4096):
         return np.concatenate([model(torch.from_numpy(X[i:i + chunk]))[0].numpy() for i in range(0, len(X), chunk)])
 
 
-def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=None):
+def shifted(xb, shape, n, gen):
+    """Each image of the batch (rows of H·W features) moved by its own random (dy, dx) in [-n, n]², zero filled."""
+    import torch
+    H, W = shape
+    B = xb.shape[0]
+    padded = torch.nn.functional.pad(xb.reshape(B, H, W), (n, n, n, n))
+    dy = torch.randint(0, 2 * n + 1, (B, 1, 1), generator=gen)
+    dx = torch.randint(0, 2 * n + 1, (B, 1, 1), generator=gen)
+    rows = torch.arange(H).reshape(1, H, 1) + dy
+    cols = torch.arange(W).reshape(1, 1, W) + dx
+    return padded[torch.arange(B).reshape(B, 1, 1), rows, cols].reshape(B, H * W)
+
+
+def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=None, shape=None):
     import torch
     import torch.nn.functional as F
     from bitfleet_torch import Adam, calibrate
+    gen = torch.Generator().manual_seed(args.seed + (1 if model.binary else 0))
 
     opt = Adam(model.parameters(), lr=args.lr)
     n = len(X)
@@ -420,6 +434,8 @@ def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=N
             if len(ids) < 2:
                 continue
             xb, yb = Xt[ids], yt[ids]
+            if args.shift and not frozen:
+                xb = shifted(xb, shape, args.shift, gen)
             logits, aux = model(xb)
             loss = F.cross_entropy(logits, yb)
             if teacher is not None and args.kd > 0:
@@ -674,6 +690,9 @@ def parse_args(argv):
     g.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine decay (default 2e-3)")
     g.add_argument("--aux", type=float, default=0.05, help="load-balancing loss weight")
     g.add_argument("--kd", type=float, default=0.5, help="distillation weight from the float twin (0 = off)")
+    g.add_argument("--shift", type=int, default=0, help="augmentation for image data: move each training image by a "
+                   "random offset of up to this many pixels in each direction, zero filled (not in the frozen "
+                   "batch-norm epochs; default 0 = off)")
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="torch / ONNX Runtime threads")
     g.add_argument("--bench-seconds", type=float, default=2.0, help="seconds per ONNX Runtime speed measurement")
@@ -742,6 +761,11 @@ def fit(args, argv):
     data = load_data(args)
     X, y, classes = data["X"], data["y"], data["classes"]
     D = X.shape[1]
+    if args.shift < 0:
+        raise FitError(f"--shift {args.shift}: a number of pixels >= 0")
+    if args.shift and not (data["input_shape"] and len(data["input_shape"]) == 2):
+        raise FitError("--shift moves one-channel images: it needs an image folder (gray), an X.npy shaped [N, H, W], "
+                       "or --shape H,W")
     if args.heldout:
         # a held-out set of its own (e.g. a data set's official test split): train on all of --data
         held = load_data(argparse.Namespace(**{**vars(args), "data": args.heldout, "labels": None}))
@@ -807,7 +831,7 @@ def fit(args, argv):
     # float twin
     t0 = time.time()
     fmodel = BinaryMoE(binary=False, **arch)
-    fhist = train(fmodel, Xtr, ytr, Xva, yva, args, clock, "float", fl_epochs)
+    fhist = train(fmodel, Xtr, ytr, Xva, yva, args, clock, "float", fl_epochs, shape=data["input_shape"])
     calibrate(fmodel, Xtr)
     float_seconds = time.time() - t0
 
@@ -815,7 +839,8 @@ def fit(args, argv):
     t0 = time.time()
     bmodel = BinaryMoE(binary=True, **arch)
     teacher = fmodel.eval() if args.kd > 0 else None
-    bhist = train(bmodel, Xtr, ytr, Xva, yva, args, clock, "binary", args.epochs, args.finetune, teacher)
+    bhist = train(bmodel, Xtr, ytr, Xva, yva, args, clock, "binary", args.epochs, args.finetune, teacher,
+                  shape=data["input_shape"])
     calibrate(bmodel, Xtr)
     binary_seconds = time.time() - t0
     torch_acc = float((predict(bmodel, Xva).argmax(1) == yva).mean())

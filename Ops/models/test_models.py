@@ -402,7 +402,7 @@ def test_fit_image_folder_conv():
         check(not binary or os.path.exists(binary), f"$BITFLEET_BIN={binary}: no such file")
         small = [a for a in FIT_SMALL]
         small[small.index("--stem") + 1] = "0"
-        rc, so, se = run_fit(["--data", root, "--out", out, "--conv", "8,5,1,2,4",
+        rc, so, se = run_fit(["--data", root, "--out", out, "--conv", "8,5,1,2,4", "--shift", "2",
                               "--bitfleet", binary if binary else "none"] + small)
         check(rc == 0, f"fit.py rc {rc}: {se[-2000:]}{so[-2000:]}")
         check("conv front: 8 binary 5x5 filters" in so, f"no conv front line: {so[:1500]}")
@@ -426,6 +426,8 @@ def test_fit_image_folder_conv():
         rc, _, se = run_fit(["--data", os.path.join(td, "X.npy"), "--out", out + "2", "--conv", "4,3,1,1,2",
                              "--shape", "27,28"])
         check(rc == 2 and "--shape 27,28" in se, f"bad --shape: rc {rc} {se}")
+        rc, _, se = run_fit(["--data", os.path.join(td, "X.npy"), "--out", out + "2", "--shift", "1"])
+        check(rc == 2 and "--shift moves one-channel images" in se, f"--shift on flat features: rc {rc} {se}")
         check(not os.path.exists(out + "2"), "a model directory was written for bad input")
         note = f"held-out binary {m['binary_heldout_acc'] * 100:.1f}% float {m['float_onnx_acc'] * 100:.1f}%"
         if binary:
@@ -512,6 +514,31 @@ def test_export_router_groups():
     return "grouped routing equals a per-sample loop on 64 samples; 3 bad configs refused"
 
 
+def test_shift_augmentation():
+    # every image moved as a whole by its own offset within [-n, n]², zero filled; offsets differ across a batch
+    import torch
+    import fit
+    x, _ = fashion(64)
+    xb = torch.from_numpy(x.reshape(64, 784).copy())
+    out = fit.shifted(xb, (28, 28), 2, torch.Generator().manual_seed(3)).numpy().reshape(64, 28, 28)
+    src = x.reshape(64, 28, 28)
+    seen = set()
+    for i in range(64):
+        found = None
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                want = np.zeros((28, 28), np.uint8)
+                ys, yd = (slice(dy, 28), slice(0, 28 - dy)) if dy >= 0 else (slice(0, 28 + dy), slice(-dy, 28))
+                xs, xd = (slice(dx, 28), slice(0, 28 - dx)) if dx >= 0 else (slice(0, 28 + dx), slice(-dx, 28))
+                want[yd, xd] = src[i][ys, xs]
+                if np.array_equal(out[i], want):
+                    found = (dy, dx)
+        check(found is not None, f"image {i} is not a shift of its source by at most 2 pixels")
+        seen.add(found)
+    check(len(seen) >= 10, f"only {len(seen)} distinct offsets in 64 images")
+    return f"64 images each moved by one offset within ±2 ({len(seen)} distinct)"
+
+
 def test_fit_heldout_set():
     # a separate held-out set (--heldout): every --data sample is trained on, the card's accuracy is on the held-out
     # set (checked with reference.py); a held-out set with other classes or scaling is refused
@@ -537,7 +564,7 @@ def test_fit_heldout_set():
     return "trained on all 480 samples, accuracy on the 120 held out equals reference.py's; 2 mismatched sets refused"
 
 
-TESTS = [test_export_router_groups, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
+TESTS = [test_export_router_groups, test_shift_augmentation, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
          test_fit_npz_scaled_features, test_fit_image_folder, test_fit_image_folder_conv]
 
 
