@@ -804,7 +804,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 // come; then only the pooled words are laid out as features
                 bf_conv_direct(d.path, xi, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth,
                                g.pool, shift, d.packed, g.channels, s.convWork, s.convBits)
-                bf_conv_pool(s.convBits, 1, g.pooledHeight, g.pooledWidth, g.channels, 1, out + i * wf, wf)
+                bf_conv_pack(s.convBits, g.pooledHeight * g.pooledWidth, g.channels, out + i * wf, wf)
                 continue
             } else if stemInt8 != nil, kernel.int8Code != nil {
                 // the windows go straight into the int8 kernels' activation rows (one pass, no patch copy)

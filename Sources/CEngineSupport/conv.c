@@ -106,3 +106,27 @@ void bf_conv_pool(const uint64_t *bits, long ldb, long Ho, long Wo, long channel
         }
     }
 }
+
+void bf_conv_pack(const uint64_t *cells, long count, long channels, uint64_t *f, long wf) {
+    if (channels == 64) {
+        memcpy(f, cells, (size_t)count * sizeof(uint64_t));
+        if (wf > count) memset(f + count, 0, (size_t)(wf - count) * sizeof(uint64_t));
+        return;
+    }
+    // a bit stream: `channels` bits per cell appended in a register, a word stored whenever 64 are complete
+    const uint64_t mask = (1ULL << channels) - 1;
+    uint64_t acc = 0;
+    long used = 0, w = 0;
+    for (long i = 0; i < count; i++) {
+        const uint64_t v = cells[i] & mask;
+        acc |= v << used;
+        used += channels;
+        if (used >= 64) {
+            f[w++] = acc;
+            used -= 64;
+            acc = used > 0 ? v >> (channels - used) : 0;
+        }
+    }
+    if (used > 0) f[w++] = acc;
+    while (w < wf) f[w++] = 0;
+}

@@ -301,6 +301,26 @@ struct KernelTests {
         }
     }
 
+    /// `bf_conv_pack` (the direct conv's feature layout) against a bit-by-bit loop: every channel count, cell counts
+    /// that end inside and on word boundaries, garbage bits above the channels ignored, the tail words zeroed.
+    @Test func convPackMatchesBitLoop() {
+        var rng = SplitMix64(state: 5)
+        for channels in 1...64 {
+            for count in [1, 2, 3, 7, 49, 64] {
+                let cells = (0..<count).map { _ in rng.next() }
+                let F = count * channels, wf = (F + 63) / 64 + 1   // one spare word, which must come back zero
+                var want = [UInt64](repeating: 0, count: wf)
+                for i in 0..<count { for c in 0..<channels where (cells[i] >> UInt64(c)) & 1 == 1 {
+                    let j = i * channels + c
+                    want[j / 64] |= 1 << UInt64(j % 64)
+                }}
+                var got = [UInt64](repeating: ~0, count: wf)
+                bf_conv_pack(cells, count, channels, &got, wf)
+                #expect(got == want, "channels \(channels), cells \(count)")
+            }
+        }
+    }
+
     @Test func kernelSelectionFromEnvironment() throws {
         #expect(try KernelSelection.fromEnvironment([:]) == KernelSelection())
         let s = try KernelSelection.fromEnvironment(["BITFLEET_KERNEL_PATH": "avx2", "BITFLEET_STEM_KERNEL": "amx"])

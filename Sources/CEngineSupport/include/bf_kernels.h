@@ -135,6 +135,10 @@ void bf_conv_accumulate(const uint8_t *patches, long rows, long kk, int shift, c
 /// when bit c is set at any position of the `pool × pool` window, `Hp = Ho / pool`, `Wp = Wo / pool`.
 void bf_conv_pool(const uint64_t *bits, long ldb, long Ho, long Wo, long channels, long pool, uint64_t *f, long wf);
 
+/// The features of `count` pooled cells (one word each, channel c = bit c, `channels` ≤ 64): cell i's channels are
+/// features `i × channels + c` of `f` (`wf` words, the bits past the last feature zero).
+void bf_conv_pack(const uint64_t *cells, long count, long channels, uint64_t *f, long wf);
+
 /// Direct binary convolution (conv_direct.c): the filters as signed bytes, read by u8 × s8 dot products straight
 /// from the padded image, the thresholds compared in registers.
 enum {
