@@ -71,6 +71,24 @@ void bf_conv_direct_pack(int path, const uint64_t *wbits, long words, const int3
 static void padded_image(const uint8_t *x, long H, long W, long pad, int shift, uint8_t *img) {
     const long Wp = W + 2 * pad;
     memset(img, 0, (size_t)((H + 2 * pad) * Wp + 16));
+#if BF_X86
+    // 16 pixels at a time (SSE2, every x86-64): 16-bit shifts, then the bits that crossed from the neighbouring byte
+    // masked off; a row's last 16 overlap the previous ones (the source is read, never the destination)
+    const __m128i count = _mm_cvtsi32_si128(shift), mask = _mm_set1_epi8((char)(0xFF >> shift));
+    if (W >= 16) {
+        for (long y = 0; y < H; y++) {
+            uint8_t *dst = img + (y + pad) * Wp + pad;
+            const uint8_t *src = x + y * W;
+            for (long xx = 0;; xx += 16) {
+                if (xx > W - 16) xx = W - 16;
+                const __m128i v = _mm_loadu_si128((const __m128i *)(src + xx));
+                _mm_storeu_si128((__m128i *)(dst + xx), _mm_and_si128(_mm_srl_epi16(v, count), mask));
+                if (xx == W - 16) break;
+            }
+        }
+        return;
+    }
+#endif
     for (long y = 0; y < H; y++) {
         uint8_t *dst = img + (y + pad) * Wp + pad;
         const uint8_t *src = x + y * W;
