@@ -108,6 +108,7 @@ static inline int32_t load4(const uint8_t *p) {
 // step share each weight load and give the core four independent accumulator chains (one position alone leaves the
 // `vpdpbusd` latency exposed: twice as slow measured on the Xeon); an odd last position goes alone.
 #define BF_CONV_BODY(NB, ZERO, BCAST, STEP, FINISH, MASK)                                                             \
+    const VEC_T *W = (const VEC_T *)weights, *T = (const VEC_T *)thresholds;                                          \
     for (long oy = 0; oy < Hq * pool; oy++) {                                                                         \
         uint64_t *prow = pooled + (oy / pool) * Wq;                                                                   \
         const uint8_t *row = img + oy * stride * Wp;                                                                  \
@@ -146,7 +147,7 @@ static inline int32_t load4(const uint8_t *p) {
 #define VNNI_KERNEL(NB)                                                                                               \
     __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void conv_vnni_##NB(                              \
         const uint8_t *img, long Wp, long k, long gr, long stride, long Hq, long Wq, long pool,                     \
-        const __m512i *W, const __m512i *T, uint64_t *pooled) {                                                                           \
+        const void *weights, const void *thresholds, uint64_t *pooled) {                                              \
         BF_CONV_BODY(NB, _mm512_setzero_si512(), _mm512_set1_epi32, DP_STEP, ID, GE16)                                \
     }
 VNNI_KERNEL(1)
@@ -159,7 +160,7 @@ VNNI_KERNEL(4)
 #define BW_KERNEL(NB)                                                                                                 \
     __attribute__((target("avx512f,avx512bw"))) static void conv_bw_##NB(                                             \
         const uint8_t *img, long Wp, long k, long gr, long stride, long Hq, long Wq, long pool,                     \
-        const __m512i *W, const __m512i *T, uint64_t *pooled) {                                                                           \
+        const void *weights, const void *thresholds, uint64_t *pooled) {                                              \
         BF_CONV_BODY(NB, _mm512_setzero_si512(), _mm512_set1_epi32, BW_STEP, BW_FINISH, GE16)                         \
     }
 BW_KERNEL(1)
@@ -180,7 +181,7 @@ BW_KERNEL(4)
 #define AVX2_KERNEL(NB)                                                                                               \
     __attribute__((target("avx2"))) static void conv_avx2_##NB(                                                     \
         const uint8_t *img, long Wp, long k, long gr, long stride, long Hq, long Wq, long pool,                     \
-        const __m256i *W, const __m256i *T, uint64_t *pooled) {                                                                           \
+        const void *weights, const void *thresholds, uint64_t *pooled) {                                              \
         BF_CONV_BODY(NB, _mm256_setzero_si256(), _mm256_set1_epi32, AVX2_STEP, AVX2_FINISH, GE8)                      \
     }
 AVX2_KERNEL(1)
@@ -204,37 +205,14 @@ int bf_conv_direct(int path, const uint8_t *x, long H, long W, long k, long stri
     const long Hq = Ho / pool, Wq = Wo / pool;
     memset(pooled, 0, (size_t)(Hq * Wq) * sizeof(uint64_t));
     padded_image(x, H, W, pad, shift, work);
-    const uint8_t *thr = packed + k * gr * nb * L * 4;
-    if (path == BF_CONV_AVX2) {
-        const __m256i *Wv = (const __m256i *)packed, *T = (const __m256i *)thr;
-        switch (nb) {
-        case 1: conv_avx2_1(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        case 2: conv_avx2_2(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        case 3: conv_avx2_3(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        case 4: conv_avx2_4(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        case 5: conv_avx2_5(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        case 6: conv_avx2_6(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        case 7: conv_avx2_7(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        default: conv_avx2_8(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        }
-        return 1;
-    }
-    const __m512i *Wv = (const __m512i *)packed, *T = (const __m512i *)thr;
-    if (path == BF_CONV_VNNI) {
-        switch (nb) {
-        case 1: conv_vnni_1(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        case 2: conv_vnni_2(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        case 3: conv_vnni_3(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        default: conv_vnni_4(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        }
-    } else {
-        switch (nb) {
-        case 1: conv_bw_1(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        case 2: conv_bw_2(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        case 3: conv_bw_3(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        default: conv_bw_4(work, Wp, k, gr, stride, Hq, Wq, pool, Wv, T, pooled); break;
-        }
-    }
+    typedef void (*kernel_fn)(const uint8_t *, long, long, long, long, long, long, long, const void *, const void *,
+                              uint64_t *);
+    static const kernel_fn avx2[8] = {conv_avx2_1, conv_avx2_2, conv_avx2_3, conv_avx2_4,
+                                      conv_avx2_5, conv_avx2_6, conv_avx2_7, conv_avx2_8};
+    static const kernel_fn bw[4] = {conv_bw_1, conv_bw_2, conv_bw_3, conv_bw_4};
+    static const kernel_fn vnni[4] = {conv_vnni_1, conv_vnni_2, conv_vnni_3, conv_vnni_4};
+    const kernel_fn run = path == BF_CONV_AVX2 ? avx2[nb - 1] : path == BF_CONV_VNNI ? vnni[nb - 1] : bw[nb - 1];
+    run(work, Wp, k, gr, stride, Hq, Wq, pool, packed, packed + k * gr * nb * L * 4, pooled);
     return 1;
 #else
     (void)x; (void)H; (void)W; (void)stride; (void)pad; (void)Ho; (void)Wo; (void)shift; (void)packed;
