@@ -68,8 +68,8 @@ struct StemLookupWeights: @unchecked Sendable {
 /// Picks the stem kernels by measurement: every kernel this CPU and model allow is timed on the model's own stem
 /// shape (pseudo-random samples, best of 5 runs), once for large micro-batches (64 samples) and once for small ones
 /// (1 sample), and the fastest of each is kept. A conv front is timed once, image by image (`timeConv`: the direct
-/// conv kernels, or AMX over the windows), and its choice serves every batch size. All of them compute the same integers, so the choice only affects
-/// speed. Measured once per shape per process.
+/// conv kernels, or AMX over the windows), and its choice serves every batch size. All of them compute the same
+/// integers, so the choice only affects speed. Measured once per shape per process.
 enum StemChoice {
     private static let cache = Mutex<[String: (large: StemKernel, small: StemKernel)]>([:])
 
@@ -124,7 +124,7 @@ enum StemChoice {
                 }
             }
         } else {
-            let code = kernel.int8Code!
+            guard let code = kernel.int8Code else { return .infinity }   // (every lookup CPU has its direct kernel)
             let w = UnsafeMutableRawPointer.allocate(byteCount: bf_stem_int8_bytes(C, kk), alignment: 64)
             owned.append(w)
             bf_stem_int8_pack(stem.base, C, kk, w.assumingMemoryBound(to: UInt8.self))
