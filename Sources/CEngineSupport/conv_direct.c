@@ -113,6 +113,7 @@ static inline int32_t load4(const uint8_t *p) {
         uint64_t *prow = pooled + (oy / pool) * Wq;                                                                   \
         const uint8_t *row = img + oy * stride * Wp;                                                                  \
         const long end = Wq * pool;                                                                                   \
+        long px = 0, dx = 0; /* position ox's pooling cell and its offset in it: no division per position */        \
         for (long ox = 0; ox < end; ox += 2) {                                                                        \
             const int two = ox + 1 < end;                                                                             \
             const uint8_t *s0 = row + ox * stride, *s1 = two ? s0 + stride : s0;                                      \
@@ -133,8 +134,12 @@ static inline int32_t load4(const uint8_t *p) {
                 m0 |= (uint64_t)MASK(FINISH(acc0[b]), T[b]) << (b * LANES);                                           \
                 m1 |= (uint64_t)MASK(FINISH(acc1[b]), T[b]) << (b * LANES);                                           \
             }                                                                                                         \
-            prow[ox / pool] |= m0;                                                                                    \
-            if (two) prow[(ox + 1) / pool] |= m1;                                                                     \
+            prow[px] |= m0;                                                                                           \
+            if (++dx == pool) { dx = 0; px++; }                                                                       \
+            if (two) {                                                                                                \
+                prow[px] |= m1;                                                                                       \
+                if (++dx == pool) { dx = 0; px++; }                                                                   \
+            }                                                                                                         \
         }                                                                                                             \
     }
 
