@@ -565,7 +565,7 @@ def write_card(out, m):
            f"held-out split {m['data']['heldout']} samples ({a['val_split'] * 100:.0f} % of each class, seed {a['seed']}), ")
         + f"training {m['data']['train']}.",
         "",
-        "## Accuracy and speed (held-out split)",
+        "## Accuracy and speed (held-out data)",
         "",
         "| model | held-out accuracy | samples/s, batch 256 | bytes | how measured |",
         "|---|---|---|---|---|",
