@@ -259,7 +259,21 @@ def test_torch_conv_export_bit_exact():
             want = fm(torch.from_numpy(xe[:300]))[0].numpy()
         err = float(np.abs(got - want).max())
         check(err < 1e-3, f"float twin ONNX (stem {stem}) differs from torch by {err}")
-    return "bit-exact on 600 images: " + "; ".join(notes) + "; float twin ONNX = torch"
+    # more than 20 experts: node names stay unique (expert 20's gate once collided with expert 0's)
+    fm = bt.BinaryMoE(input_features=784, classes=10, stem=32, experts=24, top_k=2, hidden=[8, 8], planes=4,
+                      binary=False, seed=3)
+    bt.calibrate(fm, x[:500])
+    with tempfile.TemporaryDirectory() as td:
+        path = bt.export_float_onnx(bt.float_arrays(fm), 2, os.path.join(td, "f24.onnx"), 784)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        got = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]).run(
+            None, {"x": xe[:300].astype(np.float32) / np.float32(255)})[0]
+    with torch.no_grad():
+        want = fm.eval()(torch.from_numpy(xe[:300]))[0].numpy()
+    err = float(np.abs(got - want).max())
+    check(err < 1e-3, f"float twin ONNX with 24 experts differs from torch by {err}")
+    return "bit-exact on 600 images: " + "; ".join(notes) + "; float twin ONNX = torch (also with 24 experts)"
 
 
 # ---------------------------------------------------------------------------------------------------- fit.py

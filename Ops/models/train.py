@@ -592,8 +592,8 @@ def export_onnx(fl, top_k, path, mode="sparse"):
             node("MatMul", [cur, f"Wo_{e}"], [f"zmm{e}"])
             node("Add", [f"zmm{e}", f"bo_{e}"], [f"z{e}"])
             node("Gather", [f"g{e}", f"rowv{e}"], [f"ge{e}"], axis=0)
-            node("Unsqueeze", [f"ge{e}", "ax1"], [f"ge2{e}"])
-            node("Mul", [f"z{e}", f"ge2{e}"], [f"zg{e}"])
+            node("Unsqueeze", [f"ge{e}", "ax1"], [f"geu{e}"])
+            node("Mul", [f"z{e}", f"geu{e}"], [f"zg{e}"])
             acc = node("ScatterND", [acc, f"rows{e}", f"zg{e}"],
                        ["logits" if e == E - 1 else f"acc{e}"], reduction="add")
     graph = helper.make_graph(
