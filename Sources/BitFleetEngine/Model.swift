@@ -45,6 +45,18 @@ public final class BinaryMoEModel: @unchecked Sendable {
     public let stemKernelSmallBatch: StemKernel
     /// Micro-batches below this many samples use `stemKernelSmallBatch`.
     static let smallBatch = 16
+    /// How a conv model's front runs, for logs, metrics and `bitfleet bench`: `direct-vnni`, `direct-avx512bw` or
+    /// `direct-avx2` (the direct kernels), else `windows-` and the stem kernel that runs the windows; nil without a
+    /// conv front.
+    public var convKernel: String? {
+        guard conv != nil else { return nil }
+        guard let d = convDirect else { return "windows-\(stemKernel.rawValue)" }
+        switch d.path {
+        case Int32(BF_CONV_VNNI): return "direct-vnni"
+        case Int32(BF_CONV_AVX512BW): return "direct-avx512bw"
+        default: return "direct-avx2"
+        }
+    }
     /// Models with at least this many experts prefetch the next active expert's first layer while one runs: their
     /// experts' weights do not stay in L2 between micro-batches (16 experts' do).
     static let prefetchMinExperts = 64
@@ -562,7 +574,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let thread = Self.currentThreadKey
         let scratch = scratchPool.withLock { $0.removeValue(forKey: thread) }
             ?? Scratch(config: config, capacity: mb, stemLd: stemLd, tableBytes: stemLookup?.tableBytes ?? 0,
-                       int8Bytes: stemInt8 == nil ? 0 : (stem.bits + 63) / 64 * 64)
+                       int8Bytes: stemInt8 == nil ? 0 : (stem.bits + 63) / 64 * 64, integerLayer: convDirect == nil)
         defer {
             let spare = scratchPool.withLock { pool -> Scratch? in
                 // threads come and go (tasks, tests): keep at most 64, the thread's own always
@@ -613,7 +625,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let features: UnsafeMutablePointer<UInt64>    // conv with a stem: [n × Wf] pooled features
         private var all: [UnsafeMutableRawPointer] = []
 
-        init(config: ModelConfig, capacity n: Int, stemLd: Int, tableBytes: Int, int8Bytes: Int) {
+        /// `integerLayer` false: a direct conv kernel does the model's integer layer, so its windows, planes, tables
+        /// and accumulators are not allocated.
+        init(config: ModelConfig, capacity n: Int, stemLd: Int, tableBytes: Int, int8Bytes: Int, integerLayer: Bool) {
             capacity = n
             let P = config.inputBitPlanes, E = config.experts
             let K = config.topK, C = config.classes.count
@@ -630,13 +644,14 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 return raw.bindMemory(to: T.self, capacity: max(1, count))
             }
             let block = g?.positions ?? min(n, BinaryMoEModel.stemBlock)   // the stem works on blocks of samples
-            planes = alloc(UInt64.self, tableBytes > 0 ? 0 : block * P * wd)
+            let rows = integerLayer ? block : 0
+            planes = alloc(UInt64.self, tableBytes > 0 ? 0 : rows * P * wd)
             // the AMX kernel reads and writes whole 16-sample tiles (pairs of them): rows padded to 32
-            let padded = (block + 31) / 32 * 32
+            let padded = (rows + 31) / 32 * 32
             stemAcc = alloc(Int32.self, padded * max(S, stemLd))
-            tables = alloc(UInt8.self, block * tableBytes)
+            tables = alloc(UInt8.self, rows * tableBytes)
             q = alloc(UInt8.self, padded * int8Bytes + 8)
-            sumQ = alloc(Int.self, max(n, block))
+            sumQ = alloc(Int.self, max(n, rows))
             h = alloc(UInt64.self, n * ws)
             routerPops = alloc(Int32.self, n * E)
             scores = alloc(Float.self, n * E)
@@ -654,7 +669,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
             actB = alloc(UInt64.self, n * maxWords)
             pops = alloc(Int32.self, n * C)
             z = alloc(Float.self, n * K * C)
-            patches = alloc(UInt8.self, g.map { $0.positions * $0.taps + 8 } ?? 0)
+            patches = alloc(UInt8.self, g.map { integerLayer ? $0.positions * $0.taps + 8 : 0 } ?? 0)
             convWork = alloc(UInt8.self, g.map {
                 bf_conv_work_bytes($0.height, $0.width, $0.kernel, $0.padding, $0.outWidth)
             } ?? 0)
@@ -788,8 +803,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
 
     /// Conv front of a v2 model, image by image: the direct conv kernel (`bf_conv_direct`: filters, thresholds and
     /// OR-pooling in one pass), or the windows (`bf_conv_patches`) through the integer layer, whose bits are
-    /// OR-pooled into the features (`bf_conv_pool`); then the binary stem over the features gives `h`, or,
-    /// without a stem, the features are `h`.
+    /// OR-pooled in place (`bf_conv_pool`); either way the pooled cells are laid out as features (`bf_conv_pack`);
+    /// then the binary stem over the features gives `h`, or, without a stem, the features are `h`.
     @inline(never)
     private func convStage(x: UnsafePointer<UInt8>, first: Int, n: Int, s: Scratch, trace: TraceOutputs?) {
         guard let g = conv else { return }
@@ -818,7 +833,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
                                 s.convWork, s.patches)
                 integerLayer(xs: s.patches, m: g.positions, kernel: kernel, s: s, sumQ: s.sumQ, bits: s.convBits, ldBits: 1)
             }
-            bf_conv_pool(s.convBits, 1, g.outHeight, g.outWidth, g.channels, g.pool, out + i * wf, wf)
+            bf_conv_pool(s.convBits, g.outHeight, g.outWidth, g.pool)
+            bf_conv_pack(s.convBits, g.pooledHeight * g.pooledWidth, g.channels, out + i * wf, wf)
         }
         @inline(__always) func bit(_ p: UnsafePointer<UInt64>, _ j: Int) -> Bool { (p[j >> 6] >> UInt64(j & 63)) & 1 == 1 }
         if let tr = trace, let features = tr.features {

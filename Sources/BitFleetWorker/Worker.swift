@@ -42,14 +42,17 @@ public final class Worker: Sendable {
         self.metrics = metrics
         self.models = ModelStore(baseDirectory: configuration.modelDirectory) { [logger, metrics] registered, model in
             // which kernels this model runs on this CPU: the start-up log of each model and an info metric
-            logger.info("model loaded", metadata: [
+            var metadata: Logger.Metadata = [
                 "model": "\(registered.name)", "version": "\(registered.version)",
                 "xnor_kernel": "\(model.xnorPath.rawValue)", "stem_kernel": "\(model.stemKernel.rawValue)",
                 "stem_kernel_small_batches": "\(model.stemKernelSmallBatch.rawValue)",
                 "mapped_bytes": "\(model.mappedBytes)", "private_bytes": "\(model.privateBytes)",
-            ])
+            ]
+            if let conv = model.convKernel { metadata["conv_kernel"] = "\(conv)" }
+            logger.info("model loaded", metadata: metadata)
             metrics.modelKernels(model: "\(registered.name) \(registered.version)", xnor: model.xnorPath.rawValue,
-                                 stem: model.stemKernel.rawValue, stemSmallBatch: model.stemKernelSmallBatch.rawValue)
+                                 stem: model.stemKernel.rawValue, stemSmallBatch: model.stemKernelSmallBatch.rawValue,
+                                 conv: model.convKernel)
         }
         self.machine = Mutex(WorkerStateMachine(settings: .init(
             flushSeconds: configuration.flushSeconds, gracePeriodSeconds: configuration.gracePeriodSeconds,

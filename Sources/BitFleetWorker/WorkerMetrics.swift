@@ -67,10 +67,10 @@ public final class WorkerMetrics: Sendable {
     }
 
     /// A model was loaded: which kernel paths it runs on this CPU (an info metric, value 1).
-    public func modelKernels(model: String, xnor: String, stem: String, stemSmallBatch: String) {
-        CoreMetrics.Gauge(label: Self.modelKernelsLabel, dimensions: [
-            ("model", model), ("xnor", xnor), ("stem", stem), ("stem_small_batch", stemSmallBatch),
-        ], factory: factory).record(1)
+    public func modelKernels(model: String, xnor: String, stem: String, stemSmallBatch: String, conv: String? = nil) {
+        var dimensions = [("model", model), ("xnor", xnor), ("stem", stem), ("stem_small_batch", stemSmallBatch)]
+        if let conv { dimensions.append(("conv", conv)) }
+        CoreMetrics.Gauge(label: Self.modelKernelsLabel, dimensions: dimensions, factory: factory).record(1)
     }
 
     /// A job attempt ended: `succeeded` (result written), `failed` (will retry), `dead` (no more attempts),

@@ -87,22 +87,18 @@ void bf_conv_accumulate(const uint8_t *patches, long rows, long kk, int shift, c
     }
 }
 
-void bf_conv_pool(const uint64_t *bits, long ldb, long Ho, long Wo, long channels, long pool, uint64_t *f, long wf) {
+void bf_conv_pool(uint64_t *bits, long Ho, long Wo, long pool) {
+    // cell (py, px) reads positions whose index is at least its own (pool >= 1, Wo >= Wo / pool), and every later
+    // cell reads only positions past its own index: each cell can be written over the first positions in turn
     const long Hp = Ho / pool, Wp = Wo / pool;
-    memset(f, 0, (size_t)wf * sizeof(uint64_t));
-    const uint64_t mask = channels >= 64 ? ~0ULL : ((1ULL << channels) - 1);
     for (long py = 0; py < Hp; py++) {
         for (long px = 0; px < Wp; px++) {
             uint64_t v = 0;
             for (long dy = 0; dy < pool; dy++) {
-                const uint64_t *row = bits + ((py * pool + dy) * Wo + px * pool) * ldb;
-                for (long dx = 0; dx < pool; dx++) v |= row[dx * ldb];
+                const uint64_t *row = bits + (py * pool + dy) * Wo + px * pool;
+                for (long dx = 0; dx < pool; dx++) v |= row[dx];
             }
-            v &= mask;
-            const long o = (py * Wp + px) * channels;
-            const long w = o >> 6, s = o & 63;
-            f[w] |= v << s;
-            if (s != 0 && s + channels > 64) f[w + 1] |= v >> (64 - s);
+            bits[py * Wp + px] = v;
         }
     }
 }

@@ -144,6 +144,8 @@ struct BenchCommand: ParsableCommand {
         var xnor: String
         var stem: String
         var stemSmallBatch: String
+        /// A conv model's front: `direct-vnni`, `direct-avx512bw`, `direct-avx2` or `windows-<stem kernel>`.
+        var conv: String?
         var xnorSupported: [String]
         var stemSupported: [String]
     }
@@ -364,7 +366,7 @@ struct BenchCommand: ParsableCommand {
             privateBytes: loaded.privateBytes, binaryMACsPerSample: cfg.binaryMACsPerSample,
             pricePerCoreHour: pricePerCoreHour, models: modelRows,
             kernelPaths: KernelPaths(xnor: loaded.xnorPath.rawValue, stem: loaded.stemKernel.rawValue,
-                                     stemSmallBatch: loaded.stemKernelSmallBatch.rawValue,
+                                     stemSmallBatch: loaded.stemKernelSmallBatch.rawValue, conv: loaded.convKernel,
                                      xnorSupported: KernelCapabilities.running.xnorPaths,
                                      stemSupported: KernelCapabilities.running.stemKernels),
             pathComparison: pathRows, expertsScaling: scaling,
@@ -379,7 +381,7 @@ struct BenchCommand: ParsableCommand {
         }
         print("CPU        \(report.cpu)   clock \(fmt(clock.hertz / 1e9, 2)) GHz (\(clock.source); /proc/cpuinfo says \(report.procCPUInfoMHz.map { fmt($0, 0) } ?? "?") MHz)")
         print("build      \(report.builtFor)   CPU has \(report.runningCPU)")
-        print("kernels    xnor \(loaded.xnorPath.rawValue), stem \(loaded.stemKernel.rawValue) (batches under 16: \(loaded.stemKernelSmallBatch.rawValue))   (this CPU: \(KernelCapabilities.running))")
+        print("kernels    xnor \(loaded.xnorPath.rawValue), stem \(loaded.stemKernel.rawValue) (batches under 16: \(loaded.stemKernelSmallBatch.rawValue))\(loaded.convKernel.map { ", conv \($0)" } ?? "")   (this CPU: \(KernelCapabilities.running))")
         if let w = CPUFeatures.slowBuildWarning { print("           \(w)") }
         if !kernelRows.isEmpty {
             print("")

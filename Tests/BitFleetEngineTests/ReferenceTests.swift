@@ -93,6 +93,15 @@ struct ReferenceTests {
     func check(spec: Spec, dir: String, kernel: StemKernel, path: XNORPath) throws {
         let model = try BinaryMoEModel.load(directory: dir, stemKernel: kernel, xnorPath: path)
         #expect(model.stemKernel == kernel && model.xnorPath == path)
+        // which conv front ran: the direct kernel standing for this stem kernel, else the windows through it
+        let conv: String? = switch kernel {
+        case _ where spec.conv == nil: nil
+        case .vnni: "direct-vnni"
+        case .lookupAVX512: "direct-avx512bw"
+        case .lookup: "direct-avx2"
+        default: "windows-\(kernel.rawValue)"
+        }
+        #expect(model.convKernel == conv)
         let cfg = model.config
         #expect(cfg.experts == spec.experts && cfg.topK == spec.topK && cfg.expertHidden == spec.hidden)
         let x = try TestSupport.npy(dir, "inputs").bytes()

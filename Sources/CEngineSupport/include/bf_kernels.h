@@ -130,10 +130,10 @@ void bf_conv_activations(const uint8_t *x, long H, long W, long k, long stride, 
 void bf_conv_accumulate(const uint8_t *patches, long rows, long kk, int shift, const uint8_t *wbits, long channels,
                         int32_t *acc, long ldacc, long *sumQ);
 
-/// OR-pooling (max of ±1): `bits` holds one row of `ldb` words per conv output position (channel c = bit c of the
-/// first word, `channels` ≤ 64); feature `(py × Wp + px) × channels + c` of `f` (`wf` words, zeroed first) is set
-/// when bit c is set at any position of the `pool × pool` window, `Hp = Ho / pool`, `Wp = Wo / pool`.
-void bf_conv_pool(const uint64_t *bits, long ldb, long Ho, long Wo, long channels, long pool, uint64_t *f, long wf);
+/// OR-pooling (max of ±1) in place: `bits` holds one word per conv output position, row-major `Ho × Wo` (channel c
+/// = bit c); afterwards word `py × Wp + px` (`Hp = Ho / pool`, `Wp = Wo / pool`) is the OR of the `pool × pool`
+/// window's words, the pooled cells that `bf_conv_pack` lays out as features.
+void bf_conv_pool(uint64_t *bits, long Ho, long Wo, long pool);
 
 /// The features of `count` pooled cells (one word each, channel c = bit c, `channels` ≤ 64): cell i's channels are
 /// features `i × channels + c` of `f` (`wf` words, the bits past the last feature zero).
