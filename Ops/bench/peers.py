@@ -207,20 +207,37 @@ def plain_mlp():
 
 def dense_from_sparse(path, out_path):
     """Rebuild the dense-dispatch ONNX graph (train.export_onnx mode "dense") from model.onnx's initializers,
-    so only the sparse graph needs to be committed."""
+    so only the sparse graph needs to be committed. A float twin with a conv front (bitfleet_torch's
+    export_float_onnx: Conv, Relu, MaxPool, Flatten before the stem or the router) keeps that front."""
     import onnx
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
     from train import export_onnx
     m = onnx.load(path)
     w = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
     E = sum(1 for k in w if k.startswith("Wo_"))
     L = sum(1 for k in w if k.startswith("W") and k.endswith("_0") and not k.startswith("Wo_"))
     k = int(w["k"][0])
-    fl = dict(stem_W=w["stem_Wt"].T, stem_b=w["stem_b"], router_W=w["router_Wt"].T, router_b=w["router_b"],
+    stem = "stem_Wt" in w
+    fl = dict(stem_W=w["stem_Wt"].T if stem else None, stem_b=w["stem_b"] if stem else None,
+              router_W=w["router_Wt"].T, router_b=w["router_b"],
               hid_W=[np.stack([w[f"W{l}_{e}"].T for e in range(E)]) for l in range(L)],
               hid_b=[np.stack([w[f"b{l}_{e}"] for e in range(E)]) for l in range(L)],
               out_W=np.stack([w[f"Wo_{e}"].T for e in range(E)]), out_b=np.stack([w[f"bo_{e}"] for e in range(E)]))
-    export_onnx(fl, k, out_path, "dense")
+    if "conv_W" not in w:
+        export_onnx(fl, k, out_path, "dense")
+        return out_path
+    from bitfleet_torch import export_float_onnx
+
+    def attrs(op):
+        node = next((n for n in m.graph.node if n.op_type == op), None)
+        return None if node is None else {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    conv, pool = attrs("Conv"), attrs("MaxPool")
+    _, _, H, W = (int(v) for v in w["conv_in_shape"])
+    fl.update(conv_W=w["conv_W"], conv_b=w["conv_b"], input_shape=[H, W],
+              conv=dict(channels=int(w["conv_W"].shape[0]), kernel=int(conv["kernel_shape"][0]),
+                        stride=int(conv["strides"][0]), padding=int(conv["pads"][0]),
+                        pool=int(pool["kernel_shape"][0]) if pool else 1))
+    export_float_onnx(fl, k, out_path, H * W, "dense")
     return out_path
 
 
