@@ -411,6 +411,7 @@ def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=N
     Xt = torch.from_numpy(X)
     yt = torch.from_numpy(y)
     T = 4.0
+    shift = args.binary_shift if model.binary else args.shift
     history = []
     for ep in range(epochs + finetune):
         t_ep = time.time()
@@ -434,8 +435,8 @@ def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=N
             if len(ids) < 2:
                 continue
             xb, yb = Xt[ids], yt[ids]
-            if args.shift and not frozen:
-                xb = shifted(xb, shape, args.shift, gen)
+            if shift and not frozen:
+                xb = shifted(xb, shape, shift, gen)
             logits, aux = model(xb)
             loss = F.cross_entropy(logits, yb)
             if teacher is not None and args.kd > 0:
@@ -693,6 +694,9 @@ def parse_args(argv):
     g.add_argument("--shift", type=int, default=0, help="augmentation for image data: move each training image by a "
                    "random offset of up to this many pixels in each direction, zero filled (not in the frozen "
                    "batch-norm epochs; default 0 = off)")
+    g.add_argument("--binary-shift", type=int, help="--shift for the binary model alone (default: --shift); e.g. "
+                   "--shift 2 --binary-shift 0 distils from a float twin that saw shifted images (less overfit, "
+                   "softer targets) into a binary model trained on the images as they are")
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="torch / ONNX Runtime threads")
     g.add_argument("--bench-seconds", type=float, default=2.0, help="seconds per ONNX Runtime speed measurement")
@@ -761,9 +765,12 @@ def fit(args, argv):
     data = load_data(args)
     X, y, classes = data["X"], data["y"], data["classes"]
     D = X.shape[1]
-    if args.shift < 0:
-        raise FitError(f"--shift {args.shift}: a number of pixels >= 0")
-    if args.shift and not (data["input_shape"] and len(data["input_shape"]) == 2):
+    if args.binary_shift is None:
+        args.binary_shift = args.shift
+    for flag, value in (("--shift", args.shift), ("--binary-shift", args.binary_shift)):
+        if value < 0:
+            raise FitError(f"{flag} {value}: a number of pixels >= 0")
+    if (args.shift or args.binary_shift) and not (data["input_shape"] and len(data["input_shape"]) == 2):
         raise FitError("--shift moves one-channel images: it needs an image folder (gray), an X.npy shaped [N, H, W], "
                        "or --shape H,W")
     if args.heldout:
@@ -814,7 +821,7 @@ def fit(args, argv):
               f"{c['padding']}, OR-pool {c['pool']} -> {conv_features} features", flush=True)
     print(f"model: stem {args.stem}{' (none)' if args.stem == 0 else ''}, planes {args.planes}, experts {args.experts}, top-{args.top_k}, hidden "
           f"{args.hidden}; epochs {args.epochs} + {args.finetune} frozen-bn, batch {args.batch}, lr {args.lr}, "
-          f"kd {args.kd}, threads {args.threads}", flush=True)
+          f"kd {args.kd}, shift {args.shift} (binary {args.binary_shift}), threads {args.threads}", flush=True)
 
     import torch
     torch.set_num_threads(args.threads)

@@ -487,6 +487,8 @@ def test_fit_errors():
         open(p("broken/b/2.png"), "wb").write(b"\x89PNG\r\n\x1a\nnot really")
         cases.append((["--data", p("broken")], "broken/b/2.png: unreadable image"))
         cases.append((["--data", p("nothing.csv")], "no such file"))
+        np.savez(p("img.npz"), X=np.zeros((20, 6, 6), np.uint8), y=np.arange(20) % 2)
+        cases.append((["--data", p("img.npz"), "--binary-shift", "-1"], "--binary-shift -1: a number of pixels"))
         for argv, want in cases:
             rc, so, se = run_fit(argv + ["--out", p("m")])
             check(rc == 2 and want in se, f"{argv[1]}: expected rc 2 and {want!r}, got rc {rc}: {se.strip()}")
@@ -554,7 +556,25 @@ def test_shift_augmentation():
         check(found is not None, f"image {i} is not a shift of its source by at most 2 pixels")
         seen.add(found)
     check(len(seen) >= 10, f"only {len(seen)} distinct offsets in 64 images")
-    return f"64 images each moved by one offset within ±2 ({len(seen)} distinct)"
+    # --binary-shift: each model trains with its own shift (here the float twin shifted, the binary model not)
+    import argparse
+    import bitfleet_torch as bt
+    calls = []
+    real = fit.shifted
+    fit.shifted = lambda xb, shape, n, gen: calls.append(n) or real(xb, shape, n, gen)
+    try:
+        args = argparse.Namespace(seed=1, lr=2e-3, batch=128, kd=0.5, aux=0.05, shift=2, binary_shift=0)
+        y = np.arange(256, dtype=np.int64) % 10
+        xs = np.repeat(x.reshape(64, 784), 4, axis=0)
+        for binary, want in ((False, 2), (True, None)):
+            calls.clear()
+            model = bt.BinaryMoE(conv=dict(channels=4, kernel=5, stride=2, padding=2, pool=2), input_shape=(28, 28),
+                                 classes=10, stem=0, experts=2, top_k=1, hidden=[8], planes=4, binary=binary, seed=1)
+            fit.train(model, xs, y, xs[:0], y[:0], args, fit.Clock([("p", 1, 1.0)]), "p", 1, shape=(28, 28))
+            check(calls == ([want] * 2 if want else []), f"binary={binary}: shifts {calls}, want {want} per batch")
+    finally:
+        fit.shifted = real
+    return f"64 images each moved by one offset within ±2 ({len(seen)} distinct); --binary-shift used by the binary model"
 
 
 def test_fit_heldout_set():
