@@ -385,6 +385,19 @@ def predict(model, X, chunk=4096):
         return np.concatenate([model(torch.from_numpy(X[i:i + chunk]))[0].numpy() for i in range(0, len(X), chunk)])
 
 
+def augmentation(a):
+    """The model card's sentence on --shift / --binary-shift ("" when neither moved images)."""
+    f, b = a.get("shift") or 0, a.get("binary_shift")
+    b = f if b is None else b
+    if not f and not b:
+        return ""
+    say = lambda n: f"moved at random by up to {n} pixels per direction (zero filled)" if n else "not moved"
+    if f == b:
+        return f" Augmentation: training images {say(f)} in the batch-statistics epochs of both models."
+    return (f" Augmentation, in the batch-statistics epochs: the float twin's training images {say(f)}, the binary "
+            f"model's {say(b)}.")
+
+
 def shifted(xb, shape, n, gen):
     """Each image of the batch (rows of H·W features) moved by its own random (dy, dx) in [-n, n]², zero filled."""
     import torch
@@ -603,7 +616,7 @@ def write_card(out, m):
         f"Float twin: {a['epochs'] + a['finetune']} epochs. Binary: {a['epochs']} epochs with batch statistics then "
         f"{a['finetune']} with batch-norm frozen to population statistics, straight-through estimator, "
         f"distilled from the float twin (weight {a['kd']}, T = 4). Batch-norm re-estimated over the training split "
-        f"and folded into integer thresholds at export. Float twin {fmt_time(m['float_seconds'])}, "
+        f"and folded into integer thresholds at export.{augmentation(a)} Float twin {fmt_time(m['float_seconds'])}, "
         f"binary {fmt_time(m['binary_seconds'])}.",
         "",
         "Reproduce:",

@@ -436,6 +436,8 @@ def test_fit_image_folder_conv():
         card = open(os.path.join(out, "MODEL_CARD.md")).read()
         check("binary convolution" in card and "8 binary 5×5 filters" in card and "7×7×8 = 392" in card
               and "no stem" in card, "MODEL_CARD.md does not say which front was used")
+        check("moved at random by up to 2 pixels per direction (zero filled) in the batch-statistics epochs of both"
+              in card, "MODEL_CARD.md does not say how the training images were augmented (--shift 2)")
         # --conv without image-shaped data, and a --shape that does not fit, are refused
         np.save(os.path.join(td, "X.npy"), x[:50])
         np.save(os.path.join(td, "y.npy"), y[:50])
