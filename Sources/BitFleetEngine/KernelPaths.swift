@@ -52,14 +52,14 @@ public enum StemKernel: String, Sendable, CaseIterable, Codable {
         }
     }
 
-    /// The direct conv kernel (`conv_direct.c`) that stands for this stem kernel in a conv model's front: the
-    /// `vpmaddubsw` kernels on the lookup kernels' instruction sets, `vpdpbusd` for VNNI. AMX and the bit planes run
-    /// the conv as windows through the stem kernels instead.
-    var convDirectCode: Int32? {
+    /// The direct conv kernel (`conv_direct.c`) that stands for this stem kernel in a conv model's front, its code and
+    /// the name logs and metrics give it: the `vpmaddubsw` kernels on the lookup kernels' instruction sets, `vpdpbusd`
+    /// for VNNI. AMX and the bit planes run the conv as windows through the stem kernels instead.
+    var convDirect: (code: Int32, name: String)? {
         switch self {
-        case .lookup: Int32(BF_CONV_AVX2)
-        case .lookupAVX512: Int32(BF_CONV_AVX512BW)
-        case .vnni: Int32(BF_CONV_VNNI)
+        case .lookup: (Int32(BF_CONV_AVX2), "direct-avx2")
+        case .lookupAVX512: (Int32(BF_CONV_AVX512BW), "direct-avx512bw")
+        case .vnni: (Int32(BF_CONV_VNNI), "direct-vnni")
         default: nil
         }
     }

@@ -35,7 +35,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
     /// The stem weights as {0, 1} bytes for the int8 kernels (nil unless a chosen stem kernel is `.vnni`/`.amx`).
     let stemInt8: UnsafePointer<UInt8>?
     /// A conv model's filters and thresholds for the direct conv kernel that stands for `stemKernel`
-    /// (`StemKernel.convDirectCode`; nil for a v1 model, or when the conv runs as windows through the stem kernels).
+    /// (`StemKernel.convDirect`; nil for a v1 model, or when the conv runs as windows through the stem kernels).
     let convDirect: (path: Int32, packed: UnsafePointer<UInt8>)?
     /// Which stem kernel `predict` uses for micro-batches of at least 16 samples (never `.automatic`).
     public let stemKernel: StemKernel
@@ -50,12 +50,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
     /// conv front.
     public var convKernel: String? {
         guard conv != nil else { return nil }
-        guard let d = convDirect else { return "windows-\(stemKernel.rawValue)" }
-        switch d.path {
-        case Int32(BF_CONV_VNNI): return "direct-vnni"
-        case Int32(BF_CONV_AVX512BW): return "direct-avx512bw"
-        default: return "direct-avx2"
-        }
+        // the direct kernel is the one standing for `stemKernel` (chosen at load)
+        guard convDirect != nil, let direct = stemKernel.convDirect else { return "windows-\(stemKernel.rawValue)" }
+        return direct.name
     }
     /// Models with at least this many experts prefetch the next active expert's first layer while one runs: their
     /// experts' weights do not stay in L2 between micro-batches (16 experts' do).
@@ -268,7 +265,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         self.stemKernel = chosen.large
         stemKernelSmallBatch = chosen.small
         var stemBytes = 0
-        if let g = conv, let code = chosen.large.convDirectCode, bf_conv_direct_supported(code) != 0 {
+        if let g = conv, let code = chosen.large.convDirect?.code, bf_conv_direct_supported(code) != 0 {
             // a conv front runs image by image with one kernel (the small-batch choice is the same)
             let count = bf_conv_direct_bytes(code, g.channels, g.kernel)
             let storage = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 64)
