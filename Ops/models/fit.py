@@ -386,9 +386,9 @@ def predict(model, X, chunk=4096):
 
 
 def augmentation(a):
-    """The model card's sentence on --shift / --binary-shift ("" when neither moved images)."""
-    f, b = a.get("shift") or 0, a.get("binary_shift")
-    b = f if b is None else b
+    """The model card's sentence on --shift / --binary-shift ("" when neither moved images; fit() has already made
+    an absent --binary-shift equal to --shift)."""
+    f, b = a["shift"], a["binary_shift"]
     if not f and not b:
         return ""
     say = lambda n: f"moved at random by up to {n} pixels per direction (zero filled)" if n else "not moved"

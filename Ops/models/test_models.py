@@ -244,12 +244,12 @@ def test_torch_conv_export_bit_exact():
         notes.append(f"stem {stem}: {mine['conv_bits'].shape[1]} features, {ones * 100:.0f}% ones")
     # the float twin's ONNX export gives torch's float logits on 300 test images (ONNX Runtime, 1 thread)
     import onnxruntime as ort
+    sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+    from peers import dense_from_sparse
 
     def onnx_error(fm):
         """The largest difference from torch's logits of the exported sparse graph and of the dense graph that
         Ops/bench/peers.py rebuilds from it (every expert, gated)."""
-        sys.path.insert(0, os.path.join(HERE, "..", "bench"))
-        from peers import dense_from_sparse
         with torch.no_grad():
             want = fm.eval()(torch.from_numpy(xe[:300]))[0].numpy()
         err = 0.0
