@@ -86,6 +86,14 @@ def sign(x):
     return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
 
 
+def _weight(layer):
+    """The weight a layer computes with: sign(W) with the STE for a binary layer, W for the float twin, and W as well
+    for a binary layer in its real-weight warm-up (BinaryMoE.set_real_weights: binary activations, real weights)."""
+    if layer.binary and not getattr(layer, "real_weights", False):
+        return sign_ste(layer.weight)
+    return layer.weight
+
+
 def _bn(a, bn: nn.BatchNorm1d):
     """Batch-norm that falls back to running statistics for a group of fewer than 2 rows (an expert that got one
     sample in a batch) instead of failing."""
@@ -152,7 +160,7 @@ class BinaryStem(nn.Module):
         return torch.as_tensor(x).to(torch.float32) / 255.0
 
     def preact(self, x):
-        return F.linear(self.inputs(x), sign_ste(self.weight) if self.binary else self.weight)
+        return F.linear(self.inputs(x), _weight(self))
 
     def forward(self, x):
         y = _bn(self.preact(x), self.bn)
@@ -212,7 +220,7 @@ class BinaryConv(nn.Module):
     def preact(self, x, weight=None):
         """Pre-activations [B, C, Ho, Wo] (exact integers in float32 for the binary layer)."""
         if weight is None:
-            weight = sign_ste(self.weight) if self.binary else self.weight
+            weight = _weight(self)
         cols = F.unfold(self.inputs(x), self.kernel, padding=self.padding, stride=self.stride)   # [B, k*k, L]
         a = torch.matmul(weight, cols)                                                            # [B, C, L]
         return a.reshape(a.shape[0], self.channels, self.out_hw[0], self.out_hw[1])
@@ -237,7 +245,7 @@ class BinaryLinear(nn.Module):
         self.bn = nn.BatchNorm1d(out_features, eps=1e-5)
 
     def preact(self, u):
-        return F.linear(u, sign_ste(self.weight) if self.binary else self.weight)
+        return F.linear(u, _weight(self))
 
     def forward(self, u):
         y = _bn(self.preact(u), self.bn)
@@ -261,7 +269,7 @@ class BinaryScaledLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
 
     def forward(self, u):
-        d = F.linear(u, sign_ste(self.weight) if self.binary else self.weight)
+        d = F.linear(u, _weight(self))
         return self.scale * d + self.bias
 
 
@@ -364,6 +372,24 @@ class BinaryMoE(nn.Module):
             z = self.experts[e](h[rows])
             logits = logits.index_add(0, rows, gates[rows, slots].unsqueeze(1) * z)
         return logits, aux
+
+    @torch.no_grad()
+    def set_real_weights(self, on):
+        """Two-step training (as in ReActNet): with on=True every binary layer computes with its real latent weights
+        while activations stay binary; with on=False (the default state) with their signs again. Each switch rescales the
+        scaled layers (router, expert outputs) by their rows' mean |W| (divide when turning real weights on, multiply
+        when turning them off), so that scale * sign(W) u and scale * W u start near each other; layers followed by
+        batch-norm need nothing."""
+        if not self.binary:
+            raise ValueError("set_real_weights is for binary models")
+        for m in self.modules():
+            if not isinstance(m, (BinaryStem, BinaryConv, BinaryLinear, BinaryScaledLinear)):
+                continue
+            was = getattr(m, "real_weights", False)
+            if was != bool(on) and isinstance(m, BinaryScaledLinear):
+                a = m.weight.abs().mean(1).clamp_min(1e-8)
+                m.scale.mul_(a) if was else m.scale.div_(a)
+            m.real_weights = bool(on)
 
     @torch.no_grad()
     def clip_latent(self):

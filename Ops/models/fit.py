@@ -385,6 +385,13 @@ def predict(model, X, chunk=4096):
         return np.concatenate([model(torch.from_numpy(X[i:i + chunk]))[0].numpy() for i in range(0, len(X), chunk)])
 
 
+def real_text(a):
+    """The model card's words on --real-weights ("" when off)."""
+    n = a.get("real_weights") or 0
+    return (f"first {n} epochs with real-valued weights and binary activations (two-step training), then "
+            if n else "")
+
+
 def augmentation(a):
     """The model card's sentence on --shift / --binary-shift ("" when neither moved images; fit() has already made
     an absent --binary-shift equal to --shift)."""
@@ -613,7 +620,7 @@ def write_card(out, m):
         "",
         f"PyTorch {m['torch_version']} (CPU, {a['threads']} thread(s)), layers from `Ops/models/bitfleet_torch.py`. "
         f"Adam, cosine learning-rate decay from {a['lr']}, batch {a['batch']}, load-balancing loss weight {a['aux']}. "
-        f"Float twin: {a['epochs'] + a['finetune']} epochs. Binary: {a['epochs']} epochs with batch statistics then "
+        f"Float twin: {a['epochs'] + a['finetune']} epochs. Binary: {real_text(a)}{a['epochs']} epochs with batch statistics then "
         f"{a['finetune']} with batch-norm frozen to population statistics, straight-through estimator, "
         f"distilled from the float twin (weight {a['kd']}, T = 4). Batch-norm re-estimated over the training split "
         f"and folded into integer thresholds at export.{augmentation(a)} Float twin {fmt_time(m['float_seconds'])}, "
@@ -710,6 +717,10 @@ def parse_args(argv):
     g.add_argument("--binary-shift", type=int, help="--shift for the binary model alone (default: --shift); e.g. "
                    "--shift 2 --binary-shift 0 distils from a float twin that saw shifted images (less overfit, "
                    "softer targets) into a binary model trained on the images as they are")
+    g.add_argument("--real-weights", type=int, default=0, metavar="N",
+                   help="two-step training of the binary model (as in ReActNet): first N epochs with real-valued "
+                   "weights and binary activations, then the --epochs/--finetune schedule with binary weights "
+                   "starting from those (default 0 = off)")
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="torch / ONNX Runtime threads")
     g.add_argument("--bench-seconds", type=float, default=2.0, help="seconds per ONNX Runtime speed measurement")
@@ -783,6 +794,8 @@ def fit(args, argv):
     for flag, value in (("--shift", args.shift), ("--binary-shift", args.binary_shift)):
         if value < 0:
             raise FitError(f"{flag} {value}: a number of pixels >= 0")
+    if args.real_weights < 0:
+        raise FitError(f"--real-weights {args.real_weights}: a number of epochs >= 0")
     if (args.shift or args.binary_shift) and not (data["input_shape"] and len(data["input_shape"]) == 2):
         raise FitError("--shift moves one-channel images: it needs an image folder (gray), an X.npy shaped [N, H, W], "
                        "or --shape H,W")
@@ -834,7 +847,7 @@ def fit(args, argv):
               f"{c['padding']}, OR-pool {c['pool']} -> {conv_features} features", flush=True)
     print(f"model: stem {args.stem}{' (none)' if args.stem == 0 else ''}, planes {args.planes}, experts {args.experts}, top-{args.top_k}, hidden "
           f"{args.hidden}; epochs {args.epochs} + {args.finetune} frozen-bn, batch {args.batch}, lr {args.lr}, "
-          f"kd {args.kd}, shift {args.shift} (binary {args.binary_shift}), threads {args.threads}", flush=True)
+          f"kd {args.kd}, shift {args.shift} (binary {args.binary_shift}), real-weight epochs {args.real_weights}, threads {args.threads}", flush=True)
 
     import torch
     torch.set_num_threads(args.threads)
@@ -845,7 +858,8 @@ def fit(args, argv):
                 hidden=args.hidden, planes=args.planes, seed=args.seed, conv=args.conv,
                 input_shape=data["input_shape"] if args.conv else None)
     fl_epochs = args.epochs + args.finetune
-    clock = Clock([("float", fl_epochs, 0.7), ("binary", args.epochs + args.finetune, 1.0)])
+    clock = Clock([("float", fl_epochs, 0.7), ("binary-real", args.real_weights, 1.0),
+                   ("binary", args.epochs + args.finetune, 1.0)])
     os.makedirs(args.out, exist_ok=True)
 
     # float twin
@@ -859,6 +873,12 @@ def fit(args, argv):
     t0 = time.time()
     bmodel = BinaryMoE(binary=True, **arch)
     teacher = fmodel.eval() if args.kd > 0 else None
+    rhist = []
+    if args.real_weights:
+        bmodel.set_real_weights(True)
+        rhist = train(bmodel, Xtr, ytr, Xva, yva, args, clock, "binary-real", args.real_weights, 0, teacher,
+                      shape=data["input_shape"])
+        bmodel.set_real_weights(False)
     bhist = train(bmodel, Xtr, ytr, Xva, yva, args, clock, "binary", args.epochs, args.finetune, teacher,
                   shape=data["input_shape"])
     calibrate(bmodel, Xtr)
@@ -933,7 +953,7 @@ def fit(args, argv):
         safetensors_bytes=os.path.getsize(st), sha256=sha256_file(st),
         float_onnx_bytes=os.path.getsize(onnx_path), int8_onnx_bytes=os.path.getsize(int8_path),
         binary_macs=int(macs), float_seconds=round(float_seconds, 1), binary_seconds=round(binary_seconds, 1),
-        history=dict(float=fhist, binary=bhist))
+        history=dict(float=fhist, binary_real=rhist, binary=bhist))
     with open(os.path.join(args.out, "fit_metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     write_card(args.out, metrics)

@@ -491,6 +491,7 @@ def test_fit_errors():
         cases.append((["--data", p("nothing.csv")], "no such file"))
         np.savez(p("img.npz"), X=np.zeros((20, 6, 6), np.uint8), y=np.arange(20) % 2)
         cases.append((["--data", p("img.npz"), "--binary-shift", "-1"], "--binary-shift -1: a number of pixels"))
+        cases.append((["--data", p("img.npz"), "--real-weights", "-1"], "--real-weights -1: a number of epochs"))
         for argv, want in cases:
             rc, so, se = run_fit(argv + ["--out", p("m")])
             check(rc == 2 and want in se, f"{argv[1]}: expected rc 2 and {want!r}, got rc {rc}: {se.strip()}")
@@ -579,6 +580,54 @@ def test_shift_augmentation():
     return f"64 images each moved by one offset within ±2 ({len(seen)} distinct); --binary-shift used by the binary model"
 
 
+def test_real_weights():
+    # two-step training (--real-weights): in the warm-up every binary layer computes with its real latent weights
+    # (activations stay binary), the scaled layers are rescaled by mean |W| each way, and switching back restores
+    # sign(W); fit.train trains the latent weights through the warm-up
+    import argparse
+    import torch
+    import torch.nn.functional as F
+    import bitfleet_torch as bt
+    import fit
+    x, y = fashion(256)
+    xs = x.reshape(256, 784)
+    model = bt.BinaryMoE(conv=dict(channels=4, kernel=4, stride=2, padding=1, pool=2), input_shape=(28, 28),
+                         classes=10, stem=16, experts=2, top_k=1, hidden=[8], planes=4, binary=True, seed=1)
+    layers = [model.conv, model.stem, model.router, model.experts[0].hidden[0], model.experts[0].out]
+    scale0 = model.router.scale.detach().clone()
+    with torch.no_grad():
+        want_sign = model.conv.preact(xs[:8]).clone()
+        model.set_real_weights(True)
+        got = model.conv.preact(xs[:8])
+        check(torch.allclose(got, model.conv.preact(xs[:8], weight=model.conv.weight)), "conv: real weights not used")
+        check(not torch.allclose(got, want_sign), "conv: the warm-up computes with sign(W)")
+        u = torch.sign(torch.randn(3, 16))
+        r = model.router.scale * F.linear(u, model.router.weight) + model.router.bias
+        check(torch.allclose(model.router(u)[0], r), "router: real weights not used")
+        a = model.router.weight.abs().mean(1)
+        check(torch.allclose(model.router.scale * a, scale0), "router scale not divided by mean |W|")
+        check(all(getattr(m, "real_weights", False) for m in layers), "a layer kept its binary weights")
+    args = argparse.Namespace(seed=1, lr=2e-3, batch=128, kd=0.0, aux=0.05, shift=0, binary_shift=0)
+    w0 = model.experts[0].hidden[0].weight.detach().clone()
+    fit.train(model, xs, y, xs[:0], y[:0], args, fit.Clock([("p", 1, 1.0)]), "p", 1, shape=(28, 28))
+    check(not torch.equal(w0, model.experts[0].hidden[0].weight), "the warm-up did not train the latent weights")
+    with torch.no_grad():
+        a = model.router.weight.abs().mean(1)
+        s_real = model.router.scale.detach().clone()
+        model.set_real_weights(False)
+        check(torch.allclose(model.router.scale, s_real * a), "router scale not multiplied back by mean |W|")
+        check(not any(getattr(m, "real_weights", False) for m in layers), "a layer kept its real weights")
+        got = model.conv.preact(xs[:8])
+        check(torch.equal(got, model.conv.preact(xs[:8], weight=bt.sign(model.conv.weight))), "conv: not sign(W) after")
+    float_model = bt.BinaryMoE(input_features=784, classes=10, stem=16, experts=2, binary=False)
+    try:
+        float_model.set_real_weights(True)
+        check(False, "set_real_weights accepted a float model")
+    except ValueError:
+        pass
+    return "warm-up on real weights (conv, stem, router, experts), rescaled both ways, signs after"
+
+
 def test_fit_heldout_set():
     # a separate held-out set (--heldout): every --data sample is trained on, the card's accuracy is on the held-out
     # set (checked with reference.py); a held-out set with other classes or scaling is refused
@@ -588,11 +637,15 @@ def test_fit_heldout_set():
         np.savez(os.path.join(td, "test.npz"), X=x[480:], y=y[480:])
         out = os.path.join(td, "model")
         rc, so, se = run_fit(["--data", os.path.join(td, "train.npz"), "--heldout", os.path.join(td, "test.npz"),
-                              "--out", out, "--bitfleet", "none"] + FIT_SMALL)
+                              "--out", out, "--bitfleet", "none", "--real-weights", "1"] + FIT_SMALL)
         check(rc == 0, f"fit.py --heldout rc {rc}: {se[-2000:]}{so[-2000:]}")
         m = check_model_dir(out, 10, 784, x[480:], y[480:])
         check(m["data"]["train"] == 480 and m["data"]["heldout"] == 120, f"split {m['data']}")
-        check("held-out set `" in open(os.path.join(out, "MODEL_CARD.md")).read(), "the card does not name the held-out set")
+        card = open(os.path.join(out, "MODEL_CARD.md")).read()
+        check("held-out set `" in card, "the card does not name the held-out set")
+        # --real-weights 1: one warm-up epoch before the binary schedule, named in the card and the history
+        check(len(m["history"]["binary_real"]) == 1 and len(m["history"]["binary"]) == 4, f"history {m['history']}")
+        check("first 1 epochs with real-valued weights" in card, "the card does not name the real-weight warm-up")
         keep = y[480:] < 5
         np.savez(os.path.join(td, "five.npz"), X=x[480:][keep], y=y[480:][keep])
         np.savez(os.path.join(td, "floats.npz"), X=x[480:].astype(np.float64) / 40.0, y=y[480:])
@@ -601,10 +654,11 @@ def test_fit_heldout_set():
                                   "--out", out + "2", "--bitfleet", "none"] + FIT_SMALL)
             check(rc == 2 and "--heldout" in se and why in se, f"{bad}: rc {rc}: {se.strip()}")
             check(not os.path.exists(out + "2"), f"{bad}: a model directory was written")
-    return "trained on all 480 samples, accuracy on the 120 held out equals reference.py's; 2 mismatched sets refused"
+    return ("trained on all 480 samples (a real-weight warm-up epoch first), accuracy on the 120 held out equals "
+            "reference.py's; 2 mismatched sets refused")
 
 
-TESTS = [test_export_router_groups, test_shift_augmentation, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
+TESTS = [test_export_router_groups, test_shift_augmentation, test_real_weights, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
          test_fit_npz_scaled_features, test_fit_image_folder, test_fit_image_folder_conv]
 
 
