@@ -385,6 +385,14 @@ def predict(model, X, chunk=4096):
         return np.concatenate([model(torch.from_numpy(X[i:i + chunk]))[0].numpy() for i in range(0, len(X), chunk)])
 
 
+def float_text(a):
+    """The model card's words on how the float twin was trained."""
+    if a.get("teacher"):
+        return (f"Float twin: taken from the earlier fit `{a['teacher']}` (its card says how it was trained; "
+                f"`--shift` {a['shift']}).")
+    return f"Float twin: {a['epochs'] + a['finetune']} epochs."
+
+
 def real_text(a):
     """The model card's words on --real-weights ("" when off)."""
     n = a.get("real_weights") or 0
@@ -510,6 +518,51 @@ def ort_eval(path, Xv, yv, threads, bench_seconds, batch=256):
     return acc, n / (time.perf_counter() - t0)
 
 
+class OnnxTeacher:
+    """A --teacher's float twin (ONNX Runtime) as the distillation teacher, called like the torch twin:
+    teacher(xb)[0] is the logits of the uint8 batch xb."""
+
+    def __init__(self, path, threads):
+        self.sess = ort_session(path, threads)
+
+    def __call__(self, xb):
+        import torch
+        x = np.asarray(xb, dtype=np.float32) / np.float32(255)
+        return (torch.from_numpy(self.sess.run(None, {"x": x})[0]),)
+
+
+def check_teacher(args, arch, classes, input_scale):
+    """--teacher DIR: an earlier fit.py output whose model has this run's classes, inputs and architecture, so that
+    its float twin is this model's twin too. Sets args.shift to the shift the teacher's float twin was trained with
+    (the card's augmentation sentence speaks of it). Returns the path of its float/model.onnx; FitError naming what
+    is missing or differs otherwise."""
+    d = args.teacher
+    onnx_path = os.path.join(d, "float", "model.onnx")
+    need = [os.path.join(d, "config.json"), os.path.join(d, "fit_metrics.json"), onnx_path,
+            os.path.join(d, "float", "model_int8.onnx")]
+    missing = [p for p in need if not os.path.isfile(p)]
+    if missing:
+        raise FitError(f"--teacher {d}: not a fit.py output folder (missing {', '.join(missing)})")
+    try:
+        with open(need[0]) as f:
+            cfg = json.load(f)
+        with open(need[1]) as f:
+            shift = int(json.load(f)["args"].get("shift") or 0)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FitError(f"--teacher {d}: config.json or fit_metrics.json unreadable: {e}")
+    want = dict(classes=list(classes), input_features=arch["input_features"], input_scale=float(input_scale),
+                stem_width=arch["stem"], experts=arch["experts"], top_k=arch["top_k"],
+                expert_hidden=list(arch["hidden"]), conv=arch["conv"])
+    if arch["conv"]:
+        want["input_shape"] = list(arch["input_shape"])
+    diff = [f"{k} {cfg.get(k)!r} (this run: {want[k]!r})" for k in want if cfg.get(k) != want[k]]
+    if diff:
+        raise FitError(f"--teacher {d}: its model differs from this run's, so its float twin is not this model's "
+                       f"twin: {'; '.join(diff)}")
+    args.shift = shift
+    return onnx_path
+
+
 def find_bitfleet(explicit):
     if explicit:
         return explicit if os.path.exists(explicit) else None
@@ -620,11 +673,12 @@ def write_card(out, m):
         "",
         f"PyTorch {m['torch_version']} (CPU, {a['threads']} thread(s)), layers from `Ops/models/bitfleet_torch.py`. "
         f"Adam, cosine learning-rate decay from {a['lr']}, batch {a['batch']}, load-balancing loss weight {a['aux']}. "
-        f"Float twin: {a['epochs'] + a['finetune']} epochs. Binary: {real_text(a)}{a['epochs']} epochs with batch statistics then "
+        + float_text(a) + f" Binary: {real_text(a)}{a['epochs']} epochs with batch statistics then "
         f"{a['finetune']} with batch-norm frozen to population statistics, straight-through estimator, "
         f"distilled from the float twin (weight {a['kd']}, T = 4). Batch-norm re-estimated over the training split "
-        f"and folded into integer thresholds at export.{augmentation(a)} Float twin {fmt_time(m['float_seconds'])}, "
-        f"binary {fmt_time(m['binary_seconds'])}.",
+        f"and folded into integer thresholds at export.{augmentation(a)} "
+        + ("" if a.get("teacher") else f"Float twin {fmt_time(m['float_seconds'])}, ")
+        + f"binary {fmt_time(m['binary_seconds'])}.",
         "",
         "Reproduce:",
         "",
@@ -717,6 +771,10 @@ def parse_args(argv):
     g.add_argument("--binary-shift", type=int, help="--shift for the binary model alone (default: --shift); e.g. "
                    "--shift 2 --binary-shift 0 distils from a float twin that saw shifted images (less overfit, "
                    "softer targets) into a binary model trained on the images as they are")
+    g.add_argument("--teacher", metavar="DIR", help="distil from the float twin of an earlier fit.py run (DIR: its "
+                   "output folder, same data scaling, classes and architecture) instead of training one: its "
+                   "float/model.onnx and model_int8.onnx are copied as this model's twins (saves the float phase when "
+                   "only binary-side options change; the float twin's --shift is then the teacher's)")
     g.add_argument("--real-weights", type=int, default=0, metavar="N",
                    help="two-step training of the binary model (as in ReActNet): first N epochs with real-valued "
                    "weights and binary activations, then the --epochs/--finetune schedule with binary weights "
@@ -857,22 +915,29 @@ def fit(args, argv):
     arch = dict(input_features=D, classes=len(classes), stem=args.stem, experts=args.experts, top_k=args.top_k,
                 hidden=args.hidden, planes=args.planes, seed=args.seed, conv=args.conv,
                 input_shape=data["input_shape"] if args.conv else None)
-    fl_epochs = args.epochs + args.finetune
+    teacher_onnx = None
+    if args.teacher:
+        teacher_onnx = check_teacher(args, arch, classes, data["input_scale"])
+    fl_epochs = 0 if teacher_onnx else args.epochs + args.finetune
     clock = Clock([("float", fl_epochs, 0.7), ("binary-real", args.real_weights, 1.0),
                    ("binary", args.epochs + args.finetune, 1.0)])
     os.makedirs(args.out, exist_ok=True)
 
-    # float twin
+    # float twin (or the --teacher's)
     t0 = time.time()
-    fmodel = BinaryMoE(binary=False, **arch)
-    fhist = train(fmodel, Xtr, ytr, Xva, yva, args, clock, "float", fl_epochs, shape=data["input_shape"])
-    calibrate(fmodel, Xtr)
+    if teacher_onnx:
+        fmodel, fhist = None, []
+        teacher = OnnxTeacher(teacher_onnx, args.threads) if args.kd > 0 else None
+    else:
+        fmodel = BinaryMoE(binary=False, **arch)
+        fhist = train(fmodel, Xtr, ytr, Xva, yva, args, clock, "float", fl_epochs, shape=data["input_shape"])
+        calibrate(fmodel, Xtr)
+        teacher = fmodel.eval() if args.kd > 0 else None
     float_seconds = time.time() - t0
 
     # binary
     t0 = time.time()
     bmodel = BinaryMoE(binary=True, **arch)
-    teacher = fmodel.eval() if args.kd > 0 else None
     rhist = []
     if args.real_weights:
         bmodel.set_real_weights(True)
@@ -908,15 +973,20 @@ def fit(args, argv):
     fdir = os.path.join(args.out, "float")
     os.makedirs(fdir, exist_ok=True)
     onnx_path, int8_path = os.path.join(fdir, "model.onnx"), os.path.join(fdir, "model_int8.onnx")
-    export_float_onnx(float_arrays(fmodel), args.top_k, onnx_path, D, "sparse")
-    import logging
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    logging.getLogger().setLevel(logging.ERROR)
-    quantize_dynamic(onnx_path, int8_path, weight_type=QuantType.QInt8)
+    if teacher_onnx:
+        shutil.copyfile(teacher_onnx, onnx_path)
+        shutil.copyfile(os.path.join(os.path.dirname(teacher_onnx), "model_int8.onnx"), int8_path)
+    else:
+        export_float_onnx(float_arrays(fmodel), args.top_k, onnx_path, D, "sparse")
+        import logging
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        logging.getLogger().setLevel(logging.ERROR)
+        quantize_dynamic(onnx_path, int8_path, weight_type=QuantType.QInt8)
     facc, fsps = ort_eval(onnx_path, Xva, yva, args.threads, args.bench_seconds)
     iacc, isps = ort_eval(int8_path, Xva, yva, args.threads, args.bench_seconds)
-    ftorch = float((predict(fmodel, Xva).argmax(1) == yva).mean())
-    print(f"float twin: ONNX held-out acc {facc * 100:.2f}% (torch {ftorch * 100:.2f}%), {fsps:,.0f} samples/s; "
+    ftorch = facc if fmodel is None else float((predict(fmodel, Xva).argmax(1) == yva).mean())
+    print(f"float twin{' (from --teacher)' if teacher_onnx else ''}: ONNX held-out acc {facc * 100:.2f}% "
+          f"(torch {ftorch * 100:.2f}%), {fsps:,.0f} samples/s; "
           f"int8 twin {iacc * 100:.2f}%, {isps:,.0f} samples/s (batch 256, {args.threads} thread(s))", flush=True)
 
     engine = None

@@ -646,6 +646,26 @@ def test_fit_heldout_set():
         # --real-weights 1: one warm-up epoch before the binary schedule, named in the card and the history
         check(len(m["history"]["binary_real"]) == 1 and len(m["history"]["binary"]) == 4, f"history {m['history']}")
         check("first 1 epochs with real-valued weights" in card, "the card does not name the real-weight warm-up")
+        # --teacher: a second fit distils from this one's float twin instead of training its own; the twins are
+        # copied; a teacher of another architecture or a folder that is no fit output is refused before training
+        out_t = os.path.join(td, "student")
+        rc, so, se = run_fit(["--data", os.path.join(td, "train.npz"), "--heldout", os.path.join(td, "test.npz"),
+                              "--out", out_t, "--bitfleet", "none", "--teacher", out, "--planes", "8"] + FIT_SMALL)
+        check(rc == 0, f"fit.py --teacher rc {rc}: {se[-2000:]}{so[-2000:]}")
+        mt = check_model_dir(out_t, 10, 784, x[480:], y[480:])
+        for f in ("model.onnx", "model_int8.onnx"):
+            check(open(os.path.join(out, "float", f), "rb").read() == open(os.path.join(out_t, "float", f), "rb").read(),
+                  f"float/{f} is not the teacher's")
+        check(mt["history"]["float"] == [] and "[float]" not in so, "a float twin was trained despite --teacher")
+        check(mt["float_onnx_acc"] == m["float_onnx_acc"], f"twin accuracy {mt['float_onnx_acc']} != {m['float_onnx_acc']}")
+        check(f"taken from the earlier fit `{out}`" in open(os.path.join(out_t, "MODEL_CARD.md")).read(),
+              "the card does not name the teacher")
+        for bad, why in ((["--teacher", out, "--experts", "8"], "experts 4 (this run: 8)"),
+                         (["--teacher", td], "not a fit.py output folder")):
+            rc, so, se = run_fit(["--data", os.path.join(td, "train.npz"), "--out", out + "3", "--bitfleet", "none"]
+                                 + FIT_SMALL + bad)
+            check(rc == 2 and "--teacher" in se and why in se, f"{bad}: rc {rc}: {se.strip()}")
+            check(not os.path.exists(out + "3"), f"{bad}: a model directory was written")
         keep = y[480:] < 5
         np.savez(os.path.join(td, "five.npz"), X=x[480:][keep], y=y[480:][keep])
         np.savez(os.path.join(td, "floats.npz"), X=x[480:].astype(np.float64) / 40.0, y=y[480:])
@@ -655,7 +675,8 @@ def test_fit_heldout_set():
             check(rc == 2 and "--heldout" in se and why in se, f"{bad}: rc {rc}: {se.strip()}")
             check(not os.path.exists(out + "2"), f"{bad}: a model directory was written")
     return ("trained on all 480 samples (a real-weight warm-up epoch first), accuracy on the 120 held out equals "
-            "reference.py's; 2 mismatched sets refused")
+            "reference.py's; 2 mismatched sets refused; a second fit distilled from its float twin (--teacher), "
+            "2 bad teachers refused")
 
 
 TESTS = [test_export_router_groups, test_shift_augmentation, test_real_weights, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
