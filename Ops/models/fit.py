@@ -918,6 +918,8 @@ def fit(args, argv):
     teacher_onnx = None
     if args.teacher:
         teacher_onnx = check_teacher(args, arch, classes, data["input_scale"])
+        print(f"teacher: the float twin of {args.teacher} (trained with --shift {args.shift}); no float phase",
+              flush=True)
     fl_epochs = 0 if teacher_onnx else args.epochs + args.finetune
     clock = Clock([("float", fl_epochs, 0.7), ("binary-real", args.real_weights, 1.0),
                    ("binary", args.epochs + args.finetune, 1.0)])
