@@ -106,10 +106,12 @@ static inline int32_t load4(const uint8_t *p) {
 // NB channel blocks and POS neighbouring positions per step, compile-time constants so that the accumulators live
 // in registers. Positions past the last whole pooling window are skipped (the format drops them). The positions of a
 // step share each weight load and give the core POS × NB independent accumulator chains: one position alone left
-// the `vpdpbusd` latency exposed (twice as slow on the Xeon), two still a little (VNNI with 32 channels: four were
-// 1.03–1.30× faster than two); where POS × NB accumulators and the `vpmaddubsw` temporaries would not fit the
-// registers (AVX2, AVX-512BW with more than 32 channels) two positions are kept. A short last step reuses its first
-// position for the missing ones and keeps only its own.
+// the `vpdpbusd` latency exposed (twice as slow on the Xeon), and with up to 32 channels two still did a little
+// (single-thread microbenchmark, 32 channels 4 × 4 stride 2: four positions 1.04–1.28× faster than two with VNNI,
+// 1.06–1.07× with AVX-512BW; with 64 channels 0.95–1.06×, so two are kept there, and on AVX2, whose 16 registers
+// would not hold the accumulators). A short last step reads its first position for the missing ones and keeps only
+// its own. The positions are one pointer and constant offsets: a pointer per position was 0.86–0.93× as fast.
+#define BF_CONV_POS(NB) ((NB) <= 2 ? 4 : 2)
 #define BF_CONV_BODY(NB, POS, ZERO, BCAST, STEP, FINISH, MASK)                                                        \
     const VEC_T *W = (const VEC_T *)weights, *T = (const VEC_T *)thresholds;                                          \
     for (long oy = 0; oy < Hq * pool; oy++) {                                                                         \
@@ -119,8 +121,9 @@ static inline int32_t load4(const uint8_t *p) {
         long px = 0, dx = 0; /* position ox's pooling cell and its offset in it: no division per position */        \
         for (long ox = 0; ox < end; ox += POS) {                                                                      \
             const long n = end - ox < POS ? end - ox : POS;                                                           \
-            const uint8_t *s[POS];                                                                                    \
-            for (int p = 0; p < POS; p++) s[p] = row + (ox + (p < n ? p : 0)) * stride;                               \
+            const uint8_t *s0 = row + ox * stride;                                                                    \
+            long off[POS];                                                                                            \
+            for (int p = 0; p < POS; p++) off[p] = (p < n ? p : 0) * stride;                                          \
             ACC_T acc[POS][NB];                                                                                       \
             for (int p = 0; p < POS; p++)                                                                             \
                 for (int b = 0; b < NB; b++) acc[p][b] = ZERO;                                                        \
@@ -128,20 +131,22 @@ static inline int32_t load4(const uint8_t *p) {
             for (long ky = 0; ky < k; ky++) {                                                                         \
                 for (long j = 0; j < gr; j++, wg += NB) {                                                             \
                     VEC_T a[POS];                                                                                     \
-                    for (int p = 0; p < POS; p++) a[p] = BCAST(load4(s[p] + 4 * j));                                  \
+                    for (int p = 0; p < POS; p++) a[p] = BCAST(load4(s0 + off[p] + 4 * j));                            \
                     for (int b = 0; b < NB; b++)                                                                      \
                         for (int p = 0; p < POS; p++) acc[p][b] = STEP(acc[p][b], a[p], wg[b]);                       \
                 }                                                                                                     \
-                for (int p = 0; p < POS; p++) s[p] += Wp;                                                             \
+                s0 += Wp;                                                                                             \
             }                                                                                                         \
             uint64_t m[POS];                                                                                          \
             for (int p = 0; p < POS; p++) {                                                                           \
                 m[p] = 0;                                                                                             \
                 for (int b = 0; b < NB; b++) m[p] |= (uint64_t)MASK(FINISH(acc[p][b]), T[b]) << (b * LANES);          \
             }                                                                                                         \
-            for (int p = 0; p < n; p++) {                                                                             \
-                prow[px] |= m[p];                                                                                     \
-                if (++dx == pool) { dx = 0; px++; }                                                                   \
+            for (int p = 0; p < POS; p++) {                                                                           \
+                if (p < n) {                                                                                          \
+                    prow[px] |= m[p];                                                                                 \
+                    if (++dx == pool) { dx = 0; px++; }                                                               \
+                }                                                                                                     \
             }                                                                                                         \
         }                                                                                                             \
     }
@@ -156,7 +161,7 @@ static inline int32_t load4(const uint8_t *p) {
     __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void conv_vnni_##NB(                              \
         const uint8_t *img, long Wp, long k, long gr, long stride, long Hq, long Wq, long pool,                     \
         const void *weights, const void *thresholds, uint64_t *pooled) {                                              \
-        BF_CONV_BODY(NB, 4, _mm512_setzero_si512(), _mm512_set1_epi32, DP_STEP, ID, GE16)                                \
+        BF_CONV_BODY(NB, BF_CONV_POS(NB), _mm512_setzero_si512(), _mm512_set1_epi32, DP_STEP, ID, GE16) \
     }
 VNNI_KERNEL(1)
 VNNI_KERNEL(2)
@@ -169,7 +174,7 @@ VNNI_KERNEL(4)
     __attribute__((target("avx512f,avx512bw"))) static void conv_bw_##NB(                                             \
         const uint8_t *img, long Wp, long k, long gr, long stride, long Hq, long Wq, long pool,                     \
         const void *weights, const void *thresholds, uint64_t *pooled) {                                              \
-        BF_CONV_BODY(NB, 2, _mm512_setzero_si512(), _mm512_set1_epi32, BW_STEP, BW_FINISH, GE16)                         \
+        BF_CONV_BODY(NB, BF_CONV_POS(NB), _mm512_setzero_si512(), _mm512_set1_epi32, BW_STEP, BW_FINISH, GE16) \
     }
 BW_KERNEL(1)
 BW_KERNEL(2)
@@ -190,7 +195,7 @@ BW_KERNEL(4)
     __attribute__((target("avx2"))) static void conv_avx2_##NB(                                                     \
         const uint8_t *img, long Wp, long k, long gr, long stride, long Hq, long Wq, long pool,                     \
         const void *weights, const void *thresholds, uint64_t *pooled) {                                              \
-        BF_CONV_BODY(NB, 2, _mm256_setzero_si256(), _mm256_set1_epi32, AVX2_STEP, AVX2_FINISH, GE8)                      \
+        BF_CONV_BODY(NB, 2, _mm256_setzero_si256(), _mm256_set1_epi32, AVX2_STEP, AVX2_FINISH, GE8) \
     }
 AVX2_KERNEL(1)
 AVX2_KERNEL(2)
