@@ -388,7 +388,10 @@ class BinaryMoE(nn.Module):
             was = getattr(m, "real_weights", False)
             if was != bool(on) and isinstance(m, BinaryScaledLinear):
                 a = m.weight.abs().mean(1).clamp_min(1e-8)
-                m.scale.mul_(a) if was else m.scale.div_(a)
+                if was:
+                    m.scale.mul_(a)
+                else:
+                    m.scale.div_(a)
             m.real_weights = bool(on)
 
     @torch.no_grad()

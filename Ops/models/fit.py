@@ -31,7 +31,8 @@ the pooled features then feed the stem, or with --stem 0 (the default with --con
 One-channel images only (--color gray for color images).
 
 It trains the float twin first (same architecture, float weights, ReLU; the accuracy peer, exported to
-MODEL_DIR/float/model.onnx and its ONNX Runtime int8 twin model_int8.onnx), then the binary model, distilled from
+MODEL_DIR/float/model.onnx and its ONNX Runtime int8 twin model_int8.onnx; --teacher DIR takes an earlier run's
+instead), then the binary model (--real-weights N: its first N epochs with real weights), distilled from
 the float twin (--kd), with batch-norm statistics for the last --finetune epochs frozen to the population ones
 (re-estimated each epoch) so training sees the exported forward pass; exports it, evaluates the exported
 exact-integer model on the held-out split with Ops/models/reference.py, measures samples/s (ONNX Runtime for the
@@ -673,8 +674,9 @@ def write_card(out, m):
         "",
         f"PyTorch {m['torch_version']} (CPU, {a['threads']} thread(s)), layers from `Ops/models/bitfleet_torch.py`. "
         f"Adam, cosine learning-rate decay from {a['lr']}, batch {a['batch']}, load-balancing loss weight {a['aux']}. "
-        + float_text(a) + f" Binary: {real_text(a)}{a['epochs']} epochs with batch statistics then "
-        f"{a['finetune']} with batch-norm frozen to population statistics, straight-through estimator, "
+        + float_text(a) + f" Binary: {real_text(a)}{a['epochs']} epochs with batch statistics"
+        + (f" then {a['finetune']} with batch-norm frozen to population statistics" if a["finetune"] else "")
+        + ", straight-through estimator, "
         f"distilled from the float twin (weight {a['kd']}, T = 4). Batch-norm re-estimated over the training split "
         f"and folded into integer thresholds at export.{augmentation(a)} "
         + ("" if a.get("teacher") else f"Float twin {fmt_time(m['float_seconds'])}, ")
@@ -986,9 +988,9 @@ def fit(args, argv):
         quantize_dynamic(onnx_path, int8_path, weight_type=QuantType.QInt8)
     facc, fsps = ort_eval(onnx_path, Xva, yva, args.threads, args.bench_seconds)
     iacc, isps = ort_eval(int8_path, Xva, yva, args.threads, args.bench_seconds)
-    ftorch = facc if fmodel is None else float((predict(fmodel, Xva).argmax(1) == yva).mean())
+    ftorch = None if fmodel is None else float((predict(fmodel, Xva).argmax(1) == yva).mean())
     print(f"float twin{' (from --teacher)' if teacher_onnx else ''}: ONNX held-out acc {facc * 100:.2f}% "
-          f"(torch {ftorch * 100:.2f}%), {fsps:,.0f} samples/s; "
+          + ("" if ftorch is None else f"(torch {ftorch * 100:.2f}%)") + f", {fsps:,.0f} samples/s; "
           f"int8 twin {iacc * 100:.2f}%, {isps:,.0f} samples/s (batch 256, {args.threads} thread(s))", flush=True)
 
     engine = None
