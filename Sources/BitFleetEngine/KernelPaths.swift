@@ -87,8 +87,11 @@ public enum StemKernel: String, Sendable, CaseIterable, Codable {
     }
 
     /// True when this kernel can run `config`'s integer input layer (the stem, or a conv front's filters) on this CPU.
+    /// A conv front that this kernel runs directly (`convDirect`) takes every bit-plane count: the direct kernels'
+    /// u8 × s8 sums are exact for 8-bit inputs (conv_direct.c), so 5–8 planes need not fall back to the bit planes.
     func supports(_ config: ModelConfig) -> Bool {
-        supports(planes: config.inputBitPlanes, features: config.convGeometry?.taps ?? config.inputFeatures)
+        if config.convGeometry != nil, let code = convDirect?.code, bf_conv_direct_supported(code) != 0 { return true }
+        return supports(planes: config.inputBitPlanes, features: config.convGeometry?.taps ?? config.inputFeatures)
     }
 
     /// True when this kernel can run an integer layer of `features` inputs with `planes` input bit planes here.

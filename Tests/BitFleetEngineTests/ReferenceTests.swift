@@ -29,7 +29,8 @@ struct ReferenceTests {
         // format v2 conv fronts: fashion's shape without a stem (5×5, padding 2, 32 channels, 4×4 pooling)
         Spec(features: 784, stem: 0, experts: 16, topK: 2, hidden: [64], classes: 10, planes: 4, seed: 20, samples: 40,
              conv: [32, 5, 1, 2, 4], shape: [28, 28]),
-        // stride 2, odd sizes, 8 planes (bit-plane kernel only), a stem over features that straddle words
+        // stride 2, odd sizes, 8 planes (the direct conv kernels and the bit planes), a stem over features that
+        // straddle words
         Spec(features: 130, stem: 45, experts: 5, topK: 2, hidden: [9], classes: 4, planes: 8, seed: 21, samples: 20,
              conv: [7, 3, 2, 1, 2], shape: [10, 13]),
         // 64 channels (one full word per position), no padding, pool 3 (cropping), > 1 micro-batch, 3 planes
@@ -55,7 +56,10 @@ struct ReferenceTests {
 
     /// The stem kernels this CPU can run for a spec (the lookup, VNNI and AMX kernels need ≤ 4 planes).
     static func stemKernels(_ spec: Spec) -> [StemKernel] {
-        [.bitPlanes] + [StemKernel.lookup, .lookupAVX512, .vnni, .amx].filter { spec.planes <= 4 && $0.isSupportedByCPU }
+        // more than 4 planes: the bit planes, and for a conv front the direct kernels (every kernel but AMX)
+        [.bitPlanes] + [StemKernel.lookup, .lookupAVX512, .vnni, .amx].filter {
+            (spec.planes <= 4 || (spec.conv != nil && $0 != .amx)) && $0.isSupportedByCPU
+        }
     }
 
     /// Every spec runs through each stem kernel this model and CPU allow; inside, through every XNOR path the CPU
@@ -250,6 +254,16 @@ struct ReferenceTests {
         for k in [StemKernel.lookup, .lookupAVX512, .vnni, .amx] where !k.isSupportedByCPU {
             #expect(throws: ModelError.self) { try BinaryMoEModel.load(directory: dir4, stemKernel: k) }
         }
+        // an 8-plane conv front: automatic picks a direct conv kernel where the CPU has one (they take 8-bit
+        // inputs), not the bit planes it was limited to before; AMX (≤ 4 planes) is still refused
+        let conv8 = Spec(features: 784, stem: 0, experts: 2, topK: 1, hidden: [], classes: 2, planes: 8, seed: 16,
+                         samples: 2, conv: [32, 4, 2, 1, 2], shape: [28, 28])
+        let dir8 = try TestSupport.makeRandomModel(conv8)
+        defer { try? FileManager.default.removeItem(atPath: dir8) }
+        let auto8 = try BinaryMoEModel.load(directory: dir8)
+        let direct = [StemKernel.lookup, .lookupAVX512, .vnni].contains { $0.isSupportedByCPU }
+        #expect(direct ? auto8.convKernel?.hasPrefix("direct-") == true : auto8.convKernel == "windows-bit-planes")
+        #expect(throws: ModelError.self) { try BinaryMoEModel.load(directory: dir8, stemKernel: .amx) }
     }
 
     @Test("wrong input length is an error")
