@@ -898,6 +898,13 @@ def fit(args, argv):
     if args.finetune is None:
         args.finetune = max(1, args.epochs // 2)
     name = args.name or os.path.basename(os.path.normpath(args.out))
+    # the teacher's check before the summary lines: it sets --shift to the one its float twin was trained with
+    arch = dict(input_features=D, classes=len(classes), stem=args.stem, experts=args.experts, top_k=args.top_k,
+                hidden=args.hidden, planes=args.planes, seed=args.seed, conv=args.conv,
+                input_shape=data["input_shape"] if args.conv else None)
+    teacher_onnx = None
+    if args.teacher:
+        teacher_onnx = check_teacher(args, arch, classes, data["input_scale"])
     print(f"data: {data['kind']} {args.data}: {len(X)} samples x {D} features, classes {classes} "
           f"(counts {data['counts']}); train {len(tr)}, held-out {len(va)}  [{time.time() - t_load:.1f}s]", flush=True)
     print(f"inputs: {data['scaling_note']}", flush=True)
@@ -908,20 +915,15 @@ def fit(args, argv):
     print(f"model: stem {args.stem}{' (none)' if args.stem == 0 else ''}, planes {args.planes}, experts {args.experts}, top-{args.top_k}, hidden "
           f"{args.hidden}; epochs {args.epochs} + {args.finetune} frozen-bn, batch {args.batch}, lr {args.lr}, "
           f"kd {args.kd}, shift {args.shift} (binary {args.binary_shift}), real-weight epochs {args.real_weights}, threads {args.threads}", flush=True)
+    if teacher_onnx:
+        print(f"teacher: the float twin of {args.teacher} (trained with --shift {args.shift}); no float phase",
+              flush=True)
 
     import torch
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     from bitfleet_torch import BinaryMoE, calibrate, export_model, float_arrays
 
-    arch = dict(input_features=D, classes=len(classes), stem=args.stem, experts=args.experts, top_k=args.top_k,
-                hidden=args.hidden, planes=args.planes, seed=args.seed, conv=args.conv,
-                input_shape=data["input_shape"] if args.conv else None)
-    teacher_onnx = None
-    if args.teacher:
-        teacher_onnx = check_teacher(args, arch, classes, data["input_scale"])
-        print(f"teacher: the float twin of {args.teacher} (trained with --shift {args.shift}); no float phase",
-              flush=True)
     fl_epochs = 0 if teacher_onnx else args.epochs + args.finetune
     clock = Clock([("float", fl_epochs, 0.7), ("binary-real", args.real_weights, 1.0),
                    ("binary", args.epochs + args.finetune, 1.0)])

@@ -650,8 +650,11 @@ def test_fit_heldout_set():
         # copied; a teacher of another architecture or a folder that is no fit output is refused before training
         out_t = os.path.join(td, "student")
         rc, so, se = run_fit(["--data", os.path.join(td, "train.npz"), "--heldout", os.path.join(td, "test.npz"),
-                              "--out", out_t, "--bitfleet", "none", "--teacher", out, "--planes", "8"] + FIT_SMALL)
+                              "--out", out_t, "--bitfleet", "none", "--teacher", out, "--planes", "8",
+                              "--shape", "28,28", "--shift", "1"] + FIT_SMALL)
         check(rc == 0, f"fit.py --teacher rc {rc}: {se[-2000:]}{so[-2000:]}")
+        # the summary line names the teacher's --shift (0), which replaces this run's, and the binary model's own (1)
+        check("shift 0 (binary 1)" in so, f"the model line does not name the teacher's shift: {so[:1500]}")
         mt = check_model_dir(out_t, 10, 784, x[480:], y[480:])
         for f in ("model.onnx", "model_int8.onnx"):
             check(open(os.path.join(out, "float", f), "rb").read() == open(os.path.join(out_t, "float", f), "rb").read(),

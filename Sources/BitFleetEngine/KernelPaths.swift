@@ -64,6 +64,12 @@ public enum StemKernel: String, Sendable, CaseIterable, Codable {
         }
     }
 
+    /// `convDirect` when the running CPU has its instructions, else nil: what a conv front actually runs here.
+    var convDirectHere: (code: Int32, name: String)? {
+        guard let direct = convDirect, bf_conv_direct_supported(direct.code) != 0 else { return nil }
+        return direct
+    }
+
     /// True when the running CPU supports this kernel (for some model).
     public var isSupportedByCPU: Bool {
         switch self {
@@ -90,7 +96,7 @@ public enum StemKernel: String, Sendable, CaseIterable, Codable {
     /// A conv front that this kernel runs directly (`convDirect`) takes every bit-plane count: the direct kernels'
     /// u8 × s8 sums are exact for 8-bit inputs (conv_direct.c), so 5–8 planes need not fall back to the bit planes.
     func supports(_ config: ModelConfig) -> Bool {
-        if config.convGeometry != nil, let code = convDirect?.code, bf_conv_direct_supported(code) != 0 { return true }
+        if config.convGeometry != nil, convDirectHere != nil { return true }
         return supports(planes: config.inputBitPlanes, features: config.convGeometry?.taps ?? config.inputFeatures)
     }
 

@@ -265,7 +265,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         self.stemKernel = chosen.large
         stemKernelSmallBatch = chosen.small
         var stemBytes = 0
-        if let g = conv, let code = chosen.large.convDirect?.code, bf_conv_direct_supported(code) != 0 {
+        if let g = conv, let code = chosen.large.convDirectHere?.code {
             // a conv front runs image by image with one kernel (the small-batch choice is the same)
             let count = bf_conv_direct_bytes(code, g.channels, g.kernel)
             let storage = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 64)

@@ -110,7 +110,7 @@ enum StemChoice {
         defer { for p in owned { p.deallocate() } }
         let w8 = work.assumingMemoryBound(to: UInt8.self)
         let run: () -> Void
-        if let code = kernel.convDirect?.code, bf_conv_direct_supported(code) != 0 {
+        if let code = kernel.convDirectHere?.code {
             let packed = UnsafeMutableRawPointer.allocate(byteCount: bf_conv_direct_bytes(code, C, g.kernel), alignment: 64)
             owned.append(packed)
             let p8 = packed.assumingMemoryBound(to: UInt8.self)
