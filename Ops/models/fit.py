@@ -390,7 +390,9 @@ def float_text(a):
     """The model card's words on how the float twin was trained."""
     if a.get("teacher"):
         return (f"Float twin: taken from the earlier fit `{a['teacher']}` (its card says how it was trained; "
-                f"`--shift` {a['shift']}).")
+                f"`--shift` {a['shift']})."
+                + (f" **The held-out figures on this card are optimistic**: that twin may have trained on some of "
+                   f"the held-out samples ({a['teacher_overlap']})." if a.get("teacher_overlap") else ""))
     return f"Float twin: {a['epochs'] + a['finetune']} epochs."
 
 
@@ -548,7 +550,8 @@ def check_teacher(args, arch, classes, input_scale):
         with open(need[0]) as f:
             cfg = json.load(f)
         with open(need[1]) as f:
-            shift = int(json.load(f)["args"].get("shift") or 0)
+            targs = json.load(f)["args"]
+        shift = int(targs.get("shift") or 0)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise FitError(f"--teacher {d}: config.json or fit_metrics.json unreadable: {e}")
     want = dict(classes=list(classes), input_features=arch["input_features"], input_scale=float(input_scale),
@@ -561,7 +564,27 @@ def check_teacher(args, arch, classes, input_scale):
         raise FitError(f"--teacher {d}: its model differs from this run's, so its float twin is not this model's "
                        f"twin: {'; '.join(diff)}")
     args.shift = shift
+    args.teacher_overlap = teacher_overlap(args, targs)
     return onnx_path
+
+
+def teacher_overlap(args, t):
+    """Why the float twin of a --teacher whose fit.py arguments were `t` may have trained on some of this run's
+    held-out samples (which makes every held-out figure of this run optimistic), or None when it did not: it held
+    out the same split of the same file, or this run's --heldout set is not its training file."""
+    def same(a, b):
+        return bool(a) and bool(b) and os.path.realpath(a) == os.path.realpath(b)
+    if args.heldout:
+        return f"it trained on `{t.get('data')}`, this run's --heldout set" if same(t.get("data"), args.heldout) else None
+    if t.get("heldout"):
+        return f"it trained on all of `{t.get('data')}` (judged on its --heldout `{t['heldout']}`)"
+    if not same(t.get("data"), args.data):
+        return f"it trained on a split of `{t.get('data')}`, not of this run's `{args.data}`"
+    tseed = t.get("split_seed", t.get("seed"))
+    if t.get("val_split") != args.val_split or tseed != args.split_seed:
+        return (f"it held out another split (--val-split {t.get('val_split')}, split seed {tseed}; this run: "
+                f"--val-split {args.val_split}, split seed {args.split_seed})")
+    return None
 
 
 def find_bitfleet(explicit):
@@ -637,7 +660,8 @@ def write_card(out, m):
         f"({', '.join(cfg['classes'][:20])}{', …' if len(cfg['classes']) > 20 else ''}); "
         + (f"held-out set `{a['heldout']}`: {m['data']['heldout']} samples (not trained on, no epoch chosen by it), "
            if a.get('heldout') else
-           f"held-out split {m['data']['heldout']} samples ({a['val_split'] * 100:.0f} % of each class, seed {a['seed']}), ")
+           f"held-out split {m['data']['heldout']} samples ({a['val_split'] * 100:.0f} % of each class, split seed "
+           f"{a.get('split_seed', a['seed'])}), ")
         + f"training {m['data']['train']}.",
         "",
         "## Accuracy and speed (held-out data)",
@@ -782,6 +806,8 @@ def parse_args(argv):
                    "weights and binary activations, then the --epochs/--finetune schedule with binary weights "
                    "starting from those (default 0 = off)")
     g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--split-seed", type=int, help="seed of the held-out split (default: --seed); fix it to judge runs "
+                                                  "with different --seed on the same held-out samples")
     g.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="torch / ONNX Runtime threads")
     g.add_argument("--bench-seconds", type=float, default=2.0, help="seconds per ONNX Runtime speed measurement")
     g.add_argument("--bitfleet", help="bitfleet binary for the engine's samples/s (default: $BITFLEET_BIN, "
@@ -846,6 +872,8 @@ def main(argv=None):
 
 def fit(args, argv):
     t_load = time.time()
+    if args.split_seed is None:
+        args.split_seed = args.seed
     data = load_data(args)
     X, y, classes = data["X"], data["y"], data["classes"]
     D = X.shape[1]
@@ -870,7 +898,7 @@ def fit(args, argv):
         Xtr, ytr, Xva, yva = X, y, held["X"], held["y"]
         tr, va = np.arange(len(X)), np.arange(len(yva))
     else:
-        tr, va = split(y, args.val_split, args.seed)
+        tr, va = split(y, args.val_split, args.split_seed)
         if len(va) == 0:
             raise FitError("the held-out split is empty: need at least 2 samples of some class")
         Xtr, ytr, Xva, yva = X[tr], y[tr], X[va], y[va]
@@ -903,8 +931,14 @@ def fit(args, argv):
                 hidden=args.hidden, planes=args.planes, seed=args.seed, conv=args.conv,
                 input_shape=data["input_shape"] if args.conv else None)
     teacher_onnx = None
+    args.teacher_overlap = None
     if args.teacher:
         teacher_onnx = check_teacher(args, arch, classes, data["input_scale"])
+        if args.teacher_overlap:
+            print(f"fit.py: warning: the --teacher's float twin may have trained on some of this run's held-out "
+                  f"samples ({args.teacher_overlap}), so every held-out accuracy below is optimistic; for a clean "
+                  f"figure give the teacher the same --data, --val-split and --split-seed, or use --heldout",
+                  file=sys.stderr, flush=True)
     print(f"data: {data['kind']} {args.data}: {len(X)} samples x {D} features, classes {classes} "
           f"(counts {data['counts']}); train {len(tr)}, held-out {len(va)}  [{time.time() - t_load:.1f}s]", flush=True)
     print(f"inputs: {data['scaling_note']}", flush=True)

@@ -661,8 +661,19 @@ def test_fit_heldout_set():
                   f"float/{f} is not the teacher's")
         check(mt["history"]["float"] == [] and "[float]" not in so, "a float twin was trained despite --teacher")
         check(mt["float_onnx_acc"] == m["float_onnx_acc"], f"twin accuracy {mt['float_onnx_acc']} != {m['float_onnx_acc']}")
-        check(f"taken from the earlier fit `{out}`" in open(os.path.join(out_t, "MODEL_CARD.md")).read(),
-              "the card does not name the teacher")
+        card_t = open(os.path.join(out_t, "MODEL_CARD.md")).read()
+        check(f"taken from the earlier fit `{out}`" in card_t, "the card does not name the teacher")
+        # the teacher never saw test.npz, the student's --heldout set: no warning, no caution on the card
+        check("warning" not in se and "optimistic" not in card_t, f"a clean teacher was flagged: {se[-1500:]}")
+        # a student judged on a split of train.npz, all of which the teacher trained on: warned, and its card says so
+        out_v = os.path.join(td, "student_split")
+        rc, so, se = run_fit(["--data", os.path.join(td, "train.npz"), "--out", out_v, "--bitfleet", "none",
+                              "--teacher", out, "--epochs", "1", "--finetune", "0"] + FIT_SMALL[4:])
+        check(rc == 0, f"fit.py --teacher with a split rc {rc}: {se[-2000:]}{so[-2000:]}")
+        check("warning" in se and f"it trained on all of `{os.path.join(td, 'train.npz')}`" in se,
+              f"no warning that the teacher trained on the held-out split: {se[-1500:]}")
+        check("**The held-out figures on this card are optimistic**" in open(os.path.join(out_v, "MODEL_CARD.md")).read(),
+              "the card does not say its held-out figures are optimistic")
         for bad, why in ((["--teacher", out, "--experts", "8"], "experts 4 (this run: 8)"),
                          (["--teacher", td], "not a fit.py output folder")):
             rc, so, se = run_fit(["--data", os.path.join(td, "train.npz"), "--out", out + "3", "--bitfleet", "none"]
@@ -679,10 +690,34 @@ def test_fit_heldout_set():
             check(not os.path.exists(out + "2"), f"{bad}: a model directory was written")
     return ("trained on all 480 samples (a real-weight warm-up epoch first), accuracy on the 120 held out equals "
             "reference.py's; 2 mismatched sets refused; a second fit distilled from its float twin (--teacher), "
-            "2 bad teachers refused")
+            "2 bad teachers refused; a teacher that trained on the student's held-out split is flagged")
 
 
-TESTS = [test_export_router_groups, test_shift_augmentation, test_real_weights, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
+def test_teacher_overlap():
+    # fit.teacher_overlap: when a --teacher's float twin trained on some of this run's held-out samples (pure)
+    import argparse
+    import fit
+    with tempfile.TemporaryDirectory() as td:
+        a, b = os.path.join(td, "a.npz"), os.path.join(td, "b.npz")
+        for p in (a, b):
+            open(p, "w").close()
+        run = argparse.Namespace(data=a, heldout=None, val_split=0.1, split_seed=3)
+        same = dict(data=os.path.join(td, ".", "a.npz"), heldout=None, val_split=0.1, seed=3)
+        cases = [(run, same, None),                                              # same file, same split: clean
+                 (run, {**same, "seed": 4, "split_seed": 3}, None),              # other seed, same split seed
+                 (run, {**same, "seed": 4}, "another split"),                    # old teacher: its split seed is --seed
+                 (run, {**same, "val_split": 0.2}, "another split"),
+                 (run, {**same, "heldout": b}, "all of"),
+                 (run, {**same, "data": b}, "not of this run's"),
+                 (argparse.Namespace(**{**vars(run), "heldout": b}), {**same, "heldout": b}, None),
+                 (argparse.Namespace(**{**vars(run), "heldout": b}), {**same, "data": b}, "--heldout set")]
+        for args, t, want in cases:
+            got = fit.teacher_overlap(args, t)
+            check((got is None) if want is None else (got is not None and want in got), f"{t}: {got!r}, want {want!r}")
+    return f"{len(cases)} teacher/held-out combinations"
+
+
+TESTS = [test_teacher_overlap, test_export_router_groups, test_shift_augmentation, test_real_weights, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
          test_fit_npz_scaled_features, test_fit_image_folder, test_fit_image_folder_conv]
 
 
