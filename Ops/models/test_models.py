@@ -698,9 +698,7 @@ def test_teacher_overlap():
     import argparse
     import fit
     with tempfile.TemporaryDirectory() as td:
-        a, b = os.path.join(td, "a.npz"), os.path.join(td, "b.npz")
-        for p in (a, b):
-            open(p, "w").close()
+        a, b = os.path.join(td, "a.npz"), os.path.join(td, "b.npz")   # compared by path: no files needed
         run = argparse.Namespace(data=a, heldout=None, val_split=0.1, split_seed=3)
         same = dict(data=os.path.join(td, ".", "a.npz"), heldout=None, val_split=0.1, seed=3)
         cases = [(run, same, None),                                              # same file, same split: clean
