@@ -34,9 +34,9 @@ graphs: per-expert sparse dispatch and dense) plus metrics.json.
 
 Usage:
     python3 Ops/models/train.py --planes 8 --stem 1024 --experts 16 --top-k 2 --hidden 256 \
-        --epochs 20 --seed 1 --out Ops/models/fashion
+        --epochs 20 --seed 1 --out Ops/models/fashion-v2
     python3 Ops/models/train.py --float --stem 1024 --experts 16 --top-k 2 --hidden 256 \
-        --epochs 20 --seed 1 --out Ops/models/fashion-float
+        --epochs 20 --seed 1 --out Ops/models/fashion-v2-float
 """
 import argparse
 import gzip
