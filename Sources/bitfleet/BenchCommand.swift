@@ -14,7 +14,7 @@ struct BenchCommand: ParsableCommand {
             else from a calibrated chain of dependent imul; the source is printed). Model: samples/s per core at \
             batch 1 and batch 256, mapped memory, and € per million inferences at --price-per-core-hour. \
             --compare-paths also times every kernel path this CPU supports (XNOR: portable, avx2, \
-            avx512-vpopcntdq; stem: bit-planes, lookup, vnni, amx); --experts-scaling N compares random models of \
+            avx512-vpopcntdq; stem: bit-planes, lookup, vnni, amx, or for a conv front the conv kernel each stands for); --experts-scaling N compares random models of \
             the reference shape with 16 and N experts at batch 256, the N-expert one with one flat router and, \
             where N has a divisor G near √N, with a two-level router of G groups (format v3). The kernel paths in use are printed (and in \
             --json as kernelPaths); BITFLEET_KERNEL_PATH and BITFLEET_STEM_KERNEL force them.
@@ -316,7 +316,10 @@ struct BenchCommand: ParsableCommand {
             for sk in StemKernel.allCases where sk != .automatic && sk.isSupportedByCPU {
                 guard let m = try? BinaryMoEModel.load(directory: dir!, stemKernel: sk, xnorPath: kernelPath) else { continue }
                 let (perSecond, _, _) = try Self.throughput(m, inputs, batch: 256, threads: 1, seconds: seconds / 2)
-                pathRows.append(PathRow(kind: "model-stem", path: sk.rawValue, figure: perSecond, unit: "samples/s at batch 256"))
+                // a conv front without a stem runs on the conv kernel that stands for this stem kernel: name that one
+                let (kind, path) = m.convKernel.map { ("model-conv", "\($0) (stem kernel \(sk.rawValue))") }
+                    ?? ("model-stem", sk.rawValue)
+                pathRows.append(PathRow(kind: kind, path: path, figure: perSecond, unit: "samples/s at batch 256"))
             }
         }
 
@@ -416,9 +419,10 @@ struct BenchCommand: ParsableCommand {
         if !pathRows.isEmpty {
             print("")
             print("paths      every kernel path this CPU supports (1 thread)")
+            let width = max(20, (pathRows.map { $0.path.count }.max() ?? 0) + 2)
             for r in pathRows {
                 let v = r.unit == "binary MAC/s" ? fmt(r.figure / 1e9, 1) + " G" : fmt(r.figure, 0)
-                print("           " + pad(r.kind, 12) + pad(r.path, 20) + v + " " + r.unit)
+                print("           " + pad(r.kind, 12) + pad(r.path, width) + v + " " + r.unit)
             }
         }
         if scaling.count >= 2, let ratio = report.expertsScalingRatio {
