@@ -23,6 +23,8 @@
 0. Format v3 (two-level router): reference.py's grouped routing against a per-sample loop; export.py's checks.
 3. fit.py's errors on bad input: missing labels, ragged CSV, one class, NaN, negative features, empty folder,
    unreadable image, no such path.
+4. The committed reference models with $BITFLEET_BIN: v3 (conv front) and v2 (stem) run in `bitfleet bench
+   --compare-paths`, which names v3's conv kernel per stem kernel (direct-…/windows-…) and v2's stem kernels.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import contextlib
 import io
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -715,7 +718,42 @@ def test_teacher_overlap():
     return f"{len(cases)} teacher/held-out combinations"
 
 
-TESTS = [test_teacher_overlap, test_export_router_groups, test_shift_augmentation, test_real_weights, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
+def test_reference_models_and_bench_paths():
+    """The committed reference models: v3 (conv front) and v2 (stem) load in the engine, and `bitfleet bench
+    --compare-paths` names for v3 the conv kernel each stem kernel stands for, for v2 the stem kernels."""
+    binary = os.environ.get("BITFLEET_BIN")
+    if not binary:
+        return "engine not run ($BITFLEET_BIN unset)"
+    check(os.path.exists(binary), f"$BITFLEET_BIN={binary}: no such file")
+    notes = []
+    for name, conv in (("fashion", True), ("fashion-v2", False)):
+        d = os.path.join(HERE, name)
+        cfg = json.load(open(os.path.join(d, "config.json")))
+        check(("conv" in cfg) == conv and cfg["name"] == "fashion", f"{name}: config {cfg.get('name')} conv {'conv' in cfg}")
+        r = subprocess.run([binary, "bench", "--model", d, "--compare-paths", "--skip-kernel", "--seconds", "0.05",
+                            "--json"], capture_output=True, text=True, timeout=600)
+        check(r.returncode == 0, f"bench on {name}: rc {r.returncode} {r.stderr[-1500:]}")
+        out = json.loads(r.stdout)
+        paths = out["kernelPaths"]
+        rows = [row for row in out["pathComparison"] if row["kind"] != "xnor-gemm"]
+        stems = paths["stemSupported"]
+        check(len(rows) == len(stems) and all(row["figure"] > 0 for row in rows), f"{name}: model rows {rows} for {stems}")
+        if conv:
+            check(all(row["kind"] == "model-conv" for row in rows), f"{name}: {rows}")
+            names = [row["path"] for row in rows]
+            check(names == [f"{row['path'].split(' ')[0]} (stem kernel {sk})" for row, sk in zip(rows, stems)]
+                  and all(n.startswith(("direct-", "windows-")) for n in names)
+                  and "windows-bit-planes (stem kernel bit-planes)" in names, f"{name}: conv path names {names}")
+            check(any(n.split(" ")[0] == paths["conv"] for n in names), f"{name}: the conv kernel in use "
+                  f"{paths['conv']} is not among the compared ones {names}")
+        else:
+            check("conv" not in paths or paths["conv"] is None, f"{name}: a conv kernel without a conv front: {paths}")
+            check([(row["kind"], row["path"]) for row in rows] == [("model-stem", sk) for sk in stems], f"{name}: {rows}")
+        notes.append(f"{name}: " + ", ".join(row["path"].split(" ")[0] for row in rows))
+    return "; ".join(notes)
+
+
+TESTS = [test_reference_models_and_bench_paths, test_teacher_overlap, test_export_router_groups, test_shift_augmentation, test_real_weights, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
          test_fit_npz_scaled_features, test_fit_image_folder, test_fit_image_folder_conv]
 
 
