@@ -316,7 +316,8 @@ struct BenchCommand: ParsableCommand {
             for sk in StemKernel.allCases where sk != .automatic && sk.isSupportedByCPU {
                 guard let m = try? BinaryMoEModel.load(directory: dir!, stemKernel: sk, xnorPath: kernelPath) else { continue }
                 let (perSecond, _, _) = try Self.throughput(m, inputs, batch: 256, threads: 1, seconds: seconds / 2)
-                // a conv front without a stem runs on the conv kernel that stands for this stem kernel: name that one
+                // a conv front runs on the conv kernel that stands for this stem kernel (a stem after it, if any, on the
+                // stem kernel itself): name the conv kernel
                 let (kind, path) = m.convKernel.map { ("model-conv", "\($0) (stem kernel \(sk.rawValue))") }
                     ?? ("model-stem", sk.rawValue)
                 pathRows.append(PathRow(kind: kind, path: path, figure: perSecond, unit: "samples/s at batch 256"))
