@@ -46,7 +46,7 @@ echo "inputs:   http://127.0.0.1:$port/inputs/ ($files files × $per_file images
 echo "== migrate, register the model, enqueue a batch"
 step="migrating, registering the model and enqueuing"
 "$bitfleet" migrate
-"$bitfleet" model add --name fashion --version 3 --path Ops/models/fashion
+"$bitfleet" model add --name fashion --path Ops/models/fashion
 sed "s#\"url\": \"/#\"url\": \"http://127.0.0.1:$port/#" "$work/batch.jsonl" >"$work/batch-urls.jsonl"
 batch=$("$bitfleet" batch create --model fashion --inputs "$work/batch-urls.jsonl" --top-k 3 --tenant demo)
 echo "batch $batch created; also one job enqueued from SQL:"

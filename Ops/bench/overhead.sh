@@ -51,7 +51,7 @@ for _ in $(seq 50); do grep -q '^PORT ' "$work/http.out" 2>/dev/null && break; s
 port=$(awk '/^PORT /{print $2; exit}' "$work/http.out")
 [ -n "$port" ] || { echo "overhead.sh: the input server did not start" >&2; exit 1; }
 "$bitfleet" migrate >/dev/null
-"$bitfleet" model add --name fashion --version 3 --path Ops/models/fashion >/dev/null
+"$bitfleet" model add --name fashion --path Ops/models/fashion >/dev/null
 sed "s#\"url\": \"/#\"url\": \"http://127.0.0.1:$port/#" "$work/batch.jsonl" >"$work/batch-urls.jsonl"
 q() { psql "$DATABASE_URL" -qAtX -v ON_ERROR_STOP=1 "$@"; }
 

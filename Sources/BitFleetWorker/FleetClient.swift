@@ -24,8 +24,11 @@ public struct FleetClient {
 
     /// Validates the model directory (loads it fully) and registers it with the sha256 of its weights.
     @discardableResult
-    public func addModel(name: String, version: String, directory: String, uri: String? = nil) throws -> ModelEntry {
+    /// Registers the model in `directory` under `name` and `version`; without a version, the one its config.json
+    /// names (so the registry and the model's own card agree unless the operator says otherwise).
+    public func addModel(name: String, version: String? = nil, directory: String, uri: String? = nil) throws -> ModelEntry {
         let model = try BinaryMoEModel.load(directory: directory)
+        let version = version ?? model.config.version
         let absolute = URL(fileURLWithPath: directory).standardizedFileURL.path
         let classes = String(decoding: try JSONEncoder().encode(model.config.classes), as: UTF8.self)
         let rows = try connection.query("""

@@ -32,7 +32,7 @@ struct DemoCommand: ParsableCommand {
         let client = FleetClient(connection: try connection.connect())
         let applied = try Schema.migrate(client.connection)
         print(applied.isEmpty ? "schema is up to date" : "applied: " + applied.joined(separator: ", "))
-        let entry = try client.addModel(name: "fashion", version: "3", directory: model)
+        let entry = try client.addModel(name: "fashion", directory: model)
         print("model fashion \(entry.version) sha256 \(entry.sha256.prefix(16))…")
 
         let images = try Self.idx(dataset + "/t10k-images-idx3-ubyte.gz")

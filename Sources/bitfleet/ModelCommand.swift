@@ -10,7 +10,7 @@ struct ModelCommand: ParsableCommand {
             abstract: "Validate a model directory and register it with the sha256 of its weights.")
         @OptionGroup var options: FleetOptions
         @Option(help: "Model name jobs will use.") var name: String
-        @Option(help: "Version label.") var version = "1"
+        @Option(help: "Version label (default: the \"version\" in the model's config.json).") var version: String?
         @Option(help: "Model directory (config.json + model.safetensors).") var path: String
         @Option(help: "URI workers load it from, if not this path (e.g. a path relative to their --model-dir).") var uri: String?
 

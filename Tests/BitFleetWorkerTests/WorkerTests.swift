@@ -246,6 +246,23 @@ struct LeaseTests {
 
 @Suite("Enqueue and batches")
 struct EnqueueTests {
+    @Test func aModelRegisteredWithoutAVersionGetsTheOneItsConfigNames() throws {
+        let fleet = try FleetFixture()
+        // a copy of the fixture's model whose config.json says version "7"
+        let copy = fleet.root.appendingPathComponent("tiny-v7")
+        try FileManager.default.copyItem(at: fleet.modelDirectory, to: copy)
+        let configURL = copy.appendingPathComponent("config.json")
+        var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
+        #expect(config["version"] as? String == "1")
+        config["version"] = "7"
+        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+
+        #expect(try fleet.client.addModel(name: "tiny", directory: copy.path).version == "7")
+        #expect(try fleet.client.addModel(name: "tiny", version: "8", directory: copy.path).version == "8")
+        let versions = try fleet.client.models().filter { $0.name == "tiny" }.map(\.version).sorted()
+        #expect(versions == ["1", "7", "8"])
+    }
+
     @Test func anIdempotencyKeyReturnsTheFirstJob() throws {
         let fleet = try FleetFixture()
         var request = FleetClient.JobRequest(model: "tiny", inputURL: "http://example.invalid/a.npy")
