@@ -719,17 +719,18 @@ def test_teacher_overlap():
 
 
 def test_reference_models_and_bench_paths():
-    """The committed reference models: v3 (conv front) and v2 (stem) load in the engine, and `bitfleet bench
+    """The committed models: v3 (conv front), v2 (stem) and fashion-c64 (a 64-filter conv front) load in the engine, and `bitfleet bench
     --compare-paths` names for v3 the conv kernel each stem kernel stands for, for v2 the stem kernels."""
     binary = os.environ.get("BITFLEET_BIN")
     if not binary:
         return "engine not run ($BITFLEET_BIN unset)"
     check(os.path.exists(binary), f"$BITFLEET_BIN={binary}: no such file")
     notes = []
-    for name, conv in (("fashion", True), ("fashion-v2", False)):
+    for name, conv in (("fashion", True), ("fashion-v2", False), ("fashion-c64", True)):
         d = os.path.join(HERE, name)
         cfg = json.load(open(os.path.join(d, "config.json")))
-        check(("conv" in cfg) == conv and cfg["name"] == "fashion", f"{name}: config {cfg.get('name')} conv {'conv' in cfg}")
+        check(("conv" in cfg) == conv and cfg["name"] == name.replace("-v2", ""),
+              f"{name}: config {cfg.get('name')} conv {'conv' in cfg}")
         r = subprocess.run([binary, "bench", "--model", d, "--compare-paths", "--skip-kernel", "--seconds", "0.05",
                             "--json"], capture_output=True, text=True, timeout=600)
         check(r.returncode == 0, f"bench on {name}: rc {r.returncode} {r.stderr[-1500:]}")
