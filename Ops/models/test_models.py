@@ -719,8 +719,9 @@ def test_teacher_overlap():
 
 
 def test_reference_models_and_bench_paths():
-    """The committed models: v3 (conv front), v2 (stem) and fashion-c64 (a 64-filter conv front) load in the engine, and `bitfleet bench
-    --compare-paths` names for v3 the conv kernel each stem kernel stands for, for v2 the stem kernels."""
+    """The committed models: v3 (conv front), v2 (stem) and fashion-c64 (a 64-filter conv front) load in the engine,
+    and `bitfleet bench --compare-paths` names for the conv models the conv kernel each stem kernel stands for, for v2
+    the stem kernels."""
     binary = os.environ.get("BITFLEET_BIN")
     if not binary:
         return "engine not run ($BITFLEET_BIN unset)"

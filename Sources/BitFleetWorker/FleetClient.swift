@@ -22,10 +22,10 @@ public struct FleetClient {
         public var createdAt: String
     }
 
-    /// Validates the model directory (loads it fully) and registers it with the sha256 of its weights.
+    /// Validates the model directory (loads it fully) and registers it with the sha256 of its weights, under `name`
+    /// and `version`; without a version, the one its config.json names (so the registry and the model's own card
+    /// agree unless the operator says otherwise).
     @discardableResult
-    /// Registers the model in `directory` under `name` and `version`; without a version, the one its config.json
-    /// names (so the registry and the model's own card agree unless the operator says otherwise).
     public func addModel(name: String, version: String? = nil, directory: String, uri: String? = nil) throws -> ModelEntry {
         let model = try BinaryMoEModel.load(directory: directory)
         let version = version ?? model.config.version
