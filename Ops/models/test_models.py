@@ -23,8 +23,9 @@
 0. Format v3 (two-level router): reference.py's grouped routing against a per-sample loop; export.py's checks.
 3. fit.py's errors on bad input: missing labels, ragged CSV, one class, NaN, negative features, empty folder,
    unreadable image, no such path.
-4. The committed reference models with $BITFLEET_BIN: v3 (conv front) and v2 (stem) run in `bitfleet bench
-   --compare-paths`, which names v3's conv kernel per stem kernel (direct-…/windows-…) and v2's stem kernels.
+4. The committed models with $BITFLEET_BIN: v3 and fashion-c64 (conv fronts) and v2 (stem) run in `bitfleet bench
+   --compare-paths`, which names the conv models' conv kernel per stem kernel (direct-…/windows-…) and v2's stem
+   kernels.
 """
 from __future__ import annotations
 
@@ -727,10 +728,12 @@ def test_reference_models_and_bench_paths():
         return "engine not run ($BITFLEET_BIN unset)"
     check(os.path.exists(binary), f"$BITFLEET_BIN={binary}: no such file")
     notes = []
-    for name, conv in (("fashion", True), ("fashion-v2", False), ("fashion-c64", True)):
+    # directory, the name its config.json gives, whether it has a conv front
+    for name, config_name, conv in (("fashion", "fashion", True), ("fashion-v2", "fashion", False),
+                                    ("fashion-c64", "fashion-c64", True)):
         d = os.path.join(HERE, name)
         cfg = json.load(open(os.path.join(d, "config.json")))
-        check(("conv" in cfg) == conv and cfg["name"] == name.replace("-v2", ""),
+        check(("conv" in cfg) == conv and cfg["name"] == config_name,
               f"{name}: config {cfg.get('name')} conv {'conv' in cfg}")
         r = subprocess.run([binary, "bench", "--model", d, "--compare-paths", "--skip-kernel", "--seconds", "0.05",
                             "--json"], capture_output=True, text=True, timeout=600)
