@@ -2,7 +2,7 @@
 //
 // Why C: the kernel needs a per-lane table lookup (`vpshufb` with a run-time table), which Swift's SIMD types do
 // not express, and Swift cannot call the AVX2 intrinsics from a build without a target CPU (the compiler aborts).
-// Here the functions carry `target("avx2")`, so every build (debug tests included) compiles them and the engine
+// Here the functions carry `target(BF_AVX2_TARGET)`, so every build (debug tests included) compiles them and the engine
 // calls them only when the running CPU has AVX2 (`bf_lut_available`).
 //
 // For every group of four inputs q0..q3 (each 0…15) a 16-entry table holds T[n] = Σ_{bit t of n set} q_t (≤ 60, one
@@ -20,7 +20,7 @@ int bf_lut_available(void) {
     return __builtin_cpu_supports("avx2") ? 1 : 0;
 }
 
-__attribute__((target("avx2")))
+__attribute__((target(BF_AVX2_TARGET)))
 long bf_lut_build_tables(const uint8_t *x, long features, int shift, long pairs, uint8_t *tables) {
     // control bytes: position n of lane L picks input byte 4L + t when bit t of n is set, else zero (0x80)
     uint8_t ctl[4][32];
@@ -66,7 +66,7 @@ long bf_lut_build_tables(const uint8_t *x, long features, int shift, long pairs,
 
 // Adds the two lanes and stores 16 row sums as int32: lane 0 of `e` holds rows 0,2,…,14 over even groups, lane 1
 // the same rows over odd groups; `o` the odd rows.
-__attribute__((target("avx2")))
+__attribute__((target(BF_AVX2_TARGET)))
 static inline void bf_lut_store16(__m256i e, __m256i o, int32_t *out) {
     __m128i se = _mm_add_epi16(_mm256_castsi256_si128(e), _mm256_extracti128_si256(e, 1));
     __m128i so = _mm_add_epi16(_mm256_castsi256_si128(o), _mm256_extracti128_si256(o, 1));
@@ -86,7 +86,7 @@ static inline void bf_lut_store16(__m256i e, __m256i o, int32_t *out) {
         t3 = _mm256_add_epi8(t3, _mm256_shuffle_epi8(tb, _mm256_loadu_si256((const __m256i *)(w3 + (q)))));     \
     } while (0)
 
-__attribute__((target("avx2")))
+__attribute__((target(BF_AVX2_TARGET)))
 void bf_lut_stem(const uint8_t *tables, long n, long pairs, const uint8_t *weights, long blocks,
                  int32_t *acc, long ldacc) {
     const __m256i lowBytes = _mm256_set1_epi16(0x00FF);

@@ -60,7 +60,7 @@ void bf_stem_int8_pack(const uint64_t *src, long rows, long features, uint8_t *d
 #if defined(__x86_64__)
 #include <immintrin.h>
 // 32 inputs per step: shift in 16-bit lanes, mask the bits that crossed from the neighbour byte, sum with vpsadbw
-__attribute__((target("avx2")))
+__attribute__((target(BF_AVX2_TARGET)))
 static void bf_stem_int8_activations_avx2(const uint8_t *x, long n, long features, int shift, uint8_t *q, long *sumQ) {
     const long kpad = (features + 63) / 64 * 64;
     const __m256i mask = _mm256_set1_epi8((char)(0xFF >> shift));
