@@ -8,7 +8,8 @@
 //   AVX-512 VPOPCNTDQ: vpxorq + vpopcntq + vpaddq per 512 binary MACs (ports 0 and 5: ≈ 340 MACs/cycle peak),
 //                      tiles of 4 samples × 32 rows (16 accumulators).
 //   AVX2:              vpshufb nibble popcounts summed in byte lanes for up to 31 words, folded with vpsadbw
-//                      (which sums exactly one row's 8 bytes per 64-bit lane), tiles of 2 samples × 8 rows.
+//                      (which sums exactly one row's 8 bytes per 64-bit lane), tiles of 2 samples × 8 rows; from 4
+//                      samples on, both operands split into nibbles first (bf_xnor_avx2_nibbles).
 //   portable:          plain C with __builtin_popcountll, compiled twice (with `popcnt` where the CPU has it).
 //
 // Every function carries its own target attribute, so the package builds for baseline x86-64 (and Arm) and the
@@ -94,13 +95,13 @@ static void bf_xnor_popcnt(const uint64_t *a, long lda, long n, const uint64_t *
 // AVX2
 
 #if BF_X86
-__attribute__((target("avx2"), always_inline))
+__attribute__((target(BF_AVX2_TARGET), always_inline))
 static inline __m256i bf_popcnt8_avx2(__m256i v, __m256i lut, __m256i low) {
     return _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(v, low)),
                            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
 }
 
-__attribute__((target("avx2"), always_inline))
+__attribute__((target(BF_AVX2_TARGET), always_inline))
 static inline void bf_store_avx2(const bf_sink *s, long i, long b, __m256i lo, __m256i hi) {
     long long p[8];
     _mm256_storeu_si256((__m256i *)p, lo);
@@ -109,7 +110,7 @@ static inline void bf_store_avx2(const bf_sink *s, long i, long b, __m256i lo, _
 }
 
 // `ms` samples (1 or 2) × one block of 8 rows.
-__attribute__((target("avx2"), always_inline))
+__attribute__((target(BF_AVX2_TARGET), always_inline))
 static inline void bf_tile_avx2(const uint64_t *a, long lda, long i, int ms, const uint64_t *wb, long words,
                                 const bf_sink *s, long b) {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
@@ -145,8 +146,110 @@ static inline void bf_tile_avx2(const uint64_t *a, long lda, long i, int ms, con
     if (ms > 1) bf_store_avx2(s, i + 1, b, t10, t11);
 }
 
-__attribute__((target("avx2")))
+// The nibble-split variant. popcount(x XOR w) per byte is lut[(x XOR w) & 15] + lut[(x XOR w) >> 4]; with both
+// operands split into their low and high nibbles beforehand, (x_lo XOR w_lo) and (x_hi XOR w_hi) index the table
+// directly: 6 vector operations per 256 weight bits instead of 8 (no `and`, `srl`, `and` per product). The samples
+// are split once per group (at least 32 of them, in thread-local scratch), the weights once per chunk of row blocks
+// and group, and then reused by every pair of samples of the group, so it pays only with several samples per call
+// (BF_NIBBLE_MIN_SAMPLES). On an AMD EPYC Zen 3, 1 thread: 1.25x the plain kernel in a microbenchmark (32 samples x
+// 256 rows x 49 words, pre-split weights); in the engine at batch 256, interleaved rounds, 1.05x for a 64-filter
+// conv model (`fashion-c64`), 1.03x for `fashion` v3, 1.00x for v2.
+#define BF_NIBBLE_MIN_SAMPLES 4
+#define BF_NIBBLE_MAX_WORDS 128
+#define BF_NIBBLE_SCRATCH_BYTES (16 * 1024)
+static _Thread_local uint64_t bf_nibble_w[BF_NIBBLE_SCRATCH_BYTES / 8] __attribute__((aligned(64)));
+static _Thread_local uint64_t bf_nibble_a[64 * BF_NIBBLE_MAX_WORDS] __attribute__((aligned(64)));
+
+// lo[k] = src[k]'s low nibbles, hi[k] = its high nibbles, each in the low half of its byte
+__attribute__((target(BF_AVX2_TARGET), always_inline))
+static inline void bf_nibble_split(const uint64_t *src, long count, uint64_t *lo, uint64_t *hi) {
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    long k = 0;
+    for (; k + 4 <= count; k += 4) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(src + k));
+        _mm256_storeu_si256((__m256i *)(lo + k), _mm256_and_si256(v, low));
+        _mm256_storeu_si256((__m256i *)(hi + k), _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+    }
+    for (; k < count; k++) {
+        lo[k] = src[k] & 0x0F0F0F0F0F0F0F0FULL;
+        hi[k] = (src[k] >> 4) & 0x0F0F0F0F0F0F0F0FULL;
+    }
+}
+
+// 2 samples (split at xl0/xh0, xl1/xh1) × one block of 8 rows (split: per word k, 8 low then 8 high words).
+__attribute__((target(BF_AVX2_TARGET), always_inline))
+static inline void bf_tile_avx2_nibbles(const uint64_t *xl0, const uint64_t *xh0, const uint64_t *xl1,
+                                        const uint64_t *xh1, const uint64_t *ws, long words, __m256i out[2][2]) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i t00 = zero, t01 = zero, t10 = zero, t11 = zero;
+    long k = 0;
+    while (k < words) {
+        const long end = k + 31 < words ? k + 31 : words;   // 31 × 8 ≤ 255: byte lanes cannot overflow
+        __m256i c00 = zero, c01 = zero, c10 = zero, c11 = zero;
+        for (; k < end; k++) {
+            const __m256i w0l = _mm256_loadu_si256((const __m256i *)(ws + k * 16));
+            const __m256i w1l = _mm256_loadu_si256((const __m256i *)(ws + k * 16 + 4));
+            const __m256i w0h = _mm256_loadu_si256((const __m256i *)(ws + k * 16 + 8));
+            const __m256i w1h = _mm256_loadu_si256((const __m256i *)(ws + k * 16 + 12));
+            const __m256i l0 = _mm256_set1_epi64x((long long)xl0[k]), h0 = _mm256_set1_epi64x((long long)xh0[k]);
+            const __m256i l1 = _mm256_set1_epi64x((long long)xl1[k]), h1 = _mm256_set1_epi64x((long long)xh1[k]);
+            c00 = _mm256_add_epi8(c00, _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(l0, w0l)),
+                                                       _mm256_shuffle_epi8(lut, _mm256_xor_si256(h0, w0h))));
+            c01 = _mm256_add_epi8(c01, _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(l0, w1l)),
+                                                       _mm256_shuffle_epi8(lut, _mm256_xor_si256(h0, w1h))));
+            c10 = _mm256_add_epi8(c10, _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(l1, w0l)),
+                                                       _mm256_shuffle_epi8(lut, _mm256_xor_si256(h1, w0h))));
+            c11 = _mm256_add_epi8(c11, _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(l1, w1l)),
+                                                       _mm256_shuffle_epi8(lut, _mm256_xor_si256(h1, w1h))));
+        }
+        t00 = _mm256_add_epi64(t00, _mm256_sad_epu8(c00, zero));
+        t01 = _mm256_add_epi64(t01, _mm256_sad_epu8(c01, zero));
+        t10 = _mm256_add_epi64(t10, _mm256_sad_epu8(c10, zero));
+        t11 = _mm256_add_epi64(t11, _mm256_sad_epu8(c11, zero));
+    }
+    out[0][0] = t00; out[0][1] = t01; out[1][0] = t10; out[1][1] = t11;
+}
+
+__attribute__((target(BF_AVX2_TARGET)))
+static void bf_xnor_avx2_nibbles(const uint64_t *a, long lda, long n, const uint64_t *w, long words,
+                                 const bf_sink *s) {
+    const long blocks = (s->m + 7) / 8;
+    long chunk = BF_NIBBLE_SCRATCH_BYTES / (words * 128);   // split blocks that fit the scratch (and L1)
+    if (chunk < 1) chunk = 1;
+    long group = (long)(sizeof bf_nibble_a / sizeof bf_nibble_a[0]) / (2 * words) & ~1L;   // samples split at once
+    for (long i0 = 0; i0 < n; i0 += group) {
+        const long i1 = i0 + group < n ? i0 + group : n;
+        for (long i = i0; i < i1; i++) bf_nibble_split(a + i * lda, words, bf_nibble_a + (i - i0) * 2 * words,
+                                                       bf_nibble_a + (i - i0) * 2 * words + words);
+        for (long b0 = 0; b0 < blocks; b0 += chunk) {
+            const long b1 = b0 + chunk < blocks ? b0 + chunk : blocks;
+            for (long b = b0; b < b1; b++) {
+                const uint64_t *src = w + b * words * 8;
+                uint64_t *dst = bf_nibble_w + (b - b0) * words * 16;
+                for (long k = 0; k < words; k++) bf_nibble_split(src + k * 8, 8, dst + k * 16, dst + k * 16 + 8);
+            }
+            for (long i = i0; i < i1; i += 2) {
+                const int two = i + 1 < i1;   // an odd last sample is paired with itself and stored once
+                const uint64_t *x0 = bf_nibble_a + (i - i0) * 2 * words, *x1 = two ? x0 + 2 * words : x0;
+                for (long b = b0; b < b1; b++) {
+                    __m256i t[2][2];
+                    bf_tile_avx2_nibbles(x0, x0 + words, x1, x1 + words, bf_nibble_w + (b - b0) * words * 16, words, t);
+                    bf_store_avx2(s, i, b, t[0][0], t[0][1]);
+                    if (two) bf_store_avx2(s, i + 1, b, t[1][0], t[1][1]);
+                }
+            }
+        }
+    }
+}
+
+__attribute__((target(BF_AVX2_TARGET)))
 static void bf_xnor_avx2(const uint64_t *a, long lda, long n, const uint64_t *w, long words, const bf_sink *s) {
+    if (n >= BF_NIBBLE_MIN_SAMPLES && words <= BF_NIBBLE_MAX_WORDS) {
+        bf_xnor_avx2_nibbles(a, lda, n, w, words, s);
+        return;
+    }
     const long blocks = (s->m + 7) / 8;
     // blocks of weight rows that stay in L1 (≤ 16 KB) while every sample streams past them
     long chunk = (16 * 1024) / (words * 64);
