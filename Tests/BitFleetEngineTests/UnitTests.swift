@@ -130,9 +130,12 @@ struct KernelTests {
 
     /// Naive bit-by-bit XOR popcount against every XNOR kernel path this CPU supports, over shapes that hit every
     /// tail: sample counts not a multiple of the 4-sample tiles, row counts not a multiple of 8 or 32, word counts
-    /// 1…130 (the AVX2 path's byte counters fold every 31 words).
+    /// 1…130 (the AVX2 path's byte counters fold every 31 words). From 4 samples and up to 128 words the AVX2 path
+    /// splits both operands into nibbles, in groups of samples and chunks of row blocks: 131 samples of 64 words
+    /// are three groups (the last odd), 67 × 100 rows of 49 words many chunks of 2 blocks with a partial last block.
     @Test(arguments: [(1, 1, 1), (2, 4, 1), (3, 5, 2), (7, 9, 3), (2, 700, 4), (5, 3, 70), (64, 33, 5), (4, 8, 8),
-                      (3, 6, 125), (2, 5, 130), (9, 40, 16), (5, 257, 17)])
+                      (3, 6, 125), (2, 5, 130), (9, 40, 16), (5, 257, 17), (131, 17, 64), (67, 100, 49),
+                      (6, 9, 129)])
     func gemmMatchesNaive(n: Int, m: Int, words: Int) {
         var rng = SplitMix64(state: UInt64(n * 1000 + m * 10 + words))
         let a = (0..<(n * words)).map { _ in rng.next() }
@@ -240,6 +243,7 @@ struct KernelTests {
             (10, 13, 3, 1, 1, 7, 0, 0, 0), (16, 16, 15, 1, 7, 64, 0, 0, 0), (6, 6, 1, 1, 0, 1, 4, 0, 0),
             (9, 11, 8, 3, 0, 17, 0, 0, 0), (20, 17, 3, 1, 0, 64, 5, 0, 0),
             (15, 15, 15, 1, 0, 33, 0, 1, 1), (17, 16, 15, 1, 1, 9, 0, 2, 1), (20, 32, 4, 2, 1, 32, 3, 0, 0),
+            (28, 28, 4, 2, 1, 48, 0, 0, 0), (19, 21, 5, 2, 2, 56, 0, 0, 0),   // AVX2: one pass of 6 blocks; 4 + 3
         ]
         var rng = SplitMix64(state: 77)
         for (H, W, k, stride, pad, C, shift, wkind, xkind) in shapes {
