@@ -229,8 +229,8 @@ struct KernelTests {
 
     /// The direct conv kernels (`conv_direct.c`) against a plain loop of the format's rule and OR-pooling, on every
     /// path this CPU has: odd shapes, kernels up to 15 (4 groups per row), 1 to 64 channels (1 to 8 blocks), 8 and 4 input bits,
-    /// thresholds taken from the conv's own values (so `≥` is tested at equality), and the int16 sums' extreme
-    /// (k = 15, every q = 255, every weight +1 or −1).
+    /// thresholds taken from the conv's own values (so `≥` is tested at equality), and the int16 sums' extremes
+    /// (k = 15 on the 4-tap groups and k = 11 on AVX2's 2-tap groups, every q = 255, every weight +1 or −1).
     @Test func directConvAgainstPlainLoop() throws {
         let paths = [(Int32(BF_CONV_AVX2), "avx2"), (Int32(BF_CONV_AVX512BW), "avx512bw"), (Int32(BF_CONV_VNNI), "vnni")]
         let run = paths.filter { bf_conv_direct_supported($0.0) != 0 }
@@ -244,6 +244,12 @@ struct KernelTests {
             (9, 11, 8, 3, 0, 17, 0, 0, 0), (20, 17, 3, 1, 0, 64, 5, 0, 0),
             (15, 15, 15, 1, 0, 33, 0, 1, 1), (17, 16, 15, 1, 1, 9, 0, 2, 1), (20, 32, 4, 2, 1, 32, 3, 0, 0),
             (28, 28, 4, 2, 1, 48, 0, 0, 0), (19, 21, 5, 2, 2, 56, 0, 0, 0),   // AVX2: one pass of 6 blocks; 4 + 3
+            // AVX2's 2-tap groups (k ≤ 11): 16 channels per block, blocks packed in pairs and a lone last block
+            // (1, 3 blocks), every weight ±1 at k = 11 with q = 255 (|sum| = 30 855, the int16 extreme), and k = 12,
+            // the first kernel size on the 4-tap layout
+            (28, 28, 4, 2, 1, 64, 0, 0, 0), (14, 13, 2, 1, 0, 16, 0, 0, 0), (12, 15, 3, 2, 1, 47, 1, 0, 0),
+            (11, 11, 11, 1, 0, 64, 0, 1, 1), (13, 12, 11, 1, 1, 23, 0, 2, 1), (14, 14, 12, 1, 0, 40, 0, 1, 1),
+            (16, 15, 7, 2, 3, 5, 2, 0, 0),
         ]
         var rng = SplitMix64(state: 77)
         for (H, W, k, stride, pad, C, shift, wkind, xkind) in shapes {
