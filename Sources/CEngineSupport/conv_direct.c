@@ -207,8 +207,8 @@ static inline int16_t load2(const uint8_t *p) {
         const void *weights, const void *thresholds, long gs, int bit0, uint64_t *pooled
 
 // 4-tap groups, one int32 channel per LANES-wide lane: the blocks' compare masks side by side
-#define BF_CONV_BITS_32(NAME, NB, MASK, FINISH)                                                                             \
-    static inline uint64_t bits_##NAME(const ACC_T *acc, const VEC_T *T) {                                              \
+#define BF_CONV_BITS_32(NAME, NB, MASK, FINISH)                                                                       \
+    static inline uint64_t bits_##NAME(const ACC_T *acc, const VEC_T *T) {                                            \
         uint64_t m = 0;                                                                                               \
         for (int b = 0; b < NB; b++) m |= (uint64_t)MASK(FINISH(acc[b]), T[b]) << (b * LANES);                        \
         return m;                                                                                                     \
@@ -222,7 +222,7 @@ static inline int16_t load2(const uint8_t *p) {
 #define ID(x) (x)
 #define GE16(a, t) _mm512_cmpge_epi32_mask(a, t)
 #define VNNI_KERNEL(NB)                                                                                               \
-    __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) BF_CONV_BITS_32(vnni_##NB, NB, GE16, ID)      \
+    __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) BF_CONV_BITS_32(vnni_##NB, NB, GE16, ID)    \
     __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void conv_vnni_##NB(BF_CONV_ARGS) {               \
         BF_CONV_BODY(NB, BF_CONV_POS(NB), _mm512_setzero_si512(), BCAST4_512, DP_STEP, bits_vnni_##NB)               \
     }
@@ -234,7 +234,7 @@ VNNI_KERNEL(4)
 #define BW_STEP(acc, a, w) _mm512_add_epi16(acc, _mm512_maddubs_epi16(a, w))
 #define BW_FINISH(acc) _mm512_madd_epi16(acc, _mm512_set1_epi16(1))
 #define BW_KERNEL(NB)                                                                                                 \
-    __attribute__((target("avx512f,avx512bw"), always_inline)) BF_CONV_BITS_32(bw_##NB, NB, GE16, BW_FINISH)            \
+    __attribute__((target("avx512f,avx512bw"), always_inline)) BF_CONV_BITS_32(bw_##NB, NB, GE16, BW_FINISH)          \
     __attribute__((target("avx512f,avx512bw"))) static void conv_bw_##NB(BF_CONV_ARGS) {                            \
         BF_CONV_BODY(NB, BF_CONV_POS(NB), _mm512_setzero_si512(), BCAST4_512, BW_STEP, bits_bw_##NB)                 \
     }
@@ -256,7 +256,7 @@ BW_KERNEL(4)
 // a ≥ t ⇔ not (t > a): the 8 lanes' sign bits of t > a, inverted
 #define GE8(a, t) ((uint8_t)~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(t, a))))
 #define AVX2_KERNEL(NB)                                                                                               \
-    __attribute__((target(BF_AVX2_TARGET), always_inline)) BF_CONV_BITS_32(avx2_##NB, NB, GE8, AVX2_FINISH)             \
+    __attribute__((target(BF_AVX2_TARGET), always_inline)) BF_CONV_BITS_32(avx2_##NB, NB, GE8, AVX2_FINISH)           \
     __attribute__((target(BF_AVX2_TARGET))) static void conv_avx2_##NB(BF_CONV_ARGS) {                              \
         BF_CONV_BODY(NB, 2, _mm256_setzero_si256(), BCAST4_256, AVX2_STEP, bits_avx2_##NB)                           \
     }

@@ -108,7 +108,8 @@ static inline void bf_store_avx2(const bf_sink *s, long i, long b, __m256i lo, _
         const __m256i t = _mm256_loadu_si256((const __m256i *)(s->maxPop + b * 8));
         const __m256i gtlo = _mm256_cmpgt_epi64(lo, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(t)));
         const __m256i gthi = _mm256_cmpgt_epi64(hi, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(t, 1)));
-        const int gt = _mm256_movemask_pd(_mm256_castsi256_pd(gtlo)) | _mm256_movemask_pd(_mm256_castsi256_pd(gthi)) << 4;
+        const int gt = _mm256_movemask_pd(_mm256_castsi256_pd(gtlo)) |
+                       _mm256_movemask_pd(_mm256_castsi256_pd(gthi)) << 4;
         s->bits[i * s->ldbitsBytes + b] = (uint8_t)~gt;
         return;
     }
