@@ -148,7 +148,7 @@ void bf_conv_pack(const uint64_t *cells, long count, long channels, uint64_t *f,
 /// Direct binary convolution (conv_direct.c): the filters as signed bytes, read by u8 × s8 dot products straight
 /// from the padded image, the thresholds compared in registers.
 enum {
-    /// `vpmaddubsw` on 256-bit lanes, 8 channels per block (AVX2).
+    /// `vpmaddubsw` on 256-bit lanes (AVX2): 16 int16 channel sums per block for kernels up to 11 × 11, else 8 int32.
     BF_CONV_AVX2 = 0,
     /// `vpmaddubsw` on 512-bit lanes, 16 channels per block (AVX-512BW).
     BF_CONV_AVX512BW = 1,
