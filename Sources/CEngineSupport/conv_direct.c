@@ -31,11 +31,8 @@
 #define BF_X86 1
 #endif
 
-static long conv_lanes(int path) { return path == BF_CONV_AVX2 ? 8 : 16; }
-
 // AVX2 with k ≤ 11: 2-tap groups, one int16 lane per channel, 16 channels per block (see above).
 #define BF_CONV_WORD_MAX_K 11
-static int conv_word_layout(int path, long k) { return path == BF_CONV_AVX2 && k <= BF_CONV_WORD_MAX_K; }
 
 // The channel in lane l of block b (word layout), so that `vpacksswb` of blocks 2p and 2p + 1 followed by
 // `vpmovmskb` yields channels 32p … 32p + 31 as bits 0 … 31: packing interleaves the two blocks by 128-bit halves
@@ -46,6 +43,27 @@ static long conv_word_channel(long b, long l, long blocks) {
     if ((blocks & 1) && b == blocks - 1) return 32 * p + l;
     return 32 * p + (l < 8 ? 0 : 16) + 8 * (b & 1) + (l & 7);
 }
+
+// A path's packed layout for `channels` filters of k × k: `lanes` channels per block of `blocks`, `taps` taps of a
+// kernel row per group, `gr` groups per row; the weights are [k·gr groups][blocks][lanes][taps] signed bytes, then
+// one threshold per lane of `tbytes` bytes (int16 in the word layout, else int32).
+typedef struct {
+    int word;
+    long lanes, taps, tbytes, blocks, gr;
+} conv_layout;
+
+static conv_layout conv_layout_of(int path, long channels, long k) {
+    conv_layout c;
+    c.word = path == BF_CONV_AVX2 && k <= BF_CONV_WORD_MAX_K;
+    c.lanes = c.word ? 16 : path == BF_CONV_AVX2 ? 8 : 16;
+    c.taps = c.word ? 2 : 4;
+    c.tbytes = c.word ? (long)sizeof(int16_t) : (long)sizeof(int32_t);
+    c.blocks = (channels + c.lanes - 1) / c.lanes;
+    c.gr = (k + c.taps - 1) / c.taps;
+    return c;
+}
+
+static long conv_weight_bytes(conv_layout c, long k) { return k * c.gr * c.blocks * c.lanes * c.taps; }
 
 int bf_conv_direct_supported(int path) {
 #if BF_X86
@@ -65,52 +83,40 @@ int bf_conv_direct_supported(int path) {
 }
 
 long bf_conv_direct_bytes(int path, long channels, long k) {
-    if (conv_word_layout(path, k)) {
-        const long blocks = (channels + 15) / 16, groups = k * ((k + 1) / 2);
-        return groups * blocks * 32 + blocks * 16 * (long)sizeof(int16_t);
-    }
-    const long L = conv_lanes(path), blocks = (channels + L - 1) / L, groups = k * ((k + 3) / 4);
-    return groups * blocks * L * 4 + blocks * L * (long)sizeof(int32_t);
+    const conv_layout c = conv_layout_of(path, channels, k);
+    return conv_weight_bytes(c, k) + c.blocks * c.lanes * c.tbytes;
 }
 
 void bf_conv_direct_pack(int path, const uint64_t *wbits, long words, const int32_t *threshold, long channels, long k,
                          uint8_t *dst) {
-    if (conv_word_layout(path, k)) {
-        const long blocks = (channels + 15) / 16, gr = (k + 1) / 2;
-        int8_t *w = (int8_t *)dst;
-        for (long ky = 0; ky < k; ky++)
-            for (long j = 0; j < gr; j++)
-                for (long b = 0; b < blocks; b++)
-                    for (long l = 0; l < 16; l++)
-                        for (long i = 0; i < 2; i++) {
-                            const long c = conv_word_channel(b, l, blocks), kx = 2 * j + i, t = ky * k + kx;
-                            int8_t v = 0;
-                            if (c < channels && kx < k) v = ((wbits[c * words + t / 64] >> (t % 64)) & 1) ? 1 : -1;
-                            *w++ = v;
-                        }
-        int16_t *thr = (int16_t *)(dst + k * gr * blocks * 32);
-        for (long b = 0; b < blocks; b++)
-            for (long l = 0; l < 16; l++) {
-                const long c = conv_word_channel(b, l, blocks);
-                const int32_t t = c < channels ? threshold[c] : INT16_MAX;
-                *thr++ = (int16_t)(t > INT16_MAX ? INT16_MAX : t < INT16_MIN ? INT16_MIN : t);
-            }
-        return;
-    }
-    const long L = conv_lanes(path), blocks = (channels + L - 1) / L, gr = (k + 3) / 4;
+    const conv_layout L = conv_layout_of(path, channels, k);
     int8_t *w = (int8_t *)dst;
     for (long ky = 0; ky < k; ky++)
-        for (long j = 0; j < gr; j++)
-            for (long b = 0; b < blocks; b++)
-                for (long l = 0; l < L; l++)
-                    for (long i = 0; i < 4; i++) {
-                        const long c = b * L + l, kx = 4 * j + i, t = ky * k + kx;
+        for (long j = 0; j < L.gr; j++)
+            for (long b = 0; b < L.blocks; b++)
+                for (long l = 0; l < L.lanes; l++)
+                    for (long i = 0; i < L.taps; i++) {
+                        const long c = L.word ? conv_word_channel(b, l, L.blocks) : b * L.lanes + l;
+                        const long kx = L.taps * j + i, t = ky * k + kx;
                         int8_t v = 0;
                         if (c < channels && kx < k) v = ((wbits[c * words + t / 64] >> (t % 64)) & 1) ? 1 : -1;
                         *w++ = v;
                     }
-    int32_t *thr = (int32_t *)(dst + k * gr * blocks * L * 4);
-    for (long c = 0; c < blocks * L; c++) thr[c] = c < channels ? threshold[c] : INT32_MAX;
+    uint8_t *thr = dst + conv_weight_bytes(L, k);
+    for (long b = 0; b < L.blocks; b++)
+        for (long l = 0; l < L.lanes; l++) {
+            const long c = L.word ? conv_word_channel(b, l, L.blocks) : b * L.lanes + l;
+            if (L.word) {
+                // clamped to int16: no comparison changes, since |a_c| ≤ 30 855 (see above)
+                const int32_t t = c < channels ? threshold[c] : INT16_MAX;
+                const int16_t v = (int16_t)(t > INT16_MAX ? INT16_MAX : t < INT16_MIN ? INT16_MIN : t);
+                memcpy(thr, &v, sizeof v);
+            } else {
+                const int32_t v = c < channels ? threshold[c] : INT32_MAX;
+                memcpy(thr, &v, sizeof v);
+            }
+            thr += L.tbytes;
+        }
 }
 
 // The image shifted right by `shift` inside a zero border of `pad`, row stride W + 2·pad, with 16 bytes of zero
@@ -311,22 +317,20 @@ int bf_conv_direct(int path, const uint8_t *x, long H, long W, long k, long stri
     padded_image(x, H, W, pad, shift, work);
     typedef void (*kernel_fn)(BF_CONV_ARGS);
     // the tap groups' offsets in the padded image: row ky, group j (2 or 4 taps wide)
-    const int word = conv_word_layout(path, k);
-    const long tw = word ? 2 : 4, gr = (k + tw - 1) / tw, G = k * gr;
+    const conv_layout L = conv_layout_of(path, channels, k);
+    const long G = k * L.gr, nb = L.blocks;
     long goff[15 * 8];
     for (long ky = 0; ky < k; ky++)
-        for (long j = 0; j < gr; j++) goff[ky * gr + j] = ky * Wp + j * tw;
-    if (word) {
+        for (long j = 0; j < L.gr; j++) goff[ky * L.gr + j] = ky * Wp + j * L.taps;
+    const uint8_t *thresholds = packed + conv_weight_bytes(L, k);
+    if (L.word) {
         static const kernel_fn avx2w[4] = {conv_avx2w_1, conv_avx2w_2, conv_avx2w_3, conv_avx2w_4};
-        const long nb = (channels + 15) / 16;
-        avx2w[nb - 1](work, Wp, goff, G, stride, Hq, Wq, pool, packed, packed + G * nb * 32, nb, 0, pooled);
+        avx2w[nb - 1](work, Wp, goff, G, stride, Hq, Wq, pool, packed, thresholds, nb, 0, pooled);
         return 1;
     }
     static const kernel_fn avx2[6] = {conv_avx2_1, conv_avx2_2, conv_avx2_3, conv_avx2_4, conv_avx2_5, conv_avx2_6};
     static const kernel_fn bw[4] = {conv_bw_1, conv_bw_2, conv_bw_3, conv_bw_4};
     static const kernel_fn vnni[4] = {conv_vnni_1, conv_vnni_2, conv_vnni_3, conv_vnni_4};
-    const long L = conv_lanes(path), nb = (channels + L - 1) / L;
-    const uint8_t *thresholds = packed + G * nb * L * 4;
     if (path == BF_CONV_AVX2) {
         // Passes of at most 6 blocks, as even as possible: 2 positions × 8 blocks of accumulators are more than
         // AVX2's 16 registers hold and were spilled. On an AMD EPYC Zen 3 (interleaved rounds, batch 256) 64 channels
@@ -335,8 +339,8 @@ int bf_conv_direct(int path, const uint8_t *x, long H, long W, long k, long stri
         const long passes = (nb + 5) / 6, per = (nb + passes - 1) / passes;
         for (long b0 = 0; b0 < nb; b0 += per) {
             const long pb = nb - b0 < per ? nb - b0 : per;
-            avx2[pb - 1](work, Wp, goff, G, stride, Hq, Wq, pool, packed + b0 * L * 4, thresholds + b0 * L * 4, nb,
-                         (int)(b0 * L), pooled);
+            avx2[pb - 1](work, Wp, goff, G, stride, Hq, Wq, pool, packed + b0 * L.lanes * L.taps,
+                         thresholds + b0 * L.lanes * L.tbytes, nb, (int)(b0 * L.lanes), pooled);
         }
         return 1;
     }
