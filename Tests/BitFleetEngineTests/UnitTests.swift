@@ -250,6 +250,10 @@ struct KernelTests {
             (28, 28, 4, 2, 1, 64, 0, 0, 0), (14, 13, 2, 1, 0, 16, 0, 0, 0), (12, 15, 3, 2, 1, 47, 1, 0, 0),
             (11, 11, 11, 1, 0, 64, 0, 1, 1), (13, 12, 11, 1, 1, 23, 0, 2, 1), (14, 14, 12, 1, 0, 40, 0, 1, 1),
             (16, 15, 7, 2, 3, 5, 2, 0, 0),
+            // the widths compiled as constants (3, 4, 5) with 1 to 4 blocks of 16 channels, odd position counts (a
+            // short last step in every row)
+            (28, 28, 4, 2, 1, 16, 0, 0, 0), (13, 17, 5, 1, 2, 9, 0, 0, 0), (18, 18, 5, 2, 1, 48, 1, 0, 0),
+            (11, 14, 3, 2, 0, 30, 0, 0, 0), (15, 13, 4, 1, 0, 61, 0, 2, 1), (9, 10, 3, 1, 1, 20, 0, 1, 1),
         ]
         var rng = SplitMix64(state: 77)
         for (H, W, k, stride, pad, C, shift, wkind, xkind) in shapes {
