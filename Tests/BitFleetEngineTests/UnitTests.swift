@@ -227,6 +227,48 @@ struct KernelTests {
         }
     }
 
+    /// The stem threshold (`2·acc − sumQ ≥ t`, bits packed per 64 channels) on every path this CPU has against a
+    /// plain loop: widths around the 8- and 64-channel steps, row strides wider than the words, values at the
+    /// boundary (equal, one below) and at the extremes of 784 inputs × 255.
+    @Test func stemThresholdPathsMatchPlainLoop() {
+        let paths = [(BF_THRESHOLD_PORTABLE, "portable"), (BF_THRESHOLD_AVX2, "avx2"), (BF_THRESHOLD_AVX512, "avx512")]
+        let run = paths.filter { bf_stem_threshold_path_supported(Int32($0.0)) != 0 }
+        print("stem threshold paths run on this CPU: \(run.map(\.1)); not run (the CPU lacks them): "
+              + "\(paths.filter { bf_stem_threshold_path_supported(Int32($0.0)) == 0 }.map(\.1))")
+        #expect(run.contains { $0.1 == "avx2" } || !CPUFeatures.running.avx2)
+        var rng = SplitMix64(state: 11)
+        let limit = 784 * 255
+        for S in [1, 7, 8, 9, 63, 64, 65, 100, 512, 513] {
+            let n = 5, ldacc = S + 3, words = (S + 63) / 64, ldh = words + 1
+            let sumQ = (0..<n).map { _ in Int(rng.next() % UInt64(limit + 1)) }
+            let t = (0..<S).map { _ in Int32(Int(rng.next() % UInt64(2 * limit + 1)) - limit) }
+            var acc = [Int32](repeating: 0, count: n * ldacc)
+            for i in 0..<n {
+                for j in 0..<S {
+                    // a third exactly at the threshold, a third one below it, a third anywhere in range
+                    let exact = (Int(t[j]) + sumQ[i])
+                    switch rng.next() % 3 {
+                    case 0 where exact % 2 == 0: acc[i * ldacc + j] = Int32(exact / 2)
+                    case 1 where exact % 2 == 0: acc[i * ldacc + j] = Int32(exact / 2 - 1)
+                    default: acc[i * ldacc + j] = Int32(Int(rng.next() % UInt64(2 * limit + 1)) - limit)
+                    }
+                }
+            }
+            var want = [UInt64](repeating: 0xDEAD, count: n * ldh)
+            for i in 0..<n {
+                for w in 0..<words { want[i * ldh + w] = 0 }
+                for j in 0..<S where 2 * Int(acc[i * ldacc + j]) - sumQ[i] >= Int(t[j]) {
+                    want[i * ldh + j / 64] |= 1 << UInt64(j % 64)
+                }
+            }
+            for (path, name) in run {
+                var got = [UInt64](repeating: 0xDEAD, count: n * ldh)
+                let ok = bf_stem_threshold_with(Int32(path), acc, ldacc, n, S, sumQ, t, &got, ldh)
+                #expect(ok == 1 && got == want, "\(name): S \(S)")
+            }
+        }
+    }
+
     /// The direct conv kernels (`conv_direct.c`) against a plain loop of the format's rule and OR-pooling, on every
     /// path this CPU has: odd shapes, kernels up to 15 (4 groups per row), 1 to 64 channels (1 to 8 blocks), 8 and 4 input bits,
     /// thresholds taken from the conv's own values (so `≥` is tested at equality), and the int16 sums' extremes

@@ -103,6 +103,17 @@ void bf_stem_int8(int path, const uint8_t *q, long n, long features, const uint8
 void bf_stem_threshold(const int32_t *acc, long ldacc, long n, long S, const long *sumQ, const int32_t *t,
                        uint64_t *h, long ldh);
 
+/// The threshold's paths, for tests: `bf_stem_threshold` runs the first this CPU supports of AVX-512, AVX2, portable.
+enum {
+    BF_THRESHOLD_PORTABLE = 0,
+    BF_THRESHOLD_AVX2 = 1,
+    BF_THRESHOLD_AVX512 = 2
+};
+int bf_stem_threshold_path_supported(int path);
+/// `bf_stem_threshold` on `path`; 0 (nothing written) where this CPU lacks it.
+int bf_stem_threshold_with(int path, const int32_t *acc, long ldacc, long n, long S, const long *sumQ,
+                           const int32_t *t, uint64_t *h, long ldh);
+
 /// Cycle counter of this thread (`perf_event_open`, PERF_COUNT_HW_CPU_CYCLES, user space only): a handle ≥ 0, or
 /// -1 where the kernel or the hypervisor does not expose it.
 int bf_perf_cycles_open(void);
