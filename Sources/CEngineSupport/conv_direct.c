@@ -183,6 +183,13 @@ static inline int16_t load2(const uint8_t *p) {
 // BITS(acc[p], T) gives the position's channel bits of the call's blocks, from bit 0; `bit0` is the bit of the
 // call's first channel.
 #define BF_CONV_POS(NB) ((NB) <= 2 ? 4 : 2)
+#define BF_CONV_GROUP(NB, POS, BCAST, STEP, OFF, SG)                                                                  \
+    {                                                                                                                 \
+        VEC_T a[POS];                                                                                                 \
+        for (int p = 0; p < POS; p++) a[p] = BCAST((SG) + OFF(p));                                                    \
+        for (int b = 0; b < NB; b++)                                                                                  \
+            for (int p = 0; p < POS; p++) acc[p][b] = STEP(acc[p][b], a[p], wg[b]);                                   \
+    }
 #define BF_CONV_STEP(NB, POS, K, TAPS, ZERO, BCAST, STEP, BITS, OFF)                                                  \
     {                                                                                                                 \
         ACC_T acc[POS][NB];                                                                                           \
@@ -190,28 +197,21 @@ static inline int16_t load2(const uint8_t *p) {
             for (int b = 0; b < NB; b++) acc[p][b] = ZERO;                                                            \
         const VEC_T *wg = W;                                                                                          \
         if (K > 0) {                                                                                                  \
-            for (int ky = 0; ky < K; ky++) {                                                                          \
-                const uint8_t *sr = s0 + ky * Wp;                                                                     \
-                for (int j = 0; j < (K + TAPS - 1) / TAPS; j++, wg += gs) {                                           \
-                    VEC_T a[POS];                                                                                     \
-                    for (int p = 0; p < POS; p++) a[p] = BCAST(sr + OFF(p) + TAPS * j);                               \
-                    for (int b = 0; b < NB; b++)                                                                      \
-                        for (int p = 0; p < POS; p++) acc[p][b] = STEP(acc[p][b], a[p], wg[b]);                       \
-                }                                                                                                     \
-            }                                                                                                         \
+            for (int ky = 0; ky < K; ky++)                                                                            \
+                for (int j = 0; j < (K + TAPS - 1) / TAPS; j++, wg += gs)                                             \
+                    BF_CONV_GROUP(NB, POS, BCAST, STEP, OFF, s0 + ky * Wp + TAPS * j)                                 \
         } else {                                                                                                      \
-            for (long g = 0; g < G; g++, wg += gs) {                                                                  \
-                const uint8_t *sg = s0 + goff[g];                                                                     \
-                VEC_T a[POS];                                                                                         \
-                for (int p = 0; p < POS; p++) a[p] = BCAST(sg + OFF(p));                                              \
-                for (int b = 0; b < NB; b++)                                                                          \
-                    for (int p = 0; p < POS; p++) acc[p][b] = STEP(acc[p][b], a[p], wg[b]);                           \
-            }                                                                                                         \
+            for (long g = 0; g < G; g++, wg += gs) BF_CONV_GROUP(NB, POS, BCAST, STEP, OFF, s0 + goff[g])             \
         }                                                                                                             \
         for (int p = 0; p < POS; p++) m[p] = BITS(acc[p], T) << bit0;                                                 \
     }
 #define BF_CONV_WHOLE_OFF(p) ((p) * stride)
 #define BF_CONV_TAIL_OFF(p) (off[p])
+#define BF_CONV_CELLS(CNT)                                                                                            \
+    for (int p = 0; p < (CNT); p++) {                                                                                 \
+        prow[px] |= m[p];                                                                                             \
+        if (++dx == pool) { dx = 0; px++; }                                                                           \
+    }
 #define BF_CONV_BODY(NB, POS, K, TAPS, ZERO, BCAST, STEP, BITS)                                                       \
     const VEC_T *W = (const VEC_T *)weights, *T = (const VEC_T *)thresholds;                                          \
     for (long oy = 0; oy < Hq * pool; oy++) {                                                                         \
@@ -228,10 +228,7 @@ static inline int16_t load2(const uint8_t *p) {
                 for (int p = 0; p < POS; p++) v |= m[p];                                                              \
                 prow[px++] |= v;                                                                                      \
             } else {                                                                                                  \
-                for (int p = 0; p < POS; p++) {                                                                       \
-                    prow[px] |= m[p];                                                                                 \
-                    if (++dx == pool) { dx = 0; px++; }                                                               \
-                }                                                                                                     \
+                BF_CONV_CELLS(POS)                                                                                    \
             }                                                                                                         \
         }                                                                                                             \
         if (ox < end) {                                                                                               \
@@ -240,10 +237,7 @@ static inline int16_t load2(const uint8_t *p) {
             long off[POS];                                                                                            \
             for (int p = 0; p < POS; p++) off[p] = (p < n ? p : 0) * stride;                                          \
             BF_CONV_STEP(NB, POS, K, TAPS, ZERO, BCAST, STEP, BITS, BF_CONV_TAIL_OFF)                                 \
-            for (int p = 0; p < n; p++) {                                                                             \
-                prow[px] |= m[p];                                                                                     \
-                if (++dx == pool) { dx = 0; px++; }                                                                   \
-            }                                                                                                         \
+            BF_CONV_CELLS(n)                                                                                          \
         }                                                                                                             \
     }
 #define BF_CONV_ARGS                                                                                                  \
