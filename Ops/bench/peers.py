@@ -208,7 +208,8 @@ def plain_mlp():
 def dense_from_sparse(path, out_path):
     """Rebuild the dense-dispatch ONNX graph (train.export_onnx mode "dense") from model.onnx's initializers,
     so only the sparse graph needs to be committed. A float twin with a conv front (bitfleet_torch's
-    export_float_onnx: Conv, Relu, MaxPool, Flatten before the stem or the router) keeps that front."""
+    export_float_onnx: Conv, Relu, MaxPool, Flatten before the stem or the router, with a second Conv, Relu, MaxPool
+    for a conv2 block) keeps that front."""
     import onnx
     from onnx import helper, numpy_helper
     from train import export_onnx
@@ -228,15 +229,20 @@ def dense_from_sparse(path, out_path):
         return out_path
     from bitfleet_torch import export_float_onnx
 
-    def attrs(op):
-        node = next((n for n in m.graph.node if n.op_type == op), None)
+    def attrs(op, output):
+        node = next((n for n in m.graph.node if n.op_type == op and output in n.output), None)
         return None if node is None else {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    conv, pool = attrs("Conv"), attrs("MaxPool")
+    conv, pool = attrs("Conv", "conv_pre"), attrs("MaxPool", "conv_pool")
     _, _, H, W = (int(v) for v in w["conv_in_shape"])
     fl.update(conv_W=w["conv_W"], conv_b=w["conv_b"], input_shape=[H, W],
               conv=dict(channels=int(w["conv_W"].shape[0]), kernel=int(conv["kernel_shape"][0]),
                         stride=int(conv["strides"][0]), padding=int(conv["pads"][0]),
                         pool=int(pool["kernel_shape"][0]) if pool else 1))
+    if "conv2_W" in w:   # a second conv (format v4 float twin): Conv -> Relu [-> MaxPool] after the first
+        conv2, pool2 = attrs("Conv", "conv2_pre"), attrs("MaxPool", "conv2_pool")
+        fl.update(conv2_W=w["conv2_W"], conv2_b=w["conv2_b"],
+                  conv2=dict(channels=int(w["conv2_W"].shape[0]), kernel=int(conv2["kernel_shape"][0]),
+                             stride=int(conv2["strides"][0]), pool=int(pool2["kernel_shape"][0]) if pool2 else 1))
     export_float_onnx(fl, k, out_path, H * W, "dense")
     return out_path
 

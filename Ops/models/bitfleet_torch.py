@@ -27,10 +27,16 @@ Layers (docs/MODEL_FORMAT.md):
                     (STE; F.unfold + matmul), batch-norm, sign, max-pool (= OR-pooling), flattened (c, y, x).
                     Exported: packed filters + integer thresholds (conv.weight/conv.threshold), the next layer's
                     columns permuted to the format's (y, x, c) feature order, format_version 2.
-  BinaryMoE         [conv ->] stem -> router -> experts (BinaryLinear... -> BinaryScaledLinear) -> gate-weighted
+  BinaryConv2       format-v4 second conv over BinaryConv's pooled +-1 map [B, C1, Hp, Wp]: C2 binary k x k x C1
+                    filters (weight [C2, k*k*C1], taps (ky*k + kx)*C1 + c), stride s, no padding, batch-norm, sign,
+                    max-pool, flattened (c, y, x).  Exported: conv2.weight/conv2.threshold, format_version 4, the
+                    next layer's columns permuted to (y, x, c) as for the first conv.
+  BinaryMoE         [conv [-> conv2] ->] stem -> router -> experts (BinaryLinear... -> BinaryScaledLinear) -> gate-weighted
                     logits.  BinaryMoE(conv=dict(channels=32, kernel=5, stride=1, padding=2, pool=4),
                     input_shape=(28, 28), stem=0 or S, ...): with a conv front the stem is a BinaryLinear over the
-                    pooled conv features, and stem=0 means no stem (router and experts read the features).
+                    pooled conv features, and stem=0 means no stem (router and experts read the features);
+                    conv2=dict(channels=48, kernel=3, stride=1, pool=1) adds the second conv, whose features then
+                    take the first conv's place.
 
 `binary=False` builds the float twin of the same architecture (float weights, ReLU, input x/255, batch-norm folded
 into the linear layers at export: `float_arrays`), which Ops/models/fit.py exports to ONNX.
@@ -45,9 +51,10 @@ elsewhere with the same parameter names exports too.  The state_dict keys are:
     router.weight [E, S], router.scale [E], router.bias [E]
     experts.{e}.hidden.{l}.weight [H_{l+1}, H_l], experts.{e}.hidden.{l}.bn.* [H_{l+1}]
     experts.{e}.out.weight [C, H_n], experts.{e}.out.scale [C], experts.{e}.out.bias [C]
-    with a conv front: conv.weight [channels, k*k] (or [channels, 1, k, k]), conv.bn.* [channels]; the layer reading
+    with a conv front: conv.weight [channels, k*k] (or [channels, 1, k, k]), conv.bn.* [channels]; with a conv2
+    block: conv2.weight [C2, k2*k2*C1] (taps (ky*k2 + kx)*C1 + c), conv2.bn.* [C2]; the layer reading
     the conv features (stem, or with stem 0 the router and the experts' first layer) has its columns in torch's
-    (c, y, x) flatten order; config (bmoe_config) carries "conv" and "input_shape".
+    (c, y, x) flatten order; config (bmoe_config) carries "conv" (and "conv2") and "input_shape".
 """
 from __future__ import annotations
 
@@ -225,8 +232,67 @@ class BinaryConv(nn.Module):
         a = torch.matmul(weight, cols)                                                            # [B, C, L]
         return a.reshape(a.shape[0], self.channels, self.out_hw[0], self.out_hw[1])
 
-    def forward(self, x):
+    def forward_map(self, x):
+        """The pooled map [B, C, Hp, Wp] (+-1 for the binary layer), what a second conv (BinaryConv2) reads."""
         y = _bn2d(self.preact(x), self.bn)
+        y = sign_ste(y) if self.binary else F.relu(y)
+        if self.pool > 1:
+            y = F.max_pool2d(y, self.pool)
+        else:
+            y = y[:, :, :self.out_hw[2], :self.out_hw[3]]
+        return y
+
+    def forward(self, x):
+        return self.forward_map(x).flatten(1)                                                     # (c, y, x)
+
+
+def conv2_geometry(in_hw, kernel, stride=1, pool=1):
+    """(Ho2, Wo2, Hp2, Wp2) of the second conv (docs/MODEL_FORMAT.md "Second conv layer"): no padding, integer
+    division, pooled positions past Hp2 * pool dropped."""
+    Hp, Wp = (int(v) for v in in_hw)
+    Ho, Wo = (Hp - kernel) // stride + 1, (Wp - kernel) // stride + 1
+    if Hp < kernel or Wp < kernel:
+        Ho = Wo = 0
+    return Ho, Wo, Ho // pool, Wo // pool
+
+
+def conv2_torch_weight(w, kernel, in_channels):
+    """[C2, k*k*C1] in the format's tap order (ky*k + kx)*C1 + c -> a conv2d weight [C2, C1, k, k]."""
+    return w.reshape(w.shape[0], kernel, kernel, in_channels).permute(0, 3, 1, 2)
+
+
+class BinaryConv2(nn.Module):
+    """Format-v4 second conv on the first conv's pooled +-1 map [B, C1, Hp, Wp]: C2 binary k x k x C1 filters sign(W)
+    with the STE, stride s, no padding, per-channel batch-norm, sign activation, max-pool (= OR-pooling),
+    flattened the torch way (c, y, x).  Float twin: float filters over the float map, batch-norm, ReLU, max-pool.
+    Parameters conv2.weight [C2, k*k*C1] (taps in the format's order (ky*k + kx)*C1 + c), conv2.bn.* [C2]."""
+
+    def __init__(self, in_shape, channels, kernel, stride=1, pool=1, binary=True, gen=None):
+        super().__init__()
+        self.in_shape = tuple(int(v) for v in in_shape)            # (Hp, Wp, C1)
+        self.channels, self.kernel, self.stride, self.pool = int(channels), int(kernel), int(stride), int(pool)
+        self.binary = bool(binary)
+        if not (1 <= self.channels <= 256 and 1 <= self.kernel <= 7 and 1 <= self.stride <= self.kernel
+                and self.pool >= 1):
+            raise ValueError("conv2: need 1 <= channels <= 256, 1 <= kernel <= 7, 1 <= stride <= kernel, pool >= 1")
+        self.out_hw = conv2_geometry(self.in_shape[:2], self.kernel, self.stride, self.pool)
+        if min(self.out_hw) < 1:
+            raise ValueError(f"conv2: no pooled position left on the first conv's {self.in_shape[0]}x"
+                             f"{self.in_shape[1]} map")
+        self.features = self.out_hw[2] * self.out_hw[3] * self.channels
+        taps = self.kernel * self.kernel * self.in_shape[2]
+        self.weight = nn.Parameter(_init_weight(self.channels, taps, binary, gen))
+        self.bn = nn.BatchNorm2d(self.channels, eps=1e-5)
+
+    def preact(self, u, weight=None):
+        """Pre-activations [B, C2, Ho2, Wo2] of the map u [B, C1, Hp, Wp] (exact integers for +-1 inputs)."""
+        if weight is None:
+            weight = _weight(self)
+        w = conv2_torch_weight(weight, self.kernel, self.in_shape[2])
+        return F.conv2d(u.to(w.dtype), w, stride=self.stride)
+
+    def forward(self, u):
+        y = _bn2d(self.preact(u), self.bn)
         y = sign_ste(y) if self.binary else F.relu(y)
         if self.pool > 1:
             y = F.max_pool2d(y, self.pool)
@@ -314,7 +380,7 @@ class BinaryMoE(nn.Module):
     (the router and the experts read the F features)."""
 
     def __init__(self, input_features=None, classes=None, stem=512, experts=8, top_k=2, hidden=(128,), planes=8,
-                 binary=True, seed=0, conv=None, input_shape=None):
+                 binary=True, seed=0, conv=None, input_shape=None, conv2=None):
         super().__init__()
         if classes is None:
             raise ValueError("BinaryMoE: classes (the number of outputs) is required")
@@ -331,7 +397,9 @@ class BinaryMoE(nn.Module):
         self.n_experts, self.top_k, self.hidden_widths = int(experts), int(top_k), [int(h) for h in hidden]
         self.planes, self.binary = int(planes), bool(binary)
         self.input_shape = None if input_shape is None else [int(v) for v in input_shape]
-        self.conv_cfg = None
+        self.conv_cfg = self.conv2_cfg = None
+        if conv2 is not None and conv is None:
+            raise ValueError("a second conv (conv2) needs a conv front (conv)")
         if conv is not None:
             c = {k: int(conv[k]) if d is None else int(conv.get(k, d)) for k, d in
                  [("channels", None), ("kernel", None), ("stride", 1), ("padding", 0), ("pool", 1)]}
@@ -339,6 +407,13 @@ class BinaryMoE(nn.Module):
             self.conv = BinaryConv(self.input_shape, c["channels"], c["kernel"], c["stride"], c["padding"], c["pool"],
                                    self.planes, binary, gen)
             F_ = self.conv.features
+            if conv2 is not None:
+                c2 = {k: int(conv2[k]) if d is None else int(conv2.get(k, d)) for k, d in
+                      [("channels", None), ("kernel", None), ("stride", 1), ("pool", 1)]}
+                self.conv2_cfg = c2
+                self.conv2 = BinaryConv2((self.conv.out_hw[2], self.conv.out_hw[3], c["channels"]), c2["channels"],
+                                         c2["kernel"], c2["stride"], c2["pool"], binary, gen)
+                F_ = self.conv2.features
             if self.stem_width < 0:
                 raise ValueError("stem must be >= 0 (0: no stem, the conv features feed the router and experts)")
             self.stem = BinaryLinear(F_, self.stem_width, binary, gen) if self.stem_width > 0 else None
@@ -357,7 +432,7 @@ class BinaryMoE(nn.Module):
 
     def features(self, x):
         if self.conv_cfg is not None:
-            f = self.conv(x)
+            f = self.conv(x) if self.conv2_cfg is None else self.conv2(self.conv.forward_map(x))
             return f if self.stem is None else self.stem(f)
         return self.stem(x)
 
@@ -383,7 +458,7 @@ class BinaryMoE(nn.Module):
         if not self.binary:
             raise ValueError("set_real_weights is for binary models")
         for m in self.modules():
-            if not isinstance(m, (BinaryStem, BinaryConv, BinaryLinear, BinaryScaledLinear)):
+            if not isinstance(m, (BinaryStem, BinaryConv, BinaryConv2, BinaryLinear, BinaryScaledLinear)):
                 continue
             was = getattr(m, "real_weights", False)
             if was != bool(on) and isinstance(m, BinaryScaledLinear):
@@ -414,6 +489,9 @@ class BinaryMoE(nn.Module):
             input_shape = self.input_shape
             cfg["format_version"] = 2
             cfg["conv"] = dict(self.conv_cfg)
+            if self.conv2_cfg is not None:
+                cfg["format_version"] = 4
+                cfg["conv2"] = dict(self.conv2_cfg)
         if input_shape is not None:
             cfg["input_shape"] = [int(s) for s in input_shape]
         return cfg
@@ -428,6 +506,8 @@ class BinaryMoE(nn.Module):
     def forward_exact(self, x_u8, arrays=None):
         """The exported model's forward pass with the engine's exact integer semantics, in torch."""
         conv = None if self.conv_cfg is None else dict(self.conv_cfg, input_shape=self.input_shape)
+        if self.conv2_cfg is not None:
+            conv["conv2"] = dict(self.conv2_cfg)
         return exact_forward(arrays if arrays is not None else self.fold(), torch.as_tensor(np.asarray(x_u8)),
                              self.planes, self.top_k, conv=conv)
 
@@ -479,6 +559,18 @@ def fold_state_dict(sd, config, eps=1e-5):
         extra["conv_weight"], extra["conv_threshold"] = folded("conv", cw)
         _, _, Hp, Wp = conv_geometry(config["input_shape"], k, int(conv.get("stride", 1)),
                                      int(conv.get("padding", 0)), int(conv.get("pool", 1)))
+        conv2 = config.get("conv2")
+        if conv2:
+            # the second conv reads the first's map through its own filters, whose taps are already in the
+            # format's (ky, kx, c) order: no permutation there; the layer after it reads conv2's features
+            c2, k2 = int(conv2["channels"]), int(conv2["kernel"])
+            cw2 = need("conv2.weight").reshape(c2, -1)
+            if cw2.shape[1] != k2 * k2 * ch:
+                raise ValueError(f"state_dict: conv2.weight has {cw2.shape[1]} taps per filter, config kernel {k2} "
+                                 f"over {ch} channels needs {k2 * k2 * ch}")
+            extra["conv2_weight"], extra["conv2_threshold"] = folded("conv2", cw2)
+            _, _, Hp, Wp = conv2_geometry((Hp, Wp), k2, int(conv2.get("stride", 1)), int(conv2.get("pool", 1)))
+            ch = c2
         perm = np.arange(ch * Hp * Wp).reshape(ch, Hp * Wp).T.reshape(-1)
 
     def first(w):  # the layer that reads the conv features gets its columns in the format's order
@@ -522,8 +614,8 @@ def export_state_dict(sd, directory, config):
 
 
 def export_model(model: BinaryMoE, directory, name, classes, input_scale, version="1", input_shape=None):
-    """Export a binary BinaryMoE to a bitfleet.bmoe directory (config.json + model.safetensors): format v1, or v2
-    with a conv front."""
+    """Export a binary BinaryMoE to a bitfleet.bmoe directory (config.json + model.safetensors): format v1, v2 with
+    a conv front, or v4 with a second conv (conv2)."""
     if not model.binary:
         raise ValueError("export_model writes binary models; the float twin goes to ONNX (fit.py)")
     if len(classes) != model.classes:
@@ -569,11 +661,39 @@ def exact_conv_bits(q, conv_w, conv_t, conv, order="format"):
 
 
 @torch.no_grad()
+def exact_conv2_bits(f, conv2_w, conv2_t, conv2, in_shape, order="format"):
+    """The second conv with the format's exact semantics: f the first conv's +-1 features [B, C1*Hp*Wp] in torch's
+    (c, y, x) order, folded +-1 filters [C2, k*k*C1] (taps (ky*k + kx)*C1 + c) and integer thresholds [C2],
+    in_shape (Hp, Wp, C1); a = sum of w * f over each k x k x C1 window (no padding), bit = a >= t, OR over
+    pool x pool.  Returns +-1 int64 features [B, F2] in the format's (y, x, c) order, or torch's (c, y, x)."""
+    Hp, Wp, C1 = (int(v) for v in in_shape)
+    k, s, pool = int(conv2["kernel"]), int(conv2.get("stride", 1)), int(conv2.get("pool", 1))
+    Ho, Wo, H2, W2 = conv2_geometry((Hp, Wp), k, s, pool)
+    w = conv2_torch_weight(torch.as_tensor(np.asarray(conv2_w, np.int64)).to(torch.float64), k, C1)
+    t = torch.as_tensor(np.asarray(conv2_t, np.int64))
+    B, C2 = f.shape[0], w.shape[0]
+    a = torch.round(F.conv2d(f.to(torch.float64).reshape(B, C1, Hp, Wp), w, stride=s)).to(torch.int64)
+    bits = a >= t[None, :, None, None]
+    bits = bits[:, :, :H2 * pool, :W2 * pool].reshape(B, C2, H2, pool, W2, pool).any(dim=5).any(dim=3)
+    if order == "format":
+        bits = bits.permute(0, 2, 3, 1)                                                          # [B, Hp2, Wp2, C2]
+    return torch.where(bits.reshape(B, -1), 1, -1).to(torch.int64)
+
+
+def _conv1_shape(conv):
+    """(Hp, Wp, C1): the first conv's pooled map, what a conv2 block reads."""
+    _, _, Hp, Wp = conv_geometry(conv["input_shape"], int(conv["kernel"]), int(conv.get("stride", 1)),
+                                 int(conv.get("padding", 0)), int(conv.get("pool", 1)))
+    return Hp, Wp, int(conv["channels"])
+
+
+@torch.no_grad()
 def exact_forward(arrays, x_u8, planes, top_k, chunk=8192, conv=None):
     """docs/MODEL_FORMAT.md's forward pass on folded arrays: exact integers, float32 multiply-then-add for scales,
     stable top-k (ties to the lower index), logits summed in selection order. Returns reference.forward's keys.
     conv: the config's conv block plus "input_shape" (H, W) for a v2 model (arrays then hold conv_weight and
-    conv_threshold, and stem_weight None for stem width 0)."""
+    conv_threshold, and stem_weight None for stem width 0); with conv["conv2"] (a v4 conv2 block) also conv2_weight
+    and conv2_threshold, and conv_bits are the second conv's features."""
     x = torch.as_tensor(x_u8)
     if x.dtype != torch.uint8:
         raise ValueError("exact_forward takes uint8 inputs (quantise float inputs with round(x * input_scale) first)")
@@ -595,7 +715,12 @@ def exact_forward(arrays, x_u8, planes, top_k, chunk=8192, conv=None):
     outs = {k: [] for k in (("conv_bits",) if conv is not None else ()) + keys}
     for i in range(0, x.shape[0], chunk):
         q = x[i:i + chunk].to(torch.int64) >> (8 - planes)
-        if conv is not None:
+        if conv is not None and conv.get("conv2"):
+            q = exact_conv_bits(q, arrays["conv_weight"], arrays["conv_threshold"], conv, order="torch")
+            q = exact_conv2_bits(q, arrays["conv2_weight"], arrays["conv2_threshold"], conv["conv2"],
+                                 _conv1_shape(conv))
+            outs["conv_bits"].append((q > 0).to(torch.uint8))
+        elif conv is not None:
             q = exact_conv_bits(q, arrays["conv_weight"], arrays["conv_threshold"], conv)
             outs["conv_bits"].append((q > 0).to(torch.uint8))
         if has_stem:
@@ -673,6 +798,25 @@ def calibrate(model: BinaryMoE, x_u8, chunk=4096):
                                             w, t, geo, order="torch").to(torch.int8) for i in range(0, n, cchunk)])
         else:
             u0 = torch.cat([conv(x[i:i + cchunk]) for i in range(0, n, cchunk)])
+        if model.conv2_cfg is not None:   # the second conv reads the first's exported map, the stem reads its own
+            conv2 = model.conv2
+            Hp, Wp, C1 = conv2.in_shape
+            Ho2, Wo2 = conv2.out_hw[0], conv2.out_hw[1]
+            c2chunk = max(1, min(chunk, (1 << 22) // max(1, conv2.channels * Ho2 * Wo2, C1 * Hp * Wp)))
+            m1 = lambda i: u0[i:i + c2chunk].to(torch.float32).reshape(-1, C1, Hp, Wp)
+            s1, s2 = np.zeros(conv2.channels), np.zeros(conv2.channels)
+            for i in range(0, n, c2chunk):
+                a = conv2.preact(m1(i)).to(torch.float64)
+                s1 += a.sum((0, 2, 3)).numpy()
+                s2 += (a * a).sum((0, 2, 3)).numpy()
+            _set_stats(conv2.bn, s1, s2, n * Ho2 * Wo2)
+            if model.binary:
+                w2, t2 = folded(conv2)
+                u0 = torch.cat([exact_conv2_bits(u0[i:i + c2chunk].to(torch.int64), w2, t2, model.conv2_cfg,
+                                                 conv2.in_shape, order="torch").to(torch.int8)
+                                for i in range(0, n, c2chunk)])
+            else:
+                u0 = torch.cat([conv2(m1(i)) for i in range(0, n, c2chunk)])
         stem_in = lambda i: u0[i:i + chunk].to(torch.float32)
         stem_in_int = lambda i: u0[i:i + chunk].to(torch.int64)
     else:
@@ -733,6 +877,12 @@ def float_arrays(model: BinaryMoE):
         k = model.conv.kernel
         extra = dict(conv_W=cw.reshape(-1, 1, k, k), conv_b=cb, conv=dict(model.conv_cfg),
                      input_shape=list(model.input_shape))
+        if model.conv2_cfg is not None:   # [C2, k*k*C1] in the format's tap order: ONNX Conv weight [C2, C1, k, k]
+            c2 = model.conv2
+            w2, b2 = fold(c2)
+            extra.update(conv2_W=np.ascontiguousarray(conv2_torch_weight(torch.from_numpy(w2), c2.kernel,
+                                                                         c2.in_shape[2]).numpy()),
+                         conv2_b=b2, conv2=dict(model.conv2_cfg))
     stem_W, stem_b = fold(model.stem) if model.stem is not None else (None, None)
     L = len(model.hidden_widths)
     hid = [[fold(model.experts[e].hidden[l]) for e in range(model.n_experts)] for l in range(L)]
@@ -751,8 +901,9 @@ def float_arrays(model: BinaryMoE):
 def export_float_onnx(fl, top_k, path, input_features, mode="sparse"):
     """Write the float twin (float_arrays' output) as ONNX with train.py's export_onnx: input "x" float32
     [N, input_features] = x_u8 / 255, output "logits".  With a conv front the graph starts with Reshape
-    [N, 1, H, W] -> Conv (batch-norm folded) -> Relu -> MaxPool -> Flatten (torch's (c, y, x) order, as the float
-    twin was trained), feeding the stem's MatMul, or, with no stem, the router and the experts directly."""
+    [N, 1, H, W] -> Conv (batch-norm folded) -> Relu -> MaxPool [-> the conv2 block's Conv -> Relu -> MaxPool] ->
+    Flatten (torch's (c, y, x) order, as the float twin was trained), feeding the stem's MatMul, or, with no stem,
+    the router and the experts directly."""
     sys.path.insert(0, HERE)
     import onnx
     from onnx import helper, numpy_helper
@@ -796,6 +947,20 @@ def export_float_onnx(fl, top_k, path, input_features, mode="sparse"):
             last = "conv_pool"
         elif (Hp, Wp) != conv_geometry((H, W), k, s, p, 1)[:2]:
             raise ValueError("unreachable: pool 1 keeps every position")
+        conv2 = fl.get("conv2")
+        if conv2 is not None:   # the second conv (batch-norm folded, no padding) -> Relu [-> MaxPool] on that map
+            k2, s2, pool2 = conv2["kernel"], conv2["stride"], conv2["pool"]
+            g.initializer.extend([
+                numpy_helper.from_array(np.ascontiguousarray(fl["conv2_W"], np.float32), "conv2_W"),
+                numpy_helper.from_array(np.ascontiguousarray(fl["conv2_b"], np.float32), "conv2_b")])
+            front += [helper.make_node("Conv", [last, "conv2_W", "conv2_b"], ["conv2_pre"], kernel_shape=[k2, k2],
+                                       strides=[s2, s2], pads=[0, 0, 0, 0]),
+                      helper.make_node("Relu", ["conv2_pre"], ["conv2_act"])]
+            last = "conv2_act"
+            if pool2 > 1:
+                front.append(helper.make_node("MaxPool", ["conv2_act"], ["conv2_pool"], kernel_shape=[pool2, pool2],
+                                              strides=[pool2, pool2]))
+                last = "conv2_pool"
         front.append(helper.make_node("Flatten", [last], [feat], axis=1))
         nodes = front + list(g.node)
         del g.node[:]

@@ -32,6 +32,7 @@ FORMAT = "bitfleet.bmoe"
 FORMAT_VERSION = 1
 CONV_FORMAT_VERSION = 2
 GROUPS_FORMAT_VERSION = 3   # a two-level router ("router_groups"); a conv front may come with it
+CONV2_FORMAT_VERSION = 4   # a second, binary conv layer after the conv front ("conv2")
 
 
 class ExportError(ValueError):
@@ -71,16 +72,20 @@ def normalized_config(config: dict) -> dict:
     cfg = dict(config)
     cfg.setdefault("format", FORMAT)
     conv = cfg.get("conv")
+    conv2 = cfg.get("conv2")
     groups = cfg.get("router_groups")
-    cfg.setdefault("format_version", GROUPS_FORMAT_VERSION if groups else CONV_FORMAT_VERSION if conv else FORMAT_VERSION)
+    cfg.setdefault("format_version", CONV2_FORMAT_VERSION if conv2 else GROUPS_FORMAT_VERSION if groups
+                   else CONV_FORMAT_VERSION if conv else FORMAT_VERSION)
     if cfg["format"] != FORMAT:
         raise ExportError(f"config.format must be {FORMAT!r}")
-    if cfg["format_version"] not in (FORMAT_VERSION, CONV_FORMAT_VERSION, GROUPS_FORMAT_VERSION):
-        raise ExportError(f"config.format_version must be {FORMAT_VERSION}, {CONV_FORMAT_VERSION} or {GROUPS_FORMAT_VERSION}")
+    if cfg["format_version"] not in (FORMAT_VERSION, CONV_FORMAT_VERSION, GROUPS_FORMAT_VERSION, CONV2_FORMAT_VERSION):
+        raise ExportError(f"config.format_version must be {FORMAT_VERSION} to {CONV2_FORMAT_VERSION}")
     if conv and cfg["format_version"] < CONV_FORMAT_VERSION:
         raise ExportError(f"config: a conv block needs format_version {CONV_FORMAT_VERSION} or later")
-    if groups is not None and cfg["format_version"] != GROUPS_FORMAT_VERSION:
-        raise ExportError(f"config: router_groups needs format_version {GROUPS_FORMAT_VERSION}")
+    if groups is not None and cfg["format_version"] < GROUPS_FORMAT_VERSION:
+        raise ExportError(f"config: router_groups needs format_version {GROUPS_FORMAT_VERSION} or later")
+    if conv2 is not None and (cfg["format_version"] < CONV2_FORMAT_VERSION or not conv):
+        raise ExportError(f"config: a conv2 block needs a conv block and format_version {CONV2_FORMAT_VERSION}")
     required = ["name", "version", "input_features", "input_bit_planes", "input_scale", "stem_width", "experts",
                 "top_k", "expert_hidden", "classes"]
     for key in required:
@@ -94,6 +99,9 @@ def normalized_config(config: dict) -> dict:
     if conv:
         cfg["conv"] = {k: int(conv[k]) if d is None else int(conv.get(k, d)) for k, d in
                        [("channels", None), ("kernel", None), ("stride", 1), ("padding", 0), ("pool", 1)]}
+    if conv2:
+        cfg["conv2"] = {k: int(conv2[k]) if d is None else int(conv2.get(k, d)) for k, d in
+                        [("channels", None), ("kernel", None), ("stride", 1), ("pool", 1)]}
     if not 1 <= cfg["input_bit_planes"] <= 8:
         raise ExportError("config.input_bit_planes must be in 1...8")
     if not 1 <= cfg["top_k"] <= cfg["experts"] <= 4096:
@@ -130,7 +138,8 @@ def normalized_config(config: dict) -> dict:
 
 def export_model(directory, config: dict, stem_weight, stem_threshold, router_weight, router_scale, router_bias,
                  hidden_weights: list, hidden_thresholds: list, out_weight, out_scale, out_bias,
-                 conv_weight=None, conv_threshold=None, group_weight=None, group_scale=None, group_bias=None) -> dict:
+                 conv_weight=None, conv_threshold=None, group_weight=None, group_scale=None, group_bias=None,
+                 conv2_weight=None, conv2_threshold=None) -> dict:
     """Validate shapes against `config`, pack the bits and write config.json + model.safetensors.
 
     Returns the normalized config dict that was written."""
@@ -145,6 +154,12 @@ def export_model(directory, config: dict, stem_weight, stem_threshold, router_we
         ch, k = cfg["conv"]["channels"], cfg["conv"]["kernel"]
         tensors["conv.weight"] = pack_bits(_check_shape("conv_weight", conv_weight, (ch, k * k)))
         tensors["conv.threshold"] = _int32("conv_threshold", _check_shape("conv_threshold", conv_threshold, (ch,)))
+        if cfg.get("conv2"):
+            ch2, taps = cfg["conv2"]["channels"], reference.conv2_geometry(cfg)["taps"]
+            tensors["conv2.weight"] = pack_bits(_check_shape("conv2_weight", conv2_weight, (ch2, taps)))
+            tensors["conv2.threshold"] = _int32("conv2_threshold", _check_shape("conv2_threshold", conv2_threshold, (ch2,)))
+        elif conv2_weight is not None or conv2_threshold is not None:
+            raise ExportError("conv2_weight/conv2_threshold given, but config has no conv2 block")
         D = reference.conv_geometry(cfg)["features"]
         if S == 0:
             S = D

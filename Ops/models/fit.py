@@ -28,7 +28,8 @@ Image data (an image folder, an X.npy shaped [N, H, W], or features with --shape
 convolution front (bitfleet.bmoe format v2): --conv channels,kernel,stride,padding,pool, e.g. --conv 32,5,1,2,4:
 that many binary k x k filters over the image (zero padding), integer thresholds, OR-pooling (max-pool of +-1);
 the pooled features then feed the stem, or with --stem 0 (the default with --conv) the router and the experts.
-One-channel images only (--color gray for color images).
+One-channel images only (--color gray for color images).  --conv2 channels,kernel,stride,pool (e.g. 48,3,1,1) adds
+a second binary conv over the first's pooled map (format v4, no padding); its features take the first conv's place.
 
 It trains the float twin first (same architecture, float weights, ReLU; the accuracy peer, exported to
 MODEL_DIR/float/model.onnx and its ONNX Runtime int8 twin model_int8.onnx; --teacher DIR takes an earlier run's
@@ -556,7 +557,7 @@ def check_teacher(args, arch, classes, input_scale):
         raise FitError(f"--teacher {d}: config.json or fit_metrics.json unreadable: {e}")
     want = dict(classes=list(classes), input_features=arch["input_features"], input_scale=float(input_scale),
                 stem_width=arch["stem"], experts=arch["experts"], top_k=arch["top_k"],
-                expert_hidden=list(arch["hidden"]), conv=arch["conv"])
+                expert_hidden=list(arch["hidden"]), conv=arch["conv"], conv2=arch.get("conv2"))
     if arch["conv"]:
         want["input_shape"] = list(arch["input_shape"])
     diff = [f"{k} {cfg.get(k)!r} (this run: {want[k]!r})" for k in want if cfg.get(k) != want[k]]
@@ -626,12 +627,20 @@ def front_text(cfg):
         return (f"Front: dense binary stem {cfg['input_features']} → {S} (binary weights, {P} input bit planes, "
                 f"integer thresholds)")
     import reference
-    c, g = cfg["conv"], reference.conv_geometry(cfg)
+    c, g = cfg["conv"], reference.conv1_geometry(cfg)
     (H, W), (Hp, Wp), F = g["input"], g["pooled"], g["features"]
-    text = (f"Front: binary convolution (format v2, `--conv {c['channels']},{c['kernel']},{c['stride']},"
+    c2 = cfg.get("conv2") if cfg.get("format_version", 2) >= 4 else None
+    text = (f"Front: binary convolution (format v{4 if c2 else 2}, `--conv {c['channels']},{c['kernel']},{c['stride']},"
             f"{c['padding']},{c['pool']}`): {c['channels']} binary {c['kernel']}×{c['kernel']} filters over the "
             f"{H}×{W} image ({P} input bit planes), stride {c['stride']}, padding {c['padding']}, integer thresholds, "
             f"OR-pooling {c['pool']}×{c['pool']} → {Hp}×{Wp}×{c['channels']} = {F} binary features; ")
+    if c2:
+        g2 = reference.conv2_geometry(cfg)
+        (Hp2, Wp2), F = g2["pooled"], g2["features"]
+        text += (f"then a second binary convolution (`--conv2 {c2['channels']},{c2['kernel']},{c2['stride']},"
+                 f"{c2['pool']}`): {c2['channels']} binary {c2['kernel']}×{c2['kernel']}×{c['channels']} filters over "
+                 f"that map, stride {c2['stride']}, no padding, integer thresholds, OR-pooling "
+                 f"{c2['pool']}×{c2['pool']} → {Hp2}×{Wp2}×{c2['channels']} = {F} binary features; ")
     return text + ("no stem (the conv features feed the router and the experts)" if S == 0 else
                    f"then a binary stem {F} → {S} (integer thresholds)")
 
@@ -779,6 +788,11 @@ def parse_args(argv):
     g.add_argument("--conv", help="binary convolution front (format v2) for one-channel image data: "
                                   "channels,kernel,stride,padding,pool, e.g. 32,5,1,2,4 (limits: channels 1..64, "
                                   "kernel 1..15, 1 <= stride <= kernel, 0 <= padding < kernel, pool >= 1)")
+    g.add_argument("--conv2", help="a second binary convolution after --conv (format v4): channels,kernel,stride,pool, "
+                                   "e.g. 48,3,1,1: that many binary kernel x kernel x C1 filters over the first conv's "
+                                   "pooled map, no padding, integer thresholds, OR-pooling; its features replace the "
+                                   "first conv's (limits: channels 1..256, kernel 1..7, 1 <= stride <= kernel, "
+                                   "pool >= 1)")
     g.add_argument("--experts", type=int, default=8)
     g.add_argument("--top-k", type=int, default=2)
     g.add_argument("--hidden", default="128", help="expert hidden widths, comma separated ('' = none); default 128")
@@ -847,6 +861,18 @@ def parse_args(argv):
             ap.error("--conv: need 1 <= channels <= 64, 1 <= kernel <= 15, 1 <= stride <= kernel, "
                      "0 <= padding < kernel, pool >= 1")
         args.conv = dict(channels=ch, kernel=k, stride=st, padding=pad, pool=pool)
+    if args.conv2:
+        if not args.conv:
+            ap.error("--conv2: a second conv needs the first one (--conv)")
+        try:
+            v = [int(t) for t in args.conv2.split(",")]
+            assert len(v) == 4
+        except (ValueError, AssertionError):
+            ap.error("--conv2: channels,kernel,stride,pool (four integers, e.g. 48,3,1,1)")
+        ch, k, st, pool = v
+        if not (1 <= ch <= 256 and 1 <= k <= 7 and 1 <= st <= k and pool >= 1):
+            ap.error("--conv2: need 1 <= channels <= 256, 1 <= kernel <= 7, 1 <= stride <= kernel, pool >= 1")
+        args.conv2 = dict(channels=ch, kernel=k, stride=st, pool=pool)
     if args.stem is not None and (args.stem < 0 or (args.stem == 0 and not args.conv)):
         ap.error("--stem must be >= 1 (0 = no stem is for --conv only)")
     if not 0 < args.val_split < 1:
@@ -917,6 +943,14 @@ def fit(args, argv):
             raise FitError(f"--conv {','.join(str(v) for v in c.values())}: no pooled position left for "
                            f"{shape[0]}x{shape[1]} images")
         conv_features = Hp * Wp * c["channels"]
+        if args.conv2:
+            from bitfleet_torch import conv2_geometry
+            c2 = args.conv2
+            _, _, Hp2, Wp2 = conv2_geometry((Hp, Wp), c2["kernel"], c2["stride"], c2["pool"])
+            if min(Hp2, Wp2) < 1:
+                raise FitError(f"--conv2 {','.join(str(v) for v in c2.values())}: no pooled position left on the "
+                               f"first conv's {Hp}x{Wp} map")
+            conv1_features, conv_features = conv_features, Hp2 * Wp2 * c2["channels"]
         if args.stem is None:
             args.stem = 0
     elif args.stem is None:
@@ -929,7 +963,7 @@ def fit(args, argv):
     # the teacher's check before the summary lines: it sets --shift to the one its float twin was trained with
     arch = dict(input_features=D, classes=len(classes), stem=args.stem, experts=args.experts, top_k=args.top_k,
                 hidden=args.hidden, planes=args.planes, seed=args.seed, conv=args.conv,
-                input_shape=data["input_shape"] if args.conv else None)
+                input_shape=data["input_shape"] if args.conv else None, conv2=args.conv2 or None)
     teacher_onnx = None
     args.teacher_overlap = None
     if args.teacher:
@@ -945,7 +979,12 @@ def fit(args, argv):
     if args.conv:
         c = args.conv
         print(f"conv front: {c['channels']} binary {c['kernel']}x{c['kernel']} filters, stride {c['stride']}, padding "
-              f"{c['padding']}, OR-pool {c['pool']} -> {conv_features} features", flush=True)
+              f"{c['padding']}, OR-pool {c['pool']} -> {conv1_features if args.conv2 else conv_features} features",
+              flush=True)
+        if args.conv2:
+            c2 = args.conv2
+            print(f"conv2: {c2['channels']} binary {c2['kernel']}x{c2['kernel']}x{c['channels']} filters, stride "
+                  f"{c2['stride']}, no padding, OR-pool {c2['pool']} -> {conv_features} features", flush=True)
     print(f"model: stem {args.stem}{' (none)' if args.stem == 0 else ''}, planes {args.planes}, experts {args.experts}, top-{args.top_k}, hidden "
           f"{args.hidden}; epochs {args.epochs} + {args.finetune} frozen-bn, batch {args.batch}, lr {args.lr}, "
           f"kd {args.kd}, shift {args.shift} (binary {args.binary_shift}), real-weight epochs {args.real_weights}, threads {args.threads}", flush=True)
@@ -1046,6 +1085,11 @@ def fit(args, argv):
         c = args.conv
         Ho, Wo, _, _ = conv_geometry(data["input_shape"], c["kernel"], c["stride"], c["padding"], c["pool"])
         front_macs = args.planes * c["kernel"] ** 2 * c["channels"] * Ho * Wo + conv_features * args.stem
+        if args.conv2:   # binary k x k x C1 windows at every conv2 output position
+            c2 = args.conv2
+            _, _, Hp, Wp = conv_geometry(data["input_shape"], c["kernel"], c["stride"], c["padding"], c["pool"])
+            Ho2, Wo2, _, _ = conv2_geometry((Hp, Wp), c2["kernel"], c2["stride"], c2["pool"])
+            front_macs += Ho2 * Wo2 * c2["channels"] * c2["kernel"] ** 2 * c["channels"]
     else:
         front_macs = args.planes * D * args.stem
     macs = front_macs + args.experts * S + \

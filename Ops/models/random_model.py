@@ -31,9 +31,11 @@ def median_threshold(pre):
     return np.ceil(np.median(pre, axis=0)).astype(np.int64)
 
 
-def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=None, shape=None, router_groups=None):
+def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=None, shape=None, router_groups=None,
+          conv2=None):
     """conv: None, or (channels, kernel, stride, padding, pool) with shape (H, W): a format-v2 model whose stem (or,
-    with S = 0, whose router and experts) reads the pooled conv features."""
+    with S = 0, whose router and experts) reads the pooled conv features. conv2: None, or (channels, kernel, stride,
+    pool): a format-v4 second binary conv over the first one's pooled map, whose features the stem reads instead."""
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, size=(M, D), dtype=np.uint8)
     # a few constant columns / extreme samples so edge values occur
@@ -58,6 +60,23 @@ def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=No
         probe["conv_t"] = conv_t
         q = reference.conv_features(probe, q)                                   # [M, F] +-1
         D = g["features"]
+    conv2_w = conv2_t = None
+    conv2_cfg = None
+    if conv2:
+        ch2, k2, s2, pool2 = conv2
+        conv2_cfg = {"channels": ch2, "kernel": k2, "stride": s2, "pool": pool2}
+        cfg2 = dict(cfg, format_version=4, conv2=conv2_cfg)
+        g2 = reference.conv2_geometry(cfg2)
+        conv2_w = signs(rng, (ch2, g2["taps"])).astype(np.int64)
+        Hp, Wp, C1 = g2["input"]
+        Ho2, Wo2 = g2["out"]
+        img = q.reshape(M, Hp, Wp, C1)
+        wins = np.stack([img[:, ky:ky + s2 * (Ho2 - 1) + 1:s2, kx:kx + s2 * (Wo2 - 1) + 1:s2, :]
+                         for ky in range(k2) for kx in range(k2)], axis=3).reshape(M, Ho2, Wo2, -1)
+        pre2 = wins @ conv2_w.T                                                 # [M, Ho2, Wo2, ch2]
+        conv2_t = np.ceil(np.quantile(pre2.reshape(-1, ch2), 0.5 ** (1 / (pool2 * pool2)), axis=0)).astype(np.int64)
+        q = reference.conv2_features({"config": cfg2, "conv2_w": conv2_w, "conv2_t": conv2_t}, q)
+        D = g2["features"]
     if S:
         stem_w = signs(rng, (S, D))
         stem_pre = q @ stem_w.T.astype(np.int64)
@@ -93,7 +112,7 @@ def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=No
 
     config = {
         "format": "bitfleet.bmoe",
-        "format_version": 3 if router_groups else 2 if conv else 1,
+        "format_version": 4 if conv2 else 3 if router_groups else 2 if conv else 1,
         "name": f"random-{seed}",
         "version": "1",
         "input_features": x.shape[1],
@@ -108,11 +127,14 @@ def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=No
     }
     if conv:
         config["conv"] = conv_cfg
+    if conv2:
+        config["conv2"] = conv2_cfg
     if router_groups:
         config["router_groups"] = router_groups
     export_model(out_dir, config, stem_w, stem_t, router_w, router_scale, router_bias, hidden_w, hidden_t,
                  out_w, out_scale, out_bias, conv_weight=conv_w, conv_threshold=conv_t,
-                 group_weight=group_w, group_scale=group_scale, group_bias=group_bias)
+                 group_weight=group_w, group_scale=group_scale, group_bias=group_bias,
+                 conv2_weight=conv2_w, conv2_threshold=conv2_t)
     np.save(os.path.join(out_dir, "inputs.npy"), x)
     model = reference.load_model(out_dir)
     out = reference.forward(model, x)
@@ -153,16 +175,20 @@ def main():
     p.add_argument("--router-ties", action="store_true")
     p.add_argument("--conv", default="", help="format v2 conv front: channels,kernel,stride,padding,pool")
     p.add_argument("--shape", default="", help="input height,width (with --conv)")
+    p.add_argument("--conv2", default="", help="format v4 second conv (after --conv): channels,kernel,stride,pool")
     p.add_argument("--router-groups", type=int, default=0,
                    help="format v3 two-level router: this many groups of experts (0: one flat router)")
     a = p.parse_args()
     hidden = [int(s) for s in a.hidden.split(",") if s.strip()]
     conv = tuple(int(v) for v in a.conv.split(",")) if a.conv else None
     shape = tuple(int(v) for v in a.shape.split(",")) if a.shape else None
+    conv2 = tuple(int(v) for v in a.conv2.split(",")) if a.conv2 else None
+    if conv2 and (len(conv2) != 4 or not conv):
+        p.error("--conv2 needs channels,kernel,stride,pool and --conv")
     if conv and (len(conv) != 5 or not shape or len(shape) != 2):
         p.error("--conv needs channels,kernel,stride,padding,pool and --shape height,width")
     out = build(a.out_dir, a.features, a.stem, a.experts, a.top_k, hidden, a.classes, a.planes, a.seed, a.samples,
-                a.router_ties, conv, shape, a.router_groups or None)
+                a.router_ties, conv, shape, a.router_groups or None, conv2)
     bits = out["stem_bits"].mean()
     print(f"wrote {a.out_dir}: stem bits on {bits:.2f}, experts used {len(np.unique(out['experts']))}/{a.experts}")
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""numpy reference forward pass for BitFleet binary MoE models (docs/MODEL_FORMAT.md, format v1, v2 and v3).
+"""numpy reference forward pass for BitFleet binary MoE models (docs/MODEL_FORMAT.md, format v1 to v4).
 
     python3 Ops/models/reference.py MODEL_DIR INPUT.npy OUT.npz
 
 INPUT.npy is uint8 [M, D] (used as is) or float [M, D] (quantized with round(x * input_scale), must land in 0..255).
 OUT.npz holds:
     conv_bits     uint8   [M, F]   v2 models with a "conv" block: the pooled conv features (1 = +1), in stem input order
+                                   (v4 with a "conv2" block: the second conv's pooled features)
     stem_pre      int64   [M, S]   stem pre-activations a_i
     stem_bits     uint8   [M, S]   1 where h_i = +1
     router_scores float32 [M, E]   (v3 with router_groups: -inf outside the chosen group)
@@ -31,14 +32,17 @@ def load_model(directory):
 
     with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
-    if cfg.get("format") != "bitfleet.bmoe" or cfg.get("format_version") not in (1, 2, 3):
-        raise ValueError("config.json: not a bitfleet.bmoe v1, v2 or v3 model")
+    if cfg.get("format") != "bitfleet.bmoe" or cfg.get("format_version") not in (1, 2, 3, 4):
+        raise ValueError("config.json: not a bitfleet.bmoe v1, v2, v3 or v4 model")
     conv = cfg.get("conv") if cfg["format_version"] >= 2 else None
+    conv2 = cfg.get("conv2") if cfg["format_version"] >= 4 else None
+    if conv2 is not None and conv is None:
+        raise ValueError("config.json: a conv2 block needs a conv block")
     G = cfg.get("router_groups") if cfg["format_version"] >= 3 else None
     t = load_file(os.path.join(directory, "model.safetensors"))
     D, S, E = cfg["input_features"], cfg["stem_width"], cfg["experts"]
     if conv is not None:
-        D = conv_geometry(cfg)["features"]   # the stem reads the pooled conv bits
+        D = conv_geometry(cfg)["features"]   # the stem reads the pooled conv bits (the second conv's with conv2)
         if S == 0:                           # no stem: the router and experts read the conv bits
             S = D
     C = len(cfg["classes"])
@@ -63,6 +67,8 @@ def load_model(directory):
         "config": cfg,
         "conv_w": unpack("conv.weight", (conv["channels"],), conv["kernel"] ** 2) if conv else None,
         "conv_t": tensor("conv.threshold", np.int32, (conv["channels"],)).astype(np.int64) if conv else None,
+        "conv2_w": unpack("conv2.weight", (conv2["channels"],), conv2_geometry(cfg)["taps"]) if conv2 else None,
+        "conv2_t": tensor("conv2.threshold", np.int32, (conv2["channels"],)).astype(np.int64) if conv2 else None,
         "stem_w": unpack("stem.weight", (S,), D) if cfg["stem_width"] else None,
         "stem_t": tensor("stem.threshold", np.int32, (S,)).astype(np.int64) if cfg["stem_width"] else None,
         "router_w": unpack("router.weight", (E,), S),
@@ -82,7 +88,16 @@ def load_model(directory):
 
 
 def conv_geometry(cfg):
-    """Shapes of a v2 model's conv block: input [H, W], conv output [Ho, Wo], pooled [Hp, Wp], features F."""
+    """Shapes of a v2 model's conv block: input [H, W], conv output [Ho, Wo], pooled [Hp, Wp], features F (with a
+    v4 conv2 block, F is the second conv's: what the stem, or the router and experts, read)."""
+    if cfg.get("conv2") is not None and cfg.get("format_version", 4) >= 4:
+        g = conv1_geometry(cfg)
+        return dict(g, features=conv2_geometry(cfg)["features"])
+    return conv1_geometry(cfg)
+
+
+def conv1_geometry(cfg):
+    """The first (integer-input) conv block's shapes, whatever follows it."""
     c = cfg["conv"]
     shape = cfg.get("input_shape")
     if not shape or len(shape) != 2 or shape[0] * shape[1] != cfg["input_features"]:
@@ -96,12 +111,54 @@ def conv_geometry(cfg):
     return {"input": (H, W), "out": (Ho, Wo), "pooled": (Hp, Wp), "features": Hp * Wp * ch}
 
 
+def conv2_geometry(cfg):
+    """Shapes of a v4 model's conv2 block: its input is the first conv's pooled map [Hp, Wp, C1]; output [Ho2, Wo2],
+    pooled [Hp2, Wp2], taps k*k*C1 per window, features Hp2 * Wp2 * channels."""
+    c2 = cfg["conv2"]
+    g = conv1_geometry(cfg)
+    Hp, Wp = g["pooled"]
+    C1 = cfg["conv"]["channels"]
+    k, s, m, ch = c2["kernel"], c2["stride"], c2["pool"], c2["channels"]
+    if min(k, s, m, ch) < 1 or s > k or ch > 256 or k > 7 or Hp < k or Wp < k:
+        raise ValueError(f"config.json: invalid conv2 block {c2} for a {Hp}x{Wp}x{C1} input")
+    Ho, Wo = (Hp - k) // s + 1, (Wp - k) // s + 1
+    H2, W2 = Ho // m, Wo // m
+    if H2 < 1 or W2 < 1:
+        raise ValueError(f"config.json: conv2 block {c2} leaves no pooled position on a {Hp}x{Wp} input")
+    return {"input": (Hp, Wp, C1), "out": (Ho, Wo), "pooled": (H2, W2), "taps": k * k * C1,
+            "features": H2 * W2 * ch}
+
+
+def conv2_features(m, f):
+    """v4 conv2 block on the first conv's +-1 features f [M, Hp*Wp*C1] ((py, px, c) order): a = sum of w * f over
+    the k x k x C1 window (no padding; tap order (ky*k + kx)*C1 + c), bit = a >= t, OR over pool x pool windows;
+    returns the +-1 features [M, F2] in (py, px, c) order."""
+    cfg = m["config"]
+    c2 = cfg["conv2"]
+    g = conv2_geometry(cfg)
+    Hp, Wp, C1 = g["input"]
+    Ho, Wo = g["out"]
+    H2, W2 = g["pooled"]
+    k, s, pool, ch = c2["kernel"], c2["stride"], c2["pool"], c2["channels"]
+    M = f.shape[0]
+    img = f.reshape(M, Hp, Wp, C1)
+    w = m["conv2_w"].reshape(ch, k, k, C1)
+    pre = np.zeros((M, Ho, Wo, ch), dtype=np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            win = img[:, ky:ky + s * (Ho - 1) + 1:s, kx:kx + s * (Wo - 1) + 1:s, :]    # [M, Ho, Wo, C1]
+            pre += win @ w[:, ky, kx, :].T
+    bits = pre >= m["conv2_t"][None, None, None, :]
+    bits = bits[:, :H2 * pool, :W2 * pool, :].reshape(M, H2, pool, W2, pool, ch).any(axis=(2, 4))
+    return np.where(bits.reshape(M, H2 * W2 * ch), 1, -1).astype(np.int64)
+
+
 def conv_features(m, q):
     """v2 conv block: a = sum of w * q over the k x k window (q = 0 in the padding), bit = a >= t, OR over
     pool x pool windows; returns the +-1 features [M, F] in (py, px, c) order."""
     cfg = m["config"]
     c = cfg["conv"]
-    g = conv_geometry(cfg)
+    g = conv1_geometry(cfg)
     H, W = g["input"]
     Ho, Wo = g["out"]
     Hp, Wp = g["pooled"]
@@ -117,7 +174,10 @@ def conv_features(m, q):
             pre += win[..., None] * w[None, None, None, :, ky, kx]
     bits = pre >= m["conv_t"][None, None, None, :]
     bits = bits[:, :Hp * pool, :Wp * pool, :].reshape(M, Hp, pool, Wp, pool, ch).any(axis=(2, 4))
-    return np.where(bits.reshape(M, Hp * Wp * ch), 1, -1).astype(np.int64)
+    f = np.where(bits.reshape(M, Hp * Wp * ch), 1, -1).astype(np.int64)
+    if m.get("conv2_w") is not None:
+        f = conv2_features(m, f)
+    return f
 
 
 def quantize(x, scale):

@@ -16,10 +16,14 @@
    (conv_bits, stem_pre/bits, router scores, experts, gates, logits); the folded conv thresholds agree with torch's
    batch-norm eval off the boundary; a saved state_dict exports the same bytes; the float twin's ONNX export
    (Conv/Relu/MaxPool/Flatten front) gives torch's float logits.
+1c. A second conv (format v4, conv2) the same way on 12 x 12 crops (stem 0, a stem, no hidden layer): bit for bit,
+   thresholds against torch's batch-norm eval, feature order, the reading layers' columns, state_dict bytes, and the
+   float twin's ONNX export (sparse and peers.py's dense rebuild) against torch.
 2. fit.py end to end, small: (a) a CSV with a header and string labels and (b) an .npz written from real
    Fashion-MNIST images, (c) a folder of PNG images; each writes a model directory that reference.py loads with
    the card's accuracy, an ONNX float twin and int8 twin; with $BITFLEET_BIN (a built `bitfleet`) the engine
-   loads and runs it (`bitfleet bench --model`); (d) the PNG folder again with --conv (the card names the front).
+   loads and runs it (`bitfleet bench --model`); (d) the PNG folder again with --conv (the card names the front);
+   (e) an .npz of 12 x 12 crops with --conv and --conv2 (a v4 model, the card and MAC count, --conv2's errors).
 0. Format v3 (two-level router): reference.py's grouped routing against a per-sample loop; export.py's checks.
 3. fit.py's errors on bad input: missing labels, ragged CSV, one class, NaN, negative features, empty folder,
    unreadable image, no such path.
@@ -284,6 +288,148 @@ def test_torch_conv_export_bit_exact():
     return "bit-exact on 600 images: " + "; ".join(notes) + "; float twin ONNX (sparse, and the dense graph peers.py rebuilds) = torch (also with 24 experts)"
 
 
+CONV2_CASES = [  # (conv, conv2, stem, hidden) on 12 x 12 crops: stem 0 (router + hidden[0] read the conv2 features),
+    # a stem, and stem 0 with no hidden layer (the experts' output layer reads them)
+    (dict(channels=8, kernel=3, stride=1, padding=1, pool=2), dict(channels=16, kernel=3, stride=1, pool=1), 0, [16]),
+    (dict(channels=8, kernel=3, stride=1, padding=1, pool=2), dict(channels=12, kernel=2, stride=2, pool=1), 24, [8]),
+    (dict(channels=6, kernel=3, stride=1, padding=0, pool=1), dict(channels=10, kernel=3, stride=2, pool=2), 0, []),
+]
+
+
+def crops12(x):
+    """The central 12 x 12 of 28 x 28 images, flattened: small conv2 models stay fast."""
+    return np.ascontiguousarray(x.reshape(-1, 28, 28)[:, 8:20, 8:20].reshape(len(x), 144))
+
+
+def test_torch_conv2_export_bit_exact():
+    """A second conv (format v4): small BinaryMoE(conv=..., conv2=...) models on 12 x 12 crops of real images,
+    trained a few steps, conv2 batch-norm scales forced negative and zero and zero latent taps; reference.py on the
+    export equals forward_exact bit for bit; the exported conv2 decides like torch's batch-norm eval off the
+    boundary; reference.py's conv2 features, read back in torch's (c, y, x) order, are torch's; the layers reading
+    them read them alike; a state_dict exports the same bytes; the float twin's ONNX export equals torch."""
+    import torch
+    import torch.nn.functional as F
+    import bitfleet_torch as bt
+    import reference
+
+    torch.set_num_threads(1)
+    x, y = fashion(2000)
+    x = crops12(x)
+    xe = crops12(fashion(5000)[0][2000:2600])
+    notes = []
+    for ci, (conv, conv2, stem, hidden) in enumerate(CONV2_CASES):
+        model = bt.BinaryMoE(conv=conv, conv2=conv2, input_shape=(12, 12), classes=10, stem=stem, experts=4,
+                             top_k=2, hidden=hidden, planes=4, seed=7 + ci)
+        loss = _train_steps(model, x, y, 8, 250)
+        check(loss < 2.6, f"conv2 case {ci}: training did not reduce the loss ({loss:.3f})")
+        bt.calibrate(model, x[:1000])
+        with torch.no_grad():   # every folding case on conv2: negative scale, zero scale both ways, sign(0)
+            bn = model.conv2.bn
+            bn.weight[: conv2["channels"] // 2] *= -1
+            bn.weight[-1] = 0
+            bn.bias[-1] = -0.5 if ci % 2 else 0.25
+            model.conv2.weight[:, :5] = 0.0
+        mine = model.forward_exact(xe)
+        ones = float(mine["conv_bits"].mean())
+        check(0.03 < ones < 0.97, f"conv2 case {ci}: degenerate conv2 features ({ones * 100:.0f}% ones)")
+        with tempfile.TemporaryDirectory() as td:
+            cfg = bt.export_model(model, td, "conv2-test", NAMES, 255.0)
+            check(cfg["format_version"] == 4 and cfg["conv"] == conv and cfg["conv2"] == conv2
+                  and cfg["stem_width"] == stem and cfg["input_shape"] == [12, 12], f"conv2 case {ci}: config {cfg}")
+            mdl = reference.load_model(td)
+            ref = reference.forward(mdl, xe)
+            check(set(ref) == set(mine), f"conv2 case {ci}: keys {sorted(ref)} vs {sorted(mine)}")
+            for k in ref:
+                check(ref[k].shape == mine[k].shape, f"conv2 case {ci} {k}: shape {ref[k].shape} vs {mine[k].shape}")
+                diff = np.argwhere(ref[k] != mine[k])
+                check(diff.size == 0, f"conv2 case {ci} {k}: reference.py on the export differs from forward_exact "
+                                      f"at {len(diff)} places, first {diff[:3].tolist()}")
+            check(len(np.unique(ref["experts"])) > 1, f"conv2 case {ci}: degenerate routing")
+            # the torch model itself (eval mode, batch-norm unfolded) predicts what the export predicts
+            model.eval()
+            with torch.no_grad():
+                lt = model(torch.from_numpy(xe))[0].numpy()
+            agree = float((lt.argmax(1) == ref["logits"].argmax(1)).mean())
+            check(agree > 0.98, f"conv2 case {ci}: torch eval and the export agree on {agree * 100:.1f}% only")
+            # (1) the exported conv2 filters and thresholds decide like torch's batch-norm eval on the exported
+            # first-conv map wherever |bn(a)| is not ~0
+            q = torch.from_numpy(xe).to(torch.int64) >> 4
+            geo = dict(conv, input_shape=(12, 12))
+            f1 = bt.exact_conv_bits(q, mdl["conv_w"], mdl["conv_t"], geo, order="torch")
+            Hp, Wp, C1 = model.conv2.in_shape
+            with torch.no_grad():
+                a = model.conv2.preact(f1.to(torch.float32).reshape(-1, C1, Hp, Wp))
+                yb = F.batch_norm(a, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+            k2 = conv2["kernel"]
+            w2 = bt.conv2_torch_weight(torch.from_numpy(mdl["conv2_w"].astype(np.float64)), k2, C1)
+            ae = F.conv2d(f1.to(torch.float64).reshape(-1, C1, Hp, Wp), w2, stride=conv2["stride"]).numpy()
+            far = np.abs(yb.numpy()) > 1e-3
+            bad = np.argwhere(((yb >= 0).numpy() != (ae >= mdl["conv2_t"][None, :, None, None])) & far)
+            check(bad.size == 0, f"conv2 case {ci}: exported conv2 thresholds disagree with torch's batch-norm eval "
+                                 f"at {len(bad)} places, first {bad[:3].tolist()}")
+            check(np.array_equal(2 * mine["conv_bits"].astype(np.int64) - 1, reference.conv2_features(
+                mdl, bt.exact_conv_bits(q, mdl["conv_w"], mdl["conv_t"], geo).numpy())),
+                f"conv2 case {ci}: reference.conv2_features on the format-order first-conv map")
+            # (2) reference.py's features, read back in torch's (c, y, x) order, are torch's exact conv2 bits
+            f_t = bt.exact_conv2_bits(f1, mdl["conv2_w"], mdl["conv2_t"], conv2, (Hp, Wp, C1), order="torch").numpy()
+            H2, W2 = reference.conv2_geometry(cfg)["pooled"]
+            C2 = conv2["channels"]
+            f_ref = ref["conv_bits"].reshape(-1, H2, W2, C2).transpose(0, 3, 1, 2).reshape(len(xe), -1)
+            check(np.array_equal(f_ref, (f_t > 0).astype(np.uint8)), f"conv2 case {ci}: conv2 feature order")
+            # (3) every layer reading the conv2 features: exported rows x format-order features = torch's
+            # sign(latent) rows x torch-order features (rows negated where the batch-norm scale is negative)
+            f_fmt = 2 * ref["conv_bits"].astype(np.int64) - 1
+            sgn = lambda w: np.where(w.detach().numpy() >= 0, 1, -1).astype(np.int64)
+            neg = lambda layer: np.where(layer.bn.weight.detach().numpy() < 0, -1, 1)
+            if stem:
+                readers = [("stem", mdl["stem_w"], model.stem.weight, neg(model.stem))]
+            else:
+                readers = [("router", mdl["router_w"], model.router.weight, 1)]
+                for e in range(4):
+                    if hidden:
+                        readers.append((f"expert {e} hidden 0", mdl["hidden_w"][0][e],
+                                        model.experts[e].hidden[0].weight, neg(model.experts[e].hidden[0])))
+                    else:
+                        readers.append((f"expert {e} out", mdl["out_w"][e], model.experts[e].out.weight, 1))
+            for what, w_exp, w_lat, rows in readers:
+                got, want = f_fmt @ w_exp.T, (f_t @ sgn(w_lat).T) * rows
+                check(np.array_equal(got, want), f"conv2 case {ci}: {what}: the exported weights read the conv2 "
+                                                 f"features differently from the torch layer: column order?")
+            if ci == 1:   # a state_dict alone exports the same bytes
+                buf = io.BytesIO()
+                torch.save(model.state_dict(), buf)
+                buf.seek(0)
+                with tempfile.TemporaryDirectory() as td2:
+                    bt.export_state_dict(torch.load(buf), td2, cfg)
+                    check(open(os.path.join(td, "model.safetensors"), "rb").read()
+                          == open(os.path.join(td2, "model.safetensors"), "rb").read(),
+                          "conv2: export_state_dict wrote different bytes from export_model")
+        notes.append(f"stem {stem}: {mine['conv_bits'].shape[1]} features, {ones * 100:.0f}% ones")
+    # the float twin's ONNX export (a second Conv/Relu[/MaxPool] before Flatten) gives torch's float logits, also
+    # as the dense graph Ops/bench/peers.py rebuilds from it
+    import onnxruntime as ort
+    sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+    from peers import dense_from_sparse
+    for conv, conv2, stem, hidden in CONV2_CASES:
+        fm = bt.BinaryMoE(conv=conv, conv2=conv2, input_shape=(12, 12), classes=10, stem=stem, experts=4, top_k=2,
+                          hidden=hidden, planes=4, binary=False, seed=2)
+        _train_steps(fm, x, y, 3, 250)
+        bt.calibrate(fm, x[:1000])
+        with torch.no_grad():
+            want = fm.eval()(torch.from_numpy(xe[:300]))[0].numpy()
+        with tempfile.TemporaryDirectory() as td:
+            path = bt.export_float_onnx(bt.float_arrays(fm), 2, os.path.join(td, "f.onnx"), 144)
+            for p in (path, dense_from_sparse(path, os.path.join(td, "dense.onnx"))):
+                so = ort.SessionOptions()
+                so.intra_op_num_threads = 1
+                got = ort.InferenceSession(p, so, providers=["CPUExecutionProvider"]).run(
+                    None, {"x": xe[:300].astype(np.float32) / np.float32(255)})[0]
+                err = float(np.abs(got - want).max())
+                check(err < 1e-3, f"conv2 float twin ONNX ({os.path.basename(p)}, stem {stem}) differs from torch by "
+                                  f"{err}")
+    return "bit-exact on 600 crops: " + "; ".join(notes) + "; float twin ONNX (sparse and dense) = torch"
+
+
 # ---------------------------------------------------------------------------------------------------- fit.py
 
 FIT_SMALL = ["--epochs", "3", "--finetune", "1", "--stem", "64", "--experts", "4", "--hidden", "32",
@@ -453,6 +599,59 @@ def test_fit_image_folder_conv():
         rc, _, se = run_fit(["--data", os.path.join(td, "X.npy"), "--out", out + "2", "--shift", "1"])
         check(rc == 2 and "--shift moves one-channel images" in se, f"--shift on flat features: rc {rc} {se}")
         check(not os.path.exists(out + "2"), "a model directory was written for bad input")
+        note = f"held-out binary {m['binary_heldout_acc'] * 100:.1f}% float {m['float_onnx_acc'] * 100:.1f}%"
+        if binary:
+            check(m["engine"] and m["engine"]["samples_per_s"] > 0, f"the engine did not run the model: {so[-1500:]}")
+            return note + f"; engine loaded and ran it: {m['engine']['samples_per_s']:.0f} samples/s"
+        return note + "; engine not run ($BITFLEET_BIN unset)"
+
+
+def test_fit_conv2():
+    """fit.py --conv --conv2 on a small .npz of 12 x 12 crops: a format-v4 model that reference.py loads with the
+    card's accuracy, the card naming both convs and counting conv2's MACs; --conv2's errors."""
+    x, y = fashion(600)
+    x = crops12(x).reshape(-1, 12, 12)
+    binary = os.environ.get("BITFLEET_BIN")
+    check(not binary or os.path.exists(binary), f"$BITFLEET_BIN={binary}: no such file")
+    with tempfile.TemporaryDirectory() as td:
+        np.savez(os.path.join(td, "d.npz"), X=x, y=y)
+        out = os.path.join(td, "model")
+        small = [a for a in FIT_SMALL]
+        small[small.index("--stem") + 1] = "0"
+        rc, so, se = run_fit(["--data", os.path.join(td, "d.npz"), "--out", out, "--conv", "8,3,1,1,2",
+                              "--conv2", "16,3,1,1", "--real-weights", "1",
+                              "--bitfleet", binary if binary else "none"] + small)
+        check(rc == 0, f"fit.py rc {rc}: {se[-2000:]}{so[-2000:]}")
+        check("conv2: 16 binary 3x3x8 filters" in so and "-> 256 features" in so, f"no conv2 line: {so[:1500]}")
+        cfg = json.load(open(os.path.join(out, "config.json")))
+        check(cfg["format_version"] == 4 and cfg["conv2"] == dict(channels=16, kernel=3, stride=1, pool=1)
+              and cfg["stem_width"] == 0 and cfg["input_shape"] == [12, 12], f"config {cfg}")
+        va = heldout(y)
+        m = check_model_dir(out, 10, 144, x.reshape(-1, 144)[va], y[va])
+        card = open(os.path.join(out, "MODEL_CARD.md")).read()
+        check("second binary convolution" in card and "16 binary 3×3×8 filters" in card and "4×4×16 = 256" in card,
+              "MODEL_CARD.md does not name the second conv")
+        # conv1 8 planes (fewer than 256 features) * 9 * 8 * 12*12, conv2 4*4*16 * 9*8, router 4*256, top-2 experts
+        want = 8 * 9 * 8 * 144 + 16 * 16 * 9 * 8 + 4 * 256 + 2 * (256 * 32 + 32 * 10)
+        check(m["binary_macs"] == want, f"binary MACs {m['binary_macs']}, expected {want}")
+        bad = [(["--conv2", "16,3,1,1"], "--conv2: a second conv needs the first one (--conv)"),
+               (["--conv", "8,3,1,1,2", "--conv2", "16,3,1"], "--conv2: channels,kernel,stride,pool"),
+               (["--conv", "8,3,1,1,2", "--conv2", "257,3,1,1"], "1 <= channels <= 256"),
+               (["--conv", "8,3,1,1,2", "--conv2", "16,8,1,1"], "1 <= kernel <= 7"),
+               (["--conv", "8,3,1,1,2", "--conv2", "16,3,4,1"], "1 <= stride <= kernel"),
+               (["--conv", "8,3,1,1,2", "--conv2", "16,3,1,0"], "pool >= 1")]
+        import fit
+        for extra, msg in bad:
+            with contextlib.redirect_stderr(io.StringIO()) as err:
+                try:
+                    rc = fit.main(["--data", os.path.join(td, "d.npz"), "--out", out + "2"] + extra)
+                except SystemExit as e:   # argparse's ap.error
+                    rc = e.code
+            check(rc == 2 and msg in err.getvalue(), f"{extra}: rc {rc} {err.getvalue()[-500:]}")
+        rc, _, se = run_fit(["--data", os.path.join(td, "d.npz"), "--out", out + "2", "--conv", "8,3,1,1,2",
+                             "--conv2", "16,7,1,1"])
+        check(rc == 2 and "no pooled position left" in se, f"--conv2 larger than the map: rc {rc} {se}")
+        check(not os.path.exists(out + "2"), "a model directory was written for bad --conv2")
         note = f"held-out binary {m['binary_heldout_acc'] * 100:.1f}% float {m['float_onnx_acc'] * 100:.1f}%"
         if binary:
             check(m["engine"] and m["engine"]["samples_per_s"] > 0, f"the engine did not run the model: {so[-1500:]}")
@@ -758,8 +957,9 @@ def test_reference_models_and_bench_paths():
     return "; ".join(notes)
 
 
-TESTS = [test_reference_models_and_bench_paths, test_teacher_overlap, test_export_router_groups, test_shift_augmentation, test_real_weights, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact, test_fit_csv,
-         test_fit_npz_scaled_features, test_fit_image_folder, test_fit_image_folder_conv]
+TESTS = [test_reference_models_and_bench_paths, test_teacher_overlap, test_export_router_groups, test_shift_augmentation, test_real_weights, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact,
+         test_torch_conv2_export_bit_exact, test_fit_csv, test_fit_npz_scaled_features, test_fit_image_folder,
+         test_fit_image_folder_conv, test_fit_conv2]
 
 
 def main(argv):

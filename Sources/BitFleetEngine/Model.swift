@@ -30,6 +30,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
     /// Per stem row: the largest XOR popcount that still fires (`floor((F − t) / 2)`).
     let binaryStemMaxPop: [Int32]
     let binaryStemRows: PackedMatrix?
+    /// A format-v4 model's second conv layer: its shapes, filters (XNOR blocks) and per-filter largest XOR popcount
+    /// that still fires (nil and empty without one).
+    let conv2: Conv2Geometry?
+    let conv2Rows: PackedMatrix?
+    let conv2Blocks: InterleavedMatrix?
+    let conv2MaxPop: [Int32]
     /// The stem weights re-laid for the table-lookup kernel (nil unless a chosen stem kernel is `.lookup`).
     let stemLookup: StemLookupWeights?
     /// The stem weights as {0, 1} bytes for the int8 kernels (nil unless a chosen stem kernel is `.vnni`/`.amx`).
@@ -164,14 +170,23 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let D: Int, intRows: Int
         let stemW: SafeTensorsFile.Tensor, stemT: SafeTensorsFile.Tensor
         var binaryW: SafeTensorsFile.Tensor? = nil, binaryT: SafeTensorsFile.Tensor? = nil
+        var conv2W: SafeTensorsFile.Tensor? = nil, conv2T: SafeTensorsFile.Tensor? = nil
+        let conv2 = config.conv2Geometry
+        self.conv2 = conv2
+        let frontFeatures = config.stemInputWidth   // what the stem (or the router and experts) read
+        if let g2 = conv2 {
+            let why = "conv2.channels=\(g2.channels), conv2.kernel=\(g2.kernel), \(g2.inChannels) conv channels"
+            conv2W = try st.tensor("conv2.weight", .U8, [g2.channels, bytes(g2.taps)], why: why)
+            conv2T = try st.tensor("conv2.threshold", .I32, [g2.channels], why: why)
+        }
         if let g = conv {
             D = g.taps
             intRows = g.channels
             stemW = try st.tensor("conv.weight", .U8, [g.channels, bytes(g.taps)], why: "conv.channels=\(g.channels), conv.kernel=\(g.kernel)")
             stemT = try st.tensor("conv.threshold", .I32, [g.channels], why: "conv.channels=\(g.channels)")
             if config.stemWidth > 0 {
-                let why = "stem_width=\(config.stemWidth), \(g.features) conv features"
-                binaryW = try st.tensor("stem.weight", .U8, [config.stemWidth, bytes(g.features)], why: why)
+                let why = "stem_width=\(config.stemWidth), \(frontFeatures) conv features"
+                binaryW = try st.tensor("stem.weight", .U8, [config.stemWidth, bytes(frontFeatures)], why: why)
                 binaryT = try st.tensor("stem.threshold", .I32, [config.stemWidth], why: why)
             }
         } else {
@@ -228,11 +243,21 @@ public final class BinaryMoEModel: @unchecked Sendable {
         outBias = try floats(outB)
         stemThreshold = int32s(stemT)
         stem = PackedMatrix.load(source: st.pointer(stemW), rows: intRows, bits: D, owned: &owned)
-        if let w = binaryW, let t = binaryT, let g = conv {
-            let rows = PackedMatrix.load(source: st.pointer(w), rows: config.stemWidth, bits: g.features, owned: &owned)
+        if let w = conv2W, let t = conv2T, let g2 = conv2 {
+            let rows = PackedMatrix.load(source: st.pointer(w), rows: g2.channels, bits: g2.taps, owned: &owned)
+            conv2Rows = rows
+            conv2Blocks = InterleavedMatrix(rows, parts: 1, owned: &owned)
+            conv2MaxPop = int32s(t).map { maxPopcount(bits: g2.taps, threshold: $0) }
+        } else {
+            conv2Rows = nil
+            conv2Blocks = nil
+            conv2MaxPop = []
+        }
+        if let w = binaryW, let t = binaryT, conv != nil {
+            let rows = PackedMatrix.load(source: st.pointer(w), rows: config.stemWidth, bits: frontFeatures, owned: &owned)
             binaryStemRows = rows
             binaryStem = InterleavedMatrix(rows, parts: 1, owned: &owned)
-            binaryStemMaxPop = int32s(t).map { maxPopcount(bits: g.features, threshold: $0) }
+            binaryStemMaxPop = int32s(t).map { maxPopcount(bits: frontFeatures, threshold: $0) }
         } else {
             binaryStemRows = nil
             binaryStem = nil
@@ -301,10 +326,10 @@ public final class BinaryMoEModel: @unchecked Sendable {
         // the lookup and int8 kernels write whole 16-row blocks
         stemLd = stemLookup == nil && stemInt8 == nil ? intRows : (intRows + 15) / 16 * 16
         self.owned = owned
-        repackedBytes = ([stem, router, output] + hidden + [binaryStemRows, groupRouter].compactMap { $0 })
+        repackedBytes = ([stem, router, output] + hidden + [binaryStemRows, groupRouter, conv2Rows].compactMap { $0 })
             .reduce(0) { $0 + $1.ownedBytes }
         privateBytes = repackedBytes + stemBytes
-            + ([routerBlocks, outputBlocks] + hiddenBlocks + [binaryStem, groupBlocks].compactMap { $0 })
+            + ([routerBlocks, outputBlocks] + hiddenBlocks + [binaryStem, groupBlocks, conv2Blocks].compactMap { $0 })
                 .reduce(0) { $0 + $1.byteCount }
     }
 
@@ -337,6 +362,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
 
     /// Samples per micro-batch: routed and grouped together, so experts see groups of useful size.
     static let maxMicroBatch = 256
+    /// Samples whose second-conv windows are gathered and thresholded together (their windows stay in L2).
+    static let conv2Block = 32
 
     /// Micro-batch size: up to 256 samples, fewer when one sample's working memory is large (very wide layers),
     /// so a thread's scratch stays under 64 MiB.
@@ -406,7 +433,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
             routerScores: [Float](repeating: 0, count: count * E), experts: [Int](repeating: 0, count: count * K),
             gates: [Float](repeating: 0, count: count * K), logits: [Float](repeating: 0, count: count * C),
             probabilities: [Float](repeating: 0, count: count * C))
-        let F = conv?.features ?? 0
+        let F = conv == nil ? 0 : config.stemInputWidth
         t.convBits = [Bool](repeating: false, count: count * F)
         let G = config.routerGroups ?? 0
         t.routerGroupScores = [Float](repeating: 0, count: count * G)
@@ -620,6 +647,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let convWork: UnsafeMutablePointer<UInt8>     // conv: the padded image and its row sums
         let convBits: UnsafeMutablePointer<UInt64>    // conv: [positions] thresholded filters, bit c = channel c
         let features: UnsafeMutablePointer<UInt64>    // conv with a stem: [n × Wf] pooled features
+        let frontFeatures: UnsafeMutablePointer<UInt64>   // conv2: [n × Wf1] the conv front's pooled features
+        let conv2Rows: UnsafeMutablePointer<UInt64>       // conv2: [block × positions × ceil(taps/64)] windows
+        let conv2Bits: UnsafeMutablePointer<UInt64>       // conv2: [block × positions × ceil(channels/64)] bits
         private var all: [UnsafeMutableRawPointer] = []
 
         /// `integerLayer` false: a direct conv kernel does the model's integer layer, so its windows, planes, tables
@@ -671,7 +701,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 bf_conv_work_bytes($0.height, $0.width, $0.kernel, $0.padding, $0.outWidth)
             } ?? 0)
             convBits = alloc(UInt64.self, g?.positions ?? 0)
-            features = alloc(UInt64.self, g != nil && config.stemWidth > 0 ? n * ((g!.features + 63) / 64) : 0)
+            features = alloc(UInt64.self, g != nil && config.stemWidth > 0 ? n * ((config.stemInputWidth + 63) / 64) : 0)
+            let g2 = config.conv2Geometry
+            frontFeatures = alloc(UInt64.self, g2 != nil ? n * ((g!.features + 63) / 64) : 0)
+            let block2 = min(n, BinaryMoEModel.conv2Block)
+            conv2Rows = alloc(UInt64.self, g2.map { block2 * $0.positions * (($0.taps + 63) / 64) } ?? 0)
+            conv2Bits = alloc(UInt64.self, g2.map { block2 * $0.positions * (($0.channels + 63) / 64) } ?? 0)
             self.all = all
         }
 
@@ -805,8 +840,11 @@ public final class BinaryMoEModel: @unchecked Sendable {
     @inline(never)
     private func convStage(x: UnsafePointer<UInt8>, first: Int, n: Int, s: Scratch, trace: TraceOutputs?) {
         guard let g = conv else { return }
-        let D = config.inputFeatures, F = g.features, wf = (F + 63) / 64
+        let D = config.inputFeatures, F = config.stemInputWidth, wf = (F + 63) / 64
         let out = binaryStem == nil ? s.h : s.features   // both rows of wf words (h is the features without a stem)
+        // the front's own features: `out` itself, or with a second conv layer its input (rows of wf1 words)
+        let wf1 = (g.features + 63) / 64
+        let front = conv2 == nil ? out : s.frontFeatures
         let kernel = stemKernel
         let shift = Int32(8 - config.inputBitPlanes)
         for i in 0..<n {
@@ -816,7 +854,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 // come; then only the pooled words are laid out as features
                 bf_conv_direct(d.path, xi, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth,
                                g.pool, shift, d.packed, g.channels, s.convWork, s.convBits)
-                bf_conv_pack(s.convBits, g.pooledHeight * g.pooledWidth, g.channels, out + i * wf, wf)
+                bf_conv_pack(s.convBits, g.pooledHeight * g.pooledWidth, g.channels, front + i * wf1, wf1)
                 continue
             } else if stemInt8 != nil, kernel.int8Code != nil {
                 // the windows go straight into the int8 kernels' activation rows (one pass, no patch copy)
@@ -831,7 +869,24 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 integerLayer(xs: s.patches, m: g.positions, kernel: kernel, s: s, sumQ: s.sumQ, bits: s.convBits, ldBits: 1)
             }
             bf_conv_pool(s.convBits, g.outHeight, g.outWidth, g.pool)
-            bf_conv_pack(s.convBits, g.pooledHeight * g.pooledWidth, g.channels, out + i * wf, wf)
+            bf_conv_pack(s.convBits, g.pooledHeight * g.pooledWidth, g.channels, front + i * wf1, wf1)
+        }
+        if let g2 = conv2, let blocks = conv2Blocks {
+            // the second conv: each position's window bits as a row, one XNOR product with thresholds in registers
+            // for a block of samples, then OR-pooled and laid out as features
+            let ldr = (g2.taps + 63) / 64, wb = (g2.channels + 63) / 64
+            conv2MaxPop.withUnsafeBufferPointer { mp in
+                var i0 = 0
+                while i0 < n {
+                    let m = min(Self.conv2Block, n - i0)
+                    bf_conv2_windows(front + i0 * wf1, wf1, m, g2.height, g2.width, g2.inChannels, g2.kernel, g2.stride,
+                                     g2.outHeight, g2.outWidth, s.conv2Rows, ldr)
+                    bf_xnor_threshold(xnorPath.code, s.conv2Rows, ldr, m * g2.positions, blocks.part(0), g2.channels, ldr,
+                                      mp.baseAddress!, s.conv2Bits, wb)
+                    bf_conv2_pool(s.conv2Bits, wb, m, g2.outHeight, g2.outWidth, g2.pool, g2.channels, out + i0 * wf, wf)
+                    i0 += m
+                }
+            }
         }
         @inline(__always) func bit(_ p: UnsafePointer<UInt64>, _ j: Int) -> Bool { (p[j >> 6] >> UInt64(j & 63)) & 1 == 1 }
         if let tr = trace, let features = tr.features {

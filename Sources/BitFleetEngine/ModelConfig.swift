@@ -48,11 +48,56 @@ public struct ConvGeometry: Sendable, Equatable {
     }
 }
 
+/// A format-v4 second conv layer: `channels` binary `kernel × kernel × C1` filters over the conv front's pooled ±1
+/// map (no padding), thresholds, OR-pooling over `pool × pool` windows (docs/MODEL_FORMAT.md).
+public struct Conv2Config: Codable, Sendable, Equatable {
+    public var channels: Int
+    public var kernel: Int
+    public var stride: Int
+    public var pool: Int
+
+    public init(channels: Int, kernel: Int, stride: Int = 1, pool: Int = 1) {
+        self.channels = channels
+        self.kernel = kernel
+        self.stride = stride
+        self.pool = pool
+    }
+
+    public static let maxChannels = 256
+    public static let maxKernel = 7
+}
+
+/// Shapes of a second conv layer on the conv front's `height × width × inChannels` pooled map.
+public struct Conv2Geometry: Sendable, Equatable {
+    public let height: Int, width: Int, inChannels: Int
+    public let kernel: Int, stride: Int, pool: Int, channels: Int
+    public let outHeight: Int, outWidth: Int
+    public let pooledHeight: Int, pooledWidth: Int
+    /// Binary taps per window: `kernel² × inChannels`, in (ky, kx, c) order.
+    public var taps: Int { kernel * kernel * inChannels }
+    public var positions: Int { outHeight * outWidth }
+    public var features: Int { pooledHeight * pooledWidth * channels }
+
+    init(_ c: Conv2Config, front g: ConvGeometry) {
+        height = g.pooledHeight
+        width = g.pooledWidth
+        inChannels = g.channels
+        kernel = c.kernel
+        stride = c.stride
+        pool = c.pool
+        channels = c.channels
+        outHeight = c.stride > 0 && height >= c.kernel ? (height - c.kernel) / c.stride + 1 : 0
+        outWidth = c.stride > 0 && width >= c.kernel ? (width - c.kernel) / c.stride + 1 : 0
+        pooledHeight = c.pool > 0 ? outHeight / c.pool : 0
+        pooledWidth = c.pool > 0 ? outWidth / c.pool : 0
+    }
+}
+
 /// The architecture of a model (`config.json`, docs/MODEL_FORMAT.md).
 public struct ModelConfig: Codable, Sendable, Equatable {
     public static let format = "bitfleet.bmoe"
-    /// The newest format version this engine reads (version 1 and 2 models load unchanged).
-    public static let formatVersion = 3
+    /// The newest format version this engine reads (versions 1 to 3 load unchanged).
+    public static let formatVersion = 4
     public static let maxExperts = 4096
 
     public var name: String
@@ -71,6 +116,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     /// Format v3: a two-level router over this many groups of `experts / routerGroups` consecutive experts (the best
     /// group, then the top `top_k` of its experts); nil: one router over all experts.
     public var routerGroups: Int?
+    /// Format v4: a second, binary conv layer after the conv front (nil: the stem reads the front's features).
+    public var conv2: Conv2Config?
 
     enum CodingKeys: String, CodingKey {
         case name, version, classes, experts
@@ -83,11 +130,12 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case expertHidden = "expert_hidden"
         case conv
         case routerGroups = "router_groups"
+        case conv2
     }
 
     public init(name: String, version: String, inputFeatures: Int, inputShape: [Int]? = nil, inputBitPlanes: Int,
                 inputScale: Float, stemWidth: Int, experts: Int, topK: Int, expertHidden: [Int], classes: [String],
-                conv: ConvConfig? = nil, routerGroups: Int? = nil) {
+                conv: ConvConfig? = nil, routerGroups: Int? = nil, conv2: Conv2Config? = nil) {
         self.name = name
         self.version = version
         self.inputFeatures = inputFeatures
@@ -101,6 +149,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         self.classes = classes
         self.conv = conv
         self.routerGroups = routerGroups
+        self.conv2 = conv2
     }
 
     /// Experts the router scores per sample: every expert, or with groups the group scores and one group's experts.
@@ -127,8 +176,14 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         return ConvGeometry(c, height: shape[0], width: shape[1])
     }
 
-    /// What the stem reads: the conv front's pooled ±1 features, else the input features.
-    public var stemInputWidth: Int { convGeometry?.features ?? inputFeatures }
+    /// The second conv layer's shapes (nil without one or without a conv front).
+    public var conv2Geometry: Conv2Geometry? {
+        guard let c = conv2, let g = convGeometry else { return nil }
+        return Conv2Geometry(c, front: g)
+    }
+
+    /// What the stem reads: the second conv's pooled ±1 features, else the conv front's, else the input features.
+    public var stemInputWidth: Int { conv2Geometry?.features ?? convGeometry?.features ?? inputFeatures }
 
     /// Width of `h`, what the router and the experts read: the stem's width, or, for a conv model without a stem
     /// (`stem_width` 0), the conv features.
@@ -145,8 +200,9 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         expert += w.last! * classes.count
         let S = representationWidth
         if let g = convGeometry {
-            return inputBitPlanes * g.taps * g.channels * g.positions + g.features * stemWidth + routerRowsPerSample * S
-                + topK * expert
+            let second = conv2Geometry.map { $0.taps * $0.channels * $0.positions } ?? 0
+            return inputBitPlanes * g.taps * g.channels * g.positions + second + stemInputWidth * stemWidth
+                + routerRowsPerSample * S + topK * expert
         }
         return inputBitPlanes * inputFeatures * stemWidth + routerRowsPerSample * S + topK * expert
     }
@@ -176,6 +232,22 @@ public struct ModelConfig: Codable, Sendable, Equatable {
                 throw fail("conv front \(c.kernel)×\(c.kernel)/\(c.stride), padding \(c.padding), pool \(c.pool) leaves no output on a \(shape[0])×\(shape[1]) input")
             }
             if stemWidth < 0 { throw fail("stem_width must be >= 0 with a conv front (got \(stemWidth))") }
+            if let c2 = conv2 {
+                if !(1...Conv2Config.maxChannels).contains(c2.channels) {
+                    throw fail("conv2.channels must be in 1...\(Conv2Config.maxChannels) (got \(c2.channels))")
+                }
+                if !(1...Conv2Config.maxKernel).contains(c2.kernel) {
+                    throw fail("conv2.kernel must be in 1...\(Conv2Config.maxKernel) (got \(c2.kernel))")
+                }
+                if c2.stride < 1 || c2.stride > c2.kernel { throw fail("conv2.stride must be in 1...kernel (got \(c2.stride))") }
+                if c2.pool < 1 { throw fail("conv2.pool must be >= 1 (got \(c2.pool))") }
+                let g2 = Conv2Geometry(c2, front: g)
+                if g2.pooledHeight < 1 || g2.pooledWidth < 1 {
+                    throw fail("conv2 \(c2.kernel)×\(c2.kernel)/\(c2.stride), pool \(c2.pool) leaves no output on the conv front's \(g.pooledHeight)×\(g.pooledWidth) map")
+                }
+            }
+        } else if conv2 != nil {
+            throw fail("a conv2 block needs a conv block")
         } else if stemWidth < 1 {
             throw fail("stem_width must be >= 1 (got \(stemWidth))")
         }
@@ -264,6 +336,21 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             guard let i = g.intValue else { throw fail("\"router_groups\" must be an integer, got \(g.typeName)") }
             routerGroups = i
         }
+        var conv2: Conv2Config? = nil
+        if let c = json["conv2"], c != .null {
+            guard formatVersion >= 4 else { throw fail("\"conv2\" needs format_version 4") }
+            guard case .object = c else { throw fail("\"conv2\" must be an object, got \(c.typeName)") }
+            func convInt(_ key: String, default d: Int? = nil) throws(ModelError) -> Int {
+                guard let v = c[key] else {
+                    if let d { return d }
+                    throw fail("conv2: missing required key \"\(key)\"")
+                }
+                guard let i = v.intValue else { throw fail("\"conv2.\(key)\" must be an integer, got \(v.typeName)") }
+                return i
+            }
+            conv2 = Conv2Config(channels: try convInt("channels"), kernel: try convInt("kernel"),
+                                stride: try convInt("stride", default: 1), pool: try convInt("pool", default: 1))
+        }
         var conv: ConvConfig? = nil
         if let c = json["conv"], c != .null {
             guard formatVersion >= 2 else { throw fail("\"conv\" needs format_version 2") }
@@ -305,7 +392,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             inputBitPlanes: try int("input_bit_planes"), inputScale: Float(scale),
             stemWidth: try int("stem_width"), experts: try int("experts"), topK: try int("top_k"),
             expertHidden: try intArray("expert_hidden", try required("expert_hidden")), classes: classes, conv: conv,
-            routerGroups: routerGroups)
+            routerGroups: routerGroups, conv2: conv2)
         try config.validate(source: source)
         return config
     }

@@ -126,3 +126,112 @@ void bf_conv_pack(const uint64_t *cells, long count, long channels, uint64_t *f,
     if (used > 0) f[w++] = acc;
     while (w < wf) f[w++] = 0;
 }
+
+/* ----------------------------------------------------------------------------------------- second conv layer */
+
+/// `len` (1…64) bits of `src` from bit `off`.
+static inline uint64_t bits_at(const uint64_t *src, long off, long len) {
+    const long w = off >> 6, sh = off & 63;
+    uint64_t v = src[w] >> sh;
+    if (sh != 0 && sh + len > 64) v |= src[w + 1] << (64 - sh);
+    return len == 64 ? v : v & ((1ULL << len) - 1);
+}
+
+/// ORs `len` (1…64) bits `v` (nothing above them set) into `dst` from bit `off`.
+static inline void or_bits(uint64_t *dst, long off, long len, uint64_t v) {
+    const long w = off >> 6, sh = off & 63;
+    dst[w] |= v << sh;
+    if (sh != 0 && sh + len > 64) dst[w + 1] |= v >> (64 - sh);
+}
+
+/// Copies `len` bits from bit `from` of `src` into bit `to` of `dst` (zero there), 64 at a time.
+static inline void copy_bits(const uint64_t *src, long from, uint64_t *dst, long to, long len) {
+    while (len > 0) {
+        const long l = len < 64 ? len : 64;
+        or_bits(dst, to, l, bits_at(src, from, l));
+        from += l;
+        to += l;
+        len -= l;
+    }
+}
+
+void bf_conv2_windows(const uint64_t *f, long ldf, long n, long Hp, long Wp, long C1, long k, long stride, long Ho,
+                      long Wo, uint64_t *rows, long ldr) {
+    (void)Hp;
+    const long run = k * C1;
+    if (C1 % 8 == 0 && run >= 64) {
+        // byte-aligned runs (C1 a multiple of 8): each run is copied in unaligned 8-byte pieces, the last one
+        // overlapping the one before; the runs fill the row's bytes up to k·run / 8, the rest of its last word is
+        // cleared first
+        const long rb = run / 8;
+        for (long i = 0; i < n; i++) {
+            const uint8_t *map = (const uint8_t *)(f + i * ldf);
+            for (long oy = 0; oy < Ho; oy++) {
+                for (long ox = 0; ox < Wo; ox++) {
+                    uint64_t *row = rows + ((i * Ho + oy) * Wo + ox) * ldr;
+                    uint8_t *dst = (uint8_t *)row;
+                    row[ldr - 1] = 0;
+                    for (long ky = 0; ky < k; ky++) {
+                        const uint8_t *src = map + ((oy * stride + ky) * Wp + ox * stride) * C1 / 8;
+                        uint8_t *d = dst + ky * rb;
+                        long b = 0;
+                        for (; b + 8 <= rb; b += 8) {
+                            uint64_t v;
+                            memcpy(&v, src + b, 8);
+                            memcpy(d + b, &v, 8);
+                        }
+                        if (b < rb) {
+                            uint64_t v;
+                            memcpy(&v, src + rb - 8, 8);
+                            memcpy(d + rb - 8, &v, 8);
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
+    for (long i = 0; i < n; i++) {
+        const uint64_t *map = f + i * ldf;
+        for (long oy = 0; oy < Ho; oy++) {
+            for (long ox = 0; ox < Wo; ox++) {
+                uint64_t *row = rows + ((i * Ho + oy) * Wo + ox) * ldr;
+                memset(row, 0, (size_t)ldr * sizeof(uint64_t));
+                for (long ky = 0; ky < k; ky++) {
+                    const long from = ((oy * stride + ky) * Wp + ox * stride) * C1;
+                    copy_bits(map, from, row, ky * run, run);
+                }
+            }
+        }
+    }
+}
+
+void bf_conv2_pool(const uint64_t *bits, long ldb, long n, long Ho, long Wo, long pool, long C2, uint64_t *out, long ldo) {
+    const long Hp = Ho / pool, Wp = Wo / pool;
+    if (pool == 1 && ldb == 1) {
+        // no pooling, one word per position (C2 ≤ 64): the positions' bits appended as a stream (bf_conv_pack)
+        for (long i = 0; i < n; i++) bf_conv_pack(bits + i * Ho * Wo * ldb, Ho * Wo, C2, out + i * ldo, ldo);
+        return;
+    }
+    for (long i = 0; i < n; i++) {
+        uint64_t *o = out + i * ldo;
+        memset(o, 0, (size_t)ldo * sizeof(uint64_t));
+        const uint64_t *b = bits + i * Ho * Wo * ldb;
+        for (long py = 0; py < Hp; py++) {
+            for (long px = 0; px < Wp; px++) {
+                const long cell = (py * Wp + px) * C2;
+                for (long c = 0; c < C2; c += 64) {
+                    const long l = C2 - c < 64 ? C2 - c : 64;
+                    uint64_t v = 0;
+                    for (long dy = 0; dy < pool; dy++) {
+                        for (long dx = 0; dx < pool; dx++) {
+                            v |= b[((py * pool + dy) * Wo + px * pool + dx) * ldb + (c >> 6)];
+                        }
+                    }
+                    if (l < 64) v &= (1ULL << l) - 1;
+                    or_bits(o, cell + c, l, v);
+                }
+            }
+        }
+    }
+}

@@ -203,7 +203,7 @@ struct LoaderTests {
             _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(edited.utf8))
             Self.expectLoadError(dir, ["config.json"] + needles, sourceLocation: sourceLocation)
         }
-        check(Self.replacing(#""format_version": 1"#, with: #""format_version": 4"#), ["unsupported format_version 4"])
+        check(Self.replacing(#""format_version": 1"#, with: #""format_version": 5"#), ["unsupported format_version 5"])
         // a two-level router needs format v3, a group count that divides the experts, and top_k within one group
         check(Self.replacing(#"\{"#, with: #"{"router_groups": 5, "#), ["\"router_groups\" needs format_version 3"])
         let v3 = Self.replacing(#""format_version": 1"#, with: #""format_version": 3"#)
@@ -227,6 +227,23 @@ struct LoaderTests {
         let valid = shaped(#""conv": {"channels": 4, "kernel": 3, "padding": 1, "pool": 2}, "#)(original)
         _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(valid.utf8))
         Self.expectLoadError(dir, ["model.safetensors", "missing tensor \"conv.weight\"", "conv.channels=4"])
+        // a second conv layer needs format v4 and a conv front, and must leave a position on the front's 2×2 map
+        let front = #""conv": {"channels": 4, "kernel": 3, "padding": 1, "pool": 2}, "#
+        check(shaped(front + #""conv2": {"channels": 8, "kernel": 2}, "#), ["\"conv2\" needs format_version 4"])
+        let v4 = { (c: String) in { (s: String) in
+            Self.replacing(#""format_version": 2"#, with: #""format_version": 4"#)(shaped(c)(s))
+        } }
+        check({ Self.replacing(#"\{"#, with: #"{"conv2": {"channels": 8, "kernel": 2}, "#)(
+            Self.replacing(#""format_version": 1"#, with: #""format_version": 4"#)($0)) }, ["a conv2 block needs a conv block"])
+        check(v4(front + #""conv2": {"channels": 257, "kernel": 2}, "#), ["conv2.channels must be in 1...256"])
+        check(v4(front + #""conv2": {"channels": 8, "kernel": 2, "stride": 3}, "#), ["conv2.stride must be in 1...kernel"])
+        check(v4(front + #""conv2": {"channels": 8, "kernel": 3}, "#), ["leaves no output on the conv front's 2×2 map"])
+        check(v4(front + #""conv2": {"channels": 8, "kernel": 2, "pool": 2}, "#), ["leaves no output on the conv front's 2×2 map"])
+        check(v4(front + #""conv2": {"kernel": 2}, "#), ["conv2: missing required key \"channels\""])
+        // its tensors are checked against its geometry: 2×2×4 = 16 taps per filter
+        let valid2 = v4(front + #""conv2": {"channels": 8, "kernel": 2}, "#)(original)
+        _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(valid2.utf8))
+        Self.expectLoadError(dir, ["model.safetensors", "missing tensor \"conv2.weight\"", "conv2.channels=8"])
         check(Self.replacing(#""format": "bitfleet.bmoe""#, with: #""format": "onnx""#), ["\"format\" must be \"bitfleet.bmoe\""])
         check(Self.replacing(#""top_k": 2,"#, with: ""), ["missing required key \"top_k\""])
         check(Self.replacing(#""top_k": 2"#, with: #""top_k": 6"#), ["top_k must be in 1...experts=5"])

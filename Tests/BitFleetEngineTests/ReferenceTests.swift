@@ -43,6 +43,22 @@ struct ReferenceTests {
         // 1×1 kernel, one channel, no pooling, no stem
         Spec(features: 36, stem: 0, experts: 3, topK: 1, hidden: [5], classes: 2, planes: 4, seed: 23, samples: 17,
              conv: [1, 1, 1, 0, 1], shape: [6, 6]),
+        // format v4 second conv layers: fashion's candidate shape (32 filters 4×4/2, padding 1, 2×2 pooling, then 48
+        // 3×3 filters over the 7×7×32 map: 288-bit windows, 5×5 positions), no stem, > 1 micro-batch and > 1 block
+        // of the second conv's samples
+        Spec(features: 784, stem: 0, experts: 16, topK: 2, hidden: [64], classes: 10, planes: 8, seed: 40, samples: 300,
+             conv: [32, 4, 2, 1, 2], shape: [28, 28], conv2: [48, 3, 1, 1]),
+        // odd channel counts on both layers (windows of 5 × 4 × 4 bits that straddle words), stride 2, pooling 2 with
+        // cropping, over 64 filters (two words per position), a stem over the features
+        Spec(features: 437, stem: 50, experts: 4, topK: 2, hidden: [17], classes: 5, planes: 4, seed: 41, samples: 45,
+             conv: [5, 3, 1, 1, 2], shape: [23, 19], conv2: [70, 4, 2, 2]),
+        // one channel in, 1×1 second filters (a pointwise binary layer per position), 256 filters out, batch of 1
+        Spec(features: 36, stem: 0, experts: 3, topK: 1, hidden: [5], classes: 2, planes: 4, seed: 42, samples: 1,
+             conv: [1, 1, 1, 0, 1], shape: [6, 6], conv2: [256, 1, 1, 1]),
+        // 64 front channels (one word per position: whole-word windows), 7×7 second filters on a 7×7 map (one
+        // position), 3 planes
+        Spec(features: 196, stem: 20, experts: 5, topK: 2, hidden: [], classes: 3, planes: 3, seed: 43, samples: 70,
+             conv: [64, 2, 2, 0, 1], shape: [14, 14], conv2: [9, 7, 1, 1]),
         // format v3 two-level routers: 456 experts in 24 groups of 19 (> 1 micro-batch), odd widths, 3 planes
         Spec(features: 100, stem: 70, experts: 456, topK: 2, hidden: [65], classes: 7, planes: 3, seed: 30, samples: 300,
              routerGroups: 24),

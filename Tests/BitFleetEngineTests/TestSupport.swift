@@ -52,10 +52,13 @@ enum TestSupport {
         var shape: [Int]? = nil
         /// Format v3 two-level router: this many groups of experts.
         var routerGroups: Int? = nil
+        /// Format v4 second conv layer: [channels, kernel, stride, pool] over the conv front's pooled map.
+        var conv2: [Int]? = nil
         var description: String {
             let c = conv.map { " conv\($0) on \(shape ?? [])" } ?? ""
+            let c2 = conv2.map { " conv2\($0)" } ?? ""
             let g = routerGroups.map { " G\($0)" } ?? ""
-            return "D\(features) S\(stem) E\(experts) k\(topK) H\(hidden) C\(classes) P\(planes) M\(samples)\(routerTies ? " ties" : "")\(c)\(g)"
+            return "D\(features) S\(stem) E\(experts) k\(topK) H\(hidden) C\(classes) P\(planes) M\(samples)\(routerTies ? " ties" : "")\(c)\(c2)\(g)"
         }
     }
 
@@ -73,6 +76,7 @@ enum TestSupport {
         if let c = spec.conv, let s = spec.shape {
             args += ["--conv", c.map(String.init).joined(separator: ","), "--shape", s.map(String.init).joined(separator: ",")]
         }
+        if let c2 = spec.conv2 { args += ["--conv2", c2.map(String.init).joined(separator: ",")] }
         try run(args)
         try run(["python3", "-c",
                  "import numpy as np, sys; d = np.load(sys.argv[1] + '/expected.npz')\n"

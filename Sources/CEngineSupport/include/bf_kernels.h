@@ -156,6 +156,19 @@ void bf_conv_pool(uint64_t *bits, long Ho, long Wo, long pool);
 /// features `i × channels + c` of `f` (`wf` words, the bits past the last feature zero).
 void bf_conv_pack(const uint64_t *cells, long count, long channels, uint64_t *f, long wf);
 
+/// The second conv layer's windows (format v4): for each of `n` samples (the conv front's pooled map at `f + i × ldf`,
+/// `Hp × Wp × C1` bits in (y, x, c) order) and each output position (oy, ox) of `Ho × Wo`, the `k × k × C1` window
+/// bits (tap `(ky × k + kx) × C1 + c`) as one row of `ldr` words, the bits past `k²·C1` zero. Rows in (sample, oy, ox)
+/// order: the activation rows of the XNOR kernels. A window row `ky` is one run of `k·C1` bits in the map.
+void bf_conv2_windows(const uint64_t *f, long ldf, long n, long Hp, long Wp, long C1, long k, long stride, long Ho,
+                      long Wo, uint64_t *rows, long ldr);
+
+/// The second conv layer's bits OR-pooled and laid out as features: `bits` holds `n × Ho × Wo` rows of `ldb` words
+/// (channel c = bit c of the row, `C2` channels), in (sample, oy, ox) order; sample i's features at `out + i × ldo`
+/// are cell `(py × Wp2 + px)`'s channels at `(py × Wp2 + px) × C2 + c` (`Hp2 = Ho / pool`, `Wp2 = Wo / pool`, positions
+/// past them dropped), the bits past the last feature of the first `ldo` words zero.
+void bf_conv2_pool(const uint64_t *bits, long ldb, long n, long Ho, long Wo, long pool, long C2, uint64_t *out, long ldo);
+
 /// Direct binary convolution (conv_direct.c): the filters as signed bytes, read by u8 × s8 dot products straight
 /// from the padded image, the thresholds compared in registers.
 enum {
