@@ -12,6 +12,8 @@ source Ops/env.sh
 
 files=${BITFLEET_DEMO_FILES:-100}
 per_file=${BITFLEET_DEMO_PER_FILE:-100}
+# the model directory registered as "fashion" (another trained Fashion-MNIST model is scored the same way end to end)
+model_dir=${BITFLEET_DEMO_MODEL:-Ops/models/fashion}
 work="$PWD/.tmp/demo"
 Ops/pg.sh remove "$work/pg" 2>/dev/null || true
 rm -rf "$work"
@@ -46,7 +48,7 @@ echo "inputs:   http://127.0.0.1:$port/inputs/ ($files files × $per_file images
 echo "== migrate, register the model, enqueue a batch"
 step="migrating, registering the model and enqueuing"
 "$bitfleet" migrate
-"$bitfleet" model add --name fashion --path Ops/models/fashion
+"$bitfleet" model add --name fashion --path "$model_dir"
 sed "s#\"url\": \"/#\"url\": \"http://127.0.0.1:$port/#" "$work/batch.jsonl" >"$work/batch-urls.jsonl"
 batch=$("$bitfleet" batch create --model fashion --inputs "$work/batch-urls.jsonl" --top-k 3 --tenant demo)
 echo "batch $batch created; also one job enqueued from SQL:"
