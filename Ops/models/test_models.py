@@ -157,6 +157,45 @@ CONV_CASES = [  # (conv, stem, hidden): the layer(s) reading the conv features d
 ]
 
 
+def check_feature_readers(model, mdl, bits, f_t, stem, hidden, label):
+    """Every layer reading a conv front's features: the exported rows × the format-order features (`bits`, 1 = +1)
+    equal torch's sign(latent) rows × the torch-order features `f_t` (±1), rows negated where the batch-norm scale is
+    negative."""
+    import numpy as np
+    f_fmt = 2 * bits.astype(np.int64) - 1
+    sgn = lambda w: np.where(w.detach().numpy() >= 0, 1, -1).astype(np.int64)
+    neg = lambda layer: np.where(layer.bn.weight.detach().numpy() < 0, -1, 1)
+    if stem:
+        readers = [("stem", mdl["stem_w"], model.stem.weight, neg(model.stem))]
+    else:
+        readers = [("router", mdl["router_w"], model.router.weight, 1)]
+        for e in range(model.n_experts):
+            if hidden:
+                readers.append((f"expert {e} hidden 0", mdl["hidden_w"][0][e], model.experts[e].hidden[0].weight,
+                                neg(model.experts[e].hidden[0])))
+            else:
+                readers.append((f"expert {e} out", mdl["out_w"][e], model.experts[e].out.weight, 1))
+    for what, w_exp, w_lat, rows in readers:
+        got, want = f_fmt @ w_exp.T, (f_t @ sgn(w_lat).T) * rows
+        check(np.array_equal(got, want), f"{label}: {what}: the exported weights read the conv features differently "
+                                         f"from the torch layer ({int((got != want).sum())} pre-activations differ): "
+                                         f"column order?")
+
+
+def check_state_dict_export(model, cfg, td, label):
+    """A state_dict alone (saved and loaded by torch) exports the same bytes as export_model wrote into `td`."""
+    import torch
+    import bitfleet_torch as bt
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    with tempfile.TemporaryDirectory() as td2:
+        bt.export_state_dict(torch.load(buf), td2, cfg)
+        check(open(os.path.join(td, "model.safetensors"), "rb").read()
+              == open(os.path.join(td2, "model.safetensors"), "rb").read(),
+              f"{label}export_state_dict wrote different bytes from export_model")
+
+
 def test_torch_conv_export_bit_exact():
     import torch
     import torch.nn.functional as F
@@ -222,33 +261,9 @@ def test_torch_conv_export_bit_exact():
             check(np.array_equal(f_ref, (f_t > 0).astype(np.uint8)), f"case {ci}: conv feature order")
             # (3) every layer reading the features: exported rows x format-order features = torch's sign(latent)
             # rows x torch-order features (rows negated where the batch-norm scale is negative)
-            f_fmt = 2 * ref["conv_bits"].astype(np.int64) - 1
-            sgn = lambda w: np.where(w.detach().numpy() >= 0, 1, -1).astype(np.int64)
-            neg = lambda layer: np.where(layer.bn.weight.detach().numpy() < 0, -1, 1)
-            if stem:
-                readers = [("stem", mdl["stem_w"], model.stem.weight, neg(model.stem))]
-            else:
-                readers = [("router", mdl["router_w"], model.router.weight, 1)]
-                for e in range(4):
-                    if hidden:
-                        readers.append((f"expert {e} hidden 0", mdl["hidden_w"][0][e], model.experts[e].hidden[0].weight,
-                                        neg(model.experts[e].hidden[0])))
-                    else:
-                        readers.append((f"expert {e} out", mdl["out_w"][e], model.experts[e].out.weight, 1))
-            for what, w_exp, w_lat, rows in readers:
-                got, want = f_fmt @ w_exp.T, (f_t @ sgn(w_lat).T) * rows
-                check(np.array_equal(got, want), f"case {ci}: {what}: the exported weights read the conv features "
-                                                 f"differently from the torch layer ({int((got != want).sum())} "
-                                                 f"pre-activations differ): column order?")
+            check_feature_readers(model, mdl, ref["conv_bits"], f_t, stem, hidden, f"case {ci}")
             if ci == 1:   # a state_dict alone exports the same bytes
-                buf = io.BytesIO()
-                torch.save(model.state_dict(), buf)
-                buf.seek(0)
-                with tempfile.TemporaryDirectory() as td2:
-                    bt.export_state_dict(torch.load(buf), td2, cfg)
-                    check(open(os.path.join(td, "model.safetensors"), "rb").read()
-                          == open(os.path.join(td2, "model.safetensors"), "rb").read(),
-                          "export_state_dict wrote different bytes from export_model")
+                check_state_dict_export(model, cfg, td, "")
         notes.append(f"stem {stem}: {mine['conv_bits'].shape[1]} features, {ones * 100:.0f}% ones")
     # the float twin's ONNX export gives torch's float logits on 300 test images (ONNX Runtime, 1 thread)
     import onnxruntime as ort
@@ -378,32 +393,9 @@ def test_torch_conv2_export_bit_exact():
             check(np.array_equal(f_ref, (f_t > 0).astype(np.uint8)), f"conv2 case {ci}: conv2 feature order")
             # (3) every layer reading the conv2 features: exported rows x format-order features = torch's
             # sign(latent) rows x torch-order features (rows negated where the batch-norm scale is negative)
-            f_fmt = 2 * ref["conv_bits"].astype(np.int64) - 1
-            sgn = lambda w: np.where(w.detach().numpy() >= 0, 1, -1).astype(np.int64)
-            neg = lambda layer: np.where(layer.bn.weight.detach().numpy() < 0, -1, 1)
-            if stem:
-                readers = [("stem", mdl["stem_w"], model.stem.weight, neg(model.stem))]
-            else:
-                readers = [("router", mdl["router_w"], model.router.weight, 1)]
-                for e in range(4):
-                    if hidden:
-                        readers.append((f"expert {e} hidden 0", mdl["hidden_w"][0][e],
-                                        model.experts[e].hidden[0].weight, neg(model.experts[e].hidden[0])))
-                    else:
-                        readers.append((f"expert {e} out", mdl["out_w"][e], model.experts[e].out.weight, 1))
-            for what, w_exp, w_lat, rows in readers:
-                got, want = f_fmt @ w_exp.T, (f_t @ sgn(w_lat).T) * rows
-                check(np.array_equal(got, want), f"conv2 case {ci}: {what}: the exported weights read the conv2 "
-                                                 f"features differently from the torch layer: column order?")
+            check_feature_readers(model, mdl, ref["conv_bits"], f_t, stem, hidden, f"conv2 case {ci}")
             if ci == 1:   # a state_dict alone exports the same bytes
-                buf = io.BytesIO()
-                torch.save(model.state_dict(), buf)
-                buf.seek(0)
-                with tempfile.TemporaryDirectory() as td2:
-                    bt.export_state_dict(torch.load(buf), td2, cfg)
-                    check(open(os.path.join(td, "model.safetensors"), "rb").read()
-                          == open(os.path.join(td2, "model.safetensors"), "rb").read(),
-                          "conv2: export_state_dict wrote different bytes from export_model")
+                check_state_dict_export(model, cfg, td, "conv2: ")
         notes.append(f"stem {stem}: {mine['conv_bits'].shape[1]} features, {ones * 100:.0f}% ones")
     # the float twin's ONNX export (a second Conv/Relu[/MaxPool] before Flatten) gives torch's float logits, also
     # as the dense graph Ops/bench/peers.py rebuilds from it

@@ -336,36 +336,31 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             guard let i = g.intValue else { throw fail("\"router_groups\" must be an integer, got \(g.typeName)") }
             routerGroups = i
         }
+        /// The integer `key` of the `block` object (a conv block): `d` when absent, if given.
+        func blockInt(_ block: JSONValue, _ name: String, _ key: String, default d: Int? = nil) throws(ModelError) -> Int {
+            guard let v = block[key] else {
+                if let d { return d }
+                throw fail("\(name): missing required key \"\(key)\"")
+            }
+            guard let i = v.intValue else { throw fail("\"\(name).\(key)\" must be an integer, got \(v.typeName)") }
+            return i
+        }
         var conv2: Conv2Config? = nil
         if let c = json["conv2"], c != .null {
             guard formatVersion >= 4 else { throw fail("\"conv2\" needs format_version 4") }
             guard case .object = c else { throw fail("\"conv2\" must be an object, got \(c.typeName)") }
-            func convInt(_ key: String, default d: Int? = nil) throws(ModelError) -> Int {
-                guard let v = c[key] else {
-                    if let d { return d }
-                    throw fail("conv2: missing required key \"\(key)\"")
-                }
-                guard let i = v.intValue else { throw fail("\"conv2.\(key)\" must be an integer, got \(v.typeName)") }
-                return i
-            }
-            conv2 = Conv2Config(channels: try convInt("channels"), kernel: try convInt("kernel"),
-                                stride: try convInt("stride", default: 1), pool: try convInt("pool", default: 1))
+            conv2 = Conv2Config(channels: try blockInt(c, "conv2", "channels"), kernel: try blockInt(c, "conv2", "kernel"),
+                                stride: try blockInt(c, "conv2", "stride", default: 1),
+                                pool: try blockInt(c, "conv2", "pool", default: 1))
         }
         var conv: ConvConfig? = nil
         if let c = json["conv"], c != .null {
             guard formatVersion >= 2 else { throw fail("\"conv\" needs format_version 2") }
             guard case .object = c else { throw fail("\"conv\" must be an object, got \(c.typeName)") }
-            func convInt(_ key: String, default d: Int? = nil) throws(ModelError) -> Int {
-                guard let v = c[key] else {
-                    if let d { return d }
-                    throw fail("conv: missing required key \"\(key)\"")
-                }
-                guard let i = v.intValue else { throw fail("\"conv.\(key)\" must be an integer, got \(v.typeName)") }
-                return i
-            }
-            conv = ConvConfig(channels: try convInt("channels"), kernel: try convInt("kernel"),
-                              stride: try convInt("stride", default: 1), padding: try convInt("padding", default: 0),
-                              pool: try convInt("pool", default: 1))
+            conv = ConvConfig(channels: try blockInt(c, "conv", "channels"), kernel: try blockInt(c, "conv", "kernel"),
+                              stride: try blockInt(c, "conv", "stride", default: 1),
+                              padding: try blockInt(c, "conv", "padding", default: 0),
+                              pool: try blockInt(c, "conv", "pool", default: 1))
         }
         let name = try string("name")
         let versionValue = try required("version")
