@@ -933,34 +933,31 @@ def export_float_onnx(fl, top_k, path, input_features, mode="sparse"):
             for n in g.node:
                 n.input[:] = [feat if v == "x" and n.op_type == "MatMul" else v for v in n.input]
         _, _, Hp, Wp = conv_geometry((H, W), k, s, p, pool)
-        g.initializer.extend([numpy_helper.from_array(np.array([-1, 1, H, W], np.int64), "conv_in_shape"),
-                              numpy_helper.from_array(np.ascontiguousarray(fl["conv_W"], np.float32), "conv_W"),
-                              numpy_helper.from_array(np.ascontiguousarray(fl["conv_b"], np.float32), "conv_b")])
-        front = [helper.make_node("Reshape", ["x", "conv_in_shape"], ["conv_img"]),
-                 helper.make_node("Conv", ["conv_img", "conv_W", "conv_b"], ["conv_pre"], kernel_shape=[k, k],
-                                  strides=[s, s], pads=[p, p, p, p]),
-                 helper.make_node("Relu", ["conv_pre"], ["conv_act"])]
-        last = "conv_act"
-        if pool > 1:
-            front.append(helper.make_node("MaxPool", ["conv_act"], ["conv_pool"], kernel_shape=[pool, pool],
-                                          strides=[pool, pool]))
-            last = "conv_pool"
-        elif (Hp, Wp) != conv_geometry((H, W), k, s, p, 1)[:2]:
+        if pool == 1 and (Hp, Wp) != conv_geometry((H, W), k, s, p, 1)[:2]:
             raise ValueError("unreachable: pool 1 keeps every position")
-        conv2 = fl.get("conv2")
-        if conv2 is not None:   # the second conv (batch-norm folded, no padding) -> Relu [-> MaxPool] on that map
-            k2, s2, pool2 = conv2["kernel"], conv2["stride"], conv2["pool"]
+
+        def conv_block(name, source, kernel, stride, pad, pooling):
+            """`name`_W/_b (batch-norm folded) as a Conv -> Relu [-> MaxPool] on `source`; returns its nodes and
+            output (`name`_act, or `name`_pool with pooling: the names Ops/bench/peers.py reads back)."""
             g.initializer.extend([
-                numpy_helper.from_array(np.ascontiguousarray(fl["conv2_W"], np.float32), "conv2_W"),
-                numpy_helper.from_array(np.ascontiguousarray(fl["conv2_b"], np.float32), "conv2_b")])
-            front += [helper.make_node("Conv", [last, "conv2_W", "conv2_b"], ["conv2_pre"], kernel_shape=[k2, k2],
-                                       strides=[s2, s2], pads=[0, 0, 0, 0]),
-                      helper.make_node("Relu", ["conv2_pre"], ["conv2_act"])]
-            last = "conv2_act"
-            if pool2 > 1:
-                front.append(helper.make_node("MaxPool", ["conv2_act"], ["conv2_pool"], kernel_shape=[pool2, pool2],
-                                              strides=[pool2, pool2]))
-                last = "conv2_pool"
+                numpy_helper.from_array(np.ascontiguousarray(fl[f"{name}_W"], np.float32), f"{name}_W"),
+                numpy_helper.from_array(np.ascontiguousarray(fl[f"{name}_b"], np.float32), f"{name}_b")])
+            nodes = [helper.make_node("Conv", [source, f"{name}_W", f"{name}_b"], [f"{name}_pre"],
+                                      kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4),
+                     helper.make_node("Relu", [f"{name}_pre"], [f"{name}_act"])]
+            if pooling == 1:
+                return nodes, f"{name}_act"
+            nodes.append(helper.make_node("MaxPool", [f"{name}_act"], [f"{name}_pool"], kernel_shape=[pooling, pooling],
+                                          strides=[pooling, pooling]))
+            return nodes, f"{name}_pool"
+
+        g.initializer.append(numpy_helper.from_array(np.array([-1, 1, H, W], np.int64), "conv_in_shape"))
+        front, last = conv_block("conv", "conv_img", k, s, p, pool)
+        front.insert(0, helper.make_node("Reshape", ["x", "conv_in_shape"], ["conv_img"]))
+        conv2 = fl.get("conv2")
+        if conv2 is not None:   # the second conv (batch-norm folded, no padding) on that map
+            nodes2, last = conv_block("conv2", last, conv2["kernel"], conv2["stride"], 0, conv2["pool"])
+            front += nodes2
         front.append(helper.make_node("Flatten", [last], [feat], axis=1))
         nodes = front + list(g.node)
         del g.node[:]

@@ -196,6 +196,30 @@ def check_state_dict_export(model, cfg, td, label):
               f"{label}export_state_dict wrote different bytes from export_model")
 
 
+def float_onnx_error(fm, images, features):
+    """The largest difference from the float twin `fm`'s torch logits on `images` (uint8 [N, features]) of its
+    exported sparse ONNX graph and of the dense graph that Ops/bench/peers.py rebuilds from it (every expert, gated;
+    ONNX Runtime, 1 thread)."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    import bitfleet_torch as bt
+    sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+    from peers import dense_from_sparse
+    with torch.no_grad():
+        want = fm.eval()(torch.from_numpy(images))[0].numpy()
+    err = 0.0
+    with tempfile.TemporaryDirectory() as td:
+        path = bt.export_float_onnx(bt.float_arrays(fm), 2, os.path.join(td, "f.onnx"), features)
+        for p in (path, dense_from_sparse(path, os.path.join(td, "dense.onnx"))):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            got = ort.InferenceSession(p, so, providers=["CPUExecutionProvider"]).run(
+                None, {"x": images.astype(np.float32) / np.float32(255)})[0]
+            err = max(err, float(np.abs(got - want).max()))
+    return err
+
+
 def test_torch_conv_export_bit_exact():
     import torch
     import torch.nn.functional as F
@@ -266,39 +290,19 @@ def test_torch_conv_export_bit_exact():
                 check_state_dict_export(model, cfg, td, "")
         notes.append(f"stem {stem}: {mine['conv_bits'].shape[1]} features, {ones * 100:.0f}% ones")
     # the float twin's ONNX export gives torch's float logits on 300 test images (ONNX Runtime, 1 thread)
-    import onnxruntime as ort
-    sys.path.insert(0, os.path.join(HERE, "..", "bench"))
-    from peers import dense_from_sparse
-
-    def onnx_error(fm):
-        """The largest difference from torch's logits of the exported sparse graph and of the dense graph that
-        Ops/bench/peers.py rebuilds from it (every expert, gated)."""
-        with torch.no_grad():
-            want = fm.eval()(torch.from_numpy(xe[:300]))[0].numpy()
-        err = 0.0
-        with tempfile.TemporaryDirectory() as td:
-            path = bt.export_float_onnx(bt.float_arrays(fm), 2, os.path.join(td, "f.onnx"), 784)
-            for p in (path, dense_from_sparse(path, os.path.join(td, "dense.onnx"))):
-                so = ort.SessionOptions()
-                so.intra_op_num_threads = 1
-                got = ort.InferenceSession(p, so, providers=["CPUExecutionProvider"]).run(
-                    None, {"x": xe[:300].astype(np.float32) / np.float32(255)})[0]
-                err = max(err, float(np.abs(got - want).max()))
-        return err
-
     # with the conv front (stem 0 and stem > 0)
     for conv, stem, hidden in CONV_CASES[:2]:
         fm = bt.BinaryMoE(conv=conv, input_shape=(28, 28), classes=10, stem=stem, experts=4, top_k=2,
                           hidden=hidden, planes=4, binary=False, seed=2)
         _train_steps(fm, x, y, 3, 250)
         bt.calibrate(fm, x[:1000])
-        err = onnx_error(fm)
+        err = float_onnx_error(fm, xe[:300], 784)
         check(err < 1e-3, f"float twin ONNX (stem {stem}) differs from torch by {err}")
     # more than 20 experts: node names stay unique (expert 20's gate once collided with expert 0's)
     fm = bt.BinaryMoE(input_features=784, classes=10, stem=32, experts=24, top_k=2, hidden=[8, 8], planes=4,
                       binary=False, seed=3)
     bt.calibrate(fm, x[:500])
-    err = onnx_error(fm)
+    err = float_onnx_error(fm, xe[:300], 784)
     check(err < 1e-3, f"float twin ONNX with 24 experts differs from torch by {err}")
     return "bit-exact on 600 images: " + "; ".join(notes) + "; float twin ONNX (sparse, and the dense graph peers.py rebuilds) = torch (also with 24 experts)"
 
@@ -399,26 +403,13 @@ def test_torch_conv2_export_bit_exact():
         notes.append(f"stem {stem}: {mine['conv_bits'].shape[1]} features, {ones * 100:.0f}% ones")
     # the float twin's ONNX export (a second Conv/Relu[/MaxPool] before Flatten) gives torch's float logits, also
     # as the dense graph Ops/bench/peers.py rebuilds from it
-    import onnxruntime as ort
-    sys.path.insert(0, os.path.join(HERE, "..", "bench"))
-    from peers import dense_from_sparse
     for conv, conv2, stem, hidden in CONV2_CASES:
         fm = bt.BinaryMoE(conv=conv, conv2=conv2, input_shape=(12, 12), classes=10, stem=stem, experts=4, top_k=2,
                           hidden=hidden, planes=4, binary=False, seed=2)
         _train_steps(fm, x, y, 3, 250)
         bt.calibrate(fm, x[:1000])
-        with torch.no_grad():
-            want = fm.eval()(torch.from_numpy(xe[:300]))[0].numpy()
-        with tempfile.TemporaryDirectory() as td:
-            path = bt.export_float_onnx(bt.float_arrays(fm), 2, os.path.join(td, "f.onnx"), 144)
-            for p in (path, dense_from_sparse(path, os.path.join(td, "dense.onnx"))):
-                so = ort.SessionOptions()
-                so.intra_op_num_threads = 1
-                got = ort.InferenceSession(p, so, providers=["CPUExecutionProvider"]).run(
-                    None, {"x": xe[:300].astype(np.float32) / np.float32(255)})[0]
-                err = float(np.abs(got - want).max())
-                check(err < 1e-3, f"conv2 float twin ONNX ({os.path.basename(p)}, stem {stem}) differs from torch by "
-                                  f"{err}")
+        err = float_onnx_error(fm, xe[:300], 144)
+        check(err < 1e-3, f"conv2 float twin ONNX (stem {stem}) differs from torch by {err}")
     return "bit-exact on 600 crops: " + "; ".join(notes) + "; float twin ONNX (sparse and dense) = torch"
 
 
