@@ -41,10 +41,16 @@ public struct ConvGeometry: Sendable, Equatable {
         padding = c.padding
         pool = c.pool
         channels = c.channels
-        outHeight = c.stride > 0 ? (height + 2 * c.padding - c.kernel) / c.stride + 1 : 0
-        outWidth = c.stride > 0 ? (width + 2 * c.padding - c.kernel) / c.stride + 1 : 0
+        outHeight = Self.outputs(height + 2 * c.padding, kernel: c.kernel, stride: c.stride)
+        outWidth = Self.outputs(width + 2 * c.padding, kernel: c.kernel, stride: c.stride)
         pooledHeight = c.pool > 0 ? outHeight / c.pool : 0
         pooledWidth = c.pool > 0 ? outWidth / c.pool : 0
+    }
+
+    /// Window positions along an `extent` (padding included): `(extent − kernel) / stride + 1`, rounded down as
+    /// `reference.py` does, so 0 when the kernel does not fit (Swift's division rounds a negative quotient up).
+    static func outputs(_ extent: Int, kernel: Int, stride: Int) -> Int {
+        stride > 0 && extent >= kernel ? (extent - kernel) / stride + 1 : 0
     }
 }
 
@@ -86,8 +92,8 @@ public struct Conv2Geometry: Sendable, Equatable {
         stride = c.stride
         pool = c.pool
         channels = c.channels
-        outHeight = c.stride > 0 && height >= c.kernel ? (height - c.kernel) / c.stride + 1 : 0
-        outWidth = c.stride > 0 && width >= c.kernel ? (width - c.kernel) / c.stride + 1 : 0
+        outHeight = ConvGeometry.outputs(height, kernel: c.kernel, stride: c.stride)
+        outWidth = ConvGeometry.outputs(width, kernel: c.kernel, stride: c.stride)
         pooledHeight = c.pool > 0 ? outHeight / c.pool : 0
         pooledWidth = c.pool > 0 ? outWidth / c.pool : 0
     }

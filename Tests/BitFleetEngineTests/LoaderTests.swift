@@ -221,6 +221,8 @@ struct LoaderTests {
         check(shaped(#""conv": {"channels": 65, "kernel": 3}, "#), ["conv.channels must be in 1...64"])
         check(shaped(#""conv": {"channels": 4, "kernel": 3, "padding": 3}, "#), ["conv.padding must be in 0..<kernel"])
         check(shaped(#""conv": {"channels": 4, "kernel": 3, "pool": 3}, "#), ["leaves no output on a 4×5 input"])
+        // a kernel that does not fit the padded input leaves no position, also with a stride (rounded down)
+        check(shaped(#""conv": {"channels": 4, "kernel": 7, "stride": 2, "padding": 1}, "#), ["leaves no output on a 4×5 input"])
         check(shaped(#""conv": {"kernel": 3}, "#), ["conv: missing required key \"channels\""])
         check(shaped(#""conv": {"channels": 4, "kernel": "3"}, "#), ["\"conv.kernel\" must be an integer"])
         // a v2 conv model's tensors are checked against the conv geometry: 2×3 pooled positions × 4 channels = 24
