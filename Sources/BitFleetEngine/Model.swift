@@ -246,7 +246,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         if let w = conv2W, let t = conv2T, let g2 = conv2 {
             let rows = PackedMatrix.load(source: st.pointer(w), rows: g2.channels, bits: g2.taps, owned: &owned)
             conv2Rows = rows
-            conv2Blocks = InterleavedMatrix(rows, parts: 1, owned: &owned)
+            conv2Blocks = InterleavedMatrix(rows, parts: 1, thresholdPath: xnor, owned: &owned)
             conv2MaxPop = int32s(t).map { maxPopcount(bits: g2.taps, threshold: $0) }
         } else {
             conv2Rows = nil
@@ -256,7 +256,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         if let w = binaryW, let t = binaryT, conv != nil {
             let rows = PackedMatrix.load(source: st.pointer(w), rows: config.stemWidth, bits: frontFeatures, owned: &owned)
             binaryStemRows = rows
-            binaryStem = InterleavedMatrix(rows, parts: 1, owned: &owned)
+            binaryStem = InterleavedMatrix(rows, parts: 1, thresholdPath: xnor, owned: &owned)
             binaryStemMaxPop = int32s(t).map { maxPopcount(bits: frontFeatures, threshold: $0) }
         } else {
             binaryStemRows = nil
@@ -283,7 +283,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
             groupRouter = nil
             groupBlocks = nil
         }
-        hiddenBlocks = hidden.map { InterleavedMatrix($0, parts: E, owned: &owned) }
+        hiddenBlocks = hidden.map { InterleavedMatrix($0, parts: E, thresholdPath: xnor, owned: &owned) }
         outputBlocks = InterleavedMatrix(output, parts: E, owned: &owned)
         let chosen = stemKernel == .automatic
             ? StemChoice.fastest(config: config, stem: stem) : (large: stemKernel, small: stemKernel)
@@ -881,8 +881,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
                     let m = min(Self.conv2Block, n - i0)
                     bf_conv2_windows(front + i0 * wf1, wf1, m, g2.height, g2.width, g2.inChannels, g2.kernel, g2.stride,
                                      g2.outHeight, g2.outWidth, s.conv2Rows, ldr)
-                    bf_xnor_threshold(xnorPath.code, s.conv2Rows, ldr, m * g2.positions, blocks.part(0), g2.channels, ldr,
-                                      mp.baseAddress!, s.conv2Bits, wb)
+                    bf_xnor_threshold_lut(xnorPath.code, s.conv2Rows, ldr, m * g2.positions, blocks.part(0),
+                                          blocks.lookupPart(0), g2.channels, ldr, mp.baseAddress!, s.conv2Bits, wb, nil, 0)
                     bf_conv2_pool(s.conv2Bits, wb, m, g2.outHeight, g2.outWidth, g2.pool, g2.channels, out + i0 * wf, wf)
                     i0 += m
                 }
@@ -908,7 +908,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
         }
         let S = config.stemWidth, ws = (S + 63) / 64
         binaryStemMaxPop.withUnsafeBufferPointer { mp in
-            bf_xnor_threshold(xnorPath.code, s.features, wf, n, blocks.part(0), S, wf, mp.baseAddress!, s.h, ws)
+            bf_xnor_threshold_lut(xnorPath.code, s.features, wf, n, blocks.part(0), blocks.lookupPart(0), S, wf,
+                                  mp.baseAddress!, s.h, ws, nil, 0)
         }
         if let tr = trace {
             let pops = UnsafeMutablePointer<Int32>.allocate(capacity: n * S)
@@ -1065,10 +1066,10 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 let inWords = layer.words, outWords = (rows + 63) / 64
                 let prefetch = prefetchNext && l == 0 && nextActive < E
                 hiddenMaxPop[l].withUnsafeBufferPointer { mp in
-                    bf_xnor_threshold_prefetch(xnorPath.code, src, inWords, g, hiddenBlocks[l].part(e), rows, inWords,
-                                               mp.baseAddress! + e * rows, dst, outWords,
-                                               prefetch ? hiddenBlocks[0].part(nextActive) : nil,
-                                               prefetch ? hiddenBlocks[0].partWords * 8 : 0)
+                    bf_xnor_threshold_lut(xnorPath.code, src, inWords, g, hiddenBlocks[l].part(e),
+                                          hiddenBlocks[l].lookupPart(e), rows, inWords, mp.baseAddress! + e * rows, dst,
+                                          outWords, prefetch ? hiddenBlocks[0].part(nextActive) : nil,
+                                          prefetch ? hiddenBlocks[0].partWords * 8 : 0)
                 }
                 swap(&src, &dst)
             }

@@ -51,7 +51,9 @@ struct PackedMatrix: @unchecked Sendable {
 }
 
 /// Weight rows re-laid for the C XNOR kernels (`bf_xnor_interleave`): blocks of 8 rows with word k of the 8 rows
-/// side by side, one such matrix per expert (`part`), so a kernel's vector lanes each accumulate one row.
+/// side by side, one such matrix per expert (`part`), so a kernel's vector lanes each accumulate one row. A layer
+/// whose outputs are thresholded also gets, where the AVX2 lookup kernel runs for it (`bf_xnor_lut_used`), that
+/// kernel's byte-transposed nibble layout of the same rows (`bf_xnor_lut_layout`), per part.
 struct InterleavedMatrix: @unchecked Sendable {
     let base: UnsafePointer<UInt64>
     /// Rows of one part (e.g. one expert's layer).
@@ -60,12 +62,17 @@ struct InterleavedMatrix: @unchecked Sendable {
     /// Words of one part: `ceil(rows / 8) × 8 × words`.
     let partWords: Int
     let parts: Int
-    var byteCount: Int { parts * partWords * 8 }
+    /// The lookup layout of every part, `lookupPartBytes` each; nil where the lookup kernel does not run.
+    let lookup: UnsafePointer<UInt8>?
+    let lookupPartBytes: Int
+    var byteCount: Int { parts * (partWords * 8 + lookupPartBytes) }
 
     @inline(__always) func part(_ p: Int) -> UnsafePointer<UInt64> { base + p &* partWords }
+    @inline(__always) func lookupPart(_ p: Int) -> UnsafePointer<UInt8>? { lookup.map { $0 + p &* lookupPartBytes } }
 
-    /// Interleaves `parts` consecutive groups of `rows` rows of `source` (rows `p × rows …` form part p).
-    init(_ source: PackedMatrix, parts: Int, owned: inout [UnsafeMutableRawPointer]) {
+    /// Interleaves `parts` consecutive groups of `rows` rows of `source` (rows `p × rows …` form part p), and lays
+    /// them out for the lookup kernel too when `thresholdPath` (the XNOR path of a thresholded layer) runs it.
+    init(_ source: PackedMatrix, parts: Int, thresholdPath: XNORPath? = nil, owned: inout [UnsafeMutableRawPointer]) {
         let rows = source.rows / max(1, parts)
         self.rows = rows
         self.words = source.words
@@ -80,5 +87,19 @@ struct InterleavedMatrix: @unchecked Sendable {
         }
         owned.append(storage)
         base = UnsafePointer(words)
+        if let path = thresholdPath, parts > 0, bf_xnor_lut_used(path.code, rows, source.words) != 0 {
+            let partBytes = bf_xnor_lut_bytes(rows, source.words)
+            let table = UnsafeMutableRawPointer.allocate(byteCount: parts * partBytes, alignment: 64)
+                .bindMemory(to: UInt8.self, capacity: parts * partBytes)
+            for p in 0..<parts {
+                bf_xnor_lut_layout(source.row(p * rows), source.words, rows, source.words, table + p * partBytes)
+            }
+            owned.append(UnsafeMutableRawPointer(table))
+            lookup = UnsafePointer(table)
+            lookupPartBytes = partBytes
+        } else {
+            lookup = nil
+            lookupPartBytes = 0
+        }
     }
 }

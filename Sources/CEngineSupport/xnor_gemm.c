@@ -9,7 +9,8 @@
 //                      tiles of 4 samples × 32 rows (16 accumulators).
 //   AVX2:              vpshufb nibble popcounts summed in byte lanes for up to 31 words, folded with vpsadbw
 //                      (which sums exactly one row's 8 bytes per 64-bit lane), tiles of 2 samples × 8 rows; from 4
-//                      samples on, both operands split into nibbles first (bf_xnor_avx2_nibbles).
+//                      samples on, both operands split into nibbles first (bf_xnor_avx2_nibbles). Threshold
+//                      layers of ≥ 32 rows use a second, byte-transposed layout instead (bf_xnor_threshold_lut).
 //   portable:          plain C with __builtin_popcountll, compiled twice (with `popcnt` where the CPU has it).
 //
 // Every function carries its own target attribute, so the package builds for baseline x86-64 (and Arm) and the
@@ -276,6 +277,196 @@ static void bf_xnor_avx2(const uint64_t *a, long lda, long n, const uint64_t *w,
     }
 }
 #endif
+
+// ---------------------------------------------------------------------------------------------------------------
+// AVX2 lookup kernel (threshold layers): no XOR in the inner loop
+//
+// popcount(x XOR w) over one byte is T_lo(x)[w & 15] + T_hi(x)[w >> 4], where T_lo(x)[v] = popcount((x & 15) XOR v)
+// and T_hi(x)[v] = popcount((x >> 4) XOR v) are 16-byte tables that depend only on the activation byte x. With the
+// weights laid out byte-transposed (one vector holds the same K byte of 32 rows, split into low and high nibbles
+// at model load), one activation byte's two tables (fetched from a constant 8 KB table of all 256 bytes, one
+// broadcast load each) serve every row vector: 2 vpshufb + 2 vpaddb per 256 binary MACs, against 2 vpxor + 2 vpshufb
+// + 2 vpaddb in the nibble kernel above. Byte counters (≤ 8 per K byte) fold into 16-bit counters every 31 K bytes,
+// even and odd bytes apart; the row order inside a vector is chosen so that packing the even and odd comparisons
+// yields the 32 rows' bits in order. Tiles of 2 samples × 3 row vectors (6 accumulators, 4 tables, 2 weight
+// vectors: no spills), K in chunks of 31 bytes so one chunk of weights (6 KB) stays in L1 while a group of 32
+// samples passes. On an AMD EPYC Zen 3, 1 thread, microbenchmark (32 samples × 256 rows × 49 words, thresholds):
+// 1.3-1.4x the nibble kernel.
+
+#if BF_X86
+#define BF_LUT_PANEL 32     // rows per vector
+#define BF_LUT_PANELS 3     // row vectors per tile
+#define BF_LUT_CHUNK 31     // K bytes per pass: 31 × 8 ≤ 255, so byte counters cannot overflow
+#define BF_LUT_GROUP 32     // samples whose 16-bit counters are kept at once
+#define BF_LUT_MAX_WORDS 511   // 511 × 64 = 32 704 bits: counts and thresholds fit a signed 16-bit compare
+
+// bf_lut_tables[x] = T_lo(x) then T_hi(x)
+#define BF_PC4(v) (((v) & 1) + (((v) >> 1) & 1) + (((v) >> 2) & 1) + (((v) >> 3) & 1))
+#define BF_T16(n) BF_PC4((n) ^ 0), BF_PC4((n) ^ 1), BF_PC4((n) ^ 2), BF_PC4((n) ^ 3), BF_PC4((n) ^ 4),          \
+    BF_PC4((n) ^ 5), BF_PC4((n) ^ 6), BF_PC4((n) ^ 7), BF_PC4((n) ^ 8), BF_PC4((n) ^ 9), BF_PC4((n) ^ 10),        \
+    BF_PC4((n) ^ 11), BF_PC4((n) ^ 12), BF_PC4((n) ^ 13), BF_PC4((n) ^ 14), BF_PC4((n) ^ 15)
+#define BF_TX(x) {BF_T16((x) & 15), BF_T16((x) >> 4)}
+#define BF_TX4(x) BF_TX(x), BF_TX((x) + 1), BF_TX((x) + 2), BF_TX((x) + 3)
+#define BF_TX16(x) BF_TX4(x), BF_TX4((x) + 4), BF_TX4((x) + 8), BF_TX4((x) + 12)
+#define BF_TX64(x) BF_TX16(x), BF_TX16((x) + 16), BF_TX16((x) + 32), BF_TX16((x) + 48)
+static const uint8_t bf_lut_tables[256][32] __attribute__((aligned(64))) = {
+    BF_TX64(0), BF_TX64(64), BF_TX64(128), BF_TX64(192)};
+
+// Byte position inside its vector of a panel's row r: packs_epi16(even, odd) puts, per 128-bit lane L, the even
+// bytes' 8 comparisons before the odd bytes' 8, and movemask then gives bit r for row r.
+static inline int bf_lut_position(int r) {
+    const int lane = r / 16, j = r % 16;
+    return lane * 16 + (j < 8 ? 2 * j : 2 * (j - 8) + 1);
+}
+#endif
+
+int bf_xnor_lut_used(int path, long rows, long words) {
+#if BF_X86
+    return path == BF_XNOR_AVX2 && bf_xnor_path_supported(BF_XNOR_AVX2) && rows >= BF_LUT_PANEL &&
+           words >= 1 && words <= BF_LUT_MAX_WORDS;
+#else
+    (void)path; (void)rows; (void)words;
+    return 0;
+#endif
+}
+
+long bf_xnor_lut_bytes(long rows, long words) { return (rows + 31) / 32 * words * 8 * 64; }
+
+void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, uint8_t *dst) {
+#if BF_X86
+    const long kBytes = words * 8;
+    memset(dst, 0, (size_t)bf_xnor_lut_bytes(rows, words));
+    for (long r = 0; r < rows; r++) {
+        const uint8_t *row = (const uint8_t *)(src + r * ld);
+        uint8_t *panel = dst + r / BF_LUT_PANEL * kBytes * 64 + bf_lut_position((int)(r % BF_LUT_PANEL));
+        for (long kb = 0; kb < kBytes; kb++) {
+            panel[kb * 64] = row[kb] & 15;
+            panel[kb * 64 + 32] = row[kb] >> 4;
+        }
+    }
+#else
+    (void)src; (void)ld; (void)rows; (void)words; (void)dst;
+#endif
+}
+
+#if BF_X86
+// MS samples (1 or 2) × NP row vectors over K bytes [k0, k1); the byte counts are added into 16-bit counters
+// c[s][2 × r] (even bytes) and c[s][2 × r + 1] (odd bytes).
+#define BF_LUT_TILE(MS, NP)                                                                                     \
+    __attribute__((target(BF_AVX2_TARGET), always_inline)) static inline void bf_lut_tile_##MS##x##NP(           \
+        const uint8_t *x0, const uint8_t *x1, const uint8_t *w, long panelBytes, long k0, long k1,             \
+        __m256i *c0, __m256i *c1) {                                                                             \
+        __m256i s0[NP], s1[NP];                                                                                 \
+        for (int r = 0; r < NP; r++) s0[r] = s1[r] = _mm256_setzero_si256();                                   \
+        const uint8_t *wk = w + k0 * 64;                                                                        \
+        for (long kb = k0; kb < k1; kb++, wk += 64) {                                                           \
+            const uint8_t *t0 = bf_lut_tables[x0[kb]];                                                          \
+            const __m256i l0 = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)t0));               \
+            const __m256i h0 = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(t0 + 16)));        \
+            __m256i l1 = l0, h1 = h0;                                                                           \
+            if (MS > 1) {                                                                                       \
+                const uint8_t *t1 = bf_lut_tables[x1[kb]];                                                      \
+                l1 = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)t1));                          \
+                h1 = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(t1 + 16)));                   \
+            }                                                                                                   \
+            for (int r = 0; r < NP; r++) {                                                                      \
+                const __m256i wl = _mm256_loadu_si256((const __m256i *)(wk + r * panelBytes));                  \
+                const __m256i wh = _mm256_loadu_si256((const __m256i *)(wk + r * panelBytes + 32));             \
+                s0[r] = _mm256_add_epi8(s0[r], _mm256_add_epi8(_mm256_shuffle_epi8(l0, wl),                     \
+                                                               _mm256_shuffle_epi8(h0, wh)));                   \
+                if (MS > 1)                                                                                     \
+                    s1[r] = _mm256_add_epi8(s1[r], _mm256_add_epi8(_mm256_shuffle_epi8(l1, wl),                 \
+                                                                   _mm256_shuffle_epi8(h1, wh)));               \
+            }                                                                                                   \
+        }                                                                                                       \
+        const __m256i lowByte = _mm256_set1_epi16(0x00FF);                                                      \
+        for (int r = 0; r < NP; r++) {                                                                          \
+            c0[2 * r] = _mm256_add_epi16(c0[2 * r], _mm256_and_si256(s0[r], lowByte));                          \
+            c0[2 * r + 1] = _mm256_add_epi16(c0[2 * r + 1], _mm256_srli_epi16(s0[r], 8));                       \
+            if (MS > 1) {                                                                                       \
+                c1[2 * r] = _mm256_add_epi16(c1[2 * r], _mm256_and_si256(s1[r], lowByte));                      \
+                c1[2 * r + 1] = _mm256_add_epi16(c1[2 * r + 1], _mm256_srli_epi16(s1[r], 8));                   \
+            }                                                                                                   \
+        }                                                                                                       \
+    }
+BF_LUT_TILE(2, 3)
+BF_LUT_TILE(2, 2)
+BF_LUT_TILE(2, 1)
+BF_LUT_TILE(1, 3)
+BF_LUT_TILE(1, 2)
+BF_LUT_TILE(1, 1)
+
+// 16-bit counters of one group of samples for one tile of row vectors
+static _Thread_local uint16_t bf_lut_counts[BF_LUT_GROUP][BF_LUT_PANELS * 2][16] __attribute__((aligned(32)));
+
+__attribute__((target(BF_AVX2_TARGET)))
+static void bf_xnor_threshold_lut_avx2(const uint64_t *a, long lda, long n, const uint8_t *lut, long m, long words,
+                                       const int32_t *maxPop, uint64_t *bits, long ldbits) {
+    const long panels = (m + BF_LUT_PANEL - 1) / BF_LUT_PANEL, kBytes = words * 8, panelBytes = kBytes * 64;
+    __m256i(*counts)[BF_LUT_PANELS * 2] = (__m256i(*)[BF_LUT_PANELS * 2])bf_lut_counts;
+    for (long i0 = 0; i0 < n; i0 += BF_LUT_GROUP) {
+        const long g = n - i0 < BF_LUT_GROUP ? n - i0 : BF_LUT_GROUP;
+        for (long p0 = 0; p0 < panels; p0 += BF_LUT_PANELS) {
+            const long np = panels - p0 < BF_LUT_PANELS ? panels - p0 : BF_LUT_PANELS;
+            const uint8_t *w = lut + p0 * panelBytes;
+            memset(bf_lut_counts, 0, sizeof bf_lut_counts[0] * (size_t)g);
+            for (long k0 = 0; k0 < kBytes; k0 += BF_LUT_CHUNK) {
+                const long k1 = k0 + BF_LUT_CHUNK < kBytes ? k0 + BF_LUT_CHUNK : kBytes;
+                long i = 0;
+                for (; i + 2 <= g; i += 2) {
+                    const uint8_t *x0 = (const uint8_t *)(a + (i0 + i) * lda), *x1 = x0 + lda * 8;
+                    if (np == 3) bf_lut_tile_2x3(x0, x1, w, panelBytes, k0, k1, counts[i], counts[i + 1]);
+                    else if (np == 2) bf_lut_tile_2x2(x0, x1, w, panelBytes, k0, k1, counts[i], counts[i + 1]);
+                    else bf_lut_tile_2x1(x0, x1, w, panelBytes, k0, k1, counts[i], counts[i + 1]);
+                }
+                if (i < g) {
+                    const uint8_t *x0 = (const uint8_t *)(a + (i0 + i) * lda);
+                    if (np == 3) bf_lut_tile_1x3(x0, x0, w, panelBytes, k0, k1, counts[i], counts[i]);
+                    else if (np == 2) bf_lut_tile_1x2(x0, x0, w, panelBytes, k0, k1, counts[i], counts[i]);
+                    else bf_lut_tile_1x1(x0, x0, w, panelBytes, k0, k1, counts[i], counts[i]);
+                }
+            }
+            for (long r = 0; r < np; r++) {
+                const long p = p0 + r, rows = m - p * BF_LUT_PANEL < BF_LUT_PANEL ? m - p * BF_LUT_PANEL : BF_LUT_PANEL;
+                // thresholds in the counters' order, clamped to what a signed 16-bit compare can hold (a count is
+                // 0…32 704: below 0 no count passes, and 32 767 lets every count pass, as the int32 thresholds do)
+                int16_t even[16] __attribute__((aligned(32))), odd[16] __attribute__((aligned(32)));
+                for (int q = 0; q < BF_LUT_PANEL; q++) {
+                    const int32_t t = q < rows ? maxPop[p * BF_LUT_PANEL + q] : -1;
+                    const int16_t c = (int16_t)(t < -1 ? -1 : t > 32767 ? 32767 : t);
+                    const int pos = bf_lut_position(q);
+                    if (pos & 1) odd[pos / 2] = c; else even[pos / 2] = c;
+                }
+                const __m256i te = _mm256_load_si256((const __m256i *)even);
+                const __m256i to = _mm256_load_si256((const __m256i *)odd);
+                for (long i = 0; i < g; i++) {
+                    const __m256i gtE = _mm256_cmpgt_epi16(counts[i][2 * r], te);
+                    const __m256i gtO = _mm256_cmpgt_epi16(counts[i][2 * r + 1], to);
+                    const uint32_t gt = (uint32_t)_mm256_movemask_epi8(_mm256_packs_epi16(gtE, gtO));
+                    // rows past m have threshold -1: their bits come out 0
+                    memcpy((uint8_t *)(bits + (i0 + i) * ldbits) + p * 4, &(uint32_t){~gt}, 4);
+                }
+            }
+        }
+    }
+}
+#endif
+
+void bf_xnor_threshold_lut(int path, const uint64_t *a, long lda, long n, const uint64_t *w, const uint8_t *lut,
+                           long m, long words, const int32_t *maxPop, uint64_t *bits, long ldbits, const void *next,
+                           long nextBytes) {
+#if BF_X86
+    // one sample alone reads as many weight vectors as it shuffles (0.85x the nibble path's 1-sample tile)
+    if (lut && n >= 2 && bf_xnor_lut_used(path, m, words)) {
+        const long outWords = (m + 63) / 64;
+        for (long i = 0; i < n; i++) memset(bits + i * ldbits, 0, (size_t)outWords * 8);
+        bf_xnor_threshold_lut_avx2(a, lda, n, lut, m, words, maxPop, bits, ldbits);
+        return;
+    }
+#endif
+    (void)lut;
+    bf_xnor_threshold_prefetch(path, a, lda, n, w, m, words, maxPop, bits, ldbits, next, nextBytes);
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // AVX-512 VPOPCNTDQ

@@ -103,9 +103,10 @@ struct QuantizerTests {
 
 @Suite("Kernels")
 struct KernelTests {
-    /// Runs the C XNOR kernel on `path` over interleaved weights: raw popcounts, and the fused threshold.
+    /// Runs the C XNOR kernel on `path` over interleaved weights: raw popcounts, and the fused threshold. Where the
+    /// AVX2 lookup kernel runs for this shape (`bf_xnor_lut_used`), its threshold bits too (`lookupBits`).
     static func xnor(_ path: XNORPath, _ a: [UInt64], n: Int, _ b: [UInt64], m: Int, words: Int,
-                     maxPop: [Int32]? = nil) -> ([Int32], [UInt64]) {
+                     maxPop: [Int32]? = nil) -> (out: [Int32], bits: [UInt64], lookupBits: [UInt64]?) {
         let blocks = (m + 7) / 8
         var w = [UInt64](repeating: 0, count: max(1, blocks * 8 * words))
         b.withUnsafeBufferPointer { bp in w.withUnsafeMutableBufferPointer { wp in
@@ -117,15 +118,43 @@ struct KernelTests {
         }}}
         let ldBits = (m + 63) / 64 + 1   // one spare word per row: the kernel must not write past ceil(m / 64)
         var bits = [UInt64](repeating: 0xDEAD_BEEF, count: n * ldBits)
-        if let mp = maxPop {
-            a.withUnsafeBufferPointer { ap in w.withUnsafeBufferPointer { wp in
-                mp.withUnsafeBufferPointer { mpp in bits.withUnsafeMutableBufferPointer { bp in
-                    bf_xnor_threshold(path.code, ap.baseAddress!, words, n, wp.baseAddress!, m, words, mpp.baseAddress!,
-                                      bp.baseAddress!, ldBits)
-                }}
+        guard let mp = maxPop else { return (out, bits, nil) }
+        a.withUnsafeBufferPointer { ap in w.withUnsafeBufferPointer { wp in
+            mp.withUnsafeBufferPointer { mpp in bits.withUnsafeMutableBufferPointer { bp in
+                bf_xnor_threshold(path.code, ap.baseAddress!, words, n, wp.baseAddress!, m, words, mpp.baseAddress!,
+                                  bp.baseAddress!, ldBits)
             }}
+        }}
+        guard bf_xnor_lut_used(path.code, m, words) != 0 else { return (out, bits, nil) }
+        var lut = [UInt8](repeating: 0xA5, count: bf_xnor_lut_bytes(m, words))
+        b.withUnsafeBufferPointer { bp in lut.withUnsafeMutableBufferPointer { lp in
+            bf_xnor_lut_layout(bp.baseAddress!, words, m, words, lp.baseAddress!)
+        }}
+        var lookupBits = [UInt64](repeating: 0xDEAD_BEEF, count: n * ldBits)
+        a.withUnsafeBufferPointer { ap in w.withUnsafeBufferPointer { wp in lut.withUnsafeBufferPointer { lp in
+            mp.withUnsafeBufferPointer { mpp in lookupBits.withUnsafeMutableBufferPointer { bp in
+                bf_xnor_threshold_lut(path.code, ap.baseAddress!, words, n, wp.baseAddress!, lp.baseAddress!, m, words,
+                                      mpp.baseAddress!, bp.baseAddress!, ldBits, nil, 0)
+            }}
+        }}}
+        return (out, bits, lookupBits)
+    }
+
+    /// Threshold bits against naive popcounts: every bit right, the padding bits of the last word zero, the spare
+    /// word after each row untouched. Returns how many bits were wrong.
+    static func checkThreshold(_ bits: [UInt64], expected: [Int32], maxPop: [Int32], n: Int, m: Int,
+                               _ what: String) -> Int {
+        let ldBits = (m + 63) / 64 + 1
+        var wrong = 0
+        for i in 0..<n {
+            for j in 0..<m where ((bits[i * ldBits + j / 64] >> UInt64(j % 64)) & 1 == 1) != (expected[i * m + j] <= maxPop[j]) {
+                wrong += 1
+            }
+            if m % 64 != 0 { #expect(bits[i * ldBits + m / 64] >> UInt64(m % 64) == 0, "\(what) padding bits") }
+            #expect(bits[i * ldBits + ldBits - 1] == 0xDEAD_BEEF, "\(what) wrote past the row")
         }
-        return (out, bits)
+        #expect(wrong == 0, "\(what) threshold bits")
+        return wrong
     }
 
     /// Naive bit-by-bit XOR popcount against every XNOR kernel path this CPU supports, over shapes that hit every
@@ -133,9 +162,13 @@ struct KernelTests {
     /// 1…130 (the AVX2 path's byte counters fold every 31 words). From 4 samples and up to 128 words the AVX2 path
     /// splits both operands into nibbles, in groups of samples and chunks of row blocks: 131 samples of 64 words
     /// are three groups (the last odd), 67 × 100 rows of 49 words many chunks of 2 blocks with a partial last block.
+    /// From 32 rows the AVX2 path's thresholds also run the lookup kernel: groups of 32 samples (33, 131: a last
+    /// group of 1 or 3), tiles of 3 row vectors of 32 (700 rows: 22 vectors, the last of 28 rows), K in chunks of 31
+    /// bytes (words 31: 8 chunks), up to 511 words. Some thresholds lie outside a 16-bit compare (below −1, above
+    /// 32 767), as a foreign file's may.
     @Test(arguments: [(1, 1, 1), (2, 4, 1), (3, 5, 2), (7, 9, 3), (2, 700, 4), (5, 3, 70), (64, 33, 5), (4, 8, 8),
                       (3, 6, 125), (2, 5, 130), (9, 40, 16), (5, 257, 17), (131, 17, 64), (67, 100, 49),
-                      (6, 9, 129)])
+                      (6, 9, 129), (33, 96, 31), (131, 64, 2), (4, 45, 511), (3, 32, 512)])
     func gemmMatchesNaive(n: Int, m: Int, words: Int) {
         var rng = SplitMix64(state: UInt64(n * 1000 + m * 10 + words))
         let a = (0..<(n * words)).map { _ in rng.next() }
@@ -150,26 +183,37 @@ struct KernelTests {
                 expected[i * m + j] = Int32(x)
             }
         }
-        // thresholds around the median popcount, so about half the bits fire
+        // thresholds around the median popcount, so about half the bits fire; every 13th far below 0 (no bit
+        // fires), every 11th far above any count (every bit fires)
         var maxPop: [Int32] = []
-        for _ in 0..<m {
+        for j in 0..<m {
             let jitter = Int(rng.next() % 17)
-            maxPop.append(Int32(32 * words - 8 + jitter))
+            maxPop.append(j % 13 == 12 ? -70_000 : j % 11 == 10 ? 100_000 : Int32(32 * words - 8 + jitter))
         }
-        let ldBits = (m + 63) / 64 + 1
         for path in XNORPath.allCases where path.isSupported {
-            let (out, bits) = Self.xnor(path, a, n: n, b, m: m, words: words, maxPop: maxPop)
+            let (out, bits, lookupBits) = Self.xnor(path, a, n: n, b, m: m, words: words, maxPop: maxPop)
             #expect(out == expected, "\(path) popcounts")
-            var wrong = 0
-            for i in 0..<n {
-                for j in 0..<m where ((bits[i * ldBits + j / 64] >> UInt64(j % 64)) & 1 == 1) != (expected[i * m + j] <= maxPop[j]) {
-                    wrong += 1
-                }
-                // padding bits of the last written word are zero; the spare word is untouched
-                if m % 64 != 0 { #expect(bits[i * ldBits + m / 64] >> UInt64(m % 64) == 0, "\(path) padding bits") }
-                #expect(bits[i * ldBits + ldBits - 1] == 0xDEAD_BEEF, "\(path) wrote past the row")
+            _ = Self.checkThreshold(bits, expected: expected, maxPop: maxPop, n: n, m: m, "\(path)")
+            if let lookupBits {
+                _ = Self.checkThreshold(lookupBits, expected: expected, maxPop: maxPop, n: n, m: m, "\(path) lookup")
             }
-            #expect(wrong == 0, "\(path) threshold bits")
+            #expect((lookupBits != nil) == (path == .avx2 && m >= 32 && words <= 511), "\(path): lookup kernel used")
+        }
+    }
+
+    /// The lookup kernel's 16-bit counters at their largest: every bit differing over 511 words (32 704 per row),
+    /// thresholds one below, at and above the count.
+    @Test func lookupKernelSaturated() {
+        let n = 3, m = 40, words = 511, k = Int32(64 * words)
+        let a = [UInt64](repeating: ~0, count: n * words), b = [UInt64](repeating: 0, count: m * words)
+        let maxPop = (0..<m).map { j in k - 1 + Int32(j % 3) }
+        let expected = [Int32](repeating: k, count: n * m)
+        for path in XNORPath.allCases where path.isSupported {
+            let (_, bits, lookupBits) = Self.xnor(path, a, n: n, b, m: m, words: words, maxPop: maxPop)
+            _ = Self.checkThreshold(bits, expected: expected, maxPop: maxPop, n: n, m: m, "\(path)")
+            if let lookupBits {
+                _ = Self.checkThreshold(lookupBits, expected: expected, maxPop: maxPop, n: n, m: m, "\(path) lookup")
+            }
         }
     }
 
@@ -179,7 +223,7 @@ struct KernelTests {
         let n = 5, m = 12
         let a = [UInt64](repeating: ~0, count: n * words), b = [UInt64](repeating: 0, count: m * words)
         for path in XNORPath.allCases where path.isSupported {
-            let (out, _) = Self.xnor(path, a, n: n, b, m: m, words: words)
+            let (out, _, _) = Self.xnor(path, a, n: n, b, m: m, words: words)
             #expect(out == [Int32](repeating: Int32(64 * words), count: n * m), "\(path)")
         }
     }

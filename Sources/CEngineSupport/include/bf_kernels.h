@@ -47,6 +47,22 @@ void bf_xnor_threshold(int path, const uint64_t *a, long lda, long n, const uint
 void bf_xnor_threshold_prefetch(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
                                 const int32_t *maxPop, uint64_t *bits, long ldbits, const void *next, long nextBytes);
 
+/// The AVX2 lookup kernel's weight layout, for threshold layers: per panel of 32 rows and per K byte, 32 bytes of
+/// the rows' low nibbles then 32 of their high nibbles (rows in the order `bf_xnor_threshold_lut` needs); rows past
+/// `rows` zero. 1 when the lookup kernel runs for a `rows` × `words` layer on `path` (AVX2 on a CPU with it,
+/// ≥ 32 rows, ≤ 511 words).
+int bf_xnor_lut_used(int path, long rows, long words);
+/// Bytes of the lookup layout: `ceil(rows / 32) × words × 8 × 64`.
+long bf_xnor_lut_bytes(long rows, long words);
+void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, uint8_t *dst);
+
+/// `bf_xnor_threshold_prefetch` with the same result, run by the AVX2 lookup kernel over `lut` (laid out by
+/// `bf_xnor_lut_layout` from the same rows as `w`) where `lut` is not null, `n ≥ 2` and
+/// `bf_xnor_lut_used(path, m, words)`; otherwise by the kernel of `path` over `w`.
+void bf_xnor_threshold_lut(int path, const uint64_t *a, long lda, long n, const uint64_t *w, const uint8_t *lut,
+                           long m, long words, const int32_t *maxPop, uint64_t *bits, long ldbits, const void *next,
+                           long nextBytes);
+
 /// Router scores of one sample from its E XNOR popcounts against the router rows of S bits:
 /// `out[e] = scale[e] · (S − 2·pops[e]) + bias[e]`, multiply and add rounded separately (as `reference.py`). A C loop
 /// the compiler vectorises: with hundreds of experts the router's scalar Swift loop was a tenth of the time.
