@@ -342,7 +342,12 @@ class BinaryScaledLinear(nn.Module):
 class Router(BinaryScaledLinear):
     """Scores r = scale * (sign(R) h) + bias; the top-k experts (ties to the lower index); gates = softmax(r[top-k]);
     aux = E * sum_e f_e * P_e (f_e: fraction of the top-k slots routed to e, P_e: mean full softmax probability).
-    Parameters router.weight [E, S], router.scale [E], router.bias [E]."""
+    Parameters router.weight [E, S], router.scale [E], router.bias [E].
+
+    With top-1 the gate is softmax of one score, the constant 1, so the task loss would never reach the router (only
+    the load-balancing loss would train it). There the gate is p / p.detach() for the chosen expert's full softmax
+    probability p: exactly 1 in the forward pass (the exported semantics are unchanged), and in the backward pass
+    the gradient of log p times the loss's gradient with respect to the gate, as in Switch Transformer's gate p."""
 
     def __init__(self, in_features, experts, top_k, binary=True, gen=None):
         if not 1 <= top_k <= experts:
@@ -353,7 +358,11 @@ class Router(BinaryScaledLinear):
     def forward(self, h):
         r = super().forward(h)
         idx = torch.sort(-r.detach(), dim=1, stable=True).indices[:, :self.top_k]
-        gates = torch.softmax(torch.gather(r, 1, idx), dim=1)
+        if self.top_k == 1:
+            p = torch.gather(torch.softmax(r, dim=1), 1, idx)
+            gates = p / p.detach()
+        else:
+            gates = torch.softmax(torch.gather(r, 1, idx), dim=1)
         f = torch.bincount(idx.reshape(-1), minlength=self.experts).to(r.dtype) / idx.numel()
         aux = self.experts * (f * torch.softmax(r, dim=1).mean(0)).sum()
         return r, idx, gates, aux

@@ -766,6 +766,25 @@ def test_shift_augmentation():
     return f"64 images each moved by one offset within ±2 ({len(seen)} distinct); --binary-shift used by the binary model"
 
 
+def test_top1_router_gradient():
+    # top-1: the gate is exactly 1 in the forward pass (the exported semantics), yet the task loss trains the
+    # router (gradient of log p of the chosen expert); top-2 gates stay the softmax of the two scores
+    import torch
+    import bitfleet_torch as bt
+    torch.manual_seed(3)
+    h = torch.sign(torch.randn(6, 32))
+    r1 = bt.Router(32, 4, 1, binary=True)
+    scores, idx, gates, _ = r1(h)
+    check(gates.shape == (6, 1) and bool((gates == 1).all()), f"top-1 gates {gates.flatten().tolist()}, want all 1")
+    (gates * torch.arange(1.0, 7.0).unsqueeze(1)).sum().backward()
+    grad = r1.scale.grad
+    check(grad is not None and float(grad.abs().sum()) > 0, "top-1: the task loss does not reach the router")
+    r2 = bt.Router(32, 4, 2, binary=True)
+    s2, i2, g2, _ = r2(h)
+    check(torch.allclose(g2, torch.softmax(s2.gather(1, i2), dim=1)), "top-2 gates changed")
+    return "top-1 gates exactly 1, router gradient nonzero; top-2 gates the softmax of the two scores"
+
+
 def test_real_weights():
     # two-step training (--real-weights): in the warm-up every binary layer computes with its real latent weights
     # (activations stay binary), the scaled layers are rescaled by mean |W| each way, and switching back restores
@@ -940,7 +959,7 @@ def test_reference_models_and_bench_paths():
     return "; ".join(notes)
 
 
-TESTS = [test_reference_models_and_bench_paths, test_teacher_overlap, test_export_router_groups, test_shift_augmentation, test_real_weights, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact,
+TESTS = [test_reference_models_and_bench_paths, test_teacher_overlap, test_export_router_groups, test_shift_augmentation, test_top1_router_gradient, test_real_weights, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact,
          test_torch_conv2_export_bit_exact, test_fit_csv, test_fit_npz_scaled_features, test_fit_image_folder,
          test_fit_image_folder_conv, test_fit_conv2]
 
