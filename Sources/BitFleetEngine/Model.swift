@@ -246,8 +246,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
         if let w = conv2W, let t = conv2T, let g2 = conv2 {
             let rows = PackedMatrix.load(source: st.pointer(w), rows: g2.channels, bits: g2.taps, owned: &owned)
             conv2Rows = rows
-            conv2Blocks = InterleavedMatrix(rows, parts: 1, thresholdPath: xnor, owned: &owned)
             conv2MaxPop = int32s(t).map { maxPopcount(bits: g2.taps, threshold: $0) }
+            conv2Blocks = InterleavedMatrix(rows, parts: 1, thresholds: (xnor, conv2MaxPop), owned: &owned)
         } else {
             conv2Rows = nil
             conv2Blocks = nil
@@ -256,8 +256,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
         if let w = binaryW, let t = binaryT, conv != nil {
             let rows = PackedMatrix.load(source: st.pointer(w), rows: config.stemWidth, bits: frontFeatures, owned: &owned)
             binaryStemRows = rows
-            binaryStem = InterleavedMatrix(rows, parts: 1, thresholdPath: xnor, owned: &owned)
             binaryStemMaxPop = int32s(t).map { maxPopcount(bits: frontFeatures, threshold: $0) }
+            binaryStem = InterleavedMatrix(rows, parts: 1, thresholds: (xnor, binaryStemMaxPop), owned: &owned)
         } else {
             binaryStemRows = nil
             binaryStem = nil
@@ -283,7 +283,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
             groupRouter = nil
             groupBlocks = nil
         }
-        hiddenBlocks = hidden.map { InterleavedMatrix($0, parts: E, thresholdPath: xnor, owned: &owned) }
+        hiddenBlocks = hidden.indices.map {
+            InterleavedMatrix(hidden[$0], parts: E, thresholds: (xnor, maxPops[$0]), owned: &owned)
+        }
         outputBlocks = InterleavedMatrix(output, parts: E, owned: &owned)
         let chosen = stemKernel == .automatic
             ? StemChoice.fastest(config: config, stem: stem) : (large: stemKernel, small: stemKernel)

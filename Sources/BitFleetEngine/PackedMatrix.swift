@@ -53,7 +53,7 @@ struct PackedMatrix: @unchecked Sendable {
 /// Weight rows re-laid for the C XNOR kernels (`bf_xnor_interleave`): blocks of 8 rows with word k of the 8 rows
 /// side by side, one such matrix per expert (`part`), so a kernel's vector lanes each accumulate one row. A layer
 /// whose outputs are thresholded also gets, where the AVX2 lookup kernel runs for it (`bf_xnor_lut_used`), that
-/// kernel's byte-transposed nibble layout of the same rows (`bf_xnor_lut_layout`), per part.
+/// kernel's byte-transposed nibble layout of the same rows and their thresholds (`bf_xnor_lut_layout`), per part.
 struct InterleavedMatrix: @unchecked Sendable {
     let base: UnsafePointer<UInt64>
     /// Rows of one part (e.g. one expert's layer).
@@ -71,8 +71,10 @@ struct InterleavedMatrix: @unchecked Sendable {
     @inline(__always) func lookupPart(_ p: Int) -> UnsafePointer<UInt8>? { lookup.map { $0 + p &* lookupPartBytes } }
 
     /// Interleaves `parts` consecutive groups of `rows` rows of `source` (rows `p × rows …` form part p), and lays
-    /// them out for the lookup kernel too when `thresholdPath` (the XNOR path of a thresholded layer) runs it.
-    init(_ source: PackedMatrix, parts: Int, thresholdPath: XNORPath? = nil, owned: inout [UnsafeMutableRawPointer]) {
+    /// them out for the lookup kernel too when `thresholds` (the XNOR path of a thresholded layer, and the maximum
+    /// popcount of each of its `parts × rows` rows) runs it.
+    init(_ source: PackedMatrix, parts: Int, thresholds: (path: XNORPath, maxPop: [Int32])? = nil,
+         owned: inout [UnsafeMutableRawPointer]) {
         let rows = source.rows / max(1, parts)
         self.rows = rows
         self.words = source.words
@@ -87,12 +89,16 @@ struct InterleavedMatrix: @unchecked Sendable {
         }
         owned.append(storage)
         base = UnsafePointer(words)
-        if let path = thresholdPath, parts > 0, bf_xnor_lut_used(path.code, rows, source.words) != 0 {
+        if let (path, maxPop) = thresholds, parts > 0, bf_xnor_lut_used(path.code, rows, source.words) != 0 {
+            precondition(maxPop.count == parts * rows, "one threshold per row")
             let partBytes = bf_xnor_lut_bytes(rows, source.words)
             let table = UnsafeMutableRawPointer.allocate(byteCount: parts * partBytes, alignment: 64)
                 .bindMemory(to: UInt8.self, capacity: parts * partBytes)
-            for p in 0..<parts {
-                bf_xnor_lut_layout(source.row(p * rows), source.words, rows, source.words, table + p * partBytes)
+            maxPop.withUnsafeBufferPointer { mp in
+                for p in 0..<parts {
+                    bf_xnor_lut_layout(source.row(p * rows), source.words, rows, source.words, mp.baseAddress! + p * rows,
+                                       table + p * partBytes)
+                }
             }
             owned.append(UnsafeMutableRawPointer(table))
             lookup = UnsafePointer(table)

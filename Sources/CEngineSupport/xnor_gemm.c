@@ -294,7 +294,7 @@ static void bf_xnor_avx2(const uint64_t *a, long lda, long n, const uint64_t *w,
 // 1.3-1.4x the nibble kernel.
 
 #if BF_X86
-#define BF_LUT_PANEL 32     // rows per vector
+#define BF_LUT_PANEL BF_XNOR_LUT_PANEL     // rows per vector
 #define BF_LUT_PANELS 3     // row vectors per tile
 #define BF_LUT_CHUNK 31     // K bytes per pass: 31 × 8 ≤ 255, so byte counters cannot overflow
 #define BF_LUT_GROUP 32     // samples whose 16-bit counters are kept at once
@@ -330,11 +330,14 @@ int bf_xnor_lut_used(int path, long rows, long words) {
 #endif
 }
 
-long bf_xnor_lut_bytes(long rows, long words) { return (rows + 31) / 32 * words * 8 * 64; }
+long bf_xnor_lut_bytes(long rows, long words) {
+    const long panels = (rows + BF_XNOR_LUT_PANEL - 1) / BF_XNOR_LUT_PANEL;
+    return panels * (words * 8 * 2 * BF_XNOR_LUT_PANEL + BF_XNOR_LUT_PANEL * 2);
+}
 
-void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, uint8_t *dst) {
+void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, const int32_t *maxPop, uint8_t *dst) {
 #if BF_X86
-    const long kBytes = words * 8;
+    const long kBytes = words * 8, panels = (rows + BF_LUT_PANEL - 1) / BF_LUT_PANEL;
     memset(dst, 0, (size_t)bf_xnor_lut_bytes(rows, words));
     for (long r = 0; r < rows; r++) {
         const uint8_t *row = (const uint8_t *)(src + r * ld);
@@ -344,8 +347,20 @@ void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, uin
             panel[kb * 64 + 32] = row[kb] >> 4;
         }
     }
+    // per panel, its rows' thresholds in the counters' order (16 even then 16 odd byte positions), clamped to what
+    // a signed 16-bit compare can hold (a count is 0…32 704: below 0 no count passes, and 32 767 lets every count
+    // pass, as the int32 thresholds do); rows past `rows` get -1, so their bits come out 0
+    int16_t *t = (int16_t *)(dst + panels * kBytes * 64);
+    for (long p = 0; p < panels; p++, t += 2 * 16) {
+        for (int q = 0; q < BF_LUT_PANEL; q++) {
+            const long r = p * BF_LUT_PANEL + q;
+            const int32_t v = r < rows ? maxPop[r] : -1;
+            const int pos = bf_lut_position(q);
+            t[(pos & 1) * 16 + pos / 2] = (int16_t)(v < -1 ? -1 : v > 32767 ? 32767 : v);
+        }
+    }
 #else
-    (void)src; (void)ld; (void)rows; (void)words; (void)dst;
+    (void)src; (void)ld; (void)rows; (void)words; (void)maxPop; (void)dst;
 #endif
 }
 
@@ -401,8 +416,9 @@ static _Thread_local uint16_t bf_lut_counts[BF_LUT_GROUP][BF_LUT_PANELS * 2][16]
 
 __attribute__((target(BF_AVX2_TARGET)))
 static void bf_xnor_threshold_lut_avx2(const uint64_t *a, long lda, long n, const uint8_t *lut, long m, long words,
-                                       const int32_t *maxPop, uint64_t *bits, long ldbits) {
+                                       uint64_t *bits, long ldbits) {
     const long panels = (m + BF_LUT_PANEL - 1) / BF_LUT_PANEL, kBytes = words * 8, panelBytes = kBytes * 64;
+    const uint8_t *thresholds = lut + panels * panelBytes;
     __m256i(*counts)[BF_LUT_PANELS * 2] = (__m256i(*)[BF_LUT_PANELS * 2])bf_lut_counts;
     for (long i0 = 0; i0 < n; i0 += BF_LUT_GROUP) {
         const long g = n - i0 < BF_LUT_GROUP ? n - i0 : BF_LUT_GROUP;
@@ -427,18 +443,10 @@ static void bf_xnor_threshold_lut_avx2(const uint64_t *a, long lda, long n, cons
                 }
             }
             for (long r = 0; r < np; r++) {
-                const long p = p0 + r, rows = m - p * BF_LUT_PANEL < BF_LUT_PANEL ? m - p * BF_LUT_PANEL : BF_LUT_PANEL;
-                // thresholds in the counters' order, clamped to what a signed 16-bit compare can hold (a count is
-                // 0…32 704: below 0 no count passes, and 32 767 lets every count pass, as the int32 thresholds do)
-                int16_t even[16] __attribute__((aligned(32))), odd[16] __attribute__((aligned(32)));
-                for (int q = 0; q < BF_LUT_PANEL; q++) {
-                    const int32_t t = q < rows ? maxPop[p * BF_LUT_PANEL + q] : -1;
-                    const int16_t c = (int16_t)(t < -1 ? -1 : t > 32767 ? 32767 : t);
-                    const int pos = bf_lut_position(q);
-                    if (pos & 1) odd[pos / 2] = c; else even[pos / 2] = c;
-                }
-                const __m256i te = _mm256_load_si256((const __m256i *)even);
-                const __m256i to = _mm256_load_si256((const __m256i *)odd);
+                const long p = p0 + r;
+                // the panel's thresholds, laid out with its weights (bf_xnor_lut_layout)
+                const __m256i te = _mm256_loadu_si256((const __m256i *)(thresholds + p * 64));
+                const __m256i to = _mm256_loadu_si256((const __m256i *)(thresholds + p * 64 + 32));
                 for (long i = 0; i < g; i++) {
                     const __m256i gtE = _mm256_cmpgt_epi16(counts[i][2 * r], te);
                     const __m256i gtO = _mm256_cmpgt_epi16(counts[i][2 * r + 1], to);
@@ -460,7 +468,7 @@ void bf_xnor_threshold_lut(int path, const uint64_t *a, long lda, long n, const 
     if (lut && n >= 2 && bf_xnor_lut_used(path, m, words)) {
         const long outWords = (m + 63) / 64;
         for (long i = 0; i < n; i++) memset(bits + i * ldbits, 0, (size_t)outWords * 8);
-        bf_xnor_threshold_lut_avx2(a, lda, n, lut, m, words, maxPop, bits, ldbits);
+        bf_xnor_threshold_lut_avx2(a, lda, n, lut, m, words, bits, ldbits);
         return;
     }
 #endif

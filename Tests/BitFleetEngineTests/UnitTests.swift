@@ -127,9 +127,9 @@ struct KernelTests {
         }}
         guard bf_xnor_lut_used(path.code, m, words) != 0 else { return (out, bits, nil) }
         var lut = [UInt8](repeating: 0xA5, count: bf_xnor_lut_bytes(m, words))
-        b.withUnsafeBufferPointer { bp in lut.withUnsafeMutableBufferPointer { lp in
-            bf_xnor_lut_layout(bp.baseAddress!, words, m, words, lp.baseAddress!)
-        }}
+        b.withUnsafeBufferPointer { bp in mp.withUnsafeBufferPointer { mpp in lut.withUnsafeMutableBufferPointer { lp in
+            bf_xnor_lut_layout(bp.baseAddress!, words, m, words, mpp.baseAddress!, lp.baseAddress!)
+        }}}
         var lookupBits = [UInt64](repeating: 0xDEAD_BEEF, count: n * ldBits)
         a.withUnsafeBufferPointer { ap in w.withUnsafeBufferPointer { wp in lut.withUnsafeBufferPointer { lp in
             mp.withUnsafeBufferPointer { mpp in lookupBits.withUnsafeMutableBufferPointer { bp in

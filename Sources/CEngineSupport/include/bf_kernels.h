@@ -47,17 +47,20 @@ void bf_xnor_threshold(int path, const uint64_t *a, long lda, long n, const uint
 void bf_xnor_threshold_prefetch(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
                                 const int32_t *maxPop, uint64_t *bits, long ldbits, const void *next, long nextBytes);
 
-/// The AVX2 lookup kernel's weight layout, for threshold layers: per panel of 32 rows and per K byte, 32 bytes of
-/// the rows' low nibbles then 32 of their high nibbles (rows in the order `bf_xnor_threshold_lut` needs); rows past
-/// `rows` zero. 1 when the lookup kernel runs for a `rows` × `words` layer on `path` (AVX2 on a CPU with it,
-/// ≥ 32 rows, ≤ 511 words).
+/// Rows per panel of the AVX2 lookup kernel's layout (one 32-byte vector holds one K byte's nibbles of 32 rows).
+#define BF_XNOR_LUT_PANEL 32
+/// The AVX2 lookup kernel's layout of a threshold layer: per panel of 32 rows and per K byte, 32 bytes of the rows'
+/// low nibbles then 32 of their high nibbles (rows in the order `bf_xnor_threshold_lut` needs; rows past `rows`
+/// zero); then per panel its rows' `maxPop` thresholds as 32 int16 in the same order, clamped to −1 … 32 767 (so the
+/// kernel compares them as they are, with no per-call work). 1 when the lookup kernel runs for a `rows` × `words`
+/// layer on `path` (AVX2 on a CPU with it, ≥ 32 rows, ≤ 511 words).
 int bf_xnor_lut_used(int path, long rows, long words);
-/// Bytes of the lookup layout: `ceil(rows / 32) × words × 8 × 64`.
+/// Bytes of the lookup layout: `ceil(rows / 32) × (words × 8 × 64 + 64)`.
 long bf_xnor_lut_bytes(long rows, long words);
-void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, uint8_t *dst);
+void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, const int32_t *maxPop, uint8_t *dst);
 
 /// `bf_xnor_threshold_prefetch` with the same result, run by the AVX2 lookup kernel over `lut` (laid out by
-/// `bf_xnor_lut_layout` from the same rows as `w`) where `lut` is not null, `n ≥ 2` and
+/// `bf_xnor_lut_layout` from the same rows as `w` and the same `maxPop`) where `lut` is not null, `n ≥ 2` and
 /// `bf_xnor_lut_used(path, m, words)`; otherwise by the kernel of `path` over `w`.
 void bf_xnor_threshold_lut(int path, const uint64_t *a, long lda, long n, const uint64_t *w, const uint8_t *lut,
                            long m, long words, const int32_t *maxPop, uint64_t *bits, long ldbits, const void *next,
