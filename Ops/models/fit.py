@@ -588,6 +588,29 @@ def teacher_overlap(args, t):
     return None
 
 
+def check_kd_teacher(args, X, n_classes):
+    """--kd-teacher ONNX: a float classifier of this run's inputs (input `x`: float32 [N, features] = the 8-bit inputs
+    / 255, as fit.py's float twins take them; output: logits [N, classes]) to distil the binary model from. Returns
+    an OnnxTeacher; FitError saying what does not fit otherwise."""
+    path = args.kd_teacher
+    if args.teacher:
+        raise FitError("--kd-teacher and --teacher exclude each other: --teacher's float twin is the teacher already")
+    if args.kd <= 0:
+        raise FitError(f"--kd-teacher needs distillation (--kd > 0, this run: {args.kd})")
+    if not os.path.isfile(path):
+        raise FitError(f"--kd-teacher {path}: no such file")
+    try:
+        teacher = OnnxTeacher(path, args.threads)
+        out = teacher(X[:8])[0]
+    except Exception as e:   # onnxruntime raises its own exception types for a bad file or a wrong input shape
+        raise FitError(f"--kd-teacher {path}: cannot run it on this data's inputs ({X.shape[1]} features as float32 "
+                       f"input `x`): {str(e).splitlines()[0]}")
+    if tuple(out.shape) != (min(8, len(X)), n_classes):
+        raise FitError(f"--kd-teacher {path}: its output has shape {tuple(out.shape)} for {min(8, len(X))} samples; "
+                       f"this data has {n_classes} classes")
+    return teacher
+
+
 def find_bitfleet(explicit):
     if explicit:
         return explicit if os.path.exists(explicit) else None
@@ -710,7 +733,9 @@ def write_card(out, m):
         + float_text(a) + f" Binary: {real_text(a)}{a['epochs']} epochs with batch statistics"
         + (f" then {a['finetune']} with batch-norm frozen to population statistics" if a["finetune"] else "")
         + ", straight-through estimator, "
-        f"distilled from the float twin (weight {a['kd']}, T = 4). Batch-norm re-estimated over the training split "
+        + (f"distilled from `{a['kd_teacher']}` (held-out accuracy {pct(m['kd_teacher_acc'])}), not from its "
+           f"own float twin" if a.get("kd_teacher") else "distilled from the float twin")
+        + f" (weight {a['kd']}, T = 4). Batch-norm re-estimated over the training split "
         f"and folded into integer thresholds at export.{augmentation(a)} "
         + ("" if a.get("teacher") else f"Float twin {fmt_time(m['float_seconds'])}, ")
         + f"binary {fmt_time(m['binary_seconds'])}.",
@@ -815,6 +840,10 @@ def parse_args(argv):
                    "output folder, same data scaling, classes and architecture) instead of training one: its "
                    "float/model.onnx and model_int8.onnx are copied as this model's twins (saves the float phase when "
                    "only binary-side options change; the float twin's --shift is then the teacher's)")
+    g.add_argument("--kd-teacher", metavar="ONNX", help="distil the binary model from this float ONNX classifier "
+                   "(input x: float32 [N, features] = the 8-bit inputs / 255, output: logits [N, classes]; e.g. a "
+                   "larger model's float/model.onnx) instead of its own float twin, which is still trained and "
+                   "reported as the twin")
     g.add_argument("--real-weights", type=int, default=0, metavar="N",
                    help="two-step training of the binary model (as in ReActNet): first N epochs with real-valued "
                    "weights and binary activations, then the --epochs/--finetune schedule with binary weights "
@@ -973,6 +1002,7 @@ def fit(args, argv):
                   f"samples ({args.teacher_overlap}), so every held-out accuracy below is optimistic; for a clean "
                   f"figure give the teacher the same --data, --val-split and --split-seed, or use --heldout",
                   file=sys.stderr, flush=True)
+    kd_teacher = check_kd_teacher(args, Xtr, len(classes)) if args.kd_teacher else None
     print(f"data: {data['kind']} {args.data}: {len(X)} samples x {D} features, classes {classes} "
           f"(counts {data['counts']}); train {len(tr)}, held-out {len(va)}  [{time.time() - t_load:.1f}s]", flush=True)
     print(f"inputs: {data['scaling_note']}", flush=True)
@@ -1013,6 +1043,12 @@ def fit(args, argv):
         calibrate(fmodel, Xtr)
         teacher = fmodel.eval() if args.kd > 0 else None
     float_seconds = time.time() - t0
+    kd_teacher_acc = None
+    if kd_teacher:
+        teacher = kd_teacher
+        kd_teacher_acc = float((np.concatenate([kd_teacher(Xva[i:i + 4096])[0].numpy() for i in range(0, len(Xva), 4096)])
+                                .argmax(1) == yva).mean())
+        print(f"teacher: {args.kd_teacher}, held-out acc {kd_teacher_acc * 100:.2f}% (not the float twin)", flush=True)
 
     # binary
     t0 = time.time()
@@ -1103,6 +1139,7 @@ def fit(args, argv):
                   scaling_note=data["scaling_note"], preprocess=bool(data["preprocess"])),
         binary_heldout_acc=bin_acc, binary_torch_acc=torch_acc, exact_agreement=agree,
         exact_logits_identical=identical, float_onnx_acc=facc, float_torch_acc=ftorch, int8_acc=iacc,
+        kd_teacher_acc=kd_teacher_acc,
         float_samples_per_s=fsps, int8_samples_per_s=isps, engine=engine,
         safetensors_bytes=os.path.getsize(st), sha256=sha256_file(st),
         float_onnx_bytes=os.path.getsize(onnx_path), int8_onnx_bytes=os.path.getsize(int8_path),

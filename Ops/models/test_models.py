@@ -879,14 +879,40 @@ def test_fit_heldout_set():
               f"no warning that the teacher trained on the held-out split: {se[-1500:]}")
         check("**The held-out figures on this card are optimistic**" in open(os.path.join(out_v, "MODEL_CARD.md")).read(),
               "the card does not say its held-out figures are optimistic")
+        # --kd-teacher ONNX: distilled from that float model while its own float twin is still trained; with the
+        # student's options and the teacher's float twin as the ONNX, the binary model is the --teacher student's,
+        # byte for byte (the binary phase does not depend on the float phase)
+        out_k = os.path.join(td, "student_kd")
+        onnx = os.path.join(out, "float", "model.onnx")
+        rc, so, se = run_fit(["--data", os.path.join(td, "train.npz"), "--heldout", os.path.join(td, "test.npz"),
+                              "--out", out_k, "--bitfleet", "none", "--kd-teacher", onnx, "--planes", "8",
+                              "--shape", "28,28", "--shift", "0", "--binary-shift", "1"] + FIT_SMALL)
+        check(rc == 0, f"fit.py --kd-teacher rc {rc}: {se[-2000:]}{so[-2000:]}")
+        mk = check_model_dir(out_k, 10, 784, x[480:], y[480:])
+        check(len(mk["history"]["float"]) == 4 and "[float]" in so, "no float twin was trained with --kd-teacher")
+        check(mk["kd_teacher_acc"] == m["float_onnx_acc"],
+              f"the teacher's held-out accuracy {mk['kd_teacher_acc']} is not its ONNX accuracy {m['float_onnx_acc']}")
+        check(mk["sha256"] == mt["sha256"], "the binary model distilled with --kd-teacher differs from the --teacher "
+                                            "student's (same options, same teacher)")
+        card_k = open(os.path.join(out_k, "MODEL_CARD.md")).read()
+        check(f"distilled from `{onnx}`" in card_k and "not from its own float twin" in card_k,
+              "the card does not name the --kd-teacher")
         for bad, why in ((["--teacher", out, "--experts", "8"], "experts 4 (this run: 8)"),
-                         (["--teacher", td], "not a fit.py output folder")):
+                         (["--teacher", td], "not a fit.py output folder"),
+                         (["--kd-teacher", onnx + ".missing"], "no such file"),
+                         (["--kd-teacher", onnx, "--teacher", out], "exclude each other"),
+                         (["--kd-teacher", onnx, "--kd", "0"], "needs distillation")):
             rc, so, se = run_fit(["--data", os.path.join(td, "train.npz"), "--out", out + "3", "--bitfleet", "none"]
                                  + FIT_SMALL + bad)
-            check(rc == 2 and "--teacher" in se and why in se, f"{bad}: rc {rc}: {se.strip()}")
+            check(rc == 2 and "teacher" in se and why in se, f"{bad}: rc {rc}: {se.strip()}")
             check(not os.path.exists(out + "3"), f"{bad}: a model directory was written")
         keep = y[480:] < 5
         np.savez(os.path.join(td, "five.npz"), X=x[480:][keep], y=y[480:][keep])
+        # a teacher of ten classes for data of five
+        rc, so, se = run_fit(["--data", os.path.join(td, "five.npz"), "--out", out + "4", "--bitfleet", "none",
+                              "--kd-teacher", onnx] + FIT_SMALL)
+        check(rc == 2 and "--kd-teacher" in se and "this data has 5 classes" in se, f"five classes: rc {rc}: {se.strip()}")
+        check(not os.path.exists(out + "4"), "five classes: a model directory was written")
         np.savez(os.path.join(td, "floats.npz"), X=x[480:].astype(np.float64) / 40.0, y=y[480:])
         for bad, why in (("five.npz", "classes"), ("floats.npz", "input_scale")):
             rc, so, se = run_fit(["--data", os.path.join(td, "train.npz"), "--heldout", os.path.join(td, bad),
@@ -895,7 +921,8 @@ def test_fit_heldout_set():
             check(not os.path.exists(out + "2"), f"{bad}: a model directory was written")
     return ("trained on all 480 samples (a real-weight warm-up epoch first), accuracy on the 120 held out equals "
             "reference.py's; 2 mismatched sets refused; a second fit distilled from its float twin (--teacher), "
-            "2 bad teachers refused; a teacher that trained on the student's held-out split is flagged")
+            "the same binary model from its ONNX with a twin of its own (--kd-teacher), 5 bad teachers refused; a "
+            "teacher that trained on the student's held-out split is flagged")
 
 
 def test_teacher_overlap():
