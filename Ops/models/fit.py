@@ -430,13 +430,14 @@ def shifted(xb, shape, n, gen):
     return padded[torch.arange(B).reshape(B, 1, 1), rows, cols].reshape(B, H * W)
 
 
-def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=None, shape=None):
+def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=None, shape=None, lr=None):
     import torch
     import torch.nn.functional as F
     from bitfleet_torch import Adam, calibrate
     gen = torch.Generator().manual_seed(args.seed + (1 if model.binary else 0))
 
-    opt = Adam(model.parameters(), lr=args.lr)
+    lr0 = args.lr if lr is None else lr
+    opt = Adam(model.parameters(), lr=lr0)
     n = len(X)
     nb = max(1, math.ceil(n / args.batch))
     rng = np.random.default_rng(args.seed + (1 if model.binary else 0))
@@ -459,9 +460,9 @@ def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=N
         tl = tc = 0.0
         for b in range(nb):
             if frozen:
-                lr = 0.5 * args.lr * 0.3 * (1 + math.cos(math.pi * ((ep - epochs) * nb + b) / (finetune * nb)))
+                lr = 0.5 * lr0 * 0.3 * (1 + math.cos(math.pi * ((ep - epochs) * nb + b) / (finetune * nb)))
             else:
-                lr = 0.5 * args.lr * (1 + math.cos(math.pi * (ep * nb + b) / (epochs * nb)))
+                lr = 0.5 * lr0 * (1 + math.cos(math.pi * (ep * nb + b) / (epochs * nb)))
             opt.lr = lr
             ids = perm[b * args.batch:(b + 1) * args.batch]
             if len(ids) < 2:
@@ -729,7 +730,9 @@ def write_card(out, m):
         "## Training",
         "",
         f"PyTorch {m['torch_version']} (CPU, {a['threads']} thread(s)), layers from `Ops/models/bitfleet_torch.py`. "
-        f"Adam, cosine learning-rate decay from {a['lr']}, batch {a['batch']}, load-balancing loss weight {a['aux']}. "
+        f"Adam, cosine learning-rate decay from {a['lr']}"
+        + (f" ({a['binary_lr']} in the binary-weight epochs)" if a.get("binary_lr") is not None else "")
+        + f", batch {a['batch']}, load-balancing loss weight {a['aux']}. "
         + float_text(a) + f" Binary: {real_text(a)}{a['epochs']} epochs with batch statistics"
         + (f" then {a['finetune']} with batch-norm frozen to population statistics" if a["finetune"] else "")
         + ", straight-through estimator, "
@@ -844,6 +847,9 @@ def parse_args(argv):
                    "(input x: float32 [N, features] = the 8-bit inputs / 255, output: logits [N, classes]; e.g. a "
                    "larger model's float/model.onnx) instead of its own float twin, which is still trained and "
                    "reported as the twin")
+    g.add_argument("--binary-lr", type=float, metavar="LR", help="the learning rate of the binary-weight epochs "
+                   "(--epochs/--finetune of the binary model), e.g. lower than --lr after --real-weights so that "
+                   "binarising keeps more of what the real-weight epochs learned (default: --lr)")
     g.add_argument("--real-weights", type=int, default=0, metavar="N",
                    help="two-step training of the binary model (as in ReActNet): first N epochs with real-valued "
                    "weights and binary activations, then the --epochs/--finetune schedule with binary weights "
@@ -910,6 +916,8 @@ def parse_args(argv):
         ap.error("--planes must be 1..8")
     if not 1 <= args.top_k <= args.experts:
         ap.error("need 1 <= --top-k <= --experts")
+    if args.binary_lr is not None and not args.binary_lr > 0:
+        ap.error("--binary-lr must be > 0")
     return args
 
 
@@ -1016,7 +1024,8 @@ def fit(args, argv):
             print(f"conv2: {c2['channels']} binary {c2['kernel']}x{c2['kernel']}x{c['channels']} filters, stride "
                   f"{c2['stride']}, no padding, OR-pool {c2['pool']} -> {conv_features} features", flush=True)
     print(f"model: stem {args.stem}{' (none)' if args.stem == 0 else ''}, planes {args.planes}, experts {args.experts}, top-{args.top_k}, hidden "
-          f"{args.hidden}; epochs {args.epochs} + {args.finetune} frozen-bn, batch {args.batch}, lr {args.lr}, "
+          f"{args.hidden}; epochs {args.epochs} + {args.finetune} frozen-bn, batch {args.batch}, lr {args.lr}"
+          f"{'' if args.binary_lr is None else f' (binary {args.binary_lr})'}, "
           f"kd {args.kd}, shift {args.shift} (binary {args.binary_shift}), real-weight epochs {args.real_weights}, threads {args.threads}", flush=True)
     if teacher_onnx:
         print(f"teacher: the float twin of {args.teacher} (trained with --shift {args.shift}); no float phase",
@@ -1060,7 +1069,7 @@ def fit(args, argv):
                       shape=data["input_shape"])
         bmodel.set_real_weights(False)
     bhist = train(bmodel, Xtr, ytr, Xva, yva, args, clock, "binary", args.epochs, args.finetune, teacher,
-                  shape=data["input_shape"])
+                  shape=data["input_shape"], lr=args.binary_lr)
     calibrate(bmodel, Xtr)
     binary_seconds = time.time() - t0
     torch_acc = float((predict(bmodel, Xva).argmax(1) == yva).mean())

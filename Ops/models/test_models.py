@@ -851,6 +851,27 @@ def test_fit_heldout_set():
         # --real-weights 1: one warm-up epoch before the binary schedule, named in the card and the history
         check(len(m["history"]["binary_real"]) == 1 and len(m["history"]["binary"]) == 4, f"history {m['history']}")
         check("first 1 epochs with real-valued weights" in card, "the card does not name the real-weight warm-up")
+        # --binary-lr: the binary-weight epochs alone get another learning rate (the real-weight warm-up is the same
+        # epoch for epoch, the binary epochs are not), and the card says so; 0 is refused
+        out_l = os.path.join(td, "binary_lr")
+        rc, so, se = run_fit(["--data", os.path.join(td, "train.npz"), "--heldout", os.path.join(td, "test.npz"),
+                              "--out", out_l, "--bitfleet", "none", "--real-weights", "1", "--binary-lr", "2e-4"]
+                             + FIT_SMALL)
+        check(rc == 0, f"fit.py --binary-lr rc {rc}: {se[-2000:]}{so[-2000:]}")
+        ml = json.load(open(os.path.join(out_l, "fit_metrics.json")))
+        same = lambda h: [(e["loss"], e["train_acc"]) for e in h]
+        check(same(ml["history"]["binary_real"]) == same(m["history"]["binary_real"]),
+              "--binary-lr changed the real-weight epochs")
+        check(same(ml["history"]["binary"]) != same(m["history"]["binary"]), "--binary-lr did not change the binary epochs")
+        check("(0.0002 in the binary-weight epochs)" in open(os.path.join(out_l, "MODEL_CARD.md")).read(),
+              "the card does not name the binary-weight learning rate")
+        import fit
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            try:
+                rc = fit.main(["--data", os.path.join(td, "train.npz"), "--out", out_l + "2", "--binary-lr", "0"])
+            except SystemExit as e:   # argparse's ap.error
+                rc = e.code
+        check(rc == 2 and "--binary-lr must be > 0" in err.getvalue(), f"--binary-lr 0: rc {rc} {err.getvalue()[-300:]}")
         # --teacher: a second fit distils from this one's float twin instead of training its own; the twins are
         # copied; a teacher of another architecture or a folder that is no fit output is refused before training
         out_t = os.path.join(td, "student")
@@ -919,7 +940,8 @@ def test_fit_heldout_set():
                                   "--out", out + "2", "--bitfleet", "none"] + FIT_SMALL)
             check(rc == 2 and "--heldout" in se and why in se, f"{bad}: rc {rc}: {se.strip()}")
             check(not os.path.exists(out + "2"), f"{bad}: a model directory was written")
-    return ("trained on all 480 samples (a real-weight warm-up epoch first), accuracy on the 120 held out equals "
+    return ("trained on all 480 samples (a real-weight warm-up epoch first; --binary-lr changes only the epochs "
+            "after it), accuracy on the 120 held out equals "
             "reference.py's; 2 mismatched sets refused; a second fit distilled from its float twin (--teacher), "
             "the same binary model from its ONNX with a twin of its own (--kd-teacher), 5 bad teachers refused; a "
             "teacher that trained on the student's held-out split is flagged")
