@@ -330,9 +330,12 @@ int bf_xnor_lut_used(int path, long rows, long words) {
 #endif
 }
 
+// After the panels' weights: each panel's 32 thresholds as int16, 16 for its even then 16 for its odd byte positions.
+#define BF_LUT_THRESHOLD_BYTES ((long)(BF_XNOR_LUT_PANEL * sizeof(int16_t)))
+
 long bf_xnor_lut_bytes(long rows, long words) {
     const long panels = (rows + BF_XNOR_LUT_PANEL - 1) / BF_XNOR_LUT_PANEL;
-    return panels * (words * 8 * 2 * BF_XNOR_LUT_PANEL + BF_XNOR_LUT_PANEL * 2);
+    return panels * (words * 8 * 2 * BF_XNOR_LUT_PANEL + BF_LUT_THRESHOLD_BYTES);
 }
 
 void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, const int32_t *maxPop, uint8_t *dst) {
@@ -351,12 +354,12 @@ void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, con
     // a signed 16-bit compare can hold (a count is 0…32 704: below 0 no count passes, and 32 767 lets every count
     // pass, as the int32 thresholds do); rows past `rows` get -1, so their bits come out 0
     int16_t *t = (int16_t *)(dst + panels * kBytes * 64);
-    for (long p = 0; p < panels; p++, t += 2 * 16) {
+    for (long p = 0; p < panels; p++, t += BF_LUT_PANEL) {
         for (int q = 0; q < BF_LUT_PANEL; q++) {
             const long r = p * BF_LUT_PANEL + q;
             const int32_t v = r < rows ? maxPop[r] : -1;
             const int pos = bf_lut_position(q);
-            t[(pos & 1) * 16 + pos / 2] = (int16_t)(v < -1 ? -1 : v > 32767 ? 32767 : v);
+            t[(pos & 1) * (BF_LUT_PANEL / 2) + pos / 2] = (int16_t)(v < -1 ? -1 : v > 32767 ? 32767 : v);
         }
     }
 #else
@@ -445,8 +448,9 @@ static void bf_xnor_threshold_lut_avx2(const uint64_t *a, long lda, long n, cons
             for (long r = 0; r < np; r++) {
                 const long p = p0 + r;
                 // the panel's thresholds, laid out with its weights (bf_xnor_lut_layout)
-                const __m256i te = _mm256_loadu_si256((const __m256i *)(thresholds + p * 64));
-                const __m256i to = _mm256_loadu_si256((const __m256i *)(thresholds + p * 64 + 32));
+                const uint8_t *tp = thresholds + p * BF_LUT_THRESHOLD_BYTES;
+                const __m256i te = _mm256_loadu_si256((const __m256i *)tp);
+                const __m256i to = _mm256_loadu_si256((const __m256i *)(tp + BF_LUT_THRESHOLD_BYTES / 2));
                 for (long i = 0; i < g; i++) {
                     const __m256i gtE = _mm256_cmpgt_epi16(counts[i][2 * r], te);
                     const __m256i gtO = _mm256_cmpgt_epi16(counts[i][2 * r + 1], to);

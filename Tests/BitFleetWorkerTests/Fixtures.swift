@@ -30,6 +30,10 @@ final class FleetFixture: @unchecked Sendable {
         http = try HTTPFixture(root: root)
     }
 
+    deinit {
+        try? FileManager.default.removeItem(at: root)   // the model and the files it served
+    }
+
     /// Writes `rows` samples of uint8 features as a .npy file served at /name; returns its URL.
     @discardableResult
     func serveNPY(_ name: String, samples: [[UInt8]]) throws -> String {
