@@ -518,7 +518,7 @@ def ort_eval(path, Xv, yv, threads, bench_seconds, batch=256):
     """(held-out accuracy, samples/s at `batch`) of an ONNX float classifier."""
     sess = ort_session(path, threads)
     acc = ort_accuracy(sess, Xv, yv)
-    xb = np.resize(Xv.astype(np.float32) / np.float32(255), (batch, Xv.shape[1])).astype(np.float32)
+    xb = np.resize(Xv, (batch, Xv.shape[1])).astype(np.float32) / np.float32(255)
     sess.run(None, {"x": xb})
     n, t0 = 0, time.perf_counter()
     while True:
