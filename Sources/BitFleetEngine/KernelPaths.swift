@@ -116,14 +116,17 @@ public enum StemKernel: String, Sendable, CaseIterable, Codable {
 public struct KernelSelection: Sendable, Equatable {
     public var xnor: XNORPath?
     public var stem: StemKernel
+    public var conv: ConvAlgorithm
 
-    public init(xnor: XNORPath? = nil, stem: StemKernel = .automatic) {
+    public init(xnor: XNORPath? = nil, stem: StemKernel = .automatic, conv: ConvAlgorithm = .automatic) {
         self.xnor = xnor
         self.stem = stem
+        self.conv = conv
     }
 
-    /// `BITFLEET_KERNEL_PATH` forces the XNOR path, `BITFLEET_STEM_KERNEL` the stem kernel (for comparisons and
-    /// tests). A value that names no kernel is an error, not a silent default.
+    /// `BITFLEET_KERNEL_PATH` forces the XNOR path, `BITFLEET_STEM_KERNEL` the stem kernel, `BITFLEET_CONV_KERNEL`
+    /// a conv front's kernel (`table` or `direct`; for comparisons and tests). A value that names no kernel is an
+    /// error, not a silent default.
     public static func fromEnvironment(_ env: [String: String]) throws(ModelError) -> KernelSelection {
         var s = KernelSelection()
         if let v = env["BITFLEET_KERNEL_PATH"], !v.isEmpty {
@@ -140,13 +143,20 @@ public struct KernelSelection: Sendable, Equatable {
             }
             s.stem = k
         }
+        if let v = env["BITFLEET_CONV_KERNEL"], !v.isEmpty {
+            guard let c = ConvAlgorithm(rawValue: v) else {
+                throw ModelError(.config, "BITFLEET_CONV_KERNEL=\(v) names no conv kernel; expected one of "
+                    + ConvAlgorithm.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            s.conv = c
+        }
         return s
     }
 
     /// The process environment.
     public static func fromProcessEnvironment() throws(ModelError) -> KernelSelection {
         var env: [String: String] = [:]
-        for name in ["BITFLEET_KERNEL_PATH", "BITFLEET_STEM_KERNEL"] {
+        for name in ["BITFLEET_KERNEL_PATH", "BITFLEET_STEM_KERNEL", "BITFLEET_CONV_KERNEL"] {
             if let p = getenv(name) { env[name] = String(cString: p) }
         }
         return try fromEnvironment(env)

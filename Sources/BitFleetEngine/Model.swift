@@ -40,9 +40,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
     let stemLookup: StemLookupWeights?
     /// The stem weights as {0, 1} bytes for the int8 kernels (nil unless a chosen stem kernel is `.vnni`/`.amx`).
     let stemInt8: UnsafePointer<UInt8>?
-    /// A conv model's filters and thresholds for the direct conv kernel that stands for `stemKernel`
-    /// (`StemKernel.convDirect`; nil for a v1 model, or when the conv runs as windows through the stem kernels).
-    let convDirect: (path: Int32, packed: UnsafePointer<UInt8>)?
+    /// A conv model's own conv kernel, standing for `stemKernel` (`ConvFront.kind`: the table or a direct kernel),
+    /// with its filters and thresholds; nil for a v1 model, or when the conv runs as windows through the stem kernels.
+    let convFront: ConvFront?
     /// Which stem kernel `predict` uses for micro-batches of at least 16 samples (never `.automatic`).
     public let stemKernel: StemKernel
     /// The stem kernel for micro-batches of fewer than 16 samples: a 16 × 16 AMX tile wastes most of its work on
@@ -51,14 +51,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
     public let stemKernelSmallBatch: StemKernel
     /// Micro-batches below this many samples use `stemKernelSmallBatch`.
     static let smallBatch = 16
-    /// How a conv model's front runs, for logs, metrics and `bitfleet bench`: `direct-vnni`, `direct-avx512bw` or
-    /// `direct-avx2` (the direct kernels), else `windows-` and the stem kernel that runs the windows; nil without a
-    /// conv front.
+    /// How a conv model's front runs, for logs, metrics and `bitfleet bench`: `table-avx2` (the table kernel),
+    /// `direct-vnni`, `direct-avx512bw` or `direct-avx2` (the direct kernels), else `windows-` and the stem kernel
+    /// that runs the windows; nil without a conv front.
     public var convKernel: String? {
         guard conv != nil else { return nil }
-        // the direct kernel is the one standing for `stemKernel` (chosen at load)
-        guard convDirect != nil, let direct = stemKernel.convDirect else { return "windows-\(stemKernel.rawValue)" }
-        return direct.name
+        return convFront?.name ?? "windows-\(stemKernel.rawValue)"
     }
     /// Models with at least this many experts prefetch the next active expert's first layer while one runs: their
     /// experts' weights do not stay in L2 between micro-batches (16 experts' do).
@@ -105,21 +103,24 @@ public final class BinaryMoEModel: @unchecked Sendable {
     /// Loads `directory/config.json` and memory-maps `directory/model.safetensors`, validating every tensor
     /// against the config. With `expectedSHA256`, a file that hashes differently is refused.
     ///
-    /// `stemKernel` picks the input layer's kernel and `xnorPath` the instruction set of the XNOR-popcount
-    /// kernels; every choice computes the same integers. `.automatic` and `nil` take `BITFLEET_STEM_KERNEL` and
-    /// `BITFLEET_KERNEL_PATH` from the environment when set, else the fastest this CPU offers: for models with at
-    /// most 4 input bit planes the stem kernels this CPU supports (AVX2 and AVX-512 lookup, VNNI, AMX) are timed
-    /// once per process on the model's shape, for small and for large micro-batches, and the fastest of each is
-    /// kept (`StemChoice`); otherwise the bit-plane kernel.
+    /// `stemKernel` picks the input layer's kernel, `xnorPath` the instruction set of the XNOR-popcount kernels and
+    /// `convAlgorithm` a conv front's own kernel; every choice computes the same integers. `.automatic` and `nil`
+    /// take `BITFLEET_STEM_KERNEL`, `BITFLEET_KERNEL_PATH` and `BITFLEET_CONV_KERNEL` from the environment when set,
+    /// else the fastest this CPU offers: for models with at most 4 input bit planes the stem kernels this CPU
+    /// supports (AVX2 and AVX-512 lookup, VNNI, AMX) are timed once per process on the model's shape, for small and
+    /// for large micro-batches, and the fastest of each is kept (`StemChoice`); otherwise the bit-plane kernel.
     public static func load(directory: String, expectedSHA256: String? = nil,
-                            stemKernel: StemKernel = .automatic, xnorPath: XNORPath? = nil) throws -> BinaryMoEModel {
+                            stemKernel: StemKernel = .automatic, xnorPath: XNORPath? = nil,
+                            convAlgorithm: ConvAlgorithm = .automatic) throws -> BinaryMoEModel {
         let env = try KernelSelection.fromProcessEnvironment()
         return try BinaryMoEModel(directory: directory, expectedSHA256: expectedSHA256,
                                   stemKernel: stemKernel == .automatic ? env.stem : stemKernel,
-                                  xnorPath: xnorPath ?? env.xnor)
+                                  xnorPath: xnorPath ?? env.xnor,
+                                  convAlgorithm: convAlgorithm == .automatic ? env.conv : convAlgorithm)
     }
 
-    private init(directory: String, expectedSHA256: String?, stemKernel: StemKernel, xnorPath: XNORPath?) throws(ModelError) {
+    private init(directory: String, expectedSHA256: String?, stemKernel: StemKernel, xnorPath: XNORPath?,
+                 convAlgorithm: ConvAlgorithm) throws(ModelError) {
         var dir = directory
         if dir.hasPrefix("file://") {
             dir.removeFirst("file://".count)
@@ -288,26 +289,25 @@ public final class BinaryMoEModel: @unchecked Sendable {
         }
         outputBlocks = InterleavedMatrix(output, parts: E, owned: &owned)
         let chosen = stemKernel == .automatic
-            ? StemChoice.fastest(config: config, stem: stem) : (large: stemKernel, small: stemKernel)
+            ? StemChoice.fastest(config: config, stem: stem, convAlgorithm: convAlgorithm)
+            : (large: stemKernel, small: stemKernel)
         self.stemKernel = chosen.large
         stemKernelSmallBatch = chosen.small
         var stemBytes = 0
-        if let g = conv, let code = chosen.large.convDirectHere?.code {
+        if let g = conv, let (kind, name) = try ConvFront.kind(for: chosen.large, g, convAlgorithm) {
             // a conv front runs image by image with one kernel (the small-batch choice is the same)
-            let count = bf_conv_direct_bytes(code, g.channels, g.kernel)
-            let storage = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 64)
-            let (filters, thresholds) = (stem, stemThreshold)
-            thresholds.withUnsafeBufferPointer {
-                bf_conv_direct_pack(code, filters.base, filters.words, $0.baseAddress!, g.channels, g.kernel,
-                                    storage.assumingMemoryBound(to: UInt8.self))
-            }
-            owned.append(storage)
-            convDirect = (code, UnsafePointer(storage.assumingMemoryBound(to: UInt8.self)))
-            stemBytes += count
+            let front = ConvFront(kind: kind, name: name, geometry: g, filters: stem, thresholds: stemThreshold,
+                                  owned: &owned)
+            convFront = front
+            stemBytes += front.byteCount
         } else {
-            convDirect = nil
+            if convAlgorithm != .automatic, conv != nil {
+                throw ModelError(.config, "BITFLEET_CONV_KERNEL=\(convAlgorithm.rawValue): the \(chosen.large.rawValue) "
+                    + "stem kernel runs this model's conv as windows, not with a conv kernel of its own")
+            }
+            convFront = nil
         }
-        let kernels = convDirect == nil ? [chosen.large, chosen.small] : []
+        let kernels = convFront == nil ? [chosen.large, chosen.small] : []
         if kernels.contains(.lookup) || kernels.contains(.lookupAVX512) {
             let lookup = StemLookupWeights(stem: stem, owned: &owned)
             stemLookup = lookup
@@ -600,7 +600,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let thread = Self.currentThreadKey
         let scratch = scratchPool.withLock { $0.removeValue(forKey: thread) }
             ?? Scratch(config: config, capacity: mb, stemLd: stemLd, tableBytes: stemLookup?.tableBytes ?? 0,
-                       int8Bytes: stemInt8 == nil ? 0 : (stem.bits + 63) / 64 * 64, integerLayer: convDirect == nil)
+                       int8Bytes: stemInt8 == nil ? 0 : (stem.bits + 63) / 64 * 64, integerLayer: convFront == nil)
         defer {
             let spare = scratchPool.withLock { pool -> Scratch? in
                 // threads come and go (tasks, tests): keep at most 64, the thread's own always
@@ -851,11 +851,10 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let shift = Int32(8 - config.inputBitPlanes)
         for i in 0..<n {
             let xi = x + (first + i) * D
-            if let d = convDirect {
-                // filters, thresholds and bits in registers, reading the padded image in place, OR-pooled as they
-                // come; then only the pooled words are laid out as features
-                bf_conv_direct(d.path, xi, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth,
-                               g.pool, shift, d.packed, g.channels, s.convWork, s.convBits)
+            if let f = convFront {
+                // filters, thresholds and bits in registers, OR-pooled as they come; then only the pooled words are
+                // laid out as features
+                f.run(xi, g, shift: shift, work: s.convWork, pooled: s.convBits)
                 bf_conv_pack(s.convBits, g.pooledHeight * g.pooledWidth, g.channels, front + i * wf1, wf1)
                 continue
             } else if stemInt8 != nil, kernel.int8Code != nil {

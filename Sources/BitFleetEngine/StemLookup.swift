@@ -73,15 +73,17 @@ struct StemLookupWeights: @unchecked Sendable {
 enum StemChoice {
     private static let cache = Mutex<[String: (large: StemKernel, small: StemKernel)]>([:])
 
-    static func fastest(config: ModelConfig, stem: PackedMatrix) -> (large: StemKernel, small: StemKernel) {
+    static func fastest(config: ModelConfig, stem: PackedMatrix,
+                        convAlgorithm: ConvAlgorithm = .automatic) -> (large: StemKernel, small: StemKernel) {
         let P = config.inputBitPlanes
         let candidates = [StemKernel.lookup, .lookupAVX512, .vnni, .amx].filter { $0.supports(config) }
         guard let first = candidates.first else { return (.bitPlanes, .bitPlanes) }
         if candidates.count == 1 { return (first, first) }
         if let g = config.convGeometry {
-            let key = "conv \(g.height)x\(g.width) \(g.channels)x\(g.kernel)/\(g.stride)+\(g.padding) P\(P)"
+            let key = "conv \(g.height)x\(g.width) \(g.channels)x\(g.kernel)/\(g.stride)+\(g.padding) pool \(g.pool) P\(P) \(convAlgorithm.rawValue)"
             if let known = cache.withLock({ $0[key] }) { return known }
-            let best = candidates.map { ($0, timeConv($0, g, planes: P, stem: stem)) }.min { $0.1 < $1.1 }!.0
+            let best = candidates.map { ($0, timeConv($0, g, planes: P, stem: stem, convAlgorithm: convAlgorithm)) }
+                .min { $0.1 < $1.1 }!.0
             cache.withLock { $0[key] = (best, best) }
             return (best, best)
         }
@@ -95,10 +97,11 @@ enum StemChoice {
         return (large, small)
     }
 
-    /// Best-of-5 seconds for a conv front over 4 pseudo-random images with `kernel`: the direct conv kernel that
-    /// stands for it (pooling included), or (AMX) the windows through the int8 stem kernel and the threshold (its
-    /// pooling, a few hundred word ORs, not timed).
-    static func timeConv(_ kernel: StemKernel, _ g: ConvGeometry, planes: Int, stem: PackedMatrix) -> Double {
+    /// Best-of-5 seconds for a conv front over 4 pseudo-random images with `kernel`: the conv kernel that stands for
+    /// it with `convAlgorithm` (`ConvFront`: the table or a direct kernel, pooling included), or (AMX) the windows
+    /// through the int8 stem kernel and the threshold (its pooling, a few hundred word ORs, not timed).
+    static func timeConv(_ kernel: StemKernel, _ g: ConvGeometry, planes: Int, stem: PackedMatrix,
+                         convAlgorithm: ConvAlgorithm = .automatic) -> Double {
         let images = 4, D = g.height * g.width, kk = g.taps, C = g.channels
         let shift = Int32(8 - planes)
         var rng = SplitMix64(state: 0x5EED)
@@ -110,17 +113,13 @@ enum StemChoice {
         defer { for p in owned { p.deallocate() } }
         let w8 = work.assumingMemoryBound(to: UInt8.self)
         let run: () -> Void
-        if let code = kernel.convDirectHere?.code {
-            let packed = UnsafeMutableRawPointer.allocate(byteCount: bf_conv_direct_bytes(code, C, g.kernel), alignment: 64)
-            owned.append(packed)
-            let p8 = packed.assumingMemoryBound(to: UInt8.self)
-            thresholds.withUnsafeBufferPointer { bf_conv_direct_pack(code, stem.base, stem.words, $0.baseAddress!, C, g.kernel, p8) }
+        let front: (ConvFront.Kind, String)?
+        do { front = try ConvFront.kind(for: kernel, g, convAlgorithm) } catch { return .infinity }
+        if let (kind, name) = front {
+            let f = ConvFront(kind: kind, name: name, geometry: g, filters: stem, thresholds: thresholds, owned: &owned)
             run = {
                 x.withUnsafeBufferPointer { xs in
-                    for i in 0..<images {
-                        bf_conv_direct(code, xs.baseAddress! + i * D, g.height, g.width, g.kernel, g.stride, g.padding,
-                                       g.outHeight, g.outWidth, g.pool, shift, p8, C, w8, bits)
-                    }
+                    for i in 0..<images { f.run(xs.baseAddress! + i * D, g, shift: shift, work: w8, pooled: bits) }
                 }
             }
         } else {

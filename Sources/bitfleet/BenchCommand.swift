@@ -14,10 +14,11 @@ struct BenchCommand: ParsableCommand {
             else from a calibrated chain of dependent imul; the source is printed). Model: samples/s per core at \
             batch 1 and batch 256, mapped memory, and € per million inferences at --price-per-core-hour. \
             --compare-paths also times every kernel path this CPU supports (XNOR: portable, avx2, \
-            avx512-vpopcntdq; stem: bit-planes, lookup, vnni, amx, or for a conv front the conv kernel each stands for); --experts-scaling N compares random models of \
+            avx512-vpopcntdq; stem: bit-planes, lookup, vnni, amx, or for a conv front the conv kernel each stands for, and for the lookup kernel also the direct conv kernel where the table kernel stands for it); --experts-scaling N compares random models of \
             the reference shape with 16 and N experts at batch 256, the N-expert one with one flat router and, \
             where N has a divisor G near √N, with a two-level router of G groups (format v3). The kernel paths in use are printed (and in \
-            --json as kernelPaths); BITFLEET_KERNEL_PATH and BITFLEET_STEM_KERNEL force them.
+            --json as kernelPaths); BITFLEET_KERNEL_PATH, BITFLEET_STEM_KERNEL and BITFLEET_CONV_KERNEL \
+            (table, direct) force them.
             """)
 
     @Option(help: "Model directory (default: Ops/models/fashion if present, else a random model written to a temp dir).")
@@ -315,12 +316,20 @@ struct BenchCommand: ParsableCommand {
             }
             for sk in StemKernel.allCases where sk != .automatic && sk.isSupportedByCPU {
                 guard let m = try? BinaryMoEModel.load(directory: dir!, stemKernel: sk, xnorPath: kernelPath) else { continue }
-                let (perSecond, _, _) = try Self.throughput(m, inputs, batch: 256, threads: 1, seconds: seconds / 2)
-                // a conv front runs on the conv kernel that stands for this stem kernel (a stem after it, if any, on the
-                // stem kernel itself): name the conv kernel
-                let (kind, path) = m.convKernel.map { ("model-conv", "\($0) (stem kernel \(sk.rawValue))") }
-                    ?? ("model-stem", sk.rawValue)
-                pathRows.append(PathRow(kind: kind, path: path, figure: perSecond, unit: "samples/s at batch 256"))
+                // a conv front that the table kernel runs is also timed on the direct kernel
+                var models = [m]
+                if m.convKernel == "table-avx2",
+                   let d = try? BinaryMoEModel.load(directory: dir!, stemKernel: sk, xnorPath: kernelPath, convAlgorithm: .direct) {
+                    models.append(d)
+                }
+                for m in models {
+                    let (perSecond, _, _) = try Self.throughput(m, inputs, batch: 256, threads: 1, seconds: seconds / 2)
+                    // a conv front runs on the conv kernel that stands for this stem kernel (a stem after it, if any,
+                    // on the stem kernel itself): name the conv kernel
+                    let (kind, path) = m.convKernel.map { ("model-conv", "\($0) (stem kernel \(sk.rawValue))") }
+                        ?? ("model-stem", sk.rawValue)
+                    pathRows.append(PathRow(kind: kind, path: path, figure: perSecond, unit: "samples/s at batch 256"))
+                }
             }
         }
 

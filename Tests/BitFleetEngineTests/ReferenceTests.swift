@@ -48,6 +48,9 @@ struct ReferenceTests {
         // of the second conv's samples
         Spec(features: 784, stem: 0, experts: 16, topK: 2, hidden: [64], classes: 10, planes: 8, seed: 40, samples: 300,
              conv: [32, 4, 2, 1, 2], shape: [28, 28], conv2: [48, 3, 1, 1]),
+        // fashion-c64's front (64 filters 4×4/2, padding 1, 2×2 pooling, 8 planes): the table conv kernel's shape
+        Spec(features: 784, stem: 0, experts: 4, topK: 2, hidden: [16], classes: 10, planes: 8, seed: 25, samples: 60,
+             conv: [64, 4, 2, 1, 2], shape: [28, 28]),
         // odd channel counts on both layers (windows of 5 × 4 × 4 bits that straddle words), stride 2, pooling 2 with
         // cropping, over 64 filters (two words per position), a stem over the features
         Spec(features: 437, stem: 50, experts: 4, topK: 2, hidden: [17], classes: 5, planes: 4, seed: 41, samples: 45,
@@ -106,16 +109,30 @@ struct ReferenceTests {
         let dir = try TestSupport.makeRandomModel(spec)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for path in XNORPath.allCases where path.isSupported {
-            try check(spec: spec, dir: dir, kernel: kernel, path: path)
+            // a conv front that the table kernel takes runs through it (automatic) and through the direct kernel
+            for algorithm in Self.convAlgorithms(dir, kernel) {
+                try check(spec: spec, dir: dir, kernel: kernel, path: path, conv: algorithm)
+            }
         }
     }
 
-    func check(spec: Spec, dir: String, kernel: StemKernel, path: XNORPath) throws {
-        let model = try BinaryMoEModel.load(directory: dir, stemKernel: kernel, xnorPath: path)
+    /// The conv kernels to run a model's conv front with: the table and the direct kernel where the stem kernel is
+    /// the AVX2 lookup and the table kernel takes the shape, else the automatic choice alone.
+    static func convAlgorithms(_ dir: String, _ kernel: StemKernel) -> [ConvAlgorithm] {
+        guard kernel == .lookup, let config = try? BinaryMoEModel.load(directory: dir, stemKernel: .bitPlanes).config,
+              let g = config.convGeometry, ConvFront.tableFits(g) else { return [.automatic] }
+        return [.automatic, .direct]
+    }
+
+    func check(spec: Spec, dir: String, kernel: StemKernel, path: XNORPath, conv algorithm: ConvAlgorithm) throws {
+        let model = try BinaryMoEModel.load(directory: dir, stemKernel: kernel, xnorPath: path, convAlgorithm: algorithm)
         #expect(model.stemKernel == kernel && model.xnorPath == path)
-        // which conv front ran: the direct kernel standing for this stem kernel, else the windows through it
+        // which conv front ran: the table kernel where the lookup kernel's shape fits it (unless the direct kernel
+        // was asked for), the direct kernel standing for this stem kernel, else the windows through it
+        let table = kernel == .lookup && algorithm != .direct && model.conv.map(ConvFront.tableFits) == true
         let conv: String? = switch kernel {
         case _ where spec.conv == nil: nil
+        case _ where table: "table-avx2"
         case .vnni: "direct-vnni"
         case .lookupAVX512: "direct-avx512bw"
         case .lookup: "direct-avx2"
@@ -155,7 +172,8 @@ struct ReferenceTests {
 
         for threads in [1, 2] {
             let t = try model.trace(samples: x, count: M, threads: threads)
-            #expect(t.convBits.map { $0 ? 1 : 0 } == convBits, "conv features differ (threads \(threads), \(kernel), \(path))")
+            #expect(t.convBits.map { $0 ? 1 : 0 } == convBits,
+                    "conv features differ (threads \(threads), \(kernel), \(path), conv \(model.convKernel ?? "none"))")
             #expect(t.stemPreActivations == stemPre, "stem pre-activations differ (threads \(threads), \(kernel), \(path))")
             #expect(t.stemBits.map { $0 ? 1 : 0 } == stemBits)
             // router scores: same float32 operations in the same order, so bit-identical
@@ -278,8 +296,29 @@ struct ReferenceTests {
         defer { try? FileManager.default.removeItem(atPath: dir8) }
         let auto8 = try BinaryMoEModel.load(directory: dir8)
         let direct = [StemKernel.lookup, .lookupAVX512, .vnni].contains { $0.isSupportedByCPU }
-        #expect(direct ? auto8.convKernel?.hasPrefix("direct-") == true : auto8.convKernel == "windows-bit-planes")
+        let own = auto8.convKernel?.hasPrefix("direct-") == true || auto8.convKernel == "table-avx2"
+        #expect(direct ? own : auto8.convKernel == "windows-bit-planes")
         #expect(throws: ModelError.self) { try BinaryMoEModel.load(directory: dir8, stemKernel: .amx) }
+        // a conv kernel asked for where it cannot run is refused with a clear error, not replaced: the table kernel
+        // for a shape it does not take (5 × 5 filters) or under another stem kernel, either one under the bit planes
+        let conv5 = Spec(features: 784, stem: 0, experts: 2, topK: 1, hidden: [], classes: 2, planes: 8, seed: 17,
+                         samples: 2, conv: [8, 5, 2, 2, 2], shape: [28, 28])
+        let dir5 = try TestSupport.makeRandomModel(conv5)
+        defer { try? FileManager.default.removeItem(atPath: dir5) }
+        if StemKernel.lookup.isSupportedByCPU {
+            #expect(try BinaryMoEModel.load(directory: dir8, stemKernel: .lookup).convKernel == "table-avx2")
+            #expect(try BinaryMoEModel.load(directory: dir8, stemKernel: .lookup, convAlgorithm: .direct).convKernel == "direct-avx2")
+            #expect(try BinaryMoEModel.load(directory: dir5, stemKernel: .lookup).convKernel == "direct-avx2")
+            do {
+                _ = try BinaryMoEModel.load(directory: dir5, stemKernel: .lookup, convAlgorithm: .table)
+                Issue.record("the table conv kernel ran 5 × 5 filters")
+            } catch let e as ModelError {
+                #expect(e.kind == .config && e.message.contains("kernel ≤ 4") && e.message.contains("5 × 5"))
+            }
+        }
+        for c in [ConvAlgorithm.table, .direct] {
+            #expect(throws: ModelError.self) { try BinaryMoEModel.load(directory: dir8, stemKernel: .bitPlanes, convAlgorithm: c) }
+        }
     }
 
     @Test("wrong input length is an error")

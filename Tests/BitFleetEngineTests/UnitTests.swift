@@ -421,10 +421,100 @@ struct KernelTests {
         }
     }
 
+    /// The table conv kernel (`conv_table.c`) against a plain loop of the format's rule and OR-pooling, on the shapes
+    /// it takes (stride 2, 2 × 2 pooling, k ≤ 4 with padding below k, up to 8 × 8 cells, 1 to 64 channels: lone
+    /// channels in the last group of 4, one or two halves of the channel bytes), at its sums' extremes (every
+    /// q = 255 and every weight +1 or −1: ±4 080), with thresholds taken from the conv's own values (`≥` at equality),
+    /// and the shapes it refuses (nothing written).
+    @Test func tableConvAgainstPlainLoop() throws {
+        try #require(bf_conv_direct_supported(Int32(BF_CONV_AVX2)) != 0 || !CPUFeatures.running.avx2)
+        guard CPUFeatures.running.avx2 else {
+            print("table conv kernel not run on this CPU (it lacks AVX2)")
+            return
+        }
+        // (H, W, k, pad, channels, shift, weights: 0 random, 1 all +1, 2 all −1, pixels: 0 random, 1 all 255)
+        let shapes: [(Int, Int, Int, Int, Int, Int32, Int, Int)] = [
+            (28, 28, 4, 1, 64, 0, 0, 0), (28, 28, 4, 1, 32, 0, 0, 0), (28, 28, 4, 1, 48, 3, 0, 0),
+            (28, 28, 4, 0, 63, 0, 0, 0), (28, 28, 3, 1, 17, 1, 0, 0), (28, 28, 4, 2, 5, 0, 0, 0),
+            (32, 32, 4, 1, 33, 0, 0, 0), (31, 30, 4, 3, 1, 4, 0, 0), (10, 13, 3, 1, 7, 0, 0, 0),
+            (6, 6, 2, 1, 31, 0, 0, 0), (16, 16, 1, 0, 64, 7, 0, 0), (5, 7, 2, 0, 4, 0, 0, 0),
+            (28, 28, 4, 1, 64, 0, 1, 1), (28, 28, 4, 1, 64, 0, 2, 1), (30, 29, 4, 2, 40, 0, 1, 1),
+        ]
+        var rng = SplitMix64(state: 78)
+        for (H, W, k, pad, C, shift, wkind, xkind) in shapes {
+            let Ho = (H + 2 * pad - k) / 2 + 1, Wo = (W + 2 * pad - k) / 2 + 1, Hq = Ho / 2, Wq = Wo / 2
+            let name = "\(H)x\(W) k\(k) p\(pad) C\(C) shift \(shift)"
+            try #require(bf_conv_table_fits(H, W, k, 2, pad, 2, Ho, Wo, C) == 1, "\(name) should fit")
+            let words = (k * k + 63) / 64
+            let wbits: [UInt64] = (0..<(C * words)).map { _ in wkind == 1 ? ~0 : wkind == 2 ? 0 : rng.next() }
+            let x: [UInt8] = (0..<(H * W)).map { _ in xkind == 1 ? 255 : UInt8(truncatingIfNeeded: rng.next()) }
+            func q(_ y: Int, _ xx: Int) -> Int {
+                y < 0 || y >= H || xx < 0 || xx >= W ? 0 : Int(x[y * W + xx] >> UInt8(shift))
+            }
+            var a = [Int](repeating: 0, count: Ho * Wo * C)
+            for oy in 0..<Ho { for ox in 0..<Wo { for c in 0..<C {
+                var sum = 0
+                for ky in 0..<k { for kx in 0..<k {
+                    let t = ky * k + kx
+                    let w = (wbits[c * words + t / 64] >> UInt64(t % 64)) & 1 == 1 ? 1 : -1
+                    sum += w * q(oy * 2 + ky - pad, ox * 2 + kx - pad)
+                }}
+                a[(oy * Wo + ox) * C + c] = sum
+            }}}
+            if xkind == 1 && shift == 0 {
+                // the extremes: every tap 255 inside the image, all signs equal
+                let extreme = a.map(abs).max()!
+                #expect(extreme == k * k * 255, "\(name): largest |sum| \(extreme)")
+            }
+            let thresholds: [Int32] = (0..<C).map { c in Int32(a[Int(rng.next() % UInt64(Ho * Wo)) * C + c]) }
+            var want = [UInt64](repeating: 0, count: Hq * Wq)
+            for py in 0..<Hq { for px in 0..<Wq { for dy in 0..<2 { for dx in 0..<2 { for c in 0..<C
+                where a[((py * 2 + dy) * Wo + px * 2 + dx) * C + c] >= Int(thresholds[c]) {
+                want[py * Wq + px] |= 1 << UInt64(c)
+            }}}}}
+            let packed = UnsafeMutableRawPointer.allocate(byteCount: bf_conv_table_bytes(C), alignment: 64)
+            defer { packed.deallocate() }
+            let p8 = packed.assumingMemoryBound(to: UInt8.self)
+            wbits.withUnsafeBufferPointer { w in thresholds.withUnsafeBufferPointer { t in
+                bf_conv_table_pack(w.baseAddress!, words, t.baseAddress!, C, k, p8)
+            }}
+            var got = [UInt64](repeating: 0xDEAD, count: Hq * Wq + 1)
+            let ok = bf_conv_table(x, H, W, k, 2, pad, Ho, Wo, 2, shift, p8, C, &got)
+            #expect(ok == 1 && Array(got.prefix(Hq * Wq)) == want && got.last == 0xDEAD, "\(name)")
+            if wkind == 0 && Hq * Wq >= 4 && C >= 8 {
+                let all: UInt64 = C == 64 ? ~0 : (1 << UInt64(C)) - 1
+                #expect(want.contains { $0 != 0 } && want.contains { $0 != all }, "\(name): the bits should not all be equal")
+            }
+        }
+        // shapes it does not take: refused, nothing written (stride 1, pool 3, k 5, padding k, 9 cells per row,
+        // 65 channels, a Wo that is not the image's)
+        let refused: [(Int, Int, Int, Int, Int, Int, Int, Int, Int)] = [
+            (28, 28, 4, 1, 1, 2, 27, 27, 8), (28, 28, 4, 2, 1, 3, 14, 14, 8), (28, 28, 5, 2, 2, 2, 14, 14, 8),
+            (28, 28, 3, 2, 3, 2, 16, 16, 8), (36, 36, 4, 2, 1, 2, 18, 18, 8), (28, 28, 4, 2, 1, 2, 14, 14, 65),
+            (28, 28, 4, 2, 1, 2, 14, 13, 8),
+        ]
+        let x = [UInt8](repeating: 9, count: 36 * 36)
+        let packed = [UInt8](repeating: 0, count: bf_conv_table_bytes(64))
+        for (H, W, k, stride, pad, pool, Ho, Wo, C) in refused {
+            #expect(bf_conv_table_fits(H, W, k, stride, pad, pool, Ho, Wo, C) == 0)
+            var bits = [UInt64](repeating: 7, count: 81)
+            #expect(bf_conv_table(x, H, W, k, stride, pad, Ho, Wo, pool, 0, packed, C, &bits) == 0)
+            #expect(bits.allSatisfy { $0 == 7 })
+        }
+    }
+
     @Test func kernelSelectionFromEnvironment() throws {
         #expect(try KernelSelection.fromEnvironment([:]) == KernelSelection())
         let s = try KernelSelection.fromEnvironment(["BITFLEET_KERNEL_PATH": "avx2", "BITFLEET_STEM_KERNEL": "amx"])
-        #expect(s.xnor == .avx2 && s.stem == .amx)
+        #expect(s.xnor == .avx2 && s.stem == .amx && s.conv == .automatic)
+        #expect(try KernelSelection.fromEnvironment(["BITFLEET_CONV_KERNEL": "direct"]).conv == .direct)
+        #expect(try KernelSelection.fromEnvironment(["BITFLEET_CONV_KERNEL": "table"]).conv == .table)
+        do {
+            _ = try KernelSelection.fromEnvironment(["BITFLEET_CONV_KERNEL": "fft"])
+            Issue.record("accepted an unknown conv kernel")
+        } catch {
+            #expect(error.message.contains("fft") && error.message.contains("automatic, direct, table"))
+        }
         do {
             _ = try KernelSelection.fromEnvironment(["BITFLEET_KERNEL_PATH": "avx1024"])
             Issue.record("accepted an unknown path")

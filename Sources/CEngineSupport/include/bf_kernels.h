@@ -219,4 +219,21 @@ void bf_conv_direct_pack(int path, const uint64_t *wbits, long words, const int3
 int bf_conv_direct(int path, const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo,
                    long pool, int shift, const uint8_t *packed, long channels, uint8_t *work, uint64_t *pooled);
 
+/// Table conv (conv_table.c): the same bits as `bf_conv_direct` for stride 2 with 2 × 2 OR-pooling, k ≤ 4 (padding
+/// below k), at most 8 × 8 pooled cells and 64 channels, from tables of each kernel row's 16 sign-pattern sums
+/// (AVX2). 1 when it runs that shape (`Ho`, `Wo` as the format computes them from `H`, `W`).
+int bf_conv_table_fits(long H, long W, long k, long stride, long pad, long pool, long Ho, long Wo, long channels);
+
+/// Bytes of `bf_conv_table_pack`'s output (allocate them 64-byte aligned).
+long bf_conv_table_bytes(long channels);
+
+/// The filters' sign patterns per kernel row and their thresholds, in the table conv's layout.
+void bf_conv_table_pack(const uint64_t *wbits, long words, const int32_t *threshold, long channels, long k,
+                        uint8_t *dst);
+
+/// One image through the table conv (see `bf_conv_direct` for the bits and the pooled layout; no `work`: its
+/// scratch is per thread). Returns 0 (and writes nothing) when the CPU lacks AVX2 or the shape does not fit.
+int bf_conv_table(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo, long pool,
+                  int shift, const uint8_t *packed, long channels, uint64_t *pooled);
+
 #endif
