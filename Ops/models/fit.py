@@ -430,7 +430,9 @@ def shifted(xb, shape, n, gen):
     return padded[torch.arange(B).reshape(B, 1, 1), rows, cols].reshape(B, H * W)
 
 
-def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=None, shape=None, lr=None):
+def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=None, shape=None, lr=None, swa=0):
+    """`swa` N > 0: at the end, every parameter (latent weights included) is set to its mean over the ends of the
+    last N epochs (stochastic weight averaging); the caller re-estimates the batch-norm statistics."""
     import torch
     import torch.nn.functional as F
     from bitfleet_torch import Adam, calibrate
@@ -446,6 +448,7 @@ def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=N
     T = 4.0
     shift = args.binary_shift if model.binary else args.shift
     history = []
+    swa_sum, swa_count = None, 0
     for ep in range(epochs + finetune):
         t_ep = time.time()
         frozen = ep >= epochs
@@ -493,6 +496,15 @@ def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=N
         print(f"[{phase}] epoch {ep + 1}/{epochs + finetune}{tag}  loss {tl / n:.4f}  train acc {tc / n * 100:.2f}%  "
               f"held-out acc {va * 100:.2f}%  ({secs:.1f}s)  elapsed {fmt_time(time.time() - clock.t0)}  "
               f"left ~{fmt_time(clock.left())}", flush=True)
+        if swa and ep >= epochs + finetune - swa:
+            snap = [p.detach().clone() for p in model.parameters()]
+            swa_sum = snap if swa_sum is None else [a + b for a, b in zip(swa_sum, snap)]
+            swa_count += 1
+    if swa_count:
+        with torch.no_grad():
+            for p, total in zip(model.parameters(), swa_sum):
+                p.copy_(total / swa_count)
+        print(f"[{phase}] parameters averaged over the last {swa_count} epochs (--swa)", flush=True)
     return history
 
 
@@ -742,6 +754,8 @@ def write_card(out, m):
         + float_text(a) + f" Binary: {real_text(a)}{a['epochs']} epochs with batch statistics"
         + (f" then {a['finetune']} with batch-norm frozen to population statistics" if a["finetune"] else "")
         + ", straight-through estimator, "
+        + (f"the parameters then averaged over the ends of the last {a['swa']} of those epochs (`--swa`), "
+           if a.get("swa") else "")
         + (f"distilled from `{a['kd_teacher']}` (held-out accuracy {pct(m['kd_teacher_acc'])}), not from its "
            f"own float twin" if a.get("kd_teacher") else "distilled from the float twin")
         + f" (weight {a['kd']}, T = 4). Batch-norm re-estimated over the training split "
@@ -856,6 +870,10 @@ def parse_args(argv):
     g.add_argument("--binary-lr", type=float, metavar="LR", help="the learning rate of the binary-weight epochs "
                    "(--epochs/--finetune of the binary model), e.g. lower than --lr after --real-weights so that "
                    "binarising keeps more of what the real-weight epochs learned (default: --lr)")
+    g.add_argument("--swa", type=int, default=0, metavar="N",
+                   help="average the binary model's parameters (latent weights included) over the ends of its last N "
+                   "binary-weight epochs before the signs are taken, then re-estimate batch-norm (stochastic weight "
+                   "averaging; default 0 = off)")
     g.add_argument("--real-weights", type=int, default=0, metavar="N",
                    help="two-step training of the binary model (as in ReActNet): first N epochs with real-valued "
                    "weights and binary activations, then the --epochs/--finetune schedule with binary weights "
@@ -953,6 +971,8 @@ def fit(args, argv):
             raise FitError(f"{flag} {value}: a number of pixels >= 0")
     if args.real_weights < 0:
         raise FitError(f"--real-weights {args.real_weights}: a number of epochs >= 0")
+    if args.swa < 0:
+        raise FitError(f"--swa {args.swa}: a number of epochs >= 0")
     if (args.shift or args.binary_shift) and not (data["input_shape"] and len(data["input_shape"]) == 2):
         raise FitError("--shift moves one-channel images: it needs an image folder (gray), an X.npy shaped [N, H, W], "
                        "or --shape H,W")
@@ -1002,6 +1022,8 @@ def fit(args, argv):
         args.epochs = int(min(40, max(8, round(300_000 / max(1, len(tr))))))
     if args.finetune is None:
         args.finetune = max(1, args.epochs // 2)
+    if args.swa > args.epochs + args.finetune:
+        raise FitError(f"--swa {args.swa}: more than the binary model's {args.epochs + args.finetune} binary-weight epochs")
     name = args.name or os.path.basename(os.path.normpath(args.out))
     # the teacher's check before the summary lines: it sets --shift to the one its float twin was trained with
     arch = dict(input_features=D, classes=len(classes), stem=args.stem, experts=args.experts, top_k=args.top_k,
@@ -1074,7 +1096,7 @@ def fit(args, argv):
                       shape=data["input_shape"])
         bmodel.set_real_weights(False)
     bhist = train(bmodel, Xtr, ytr, Xva, yva, args, clock, "binary", args.epochs, args.finetune, teacher,
-                  shape=data["input_shape"], lr=args.binary_lr)
+                  shape=data["input_shape"], lr=args.binary_lr, swa=args.swa)
     calibrate(bmodel, Xtr)
     binary_seconds = time.time() - t0
     torch_acc = float((predict(bmodel, Xva).argmax(1) == yva).mean())

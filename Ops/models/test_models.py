@@ -833,6 +833,51 @@ def test_real_weights():
     return "warm-up on real weights (conv, stem, router, experts), rescaled both ways, signs after"
 
 
+def test_swa():
+    # --swa N: fit.train sets every parameter to the mean of its values at the ends of the last N epochs (snapshots
+    # taken where the epoch's held-out accuracy is measured); more than the binary-weight epochs, or < 0, is refused
+    import argparse
+    import torch
+    import bitfleet_torch as bt
+    import fit
+    x, y = fashion(256)
+    xs = x.reshape(256, 784)
+    model = bt.BinaryMoE(conv=dict(channels=4, kernel=4, stride=2, padding=1, pool=2), input_shape=(28, 28),
+                         classes=10, stem=16, experts=2, top_k=1, hidden=[8], planes=4, binary=True, seed=1)
+    args = argparse.Namespace(seed=1, lr=2e-3, batch=128, kd=0.0, aux=0.05, shift=0, binary_shift=0)
+    ends = []
+    predict = fit.predict
+
+    def spy(m, X):   # called once at the end of every epoch, after its last step
+        ends.append([p.detach().clone() for p in m.parameters()])
+        return predict(m, X)
+    fit.predict = spy
+    try:
+        fit.train(model, xs, y, xs[:16], y[:16], args, fit.Clock([("p", 3, 1.0)]), "p", 3, swa=2)
+    finally:
+        fit.predict = predict
+    check(len(ends) == 3, f"{len(ends)} epoch ends")
+    got = list(model.parameters())
+    check(all(torch.allclose(g, (a + b) / 2) for g, a, b in zip(got, ends[1], ends[2])),
+          "the parameters are not the mean of the last 2 epochs' ends")
+    check(not all(torch.equal(g, b) for g, b in zip(got, ends[2])), "averaging changed nothing")
+    x2, y2 = fashion(300)
+    with tempfile.TemporaryDirectory() as td:
+        np.savez(os.path.join(td, "d.npz"), X=x2, y=y2)
+        for swa, want in (("5", "--swa 5: more than the binary model's 4 binary-weight epochs"),
+                          ("-1", "--swa -1: a number of epochs >= 0")):
+            rc, so, se = run_fit(["--data", os.path.join(td, "d.npz"), "--out", os.path.join(td, "m"), "--bitfleet",
+                                  "none", "--swa", swa] + FIT_SMALL)
+            check(rc == 2 and want in se, f"--swa {swa}: rc {rc}: {se.strip()[-500:]}")
+        rc, so, se = run_fit(["--data", os.path.join(td, "d.npz"), "--out", os.path.join(td, "m"), "--bitfleet",
+                              "none", "--swa", "2"] + FIT_SMALL)
+        check(rc == 0 and "[binary] parameters averaged over the last 2 epochs (--swa)" in so,
+              f"fit.py --swa 2: rc {rc}: {se[-1500:]}{so[-1500:]}")
+        card = open(os.path.join(td, "m", "MODEL_CARD.md")).read()
+        check("averaged over the ends of the last 2 of those epochs (`--swa`)" in card, "the card does not name --swa")
+    return "the last epochs' mean, refused beyond the schedule, named in the card"
+
+
 def test_fit_heldout_set():
     # a separate held-out set (--heldout): every --data sample is trained on, the card's accuracy is on the held-out
     # set (checked with reference.py); a held-out set with other classes or scaling is refused
@@ -1014,7 +1059,7 @@ def test_reference_models_and_bench_paths():
     return "; ".join(notes)
 
 
-TESTS = [test_reference_models_and_bench_paths, test_teacher_overlap, test_export_router_groups, test_shift_augmentation, test_top1_router_gradient, test_real_weights, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact,
+TESTS = [test_reference_models_and_bench_paths, test_teacher_overlap, test_export_router_groups, test_shift_augmentation, test_top1_router_gradient, test_real_weights, test_swa, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact,
          test_torch_conv2_export_bit_exact, test_fit_csv, test_fit_npz_scaled_features, test_fit_image_folder,
          test_fit_image_folder_conv, test_fit_conv2]
 
