@@ -345,21 +345,7 @@ struct KernelTests {
         for (H, W, k, stride, pad, C, shift, wkind, xkind) in shapes {
             let Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, kk = k * k
             let words = (kk + 63) / 64
-            let wbits: [UInt64] = (0..<(C * words)).map { _ in wkind == 1 ? ~0 : wkind == 2 ? 0 : rng.next() }
-            let x: [UInt8] = (0..<(H * W)).map { _ in xkind == 1 ? 255 : UInt8(truncatingIfNeeded: rng.next()) }
-            func q(_ y: Int, _ xx: Int) -> Int {
-                y < 0 || y >= H || xx < 0 || xx >= W ? 0 : Int(x[y * W + xx] >> UInt8(shift))
-            }
-            var a = [Int](repeating: 0, count: Ho * Wo * C)
-            for oy in 0..<Ho { for ox in 0..<Wo { for c in 0..<C {
-                var sum = 0
-                for ky in 0..<k { for kx in 0..<k {
-                    let t = ky * k + kx
-                    let w = (wbits[c * words + t / 64] >> UInt64(t % 64)) & 1 == 1 ? 1 : -1
-                    sum += w * q(oy * stride + ky - pad, ox * stride + kx - pad)
-                }}
-                a[(oy * Wo + ox) * C + c] = sum
-            }}}
+            let (wbits, x, a) = plainConv(H, W, k, stride, pad, C, shift, wkind, xkind, &rng)
             // each channel's threshold: its value at a pseudo-random position (ties at that position)
             let thresholds: [Int32] = (0..<C).map { c in Int32(a[Int(rng.next() % UInt64(Ho * Wo)) * C + c]) }
             var expected = [UInt64](repeating: 0, count: Ho * Wo)
@@ -446,21 +432,7 @@ struct KernelTests {
             let name = "\(H)x\(W) k\(k) p\(pad) C\(C) shift \(shift)"
             try #require(bf_conv_table_fits(H, W, k, 2, pad, 2, Ho, Wo, C) == 1, "\(name) should fit")
             let words = (k * k + 63) / 64
-            let wbits: [UInt64] = (0..<(C * words)).map { _ in wkind == 1 ? ~0 : wkind == 2 ? 0 : rng.next() }
-            let x: [UInt8] = (0..<(H * W)).map { _ in xkind == 1 ? 255 : UInt8(truncatingIfNeeded: rng.next()) }
-            func q(_ y: Int, _ xx: Int) -> Int {
-                y < 0 || y >= H || xx < 0 || xx >= W ? 0 : Int(x[y * W + xx] >> UInt8(shift))
-            }
-            var a = [Int](repeating: 0, count: Ho * Wo * C)
-            for oy in 0..<Ho { for ox in 0..<Wo { for c in 0..<C {
-                var sum = 0
-                for ky in 0..<k { for kx in 0..<k {
-                    let t = ky * k + kx
-                    let w = (wbits[c * words + t / 64] >> UInt64(t % 64)) & 1 == 1 ? 1 : -1
-                    sum += w * q(oy * 2 + ky - pad, ox * 2 + kx - pad)
-                }}
-                a[(oy * Wo + ox) * C + c] = sum
-            }}}
+            let (wbits, x, a) = plainConv(H, W, k, 2, pad, C, shift, wkind, xkind, &rng)
             if xkind == 1 && shift == 0 {
                 // the extremes: every tap 255 inside the image, all signs equal
                 let extreme = a.map(abs).max()!
@@ -722,4 +694,27 @@ struct PoolTests {
 struct PointerBox: @unchecked Sendable {
     let p: UnsafeMutablePointer<Int>
     init(_ p: UnsafeMutablePointer<Int>) { self.p = p }
+}
+
+/// A conv test case and its plain-loop sums: filters (`wkind` 0 random, 1 all +1, 2 all −1), an `H × W` image
+/// (`xkind` 0 random, 1 all 255), and `a[(oy·Wo + ox)·C + c] = Σ w · (x >> shift)` over each window, 0 outside.
+private func plainConv(_ H: Int, _ W: Int, _ k: Int, _ stride: Int, _ pad: Int, _ C: Int, _ shift: Int32, _ wkind: Int,
+                       _ xkind: Int, _ rng: inout SplitMix64) -> (wbits: [UInt64], x: [UInt8], sums: [Int]) {
+    let Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, words = (k * k + 63) / 64
+    let wbits: [UInt64] = (0..<(C * words)).map { _ in wkind == 1 ? ~0 : wkind == 2 ? 0 : rng.next() }
+    let x: [UInt8] = (0..<(H * W)).map { _ in xkind == 1 ? 255 : UInt8(truncatingIfNeeded: rng.next()) }
+    func q(_ y: Int, _ xx: Int) -> Int {
+        y < 0 || y >= H || xx < 0 || xx >= W ? 0 : Int(x[y * W + xx] >> UInt8(shift))
+    }
+    var a = [Int](repeating: 0, count: Ho * Wo * C)
+    for oy in 0..<Ho { for ox in 0..<Wo { for c in 0..<C {
+        var sum = 0
+        for ky in 0..<k { for kx in 0..<k {
+            let t = ky * k + kx
+            let w = (wbits[c * words + t / 64] >> UInt64(t % 64)) & 1 == 1 ? 1 : -1
+            sum += w * q(oy * stride + ky - pad, ox * stride + kx - pad)
+        }}
+        a[(oy * Wo + ox) * C + c] = sum
+    }}}
+    return (wbits, x, a)
 }
