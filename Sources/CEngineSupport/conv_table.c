@@ -156,11 +156,17 @@ static void ct_conv(const uint8_t *x, long H, long W, long k, long pad, long Hq,
         uint8_t *dst = s->img + r * CT_STRIDE + pad;
         const uint8_t *src = x + y * W;
         const long n = W + pad <= CT_STRIDE ? W : CT_STRIDE - pad;   // (a fitting shape has W + pad ≤ 36)
-        long xx = 0;
-        for (; xx + 16 <= n; xx += 16)
-            _mm_storeu_si128((__m128i *)(dst + xx),
-                             _mm_and_si128(_mm_srl_epi16(_mm_loadu_si128((const __m128i *)(src + xx)), count), mask));
-        for (; xx < n; xx++) dst[xx] = (uint8_t)(src[xx] >> shift);
+        if (n >= 16) {
+            // 16 pixels at a time, the last 16 overlapping the ones before (the same values written twice)
+            for (long xx = 0;; xx += 16) {
+                if (xx > n - 16) xx = n - 16;
+                const __m128i v = _mm_loadu_si128((const __m128i *)(src + xx));
+                _mm_storeu_si128((__m128i *)(dst + xx), _mm_and_si128(_mm_srl_epi16(v, count), mask));
+                if (xx == n - 16) break;
+            }
+        } else {
+            for (long xx = 0; xx < n; xx++) dst[xx] = (uint8_t)(src[xx] >> shift);
+        }
     }
     // each padded row's taps (kx: columns kx + 4l in lanes 0–7, the even positions, and kx + 2 + 4l in lanes 8–15),
     // then its table
