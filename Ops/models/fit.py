@@ -612,8 +612,6 @@ def check_kd_teacher(args, X, n_classes):
     / 255, as fit.py's float twins take them; output: logits [N, classes]) to distil the binary model from. Returns
     an OnnxTeacher; FitError saying what does not fit otherwise."""
     path = args.kd_teacher
-    if args.teacher:
-        raise FitError("--kd-teacher and --teacher exclude each other: --teacher's float twin is the teacher already")
     if args.kd <= 0:
         raise FitError(f"--kd-teacher needs distillation (--kd > 0, this run: {args.kd})")
     if not os.path.isfile(path):
@@ -866,7 +864,7 @@ def parse_args(argv):
     g.add_argument("--kd-teacher", metavar="ONNX", help="distil the binary model from this float ONNX classifier "
                    "(input x: float32 [N, features] = the 8-bit inputs / 255, output: logits [N, classes]; e.g. a "
                    "larger model's float/model.onnx) instead of its own float twin, which is still trained and "
-                   "reported as the twin")
+                   "reported as the twin (with --teacher: that fit's twin, copied)")
     g.add_argument("--binary-lr", type=float, metavar="LR", help="the learning rate of the binary-weight epochs "
                    "(--epochs/--finetune of the binary model), e.g. lower than --lr after --real-weights so that "
                    "binarising keeps more of what the real-weight epochs learned (default: --lr)")

@@ -963,10 +963,22 @@ def test_fit_heldout_set():
         card_k = open(os.path.join(out_k, "MODEL_CARD.md")).read()
         check(f"distilled from `{onnx}`" in card_k and "not from its own float twin" in card_k,
               "the card does not name the --kd-teacher")
+        # both: the float twin copied from --teacher (no float phase), distilled from --kd-teacher; the binary model
+        # is the --kd-teacher student's (same options, same distillation teacher)
+        out_b = os.path.join(td, "student_both")
+        rc, so, se = run_fit(["--data", os.path.join(td, "train.npz"), "--heldout", os.path.join(td, "test.npz"),
+                              "--out", out_b, "--bitfleet", "none", "--kd-teacher", onnx, "--teacher", out,
+                              "--planes", "8", "--shape", "28,28", "--binary-shift", "1"] + FIT_SMALL)
+        check(rc == 0, f"fit.py --kd-teacher --teacher rc {rc}: {se[-2000:]}{so[-2000:]}")
+        mb = check_model_dir(out_b, 10, 784, x[480:], y[480:])
+        check(mb["history"]["float"] == [] and "[float]" not in so, "a float twin was trained despite --teacher")
+        check(mb["sha256"] == mk["sha256"], "--kd-teacher with --teacher gave another binary model than --kd-teacher")
+        card_b = open(os.path.join(out_b, "MODEL_CARD.md")).read()
+        check(f"taken from the earlier fit `{out}`" in card_b and f"distilled from `{onnx}`" in card_b,
+              "the card does not name both the twin's fit and the --kd-teacher")
         for bad, why in ((["--teacher", out, "--experts", "8"], "experts 4 (this run: 8)"),
                          (["--teacher", td], "not a fit.py output folder"),
                          (["--kd-teacher", onnx + ".missing"], "no such file"),
-                         (["--kd-teacher", onnx, "--teacher", out], "exclude each other"),
                          (["--kd-teacher", onnx, "--kd", "0"], "needs distillation")):
             rc, so, se = run_fit(["--data", os.path.join(td, "train.npz"), "--out", out + "3", "--bitfleet", "none"]
                                  + FIT_SMALL + bad)
@@ -988,7 +1000,8 @@ def test_fit_heldout_set():
     return ("trained on all 480 samples (a real-weight warm-up epoch first; --binary-lr changes only the epochs "
             "after it), accuracy on the 120 held out equals "
             "reference.py's; 2 mismatched sets refused; a second fit distilled from its float twin (--teacher), "
-            "the same binary model from its ONNX with a twin of its own (--kd-teacher), 5 bad teachers refused; a "
+            "the same binary model from its ONNX with a twin of its own (--kd-teacher) and with the first fit's twin "
+            "(--kd-teacher with --teacher), 5 bad teachers refused; a "
             "teacher that trained on the student's held-out split is flagged")
 
 
