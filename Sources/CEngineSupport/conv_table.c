@@ -100,38 +100,46 @@ static inline void ct_table(const __m256i *x, __m256i *T) {
     T[10] = _mm256_sub_epi16(z, s5), T[6] = _mm256_sub_epi16(z, s9);
 }
 
-// One channel slot's sums over a row pair (output rows 2·rp and 2·rp + 1, padded rows 4·rp + ky and 4·rp + 2 + ky):
-// its K kernel rows' table entries added, then the two rows' maximum. `o[ky]` = ky·512 + 32·pattern.
-#define CT_SUM(K, base, o)                                                                                            \
-    ({                                                                                                                \
-        __m256i r0 = _mm256_load_si256((const __m256i *)((base) + (o)[0]));                                           \
-        __m256i r1 = _mm256_load_si256((const __m256i *)((base) + 1024 + (o)[0]));                                    \
-        for (int ky = 1; ky < (K); ky++) {                                                                            \
-            r0 = _mm256_add_epi16(r0, _mm256_load_si256((const __m256i *)((base) + (o)[ky])));                        \
-            r1 = _mm256_add_epi16(r1, _mm256_load_si256((const __m256i *)((base) + 1024 + (o)[ky])));                 \
-        }                                                                                                             \
-        _mm256_max_epi16(r0, r1);                                                                                     \
-    })
-
+// The channels, a pair of slots at a time over every row pair (8 table pointers, one per slot and kernel row, and a
+// row-pair offset: no pointer spills), output rows 2·rp and 2·rp + 1 reading padded rows 4·rp + ky and 4·rp + 2 + ky
+// (`o[ky]` = ky·512 + 32·pattern from the row's table): K entries added per row, the rows' maximum, then the pair's
+// halves swapped into one vector for the cells' maximum and one compare; each row pair's two compares of a group
+// are packed into its 4 channel bytes. On the AMD EPYC Zen 3 this order was 1.2-1.3x as fast as all 4 slots of a
+// group per row pair (16 pointers: spilled).
 #define CT_KERNEL(K)                                                                                                  \
     __attribute__((target(BF_AVX2_TARGET))) static void ct_channels_k##K(const uint8_t *packed, long G, long k,       \
                                                                         long Hq, ct_scratch *s) {                     \
         (void)k;                                                                                                      \
         const uint16_t *off = (const uint16_t *)packed;                                                               \
         const __m256i *thr = (const __m256i *)(packed + G * 4 * 4 * 2);                                               \
+        __m256i lt[2][CT_MAX_CELLS];                                                                                  \
+        const uint8_t *tables = (const uint8_t *)s->tables;                                                           \
         for (long g = 0; g < G; g++) {                                                                                \
-            const uint16_t *o = off + g * 16;                                                                         \
-            const __m256i tA = _mm256_loadu_si256(thr + 2 * g), tB = _mm256_loadu_si256(thr + 2 * g + 1);             \
+            for (int pair = 0; pair < 2; pair++) {                                                                    \
+                const uint16_t *o0 = off + g * 16 + pair * 8, *o1 = o0 + 4;                                           \
+                const uint8_t *p0[4], *p1[4];                                                                         \
+                for (int ky = 0; ky < 4; ky++) { p0[ky] = tables + o0[ky]; p1[ky] = tables + o1[ky]; }                \
+                const __m256i t = _mm256_loadu_si256(thr + 2 * g + pair);                                             \
+                for (long rp = 0; rp < Hq; rp++) {                                                                    \
+                    const long ro = rp * 2048;                                                                        \
+                    __m256i a0 = _mm256_load_si256((const __m256i *)(p0[0] + ro));                                    \
+                    __m256i a1 = _mm256_load_si256((const __m256i *)(p0[0] + ro + 1024));                             \
+                    __m256i b0 = _mm256_load_si256((const __m256i *)(p1[0] + ro));                                    \
+                    __m256i b1 = _mm256_load_si256((const __m256i *)(p1[0] + ro + 1024));                             \
+                    for (int ky = 1; ky < (K); ky++) {                                                                \
+                        a0 = _mm256_add_epi16(a0, _mm256_load_si256((const __m256i *)(p0[ky] + ro)));                 \
+                        a1 = _mm256_add_epi16(a1, _mm256_load_si256((const __m256i *)(p0[ky] + ro + 1024)));          \
+                        b0 = _mm256_add_epi16(b0, _mm256_load_si256((const __m256i *)(p1[ky] + ro)));                 \
+                        b1 = _mm256_add_epi16(b1, _mm256_load_si256((const __m256i *)(p1[ky] + ro + 1024)));          \
+                    }                                                                                                 \
+                    const __m256i m0 = _mm256_max_epi16(a0, a1), m1 = _mm256_max_epi16(b0, b1);                       \
+                    const __m256i A = _mm256_max_epi16(_mm256_permute2x128_si256(m0, m1, 0x20),                       \
+                                                       _mm256_permute2x128_si256(m0, m1, 0x31));                      \
+                    lt[pair][rp] = _mm256_cmpgt_epi16(t, A);                                                          \
+                }                                                                                                     \
+            }                                                                                                         \
             for (long rp = 0; rp < Hq; rp++) {                                                                        \
-                const uint8_t *base = (const uint8_t *)s->tables[4 * rp];                                             \
-                const __m256i m0 = CT_SUM(K, base, o), m1 = CT_SUM(K, base, o + 4);                                   \
-                const __m256i m2 = CT_SUM(K, base, o + 8), m3 = CT_SUM(K, base, o + 12);                              \
-                const __m256i A = _mm256_max_epi16(_mm256_permute2x128_si256(m0, m1, 0x20),                           \
-                                                   _mm256_permute2x128_si256(m0, m1, 0x31));                          \
-                const __m256i B = _mm256_max_epi16(_mm256_permute2x128_si256(m2, m3, 0x20),                           \
-                                                   _mm256_permute2x128_si256(m2, m3, 0x31));                          \
-                const __m256i lt = _mm256_packs_epi16(_mm256_cmpgt_epi16(tA, A), _mm256_cmpgt_epi16(tB, B));          \
-                const uint32_t bits = ~(uint32_t)_mm256_movemask_epi8(lt);                                            \
+                const uint32_t bits = ~(uint32_t)_mm256_movemask_epi8(_mm256_packs_epi16(lt[0][rp], lt[1][rp]));      \
                 memcpy(s->cells[rp] + 4 * g, &bits, 4);                                                               \
             }                                                                                                         \
         }                                                                                                             \
