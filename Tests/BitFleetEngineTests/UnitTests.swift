@@ -558,7 +558,7 @@ struct TopKTests {
         return a > b
     }
 
-    /// `bf_select_topk` (AVX-512 one vector up to 16 scores, two-pass bound or prefilter where the CPU has it, scalar
+    /// `bf_select_topk` (AVX-512 or AVX2 one vector pair up to 16 scores, two-pass bound or prefilter where the CPU has it, scalar
     /// otherwise and for the tail; it also ranks the classes of every sample)
     /// against a stable sort: larger first, ties by lower index, NaN last; many lengths around the 16-wide blocks,
     /// heavy ties, NaNs, infinities and signed zeros.
