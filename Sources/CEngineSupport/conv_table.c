@@ -1,11 +1,13 @@
-// Table conv (path BF_CONV_TABLE_AVX2): the binary convolution front for the shape the models use, stride 2 with
-// 2 × 2 OR-pooling and kernels up to 4 × 4, computed with tables instead of multiplications.
+// Table conv (`bf_conv_table`, AVX2; the model's `table-avx2` conv kernel): the binary convolution front for the
+// shape the models use, stride 2 with 2 × 2 OR-pooling and kernels up to 4 × 4, computed with tables instead of
+// multiplications.
 //
-// A filter row of 4 taps has 16 sign patterns. For one output row of positions (16 int16 lanes, one per position)
-// and one kernel row ky, the 16 sums ±x0 ± x1 ± x2 ± x3 of every pattern are built once (4 + 8 adds, 8 negations),
-// and a channel's sum is then 4 table reads added (one per kernel row, at the offset of its pattern there), for 16
-// positions at once: 4 `vpaddw` with a memory operand where the multiply kernel (conv_direct.c) needs 16 taps ×
-// 16 positions / 32 = 8 `vpmaddubsw` and 8 `vpaddw`. Taps past k (k < 4) read a zero input.
+// A filter row of 4 taps has 16 sign patterns. For each padded image row and 16 output positions (int16 lanes), the
+// 16 sums ±x0 ± x1 ± x2 ± x3 of the 4 taps each position reads from that row are built once (4 + 8 adds, 8
+// negations); an output row's sum for a channel is then 4 table reads added (padded rows 2·oy + ky, each at the
+// offset of the channel's pattern for kernel row ky), for 16 positions at once: 4 `vpaddw` with a memory operand
+// where the multiply kernel (conv_direct.c) needs 16 taps × 16 positions / 32 = 8 `vpmaddubsw` and 8 `vpaddw`.
+// Taps past k (k < 4) read a zero input.
 //
 // Lanes: the positions ox = 0, 2, …, 14 of an output row in lanes 0–7 and ox = 1, 3, …, 15 in lanes 8–15, so that
 // the two positions of a pooling window's row are the two 128-bit halves: OR-pooling is a max (max a ≥ t ⇔ some
