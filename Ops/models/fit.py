@@ -553,6 +553,9 @@ class OnnxTeacher:
         x = np.asarray(xb, dtype=np.float32) / np.float32(255)
         return (torch.from_numpy(self.sess.run(None, {"x": x})[0]),)
 
+    def accuracy(self, Xv, yv):
+        return ort_accuracy(self.sess, Xv, yv)
+
 
 def check_teacher(args, arch, classes, input_scale):
     """--teacher DIR: an earlier fit.py output whose model has this run's classes, inputs and architecture, so that
@@ -1081,7 +1084,7 @@ def fit(args, argv):
     kd_teacher_acc = None
     if kd_teacher:
         teacher = kd_teacher
-        kd_teacher_acc = ort_accuracy(kd_teacher.sess, Xva, yva)
+        kd_teacher_acc = kd_teacher.accuracy(Xva, yva)
         print(f"teacher: {args.kd_teacher}, held-out acc {kd_teacher_acc * 100:.2f}% (not the float twin)", flush=True)
 
     # binary

@@ -330,12 +330,14 @@ int bf_xnor_lut_used(int path, long rows, long words) {
 #endif
 }
 
+// A panel's weights per K byte: its 32 rows' low nibbles, then their high nibbles (one byte each).
+#define BF_LUT_KBYTE_BYTES ((long)(2 * BF_XNOR_LUT_PANEL))
 // After the panels' weights: each panel's 32 thresholds as int16, 16 for its even then 16 for its odd byte positions.
 #define BF_LUT_THRESHOLD_BYTES ((long)(BF_XNOR_LUT_PANEL * sizeof(int16_t)))
 
 long bf_xnor_lut_bytes(long rows, long words) {
     const long panels = (rows + BF_XNOR_LUT_PANEL - 1) / BF_XNOR_LUT_PANEL;
-    return panels * (words * 8 * 2 * BF_XNOR_LUT_PANEL + BF_LUT_THRESHOLD_BYTES);
+    return panels * (words * 8 * BF_LUT_KBYTE_BYTES + BF_LUT_THRESHOLD_BYTES);
 }
 
 void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, const int32_t *maxPop, uint8_t *dst) {
@@ -344,16 +346,16 @@ void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, con
     memset(dst, 0, (size_t)bf_xnor_lut_bytes(rows, words));
     for (long r = 0; r < rows; r++) {
         const uint8_t *row = (const uint8_t *)(src + r * ld);
-        uint8_t *panel = dst + r / BF_LUT_PANEL * kBytes * 64 + bf_lut_position((int)(r % BF_LUT_PANEL));
+        uint8_t *panel = dst + r / BF_LUT_PANEL * kBytes * BF_LUT_KBYTE_BYTES + bf_lut_position((int)(r % BF_LUT_PANEL));
         for (long kb = 0; kb < kBytes; kb++) {
-            panel[kb * 64] = row[kb] & 15;
-            panel[kb * 64 + 32] = row[kb] >> 4;
+            panel[kb * BF_LUT_KBYTE_BYTES] = row[kb] & 15;
+            panel[kb * BF_LUT_KBYTE_BYTES + BF_LUT_PANEL] = row[kb] >> 4;
         }
     }
     // per panel, its rows' thresholds in the counters' order (16 even then 16 odd byte positions), clamped to what
     // a signed 16-bit compare can hold (a count is 0…32 704: below 0 no count passes, and 32 767 lets every count
     // pass, as the int32 thresholds do); rows past `rows` get -1, so their bits come out 0
-    int16_t *t = (int16_t *)(dst + panels * kBytes * 64);
+    int16_t *t = (int16_t *)(dst + panels * kBytes * BF_LUT_KBYTE_BYTES);
     for (long p = 0; p < panels; p++, t += BF_LUT_PANEL) {
         for (int q = 0; q < BF_LUT_PANEL; q++) {
             const long r = p * BF_LUT_PANEL + q;
@@ -376,8 +378,8 @@ void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, con
         __m256i *c0, __m256i *c1) {                                                                             \
         __m256i s0[NP], s1[NP];                                                                                 \
         for (int r = 0; r < NP; r++) s0[r] = s1[r] = _mm256_setzero_si256();                                   \
-        const uint8_t *wk = w + k0 * 64;                                                                        \
-        for (long kb = k0; kb < k1; kb++, wk += 64) {                                                           \
+        const uint8_t *wk = w + k0 * BF_LUT_KBYTE_BYTES;                                                        \
+        for (long kb = k0; kb < k1; kb++, wk += BF_LUT_KBYTE_BYTES) {                                           \
             const uint8_t *t0 = bf_lut_tables[x0[kb]];                                                          \
             const __m256i l0 = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)t0));               \
             const __m256i h0 = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(t0 + 16)));        \
@@ -389,7 +391,7 @@ void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, con
             }                                                                                                   \
             for (int r = 0; r < NP; r++) {                                                                      \
                 const __m256i wl = _mm256_loadu_si256((const __m256i *)(wk + r * panelBytes));                  \
-                const __m256i wh = _mm256_loadu_si256((const __m256i *)(wk + r * panelBytes + 32));             \
+                const __m256i wh = _mm256_loadu_si256((const __m256i *)(wk + r * panelBytes + BF_LUT_PANEL));   \
                 s0[r] = _mm256_add_epi8(s0[r], _mm256_add_epi8(_mm256_shuffle_epi8(l0, wl),                     \
                                                                _mm256_shuffle_epi8(h0, wh)));                   \
                 if (MS > 1)                                                                                     \
@@ -420,7 +422,7 @@ static _Thread_local uint16_t bf_lut_counts[BF_LUT_GROUP][BF_LUT_PANELS * 2][16]
 __attribute__((target(BF_AVX2_TARGET)))
 static void bf_xnor_threshold_lut_avx2(const uint64_t *a, long lda, long n, const uint8_t *lut, long m, long words,
                                        uint64_t *bits, long ldbits) {
-    const long panels = (m + BF_LUT_PANEL - 1) / BF_LUT_PANEL, kBytes = words * 8, panelBytes = kBytes * 64;
+    const long panels = (m + BF_LUT_PANEL - 1) / BF_LUT_PANEL, kBytes = words * 8, panelBytes = kBytes * BF_LUT_KBYTE_BYTES;
     const uint8_t *thresholds = lut + panels * panelBytes;
     __m256i(*counts)[BF_LUT_PANELS * 2] = (__m256i(*)[BF_LUT_PANELS * 2])bf_lut_counts;
     for (long i0 = 0; i0 < n; i0 += BF_LUT_GROUP) {
