@@ -213,8 +213,7 @@ static void ct_conv(const uint8_t *x, long H, long W, long k, long pad, long Hq,
 int bf_conv_table(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo, long pool,
                   int shift, const uint8_t *packed, long channels, uint64_t *pooled) {
 #if BF_X86
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2") || !bf_conv_table_fits(H, W, k, stride, pad, pool, Ho, Wo, channels)) return 0;
+    if (!bf_conv_direct_supported(BF_CONV_AVX2) || !bf_conv_table_fits(H, W, k, stride, pad, pool, Ho, Wo, channels)) return 0;
     ct_conv(x, H, W, k, pad, Ho / 2, Wo / 2, shift, packed, channels, pooled);
     return 1;
 #else

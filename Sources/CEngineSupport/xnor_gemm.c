@@ -800,17 +800,6 @@ static int bf_topk16_avx2(const float *r, long n, long k, int32_t *out) {
     }
     return 1;
 }
-
-static int bf_topk_has_avx2(void) {
-    static int avx2 = -1;   // as bf_topk_has_avx512
-    int has = __atomic_load_n(&avx2, __ATOMIC_RELAXED);
-    if (has < 0) {
-        __builtin_cpu_init();
-        has = __builtin_cpu_supports("avx2") ? 1 : 0;
-        __atomic_store_n(&avx2, has, __ATOMIC_RELAXED);
-    }
-    return has;
-}
 #endif
 
 static int bf_topk_has_avx512(void) {
@@ -853,7 +842,7 @@ void bf_select_topk(const float *r, long n, long k, int32_t *out) {
     if (k <= 0) return;
 #if BF_X86
     if (n > 0 && n <= 16 && bf_topk_has_avx512() && bf_topk16_avx512(r, n, k, out)) return;
-    if (n > 0 && n <= 16 && bf_topk_has_avx2() && bf_topk16_avx2(r, n, k, out)) return;
+    if (n > 0 && n <= 16 && bf_xnor_path_supported(BF_XNOR_AVX2) && bf_topk16_avx2(r, n, k, out)) return;
     if (n >= 32 && bf_topk_has_avx512()) {
         e = bf_topk_avx512_bound(r, n, k, out, &filled);
         if (e == 0) e = bf_topk_avx512(r, n, k, out, &filled);
