@@ -58,6 +58,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
         guard conv != nil else { return nil }
         return convFront?.name ?? "windows-\(stemKernel.rawValue)"
     }
+    /// True when this conv model's front runs on the table kernel (`ConvAlgorithm.table`).
+    public var convRunsTable: Bool { convFront?.kind == .table }
     /// Models with at least this many experts prefetch the next active expert's first layer while one runs: their
     /// experts' weights do not stay in L2 between micro-batches (16 experts' do).
     static let prefetchMinExperts = 64

@@ -146,6 +146,8 @@ static inline void ct_table(const __m256i *x, __m256i *T) {
             }                                                                                                         \
         }                                                                                                             \
     }
+// Two instances of the one body: 4 x 4 filters (every shipped conv model) with the kernel-row loop unrolled at
+// compile time, and k < 4 with it run-time bounded.
 CT_KERNEL(4)
 CT_KERNEL(k)
 

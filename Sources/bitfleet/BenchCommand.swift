@@ -318,7 +318,7 @@ struct BenchCommand: ParsableCommand {
                 guard let m = try? BinaryMoEModel.load(directory: dir!, stemKernel: sk, xnorPath: kernelPath) else { continue }
                 // a conv front that the table kernel runs is also timed on the direct kernel
                 var models = [m]
-                if m.convKernel == "table-avx2",
+                if m.convRunsTable,
                    let d = try? BinaryMoEModel.load(directory: dir!, stemKernel: sk, xnorPath: kernelPath, convAlgorithm: .direct) {
                     models.append(d)
                 }

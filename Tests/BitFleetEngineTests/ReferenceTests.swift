@@ -119,8 +119,8 @@ struct ReferenceTests {
     /// The conv kernels to run a model's conv front with: the table and the direct kernel where the stem kernel is
     /// the AVX2 lookup and the table kernel takes the shape, else the automatic choice alone.
     static func convAlgorithms(_ dir: String, _ kernel: StemKernel) -> [ConvAlgorithm] {
-        guard kernel == .lookup, let config = try? BinaryMoEModel.load(directory: dir, stemKernel: .bitPlanes).config,
-              let g = config.convGeometry, ConvFront.tableFits(g) else { return [.automatic] }
+        guard kernel == .lookup, let bytes = FileManager.default.contents(atPath: dir + "/config.json"),
+              let g = try? ModelConfig.parse(Array(bytes)).convGeometry, ConvFront.tableFits(g) else { return [.automatic] }
         return [.automatic, .direct]
     }
 
@@ -306,8 +306,10 @@ struct ReferenceTests {
         let dir5 = try TestSupport.makeRandomModel(conv5)
         defer { try? FileManager.default.removeItem(atPath: dir5) }
         if StemKernel.lookup.isSupportedByCPU {
-            #expect(try BinaryMoEModel.load(directory: dir8, stemKernel: .lookup).convKernel == "table-avx2")
-            #expect(try BinaryMoEModel.load(directory: dir8, stemKernel: .lookup, convAlgorithm: .direct).convKernel == "direct-avx2")
+            let table = try BinaryMoEModel.load(directory: dir8, stemKernel: .lookup)
+            #expect(table.convKernel == "table-avx2" && table.convRunsTable)
+            let forced = try BinaryMoEModel.load(directory: dir8, stemKernel: .lookup, convAlgorithm: .direct)
+            #expect(forced.convKernel == "direct-avx2" && !forced.convRunsTable)
             #expect(try BinaryMoEModel.load(directory: dir5, stemKernel: .lookup).convKernel == "direct-avx2")
             do {
                 _ = try BinaryMoEModel.load(directory: dir5, stemKernel: .lookup, convAlgorithm: .table)
