@@ -98,6 +98,13 @@ def _weight(layer):
     for a binary layer in its real-weight warm-up (BinaryMoE.set_real_weights: binary activations, real weights)."""
     if layer.binary and not getattr(layer, "real_weights", False):
         return sign_ste(layer.weight)
+    lam = getattr(layer, "binarise", 0.0) if layer.binary else 0.0
+    if lam > 0:
+        # gradual binarisation (BinaryMoE.set_binarise): part way from W to mean|W| * sign(W), row by row; at 1 this
+        # equals what set_real_weights(False) gives (the scaled layers take mean |W| into their scale on that switch)
+        w = layer.weight
+        a = w.detach().abs().mean(1, keepdim=True)
+        return lam * a * sign_ste(w) + (1 - lam) * w
     return layer.weight
 
 
@@ -477,6 +484,21 @@ class BinaryMoE(nn.Module):
                 else:
                     m.scale.div_(a)
             m.real_weights = bool(on)
+
+    def set_binarise(self, lam):
+        """Gradual binarisation (fit.py --binarise-ramp), in the real-weight state only: every binary layer computes
+        with (1 - lam) W + lam mean|W| sign(W) (mean per output row), lam in [0, 1]. lam = 1 computes exactly what the
+        model computes after set_real_weights(False); lam = 0 is the plain real-weight state."""
+        if not self.binary:
+            raise ValueError("set_binarise is for binary models")
+        lam = float(lam)
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"binarise {lam}: must be in [0, 1]")
+        for m in self.modules():
+            if isinstance(m, (BinaryStem, BinaryConv, BinaryConv2, BinaryLinear, BinaryScaledLinear)):
+                if lam > 0 and not getattr(m, "real_weights", False):
+                    raise ValueError("set_binarise needs the real-weight state (set_real_weights(True))")
+                m.binarise = lam
 
     @torch.no_grad()
     def clip_latent(self):

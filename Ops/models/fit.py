@@ -430,9 +430,13 @@ def shifted(xb, shape, n, gen):
     return padded[torch.arange(B).reshape(B, 1, 1), rows, cols].reshape(B, H * W)
 
 
-def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=None, shape=None, lr=None, swa=0):
+def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=None, shape=None, lr=None, swa=0,
+          ramp=0):
     """`swa` N > 0: at the end, every parameter (latent weights included) is set to its mean over the ends of the
-    last N epochs (stochastic weight averaging); the caller re-estimates the batch-norm statistics."""
+    last N epochs (stochastic weight averaging); the caller re-estimates the batch-norm statistics.
+    `ramp` N > 0 (a binary model in the real-weight state): its first N epochs move the weights from real to their
+    signs step by step (set_binarise from 0 to 1, linear per batch); then the model leaves the real-weight state and
+    the remaining epochs compute with sign(W)."""
     import torch
     import torch.nn.functional as F
     from bitfleet_torch import Adam, calibrate
@@ -449,6 +453,8 @@ def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=N
     shift = args.binary_shift if model.binary else args.shift
     history = []
     swa_sum, swa_count = None, 0
+    if ramp and not (model.binary and 0 < ramp <= epochs):
+        raise ValueError(f"ramp {ramp}: for a binary model, at most its {epochs} batch-statistics epochs")
     for ep in range(epochs + finetune):
         t_ep = time.time()
         frozen = ep >= epochs
@@ -467,6 +473,8 @@ def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=N
             else:
                 lr = 0.5 * lr0 * (1 + math.cos(math.pi * (ep * nb + b) / (epochs * nb)))
             opt.lr = lr
+            if ramp and ep < ramp:
+                model.set_binarise(min(1.0, (ep * nb + b + 1) / (ramp * nb)))
             ids = perm[b * args.batch:(b + 1) * args.batch]
             if len(ids) < 2:
                 continue
@@ -492,10 +500,14 @@ def train(model, X, y, Xv, yv, args, clock, phase, epochs, finetune=0, teacher=N
         va = float((predict(model, Xv).argmax(1) == yv).mean()) if len(Xv) else float("nan")
         rec = dict(epoch=ep + 1, loss=tl / n, train_acc=tc / n, heldout_acc=va, seconds=round(secs, 2))
         history.append(rec)
-        tag = "+frozen-bn" if frozen else ""
+        tag = "+frozen-bn" if frozen else (f"+binarising (to {min(1.0, (ep + 1) / ramp):.2f})" if ramp and ep < ramp
+                                           else "")
         print(f"[{phase}] epoch {ep + 1}/{epochs + finetune}{tag}  loss {tl / n:.4f}  train acc {tc / n * 100:.2f}%  "
               f"held-out acc {va * 100:.2f}%  ({secs:.1f}s)  elapsed {fmt_time(time.time() - clock.t0)}  "
               f"left ~{fmt_time(clock.left())}", flush=True)
+        if ramp and ep == ramp - 1:     # t reached 1: the same outputs from here on with sign(W)
+            model.set_binarise(0.0)
+            model.set_real_weights(False)
         if swa and ep >= epochs + finetune - swa:
             snap = [p.detach().clone() for p in model.parameters()]
             swa_sum = snap if swa_sum is None else [a + b for a, b in zip(swa_sum, snap)]
@@ -754,6 +766,8 @@ def write_card(out, m):
         + f", batch {a['batch']}, load-balancing loss weight {a['aux']}. "
         + float_text(a) + f" Binary: {real_text(a)}{a['epochs']} epochs with batch statistics"
         + (f" then {a['finetune']} with batch-norm frozen to population statistics" if a["finetune"] else "")
+        + (f", the first {a['binarise_ramp']} of them moving the weights gradually from real to their signs "
+           f"(`--binarise-ramp`)" if a.get("binarise_ramp") else "")
         + ", straight-through estimator, "
         + (f"the parameters then averaged over the ends of the last {a['swa']} of those epochs (`--swa`), "
            if a.get("swa") else "")
@@ -879,6 +893,10 @@ def parse_args(argv):
                    help="two-step training of the binary model (as in ReActNet): first N epochs with real-valued "
                    "weights and binary activations, then the --epochs/--finetune schedule with binary weights "
                    "starting from those (default 0 = off)")
+    g.add_argument("--binarise-ramp", type=int, default=0, metavar="N",
+                   help="binarise the weights gradually: the first N binary-weight epochs compute with "
+                   "(1 - t) W + t mean|W| sign(W), t rising from 0 to 1 batch by batch, starting from the real weights "
+                   "(after --real-weights, or from the start); the rest with sign(W) (default 0 = at once)")
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--split-seed", type=int, help="seed of the held-out split (default: --seed); fix it to judge runs "
                                                   "with different --seed on the same held-out samples")
@@ -1023,6 +1041,9 @@ def fit(args, argv):
         args.epochs = int(min(40, max(8, round(300_000 / max(1, len(tr))))))
     if args.finetune is None:
         args.finetune = max(1, args.epochs // 2)
+    if not 0 <= args.binarise_ramp <= args.epochs:
+        raise FitError(f"--binarise-ramp {args.binarise_ramp}: a number of epochs from 0 to the binary model's "
+                       f"{args.epochs} batch-statistics epochs")
     if args.swa > args.epochs + args.finetune:
         raise FitError(f"--swa {args.swa}: more than the binary model's {args.epochs + args.finetune} binary-weight epochs")
     name = args.name or os.path.basename(os.path.normpath(args.out))
@@ -1095,9 +1116,12 @@ def fit(args, argv):
         bmodel.set_real_weights(True)
         rhist = train(bmodel, Xtr, ytr, Xva, yva, args, clock, "binary-real", args.real_weights, 0, teacher,
                       shape=data["input_shape"])
+    if args.binarise_ramp:
+        bmodel.set_real_weights(True)    # the ramp starts from the real weights (a no-op after --real-weights)
+    else:
         bmodel.set_real_weights(False)
     bhist = train(bmodel, Xtr, ytr, Xva, yva, args, clock, "binary", args.epochs, args.finetune, teacher,
-                  shape=data["input_shape"], lr=args.binary_lr, swa=args.swa)
+                  shape=data["input_shape"], lr=args.binary_lr, swa=args.swa, ramp=args.binarise_ramp)
     calibrate(bmodel, Xtr)
     binary_seconds = time.time() - t0
     torch_acc = float((predict(bmodel, Xva).argmax(1) == yva).mean())

@@ -833,6 +833,77 @@ def test_real_weights():
     return "warm-up on real weights (conv, stem, router, experts), rescaled both ways, signs after"
 
 
+def test_binarise_ramp():
+    # --binarise-ramp N: fit.train moves every binary layer from W to mean|W| sign(W) over the first N epochs; at the
+    # end of the ramp the model leaves the real-weight state without changing its outputs, and computes with sign(W)
+    import argparse
+    import torch
+    import bitfleet_torch as bt
+    import fit
+    x, y = fashion(256)
+    xs = x.reshape(256, 784)
+    model = bt.BinaryMoE(conv=dict(channels=4, kernel=4, stride=2, padding=1, pool=2), input_shape=(28, 28),
+                         classes=10, stem=16, experts=2, top_k=2, hidden=[8], planes=4, binary=True, seed=1)
+    layers = [model.conv, model.stem, model.router, model.experts[0].hidden[0], model.experts[0].out]
+    model.train()   # batch statistics, as in training: the batch-norm layers see the row scale mean|W| normalised away
+    with torch.no_grad():
+        model.set_real_weights(True)
+        real = model(xs[:32])[0].clone()
+        model.set_binarise(0.0)
+        check(torch.equal(model(xs[:32])[0], real), "t = 0 is not the real-weight model")
+        model.set_binarise(0.5)
+        half = model(xs[:32])[0].clone()
+        check(not torch.allclose(half, real), "t = 0.5 computes as the real weights")
+        model.set_binarise(1.0)
+        full = model(xs[:32])[0].clone()
+        model.set_binarise(0.0)
+        model.set_real_weights(False)
+        signs = model(xs[:32])[0]
+        check(torch.allclose(full, signs, atol=1e-5), f"t = 1 differs from sign(W): {float((full - signs).abs().max())}")
+        for bad in (-0.1, 1.5):
+            try:
+                model.set_binarise(bad)
+                check(False, f"set_binarise accepted {bad}")
+            except ValueError:
+                pass
+        try:
+            model.set_binarise(0.5)     # not in the real-weight state
+            check(False, "set_binarise accepted a model with sign weights")
+        except ValueError:
+            pass
+    model.set_real_weights(True)
+    seen = []
+    orig = model.set_binarise
+    model.set_binarise = lambda t: (seen.append(t), orig(t))
+    args = argparse.Namespace(seed=1, lr=2e-3, batch=128, kd=0.0, aux=0.05, shift=0, binary_shift=0)
+    fit.train(model, xs, y, xs[:0], y[:0], args, fit.Clock([("p", 3, 1.0)]), "p", 3, shape=(28, 28), ramp=2)
+    check(seen[:4] == [0.25, 0.5, 0.75, 1.0], f"the ramp's steps: {seen}")
+    check(not any(getattr(m, "real_weights", False) or getattr(m, "binarise", 0.0) for m in layers),
+          "after the ramp a layer still computes with real or mixed weights")
+    try:
+        fit.train(model, xs, y, xs[:0], y[:0], args, fit.Clock([("p", 1, 1.0)]), "p", 1, shape=(28, 28), ramp=2)
+        check(False, "a ramp longer than the epochs was accepted")
+    except ValueError:
+        pass
+    x2, y2 = fashion(300)
+    with tempfile.TemporaryDirectory() as td:
+        np.savez(os.path.join(td, "d.npz"), X=x2, y=y2)
+        for ramp, want in (("4", "--binarise-ramp 4: a number of epochs from 0 to the binary model's 3"),
+                           ("-1", "--binarise-ramp -1: a number of epochs from 0")):
+            rc, so, se = run_fit(["--data", os.path.join(td, "d.npz"), "--out", os.path.join(td, "m"), "--bitfleet",
+                                  "none", "--binarise-ramp", ramp] + FIT_SMALL)
+            check(rc == 2 and want in se, f"--binarise-ramp {ramp}: rc {rc}: {se.strip()[-500:]}")
+        rc, so, se = run_fit(["--data", os.path.join(td, "d.npz"), "--out", os.path.join(td, "m"), "--bitfleet",
+                              "none", "--real-weights", "1", "--binarise-ramp", "2"] + FIT_SMALL)
+        check(rc == 0 and "epoch 2/4+binarising (to 1.00)" in so and "exact eval in torch identical to reference.py: "
+              "True" in so, f"fit.py --binarise-ramp 2: rc {rc}: {se[-1500:]}{so[-1500:]}")
+        card = open(os.path.join(td, "m", "MODEL_CARD.md")).read()
+        check("the first 2 of them moving the weights gradually from real to their signs" in card,
+              "the card does not name --binarise-ramp")
+    return "t = 0 real, t = 1 identical to sign(W), linear per batch, real-weight state left at the ramp's end; " \
+           "fit.py refuses a ramp beyond the schedule, exports exactly after one, names it in the card"
+
+
 def test_swa():
     # --swa N: fit.train sets every parameter to the mean of its values at the ends of the last N epochs (snapshots
     # taken where the epoch's held-out accuracy is measured); more than the binary-weight epochs, or < 0, is refused
@@ -1072,7 +1143,7 @@ def test_reference_models_and_bench_paths():
     return "; ".join(notes)
 
 
-TESTS = [test_reference_models_and_bench_paths, test_teacher_overlap, test_export_router_groups, test_shift_augmentation, test_top1_router_gradient, test_real_weights, test_swa, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact,
+TESTS = [test_reference_models_and_bench_paths, test_teacher_overlap, test_export_router_groups, test_shift_augmentation, test_top1_router_gradient, test_real_weights, test_binarise_ramp, test_swa, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact,
          test_torch_conv2_export_bit_exact, test_fit_csv, test_fit_npz_scaled_features, test_fit_image_folder,
          test_fit_image_folder_conv, test_fit_conv2]
 
