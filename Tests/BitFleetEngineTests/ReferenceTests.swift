@@ -110,17 +110,19 @@ struct ReferenceTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for path in XNORPath.allCases where path.isSupported {
             // a conv front that the table kernel takes runs through it (automatic) and through the direct kernel
-            for algorithm in Self.convAlgorithms(dir, kernel) {
+            for algorithm in try Self.convAlgorithms(dir, kernel) {
                 try check(spec: spec, dir: dir, kernel: kernel, path: path, conv: algorithm)
             }
         }
     }
 
     /// The conv kernels to run a model's conv front with: the table and the direct kernel where the stem kernel is
-    /// the AVX2 lookup and the table kernel takes the shape, else the automatic choice alone.
-    static func convAlgorithms(_ dir: String, _ kernel: StemKernel) -> [ConvAlgorithm] {
-        guard kernel == .lookup, let bytes = FileManager.default.contents(atPath: dir + "/config.json"),
-              let g = try? ModelConfig.parse(Array(bytes)).convGeometry, ConvFront.tableFits(g) else { return [.automatic] }
+    /// the AVX2 lookup and the table kernel takes the shape, else the automatic choice alone. A config.json that
+    /// cannot be read or parsed throws, so that the test fails instead of quietly running fewer kernels.
+    static func convAlgorithms(_ dir: String, _ kernel: StemKernel) throws -> [ConvAlgorithm] {
+        guard kernel == .lookup else { return [.automatic] }
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: dir + "/config.json"))
+        guard let g = try ModelConfig.parse(Array(bytes)).convGeometry, ConvFront.tableFits(g) else { return [.automatic] }
         return [.automatic, .direct]
     }
 
