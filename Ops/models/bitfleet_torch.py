@@ -101,7 +101,8 @@ def _weight(layer):
     lam = getattr(layer, "binarise", 0.0) if layer.binary else 0.0
     if lam > 0:
         # gradual binarisation (BinaryMoE.set_binarise): part way from W to mean|W| * sign(W), row by row; at 1 this
-        # equals what set_real_weights(False) gives (the scaled layers take mean |W| into their scale on that switch)
+        # equals what set_real_weights(False) gives under batch statistics (the scaled layers take mean |W| into their
+        # scale on that switch; the layers followed by batch-norm have it normalised away)
         w = layer.weight
         a = w.detach().abs().mean(1, keepdim=True)
         return lam * a * sign_ste(w) + (1 - lam) * w
@@ -487,8 +488,9 @@ class BinaryMoE(nn.Module):
 
     def set_binarise(self, lam):
         """Gradual binarisation (fit.py --binarise-ramp), in the real-weight state only: every binary layer computes
-        with (1 - lam) W + lam mean|W| sign(W) (mean per output row), lam in [0, 1]. lam = 1 computes exactly what the
-        model computes after set_real_weights(False); lam = 0 is the plain real-weight state."""
+        with (1 - lam) W + lam mean|W| sign(W) (mean per output row), lam in [0, 1]. Under batch statistics (training
+        mode, where each batch-norm divides the row scale mean|W| away) lam = 1 computes what the model computes after
+        set_real_weights(False); lam = 0 is the plain real-weight state."""
         if not self.binary:
             raise ValueError("set_binarise is for binary models")
         lam = float(lam)
