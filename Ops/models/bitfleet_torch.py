@@ -465,6 +465,12 @@ class BinaryMoE(nn.Module):
             logits = logits.index_add(0, rows, gates[rows, slots].unsqueeze(1) * z)
         return logits, aux
 
+    def binary_layers(self):
+        """Every layer with latent weights that the binary model computes with as signs (conv fronts, stem, router,
+        expert layers): the layers that set_real_weights and set_binarise switch."""
+        return [m for m in self.modules()
+                if isinstance(m, (BinaryStem, BinaryConv, BinaryConv2, BinaryLinear, BinaryScaledLinear))]
+
     @torch.no_grad()
     def set_real_weights(self, on):
         """Two-step training (as in ReActNet): with on=True every binary layer computes with its real latent weights
@@ -474,9 +480,7 @@ class BinaryMoE(nn.Module):
         batch-norm need nothing."""
         if not self.binary:
             raise ValueError("set_real_weights is for binary models")
-        for m in self.modules():
-            if not isinstance(m, (BinaryStem, BinaryConv, BinaryConv2, BinaryLinear, BinaryScaledLinear)):
-                continue
+        for m in self.binary_layers():
             was = getattr(m, "real_weights", False)
             if was != bool(on) and isinstance(m, BinaryScaledLinear):
                 a = m.weight.abs().mean(1).clamp_min(1e-8)
@@ -496,11 +500,11 @@ class BinaryMoE(nn.Module):
         lam = float(lam)
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"binarise {lam}: must be in [0, 1]")
-        for m in self.modules():
-            if isinstance(m, (BinaryStem, BinaryConv, BinaryConv2, BinaryLinear, BinaryScaledLinear)):
-                if lam > 0 and not getattr(m, "real_weights", False):
-                    raise ValueError("set_binarise needs the real-weight state (set_real_weights(True))")
-                m.binarise = lam
+        layers = self.binary_layers()
+        if lam > 0 and not all(getattr(m, "real_weights", False) for m in layers):
+            raise ValueError("set_binarise needs the real-weight state (set_real_weights(True))")
+        for m in layers:
+            m.binarise = lam
 
     @torch.no_grad()
     def clip_latent(self):

@@ -785,19 +785,30 @@ def test_top1_router_gradient():
     return "top-1 gates exactly 1, router gradient nonzero; top-2 gates the softmax of the two scores"
 
 
+def tiny_conv_moe(top_k):
+    """The small binary conv MoE the training tests run fit.train on (4 filters, stem 16, 2 experts of 8)."""
+    import bitfleet_torch as bt
+    return bt.BinaryMoE(conv=dict(channels=4, kernel=4, stride=2, padding=1, pool=2), input_shape=(28, 28),
+                        classes=10, stem=16, experts=2, top_k=top_k, hidden=[8], planes=4, binary=True, seed=1)
+
+
+def train_args():
+    """fit.train's arguments for those tests: no distillation, no shift."""
+    import argparse
+    return argparse.Namespace(seed=1, lr=2e-3, batch=128, kd=0.0, aux=0.05, shift=0, binary_shift=0)
+
+
 def test_real_weights():
     # two-step training (--real-weights): in the warm-up every binary layer computes with its real latent weights
     # (activations stay binary), the scaled layers are rescaled by mean |W| each way, and switching back restores
     # sign(W); fit.train trains the latent weights through the warm-up
-    import argparse
     import torch
     import torch.nn.functional as F
     import bitfleet_torch as bt
     import fit
     x, y = fashion(256)
     xs = x.reshape(256, 784)
-    model = bt.BinaryMoE(conv=dict(channels=4, kernel=4, stride=2, padding=1, pool=2), input_shape=(28, 28),
-                         classes=10, stem=16, experts=2, top_k=1, hidden=[8], planes=4, binary=True, seed=1)
+    model = tiny_conv_moe(top_k=1)
     layers = [model.conv, model.stem, model.router, model.experts[0].hidden[0], model.experts[0].out]
     scale0 = model.router.scale.detach().clone()
     with torch.no_grad():
@@ -812,7 +823,7 @@ def test_real_weights():
         a = model.router.weight.abs().mean(1)
         check(torch.allclose(model.router.scale * a, scale0), "router scale not divided by mean |W|")
         check(all(getattr(m, "real_weights", False) for m in layers), "a layer kept its binary weights")
-    args = argparse.Namespace(seed=1, lr=2e-3, batch=128, kd=0.0, aux=0.05, shift=0, binary_shift=0)
+    args = train_args()
     w0 = model.experts[0].hidden[0].weight.detach().clone()
     fit.train(model, xs, y, xs[:0], y[:0], args, fit.Clock([("p", 1, 1.0)]), "p", 1, shape=(28, 28))
     check(not torch.equal(w0, model.experts[0].hidden[0].weight), "the warm-up did not train the latent weights")
@@ -836,14 +847,12 @@ def test_real_weights():
 def test_binarise_ramp():
     # --binarise-ramp N: fit.train moves every binary layer from W to mean|W| sign(W) over the first N epochs; at the
     # end of the ramp the model leaves the real-weight state without changing its outputs, and computes with sign(W)
-    import argparse
     import torch
     import bitfleet_torch as bt
     import fit
     x, y = fashion(256)
     xs = x.reshape(256, 784)
-    model = bt.BinaryMoE(conv=dict(channels=4, kernel=4, stride=2, padding=1, pool=2), input_shape=(28, 28),
-                         classes=10, stem=16, experts=2, top_k=2, hidden=[8], planes=4, binary=True, seed=1)
+    model = tiny_conv_moe(top_k=2)
     layers = [model.conv, model.stem, model.router, model.experts[0].hidden[0], model.experts[0].out]
     model.train()   # batch statistics, as in training: the batch-norm layers see the row scale mean|W| normalised away
     with torch.no_grad():
@@ -875,7 +884,7 @@ def test_binarise_ramp():
     seen = []
     orig = model.set_binarise
     model.set_binarise = lambda t: (seen.append(t), orig(t))
-    args = argparse.Namespace(seed=1, lr=2e-3, batch=128, kd=0.0, aux=0.05, shift=0, binary_shift=0)
+    args = train_args()
     fit.train(model, xs, y, xs[:0], y[:0], args, fit.Clock([("p", 3, 1.0)]), "p", 3, shape=(28, 28), ramp=2)
     check(seen[:4] == [0.25, 0.5, 0.75, 1.0], f"the ramp's steps: {seen}")
     check(not any(getattr(m, "real_weights", False) or getattr(m, "binarise", 0.0) for m in layers),
@@ -907,15 +916,13 @@ def test_binarise_ramp():
 def test_swa():
     # --swa N: fit.train sets every parameter to the mean of its values at the ends of the last N epochs (snapshots
     # taken where the epoch's held-out accuracy is measured); more than the binary-weight epochs, or < 0, is refused
-    import argparse
     import torch
     import bitfleet_torch as bt
     import fit
     x, y = fashion(256)
     xs = x.reshape(256, 784)
-    model = bt.BinaryMoE(conv=dict(channels=4, kernel=4, stride=2, padding=1, pool=2), input_shape=(28, 28),
-                         classes=10, stem=16, experts=2, top_k=1, hidden=[8], planes=4, binary=True, seed=1)
-    args = argparse.Namespace(seed=1, lr=2e-3, batch=128, kd=0.0, aux=0.05, shift=0, binary_shift=0)
+    model = tiny_conv_moe(top_k=1)
+    args = train_args()
     ends = []
     predict = fit.predict
 
