@@ -89,6 +89,46 @@ class _SignWeight(torch.autograd.Function):
 sign_ste = _SignWeight.apply  # the same hardtanh STE serves activations: gradient where |y| <= 1
 
 
+def two_bit_levels(w):
+    """2-bit weights of a conv front (format v5, "weight_bits": 2), row by row: level = 2 floor(w / m) + 1 clamped to
+    {-3, -1, 1, 3}, m = the row's mean |w| (so |w| >= m gives +-3). Torch or numpy; the exporter's integers."""
+    if isinstance(w, torch.Tensor):
+        m = w.abs().mean(-1, keepdim=True).clamp_min(1e-8)
+        return (2 * torch.floor(w / m) + 1).clamp(-3, 3)
+    w = np.asarray(w, np.float32)
+    m = np.maximum(np.abs(w).mean(-1, keepdims=True, dtype=np.float32), np.float32(1e-8))
+    return np.clip(2 * np.floor(w / m) + 1, -3, 3).astype(np.int8)
+
+
+class _TwoBitWeight(torch.autograd.Function):
+    """two_bit_levels with the straight-through gradient of _SignWeight (passed where |w| <= 1)."""
+
+    @staticmethod
+    def forward(ctx, w):
+        ctx.save_for_backward(w)
+        return two_bit_levels(w)
+
+    @staticmethod
+    def backward(ctx, g):
+        (w,) = ctx.saved_tensors
+        return g * (w.abs() <= 1).to(g.dtype)
+
+
+two_bit_ste = _TwoBitWeight.apply
+
+
+def _quantised(layer, w):
+    """What a binary layer computes with in place of its latent weights: sign(W), or a 2-bit conv's levels."""
+    return two_bit_ste(w) if getattr(layer, "weight_bits", 1) == 2 else sign_ste(w)
+
+
+def weight_levels_np(layer_or_weight, bits=1):
+    """The exported integer weights of latent weights (numpy): signs (+-1), or with bits 2 the levels -3..3."""
+    w = getattr(layer_or_weight, "weight", layer_or_weight)
+    w = _np(w).reshape(_np(w).shape[0], -1)
+    return two_bit_levels(w) if bits == 2 else _sign_np(w)
+
+
 def sign(x):
     return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
 
@@ -97,15 +137,16 @@ def _weight(layer):
     """The weight a layer computes with: sign(W) with the STE for a binary layer, W for the float twin, and W as well
     for a binary layer in its real-weight warm-up (BinaryMoE.set_real_weights: binary activations, real weights)."""
     if layer.binary and not getattr(layer, "real_weights", False):
-        return sign_ste(layer.weight)
+        return _quantised(layer, layer.weight)
     lam = getattr(layer, "binarise", 0.0) if layer.binary else 0.0
     if lam > 0:
         # gradual binarisation (BinaryMoE.set_binarise): part way from W to mean|W| * sign(W), row by row; at 1 this
         # equals what set_real_weights(False) gives under batch statistics (the scaled layers take mean |W| into their
         # scale on that switch; the layers followed by batch-norm have it normalised away)
         w = layer.weight
-        a = w.detach().abs().mean(1, keepdim=True)
-        return lam * a * sign_ste(w) + (1 - lam) * w
+        q = _quantised(layer, w)
+        a = w.detach().abs().mean(1, keepdim=True) / q.detach().abs().mean(1, keepdim=True)
+        return lam * a * q + (1 - lam) * w
     return layer.weight
 
 
@@ -201,10 +242,15 @@ class BinaryConv(nn.Module):
     sign(W) with the STE, per-channel batch-norm, sign activation, max-pool (= OR-pooling of +-1), flattened the torch
     way, (c, y, x) (the exporter permutes the next layer's columns to the format's (y, x, c)).  Float twin: x/255,
     float filters, batch-norm, ReLU, max-pool.  The conv is F.unfold + one matmul (much faster on CPU than F.conv2d
-    with one input channel).  Parameters conv.weight [C, k*k] (window row by row, ky*k + kx), conv.bn.* [C]."""
+    with one input channel).  Parameters conv.weight [C, k*k] (window row by row, ky*k + kx), conv.bn.* [C].
+    weight_bits=2 (format v5): the filters compute with two_bit_levels(W) in {-3, -1, 1, 3} instead of sign(W)."""
 
-    def __init__(self, input_shape, channels, kernel, stride=1, padding=0, pool=1, planes=8, binary=True, gen=None):
+    def __init__(self, input_shape, channels, kernel, stride=1, padding=0, pool=1, planes=8, binary=True, gen=None,
+                 weight_bits=1):
         super().__init__()
+        if weight_bits not in (1, 2):
+            raise ValueError(f"conv: weight_bits must be 1 or 2 (got {weight_bits})")
+        self.weight_bits = int(weight_bits)
         self.input_shape = tuple(int(v) for v in input_shape)
         self.channels, self.kernel, self.stride = int(channels), int(kernel), int(stride)
         self.padding, self.pool, self.planes, self.binary = int(padding), int(pool), int(planes), bool(binary)
@@ -420,9 +466,11 @@ class BinaryMoE(nn.Module):
         if conv is not None:
             c = {k: int(conv[k]) if d is None else int(conv.get(k, d)) for k, d in
                  [("channels", None), ("kernel", None), ("stride", 1), ("padding", 0), ("pool", 1)]}
+            if int(conv.get("weight_bits", 1)) != 1:
+                c["weight_bits"] = int(conv["weight_bits"])
             self.conv_cfg = c
             self.conv = BinaryConv(self.input_shape, c["channels"], c["kernel"], c["stride"], c["padding"], c["pool"],
-                                   self.planes, binary, gen)
+                                   self.planes, binary, gen, weight_bits=c.get("weight_bits", 1))
             F_ = self.conv.features
             if conv2 is not None:
                 c2 = {k: int(conv2[k]) if d is None else int(conv2.get(k, d)) for k, d in
@@ -529,6 +577,8 @@ class BinaryMoE(nn.Module):
             if self.conv2_cfg is not None:
                 cfg["format_version"] = 4
                 cfg["conv2"] = dict(self.conv2_cfg)
+            if self.conv_cfg.get("weight_bits", 1) == 2:
+                cfg["format_version"] = 5
         if input_shape is not None:
             cfg["input_shape"] = [int(s) for s in input_shape]
         return cfg
@@ -593,7 +643,10 @@ def fold_state_dict(sd, config, eps=1e-5):
         cw = need("conv.weight").reshape(ch, -1)
         if cw.shape[1] != k * k:
             raise ValueError(f"state_dict: conv.weight has {cw.shape[1]} taps per filter, config kernel {k} needs {k * k}")
-        extra["conv_weight"], extra["conv_threshold"] = folded("conv", cw)
+        bits = int(conv.get("weight_bits", 1))
+        extra["conv_weight"], extra["conv_threshold"] = fold_batchnorm(
+            weight_levels_np(cw, bits), need("conv.bn.weight"), need("conv.bn.bias"), need("conv.bn.running_mean"),
+            need("conv.bn.running_var"), eps)
         _, _, Hp, Wp = conv_geometry(config["input_shape"], k, int(conv.get("stride", 1)),
                                      int(conv.get("padding", 0)), int(conv.get("pool", 1)))
         conv2 = config.get("conv2")
@@ -814,7 +867,7 @@ def calibrate(model: BinaryMoE, x_u8, chunk=4096):
     n = x.shape[0]
 
     def folded(layer):
-        w, t = fold_batchnorm(_sign_np(layer.weight).reshape(layer.weight.shape[0], -1), *(_np(v) for v in (
+        w, t = fold_batchnorm(weight_levels_np(layer, getattr(layer, "weight_bits", 1)), *(_np(v) for v in (
             layer.bn.weight, layer.bn.bias, layer.bn.running_mean, layer.bn.running_var)), layer.bn.eps)
         return w.astype(np.int64), t.astype(np.int64)
 

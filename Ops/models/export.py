@@ -20,6 +20,10 @@ A v2 model (config has a "conv" block, format_version 2) also takes conv_weight 
 row by row) and conv_threshold [channels]; its stem reads the F pooled conv features (stem_weight [S, F], feature
 order (y, x, channel)), and with stem_width 0 it has no stem (stem_weight/stem_threshold None; the router and the
 experts read the F features: H_0 = F).
+
+A v5 model's conv block may say "weight_bits": 2: conv_weight then holds the integers -3, -1, 1, 3 (w = 2*h + l with
+two sign bits, h = +1 for w > 0), written as conv.weight [2, channels, ceil(kernel^2 / 8)]: plane 0 the bits h,
+plane 1 the bits l.
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ FORMAT_VERSION = 1
 CONV_FORMAT_VERSION = 2
 GROUPS_FORMAT_VERSION = 3   # a two-level router ("router_groups"); a conv front may come with it
 CONV2_FORMAT_VERSION = 4   # a second, binary conv layer after the conv front ("conv2")
+WEIGHT_BITS_FORMAT_VERSION = 5   # a conv front with 2-bit weights ("conv": {"weight_bits": 2})
+LATEST_FORMAT_VERSION = WEIGHT_BITS_FORMAT_VERSION
 
 
 class ExportError(ValueError):
@@ -43,6 +49,25 @@ def pack_bits(weight: np.ndarray) -> np.ndarray:
     """Pack the sign of `weight` along the last axis: bit 1 for >= 0, little bit order, zero padding."""
     bits = (np.asarray(weight) >= 0).astype(np.uint8)
     return np.packbits(bits, axis=-1, bitorder="little")
+
+
+def split_two_bit(weight) -> np.ndarray:
+    """2-bit weights w in {-3, -1, 1, 3} [..., K] as the sign planes (h, l) of w = 2*h + l, stacked on a new first
+    axis: [2, ..., K] of +-1 (h = +1 where w > 0, l = w - 2*h)."""
+    w = np.asarray(weight)
+    if w.dtype.kind == "f" and not np.all(w == np.floor(w)):
+        raise ExportError("conv_weight: 2-bit weights must be the integers -3, -1, 1 or 3")
+    w = w.astype(np.int64)
+    if not np.all(np.isin(w, (-3, -1, 1, 3))):
+        bad = sorted(set(np.unique(w).tolist()) - {-3, -1, 1, 3})[:4]
+        raise ExportError(f"conv_weight: 2-bit weights must be -3, -1, 1 or 3 (got {bad})")
+    h = np.where(w > 0, 1, -1)
+    return np.stack([h, w - 2 * h])
+
+
+def conv_weight_bits(cfg) -> int:
+    """A conv block's weight bits (1 without the key)."""
+    return int((cfg.get("conv") or {}).get("weight_bits", 1))
 
 
 def _check_shape(name: str, array, shape: tuple) -> np.ndarray:
@@ -74,12 +99,13 @@ def normalized_config(config: dict) -> dict:
     conv = cfg.get("conv")
     conv2 = cfg.get("conv2")
     groups = cfg.get("router_groups")
-    cfg.setdefault("format_version", CONV2_FORMAT_VERSION if conv2 else GROUPS_FORMAT_VERSION if groups
-                   else CONV_FORMAT_VERSION if conv else FORMAT_VERSION)
+    two_bit = bool(conv) and int(conv.get("weight_bits", 1)) != 1
+    cfg.setdefault("format_version", WEIGHT_BITS_FORMAT_VERSION if two_bit else CONV2_FORMAT_VERSION if conv2
+                   else GROUPS_FORMAT_VERSION if groups else CONV_FORMAT_VERSION if conv else FORMAT_VERSION)
     if cfg["format"] != FORMAT:
         raise ExportError(f"config.format must be {FORMAT!r}")
-    if cfg["format_version"] not in (FORMAT_VERSION, CONV_FORMAT_VERSION, GROUPS_FORMAT_VERSION, CONV2_FORMAT_VERSION):
-        raise ExportError(f"config.format_version must be {FORMAT_VERSION} to {CONV2_FORMAT_VERSION}")
+    if cfg["format_version"] not in range(FORMAT_VERSION, LATEST_FORMAT_VERSION + 1):
+        raise ExportError(f"config.format_version must be {FORMAT_VERSION} to {LATEST_FORMAT_VERSION}")
     if conv and cfg["format_version"] < CONV_FORMAT_VERSION:
         raise ExportError(f"config: a conv block needs format_version {CONV_FORMAT_VERSION} or later")
     if groups is not None and cfg["format_version"] < GROUPS_FORMAT_VERSION:
@@ -99,6 +125,13 @@ def normalized_config(config: dict) -> dict:
     if conv:
         cfg["conv"] = {k: int(conv[k]) if d is None else int(conv.get(k, d)) for k, d in
                        [("channels", None), ("kernel", None), ("stride", 1), ("padding", 0), ("pool", 1)]}
+        bits = int(conv.get("weight_bits", 1))
+        if bits not in (1, 2):
+            raise ExportError(f"config.conv.weight_bits must be 1 or 2 (got {bits})")
+        if bits == 2:
+            if cfg["format_version"] < WEIGHT_BITS_FORMAT_VERSION:
+                raise ExportError(f"config: conv.weight_bits 2 needs format_version {WEIGHT_BITS_FORMAT_VERSION}")
+            cfg["conv"]["weight_bits"] = 2
     if conv2:
         cfg["conv2"] = {k: int(conv2[k]) if d is None else int(conv2.get(k, d)) for k, d in
                         [("channels", None), ("kernel", None), ("stride", 1), ("pool", 1)]}
@@ -152,7 +185,8 @@ def export_model(directory, config: dict, stem_weight, stem_threshold, router_we
     if cfg.get("conv"):
         import reference
         ch, k = cfg["conv"]["channels"], cfg["conv"]["kernel"]
-        tensors["conv.weight"] = pack_bits(_check_shape("conv_weight", conv_weight, (ch, k * k)))
+        cw = _check_shape("conv_weight", conv_weight, (ch, k * k))
+        tensors["conv.weight"] = pack_bits(split_two_bit(cw) if conv_weight_bits(cfg) == 2 else cw)
         tensors["conv.threshold"] = _int32("conv_threshold", _check_shape("conv_threshold", conv_threshold, (ch,)))
         if cfg.get("conv2"):
             ch2, taps = cfg["conv2"]["channels"], reference.conv2_geometry(cfg)["taps"]

@@ -30,6 +30,7 @@ that many binary k x k filters over the image (zero padding), integer thresholds
 the pooled features then feed the stem, or with --stem 0 (the default with --conv) the router and the experts.
 One-channel images only (--color gray for color images).  --conv2 channels,kernel,stride,pool (e.g. 48,3,1,1) adds
 a second binary conv over the first's pooled map (format v4, no padding); its features take the first conv's place.
+--conv-bits 2 gives the first conv 2-bit weights (-3, -1, 1, 3 per tap, format v5): two binary convs added, 2*h + l.
 
 It trains the float twin first (same architecture, float weights, ReLU; the accuracy peer, exported to
 MODEL_DIR/float/model.onnx and its ONNX Runtime int8 twin model_int8.onnx; --teacher DIR takes an earlier run's
@@ -589,12 +590,17 @@ def check_teacher(args, arch, classes, input_scale):
         shift = int(targs.get("shift") or 0)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise FitError(f"--teacher {d}: config.json or fit_metrics.json unreadable: {e}")
+    # the conv's weight bits are the binary model's, not the float twin's: a 1-bit run's twin serves a 2-bit run
+    def twin_conv(c):
+        return None if not c else {k: v for k, v in c.items() if k != "weight_bits"}
+
     want = dict(classes=list(classes), input_features=arch["input_features"], input_scale=float(input_scale),
                 stem_width=arch["stem"], experts=arch["experts"], top_k=arch["top_k"],
-                expert_hidden=list(arch["hidden"]), conv=arch["conv"], conv2=arch.get("conv2"))
+                expert_hidden=list(arch["hidden"]), conv=twin_conv(arch["conv"]), conv2=arch.get("conv2"))
     if arch["conv"]:
         want["input_shape"] = list(arch["input_shape"])
-    diff = [f"{k} {cfg.get(k)!r} (this run: {want[k]!r})" for k in want if cfg.get(k) != want[k]]
+    got = dict(cfg, conv=twin_conv(cfg.get("conv")))
+    diff = [f"{k} {got.get(k)!r} (this run: {want[k]!r})" for k in want if got.get(k) != want[k]]
     if diff:
         raise FitError(f"--teacher {d}: its model differs from this run's, so its float twin is not this model's "
                        f"twin: {'; '.join(diff)}")
@@ -675,6 +681,11 @@ def conv_width(cfg):
     return reference.conv_geometry(cfg)["features"] if cfg.get("conv") else None
 
 
+def args_conv_text(c):
+    """--conv's five numbers of a conv block."""
+    return ",".join(str(c[k]) for k in ("channels", "kernel", "stride", "padding", "pool"))
+
+
 def front_text(cfg):
     """The card's sentence on the model's front: the dense binary stem (v1) or the conv front (v2)."""
     P, S = cfg["input_bit_planes"], cfg["stem_width"]
@@ -685,8 +696,10 @@ def front_text(cfg):
     c, g = cfg["conv"], reference.conv1_geometry(cfg)
     (H, W), (Hp, Wp), F = g["input"], g["pooled"], g["features"]
     c2 = cfg.get("conv2") if cfg.get("format_version", 2) >= 4 else None
-    text = (f"Front: binary convolution (format v{4 if c2 else 2}, `--conv {c['channels']},{c['kernel']},{c['stride']},"
-            f"{c['padding']},{c['pool']}`): {c['channels']} binary {c['kernel']}×{c['kernel']} filters over the "
+    two = c.get("weight_bits", 1) == 2 and cfg.get("format_version", 2) >= 5
+    text = (f"Front: binary convolution (format v{5 if two else 4 if c2 else 2}, `--conv {c['channels']},{c['kernel']},"
+            f"{c['stride']},{c['padding']},{c['pool']}`{' --conv-bits 2' if two else ''}): {c['channels']} "
+            f"{'2-bit (weights −3, −1, 1, 3)' if two else 'binary'} {c['kernel']}×{c['kernel']} filters over the "
             f"{H}×{W} image ({P} input bit planes), stride {c['stride']}, padding {c['padding']}, integer thresholds, "
             f"OR-pooling {c['pool']}×{c['pool']} → {Hp}×{Wp}×{c['channels']} = {F} binary features; ")
     if c2:
@@ -851,6 +864,8 @@ def parse_args(argv):
     g.add_argument("--conv", help="binary convolution front (format v2) for one-channel image data: "
                                   "channels,kernel,stride,padding,pool, e.g. 32,5,1,2,4 (limits: channels 1..64, "
                                   "kernel 1..15, 1 <= stride <= kernel, 0 <= padding < kernel, pool >= 1)")
+    g.add_argument("--conv-bits", type=int, choices=[1, 2], default=1,
+                   help="weight bits of the --conv filters: 1 (signs) or 2 (-3, -1, 1, 3: format v5)")
     g.add_argument("--conv2", help="a second binary convolution after --conv (format v4): channels,kernel,stride,pool, "
                                    "e.g. 48,3,1,1: that many binary kernel x kernel x C1 filters over the first conv's "
                                    "pooled map, no padding, integer thresholds, OR-pooling; its features replace the "
@@ -939,6 +954,10 @@ def parse_args(argv):
             ap.error("--conv: need 1 <= channels <= 64, 1 <= kernel <= 15, 1 <= stride <= kernel, "
                      "0 <= padding < kernel, pool >= 1")
         args.conv = dict(channels=ch, kernel=k, stride=st, padding=pad, pool=pool)
+        if args.conv_bits == 2:
+            args.conv["weight_bits"] = 2
+    elif args.conv_bits != 1:
+        ap.error("--conv-bits: needs --conv")
     if args.conv2:
         if not args.conv:
             ap.error("--conv2: a second conv needs the first one (--conv)")
@@ -1022,7 +1041,7 @@ def fit(args, argv):
         c = args.conv
         _, _, Hp, Wp = conv_geometry(shape, c["kernel"], c["stride"], c["padding"], c["pool"])
         if min(Hp, Wp) < 1:
-            raise FitError(f"--conv {','.join(str(v) for v in c.values())}: no pooled position left for "
+            raise FitError(f"--conv {args_conv_text(c)}: no pooled position left for "
                            f"{shape[0]}x{shape[1]} images")
         conv_features = Hp * Wp * c["channels"]
         if args.conv2:
@@ -1066,7 +1085,8 @@ def fit(args, argv):
     print(f"inputs: {data['scaling_note']}", flush=True)
     if args.conv:
         c = args.conv
-        print(f"conv front: {c['channels']} binary {c['kernel']}x{c['kernel']} filters, stride {c['stride']}, padding "
+        print(f"conv front: {c['channels']} {'2-bit' if c.get('weight_bits', 1) == 2 else 'binary'} "
+              f"{c['kernel']}x{c['kernel']} filters, stride {c['stride']}, padding "
               f"{c['padding']}, OR-pool {c['pool']} -> {conv1_features if args.conv2 else conv_features} features",
               flush=True)
         if args.conv2:
@@ -1181,7 +1201,9 @@ def fit(args, argv):
     if args.conv:   # the conv runs on the input planes like the stem; the stem (if any) reads the conv bits
         c = args.conv
         Ho, Wo, _, _ = conv_geometry(data["input_shape"], c["kernel"], c["stride"], c["padding"], c["pool"])
-        front_macs = args.planes * c["kernel"] ** 2 * c["channels"] * Ho * Wo + conv_features * args.stem
+        # a 2-bit conv is two binary convs added (2*h + l)
+        front_macs = (args.planes * c["kernel"] ** 2 * c["channels"] * Ho * Wo * c.get("weight_bits", 1)
+                      + conv_features * args.stem)
         if args.conv2:   # binary k x k x C1 windows at every conv2 output position
             c2 = args.conv2
             _, _, Hp, Wp = conv_geometry(data["input_shape"], c["kernel"], c["stride"], c["padding"], c["pool"])

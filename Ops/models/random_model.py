@@ -33,8 +33,9 @@ def median_threshold(pre):
 
 def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=None, shape=None, router_groups=None,
           conv2=None):
-    """conv: None, or (channels, kernel, stride, padding, pool) with shape (H, W): a format-v2 model whose stem (or,
-    with S = 0, whose router and experts) reads the pooled conv features. conv2: None, or (channels, kernel, stride,
+    """conv: None, or (channels, kernel, stride, padding, pool[, weight_bits]) with shape (H, W): a format-v2 model
+    whose stem (or, with S = 0, whose router and experts) reads the pooled conv features; weight_bits 2 gives the
+    filters the weights -3, -1, 1, 3 (format v5). conv2: None, or (channels, kernel, stride,
     pool): a format-v4 second binary conv over the first one's pooled map, whose features the stem reads instead."""
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, size=(M, D), dtype=np.uint8)
@@ -47,11 +48,15 @@ def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=No
     conv_w = conv_t = None
     conv_cfg = None
     if conv:
-        ch, k, stride, pad, pool = conv
+        ch, k, stride, pad, pool = conv[:5]
+        conv_bits = conv[5] if len(conv) > 5 else 1
         conv_cfg = {"channels": ch, "kernel": k, "stride": stride, "padding": pad, "pool": pool}
         cfg = {"input_features": D, "input_shape": list(shape), "conv": conv_cfg}
         g = reference.conv_geometry(cfg)
         conv_w = signs(rng, (ch, k * k)).astype(np.int64)
+        if conv_bits == 2:
+            conv_cfg["weight_bits"] = 2
+            conv_w = 2 * conv_w + signs(rng, (ch, k * k)).astype(np.int64)       # -3, -1, 1, 3
         # thresholds at the quantile that makes about half of the pooled features fire (OR-pooling of bits that
         # fire half the time would saturate)
         probe = {"config": cfg, "conv_w": conv_w, "conv_t": None}
@@ -112,7 +117,8 @@ def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=No
 
     config = {
         "format": "bitfleet.bmoe",
-        "format_version": 4 if conv2 else 3 if router_groups else 2 if conv else 1,
+        "format_version": (5 if conv and conv_cfg.get("weight_bits", 1) == 2 else 4 if conv2 else 3 if router_groups
+                           else 2 if conv else 1),
         "name": f"random-{seed}",
         "version": "1",
         "input_features": x.shape[1],
@@ -173,7 +179,8 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--router-ties", action="store_true")
-    p.add_argument("--conv", default="", help="format v2 conv front: channels,kernel,stride,padding,pool")
+    p.add_argument("--conv", default="", help="format v2 conv front: channels,kernel,stride,padding,pool[,weight_bits] "
+                                              "(weight_bits 2: format v5)")
     p.add_argument("--shape", default="", help="input height,width (with --conv)")
     p.add_argument("--conv2", default="", help="format v4 second conv (after --conv): channels,kernel,stride,pool")
     p.add_argument("--router-groups", type=int, default=0,
@@ -185,8 +192,8 @@ def main():
     conv2 = tuple(int(v) for v in a.conv2.split(",")) if a.conv2 else None
     if conv2 and (len(conv2) != 4 or not conv):
         p.error("--conv2 needs channels,kernel,stride,pool and --conv")
-    if conv and (len(conv) != 5 or not shape or len(shape) != 2):
-        p.error("--conv needs channels,kernel,stride,padding,pool and --shape height,width")
+    if conv and (len(conv) not in (5, 6) or conv[5:] not in ((), (1,), (2,)) or not shape or len(shape) != 2):
+        p.error("--conv needs channels,kernel,stride,padding,pool[,weight_bits 1 or 2] and --shape height,width")
     out = build(a.out_dir, a.features, a.stem, a.experts, a.top_k, hidden, a.classes, a.planes, a.seed, a.samples,
                 a.router_ties, conv, shape, a.router_groups or None, conv2)
     bits = out["stem_bits"].mean()

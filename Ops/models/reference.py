@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""numpy reference forward pass for BitFleet binary MoE models (docs/MODEL_FORMAT.md, format v1 to v4).
+"""numpy reference forward pass for BitFleet binary MoE models (docs/MODEL_FORMAT.md, format v1 to v5; v5: a conv front with 2-bit weights).
 
     python3 Ops/models/reference.py MODEL_DIR INPUT.npy OUT.npz
 
@@ -32,13 +32,18 @@ def load_model(directory):
 
     with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
-    if cfg.get("format") != "bitfleet.bmoe" or cfg.get("format_version") not in (1, 2, 3, 4):
-        raise ValueError("config.json: not a bitfleet.bmoe v1, v2, v3 or v4 model")
+    if cfg.get("format") != "bitfleet.bmoe" or cfg.get("format_version") not in (1, 2, 3, 4, 5):
+        raise ValueError("config.json: not a bitfleet.bmoe v1 to v5 model")
     conv = cfg.get("conv") if cfg["format_version"] >= 2 else None
     conv2 = cfg.get("conv2") if cfg["format_version"] >= 4 else None
     if conv2 is not None and conv is None:
         raise ValueError("config.json: a conv2 block needs a conv block")
     G = cfg.get("router_groups") if cfg["format_version"] >= 3 else None
+    conv_bits = int(conv.get("weight_bits", 1)) if conv is not None else 1
+    if conv_bits != 1 and cfg["format_version"] < 5:
+        raise ValueError("config.json: conv.weight_bits needs format_version 5")
+    if conv_bits not in (1, 2):
+        raise ValueError(f"config.json: conv.weight_bits must be 1 or 2 (got {conv_bits})")
     t = load_file(os.path.join(directory, "model.safetensors"))
     D, S, E = cfg["input_features"], cfg["stem_width"], cfg["experts"]
     if conv is not None:
@@ -63,9 +68,16 @@ def load_model(directory):
             raise ValueError(f"{name}: expected {np.dtype(dtype)} {list(shape)}, got {a.dtype} {list(a.shape)}")
         return a
 
+    conv_w = None
+    if conv and conv_bits == 2:
+        # v5: two sign planes [2, C, taps], w = 2 * plane 0 + plane 1, in {-3, -1, 1, 3}
+        planes = unpack("conv.weight", (2, conv["channels"]), conv["kernel"] ** 2)
+        conv_w = 2 * planes[0] + planes[1]
+    elif conv:
+        conv_w = unpack("conv.weight", (conv["channels"],), conv["kernel"] ** 2)
     m = {
         "config": cfg,
-        "conv_w": unpack("conv.weight", (conv["channels"],), conv["kernel"] ** 2) if conv else None,
+        "conv_w": conv_w,
         "conv_t": tensor("conv.threshold", np.int32, (conv["channels"],)).astype(np.int64) if conv else None,
         "conv2_w": unpack("conv2.weight", (conv2["channels"],), conv2_geometry(cfg)["taps"]) if conv2 else None,
         "conv2_t": tensor("conv2.threshold", np.int32, (conv2["channels"],)).astype(np.int64) if conv2 else None,

@@ -154,6 +154,8 @@ CONV_CASES = [  # (conv, stem, hidden): the layer(s) reading the conv features d
     (dict(channels=8, kernel=5, stride=1, padding=2, pool=4), 0, [24]),     # router + hidden[0] read 7x7x8
     (dict(channels=6, kernel=4, stride=2, padding=0, pool=2), 40, [16]),    # 13x13 -> 6x6 (row/col 13 dropped)
     (dict(channels=4, kernel=3, stride=3, padding=1, pool=3), 0, []),       # 10x10 -> 3x3: out layer reads them
+    # format v5: 2-bit filters (-3, -1, 1, 3), 14x14 -> 7x7
+    (dict(channels=6, kernel=4, stride=2, padding=1, pool=2, weight_bits=2), 0, [16]),
 ]
 
 
@@ -234,7 +236,7 @@ def test_torch_conv_export_bit_exact():
         model = bt.BinaryMoE(conv=conv, input_shape=(28, 28), classes=10, stem=stem, experts=4, top_k=2,
                              hidden=hidden, planes=4, seed=5 + ci)
         loss = _train_steps(model, x, y, 8, 250)
-        check(loss < (2.25 if ci < 2 else 2.6), f"case {ci}: training did not reduce the loss ({loss:.3f})")
+        check(loss < (2.25 if ci != 2 else 2.6), f"case {ci}: training did not reduce the loss ({loss:.3f})")
         bt.calibrate(model, x[:1000])
         with torch.no_grad():  # every folding case on the conv: negative scale, zero scale both ways, sign(0)
             bn = model.conv.bn
@@ -250,7 +252,8 @@ def test_torch_conv_export_bit_exact():
         check(0.03 < ones < 0.97, f"case {ci}: degenerate conv features ({ones * 100:.0f}% ones)")
         with tempfile.TemporaryDirectory() as td:
             cfg = bt.export_model(model, td, "conv-test", NAMES, 255.0)
-            check(cfg["format_version"] == 2 and cfg["conv"] == conv and cfg["stem_width"] == stem
+            two = conv.get("weight_bits", 1) == 2
+            check(cfg["format_version"] == (5 if two else 2) and cfg["conv"] == conv and cfg["stem_width"] == stem
                   and cfg["input_shape"] == [28, 28], f"case {ci}: config {cfg}")
             ref = reference.forward(reference.load_model(td), xe)
             check(set(ref) == set(mine), f"case {ci}: keys {sorted(ref)} vs {sorted(mine)}")
@@ -423,7 +426,10 @@ def run_fit(argv):
     import fit
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = fit.main(argv)
+        try:
+            rc = fit.main(argv)
+        except SystemExit as e:   # argparse's usage errors exit 2, as the command line does
+            rc = e.code
     return rc, out.getvalue(), err.getvalue()
 
 
@@ -583,9 +589,24 @@ def test_fit_image_folder_conv():
         check(rc == 2 and "--shift moves one-channel images" in se, f"--shift on flat features: rc {rc} {se}")
         check(not os.path.exists(out + "2"), "a model directory was written for bad input")
         note = f"held-out binary {m['binary_heldout_acc'] * 100:.1f}% float {m['float_onnx_acc'] * 100:.1f}%"
+        # 2-bit filters (--conv-bits 2, format v5): trained, exported, evaluated, named in the card, run by the engine
+        out2 = os.path.join(td, "model-2bit")
+        rc, so2, se = run_fit(["--data", root, "--out", out2, "--conv", "6,4,2,1,2", "--conv-bits", "2",
+                               "--bitfleet", binary if binary else "none"] + small)
+        check(rc == 0, f"fit.py --conv-bits 2 rc {rc}: {se[-2000:]}{so2[-2000:]}")
+        check("conv front: 6 2-bit 4x4 filters" in so2, f"no 2-bit conv front line: {so2[:1500]}")
+        cfg = json.load(open(os.path.join(out2, "config.json")))
+        check(cfg["format_version"] == 5 and cfg["conv"] == dict(channels=6, kernel=4, stride=2, padding=1, pool=2,
+                                                                 weight_bits=2), f"config {cfg}")
+        m2 = check_model_dir(out2, 10, 784, x[order][va], yf[order][va])
+        card = open(os.path.join(out2, "MODEL_CARD.md")).read()
+        check("--conv-bits 2" in card and "6 2-bit (weights −3, −1, 1, 3) 4×4 filters" in card,
+              "MODEL_CARD.md does not name the 2-bit filters")
+        note += f"; 2-bit filters: held-out {m2['binary_heldout_acc'] * 100:.1f}%"
         if binary:
             check(m["engine"] and m["engine"]["samples_per_s"] > 0, f"the engine did not run the model: {so[-1500:]}")
-            return note + f"; engine loaded and ran it: {m['engine']['samples_per_s']:.0f} samples/s"
+            check(m2["engine"] and m2["engine"]["samples_per_s"] > 0, f"the engine did not run the 2-bit model: {so2[-1500:]}")
+            return note + f"; engine loaded and ran both: {m['engine']['samples_per_s']:.0f} and {m2['engine']['samples_per_s']:.0f} samples/s"
         return note + "; engine not run ($BITFLEET_BIN unset)"
 
 
@@ -678,11 +699,71 @@ def test_fit_errors():
         np.savez(p("img.npz"), X=np.zeros((20, 6, 6), np.uint8), y=np.arange(20) % 2)
         cases.append((["--data", p("img.npz"), "--binary-shift", "-1"], "--binary-shift -1: a number of pixels"))
         cases.append((["--data", p("img.npz"), "--real-weights", "-1"], "--real-weights -1: a number of epochs"))
+        cases.append((["--data", p("img.npz"), "--conv-bits", "2"], "--conv-bits: needs --conv"))
+        cases.append((["--data", p("img.npz"), "--conv", "4,3,1,1,2", "--conv-bits", "3"], "invalid choice: 3"))
         for argv, want in cases:
             rc, so, se = run_fit(argv + ["--out", p("m")])
             check(rc == 2 and want in se, f"{argv[1]}: expected rc 2 and {want!r}, got rc {rc}: {se.strip()}")
             check(not os.path.exists(p("m")), f"{argv[1]}: a model directory was written for bad input")
     return f"{len(cases)} bad inputs refused with a clear message"
+
+
+def test_two_bit_conv_format():
+    """Format v5: export.py writes 2-bit conv weights as two sign planes that reference.py adds back (every level),
+    and both refuse what the format does not allow."""
+    import export
+    import reference
+    w = np.array([[-3, -1, 1, 3] * 4, [3, 3, -1, -3] * 4], dtype=np.int64)
+    planes = export.split_two_bit(w)
+    check(planes.shape == (2, 2, 16) and set(np.unique(planes)) == {-1, 1} and np.array_equal(2 * planes[0] + planes[1], w),
+          "split_two_bit: planes")
+    refused = 0
+    for bad in (np.zeros((2, 16)), np.full((2, 16), 2), np.full((2, 16), 1.5), np.full((2, 16), -5)):
+        try:
+            export.split_two_bit(bad)
+        except export.ExportError as e:
+            check("-3, -1, 1" in str(e), f"split_two_bit: message {e}")
+            refused += 1
+    check(refused == 4, "split_two_bit accepted a weight that is not -3, -1, 1 or 3")
+    rng = np.random.default_rng(3)
+    conv = {"channels": 2, "kernel": 4, "stride": 2, "padding": 1, "pool": 2, "weight_bits": 2}
+    base = {"name": "t", "version": "1", "input_features": 64, "input_shape": [8, 8], "input_bit_planes": 8,
+            "input_scale": 255.0, "stem_width": 0, "experts": 2, "top_k": 1, "expert_hidden": [],
+            "classes": ["a", "b"], "conv": conv}
+    F = 4 * 4 * 2 // 4   # 8x8, k4/2 p1 -> 4x4 -> pool 2 -> 2x2 x 2 channels
+    arrays = dict(stem_weight=None, stem_threshold=None, router_weight=rng.choice([-1, 1], (2, F)),
+                  router_scale=np.ones(2, np.float32), router_bias=np.zeros(2, np.float32), hidden_weights=[],
+                  hidden_thresholds=[], out_weight=rng.choice([-1, 1], (2, 2, F)), out_scale=np.ones((2, 2), np.float32),
+                  out_bias=np.zeros((2, 2), np.float32), conv_weight=w, conv_threshold=np.array([5, -7]))
+    with tempfile.TemporaryDirectory() as td:
+        cfg = export.export_model(td, base, **arrays)
+        check(cfg["format_version"] == 5 and cfg["conv"]["weight_bits"] == 2, f"config {cfg}")
+        from safetensors.numpy import load_file
+        check(load_file(os.path.join(td, "model.safetensors"))["conv.weight"].shape == (2, 2, 2), "conv.weight shape")
+        m = reference.load_model(td)
+        check(np.array_equal(m["conv_w"], w), "reference.py: 2 * plane 0 + plane 1 is not the exported weight")
+        x = rng.integers(0, 256, (5, 64), dtype=np.uint8)
+        bits = reference.forward(m, x)["conv_bits"]
+        check(bits.shape == (5, F), f"conv bits {bits.shape}")
+        # reference.py refuses weight_bits before v5 and other bit counts
+        for version, bits_value, want in ((4, 2, "needs format_version 5"), (5, 3, "must be 1 or 2")):
+            c = json.load(open(os.path.join(td, "config.json")))
+            c["format_version"], c["conv"]["weight_bits"] = version, bits_value
+            json.dump(c, open(os.path.join(td, "config.json"), "w"))
+            try:
+                reference.load_model(td)
+                check(False, f"reference.py loaded weight_bits {bits_value} in format v{version}")
+            except ValueError as e:
+                check(want in str(e), f"reference.py: {e}")
+    for cfg_edit, want in ((dict(format_version=4), "needs format_version 5"),
+                           (dict(conv=dict(conv, weight_bits=3)), "must be 1 or 2")):
+        try:
+            with tempfile.TemporaryDirectory() as td:
+                export.export_model(td, dict(base, **cfg_edit), **arrays)
+            check(False, f"export accepted {cfg_edit}")
+        except export.ExportError as e:
+            check(want in str(e), f"export: {e}")
+    return "2-bit conv weights: planes round-trip through export.py and reference.py; bad weights and configs refused"
 
 
 def test_export_router_groups():
@@ -1150,7 +1231,7 @@ def test_reference_models_and_bench_paths():
     return "; ".join(notes)
 
 
-TESTS = [test_reference_models_and_bench_paths, test_teacher_overlap, test_export_router_groups, test_shift_augmentation, test_top1_router_gradient, test_real_weights, test_binarise_ramp, test_swa, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact,
+TESTS = [test_reference_models_and_bench_paths, test_teacher_overlap, test_export_router_groups, test_two_bit_conv_format, test_shift_augmentation, test_top1_router_gradient, test_real_weights, test_binarise_ramp, test_swa, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact,
          test_torch_conv2_export_bit_exact, test_fit_csv, test_fit_npz_scaled_features, test_fit_image_folder,
          test_fit_image_folder_conv, test_fit_conv2]
 
