@@ -33,7 +33,8 @@ struct ConvFront {
     }
 
     /// The conv kernel that stands for `stem` on shape `g` with `algorithm`, or nil when the conv runs as windows
-    /// through the stem kernel (bit planes, AMX, or a CPU without the stem kernel's direct conv). The table kernel
+    /// through the stem kernel (bit planes, AMX, a CPU without the stem kernel's direct conv, or 2-bit filters too
+    /// wide for its int16 sums). `filters` are the integer layer's rows (2-bit: `PackedMatrix.loadTwoBit`'s). The table kernel
     /// stands only for the AVX2 lookup stem kernel: on AVX-512 CPUs the 512-bit direct kernels stand for theirs.
     /// Throws when `algorithm` names a kernel that cannot run here.
     static func kind(for stem: StemKernel, _ g: ConvGeometry, _ algorithm: ConvAlgorithm) throws(ModelError) -> (Kind, String)? {
@@ -45,7 +46,7 @@ struct ConvFront {
                 + "stride \(g.stride), padding \(g.padding), pool \(g.pool), \(g.pooledHeight) × \(g.pooledWidth) cells)")
         }
         if table && algorithm != .direct { return (.table, "table-avx2") }
-        return stem.convDirectHere.map { (.direct($0.code), $0.name) }
+        return stem.convDirect(for: g).map { (.direct($0.code), $0.name) }
     }
 
     init(kind: Kind, name: String, geometry g: ConvGeometry, filters: PackedMatrix, thresholds: [Int32],
@@ -53,17 +54,17 @@ struct ConvFront {
         self.kind = kind
         self.name = name
         let count = switch kind {
-        case .direct(let code): bf_conv_direct_bytes(code, g.channels, g.kernel)
-        case .table: bf_conv_table_bytes(g.channels)
+        case .direct(let code): bf_conv_direct_bytes(code, g.channels, g.kernel, g.weightBits)
+        case .table: bf_conv_table_bytes(g.channels, g.weightBits)
         }
         let storage = UnsafeMutableRawPointer.allocate(byteCount: max(1, count), alignment: 64)
         let dst = storage.assumingMemoryBound(to: UInt8.self)
         thresholds.withUnsafeBufferPointer { t in
             switch kind {
             case .direct(let code):
-                bf_conv_direct_pack(code, filters.base, filters.words, t.baseAddress!, g.channels, g.kernel, dst)
+                bf_conv_direct_pack(code, filters.base, filters.words, g.weightBits, t.baseAddress!, g.channels, g.kernel, dst)
             case .table:
-                bf_conv_table_pack(filters.base, filters.words, t.baseAddress!, g.channels, g.kernel, dst)
+                bf_conv_table_pack(filters.base, filters.words, g.weightBits, t.baseAddress!, g.channels, g.kernel, dst)
             }
         }
         owned.append(storage)
@@ -78,11 +79,11 @@ struct ConvFront {
              pooled: UnsafeMutablePointer<UInt64>) {
         switch kind {
         case .direct(let code):
-            bf_conv_direct(code, x, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth, g.pool,
-                           shift, packed, g.channels, work, pooled)
+            bf_conv_direct(code, x, g.height, g.width, g.kernel, g.weightBits, g.stride, g.padding, g.outHeight,
+                           g.outWidth, g.pool, shift, packed, g.channels, work, pooled)
         case .table:
-            bf_conv_table(x, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth, g.pool, shift,
-                          packed, g.channels, pooled)
+            bf_conv_table(x, g.height, g.width, g.kernel, g.weightBits, g.stride, g.padding, g.outHeight, g.outWidth,
+                          g.pool, shift, packed, g.channels, pooled)
         }
     }
 }

@@ -70,6 +70,13 @@ public enum StemKernel: String, Sendable, CaseIterable, Codable {
         return direct
     }
 
+    /// The direct conv kernel that stands for this one on conv shape `g` here: `convDirectHere` where its sums stay
+    /// exact for `g` (2-bit filters: `bf_conv_direct_fits`), else nil (the conv runs as windows).
+    func convDirect(for g: ConvGeometry) -> (code: Int32, name: String)? {
+        guard let direct = convDirectHere, bf_conv_direct_fits(direct.code, g.kernel, g.weightBits) != 0 else { return nil }
+        return direct
+    }
+
     /// True when the running CPU supports this kernel (for some model).
     public var isSupportedByCPU: Bool {
         switch self {
@@ -96,8 +103,8 @@ public enum StemKernel: String, Sendable, CaseIterable, Codable {
     /// A conv front that this kernel runs directly (`convDirect`) takes every bit-plane count: the direct kernels'
     /// u8 × s8 sums are exact for 8-bit inputs (conv_direct.c), so 5–8 planes need not fall back to the bit planes.
     func supports(_ config: ModelConfig) -> Bool {
-        if config.convGeometry != nil, convDirectHere != nil { return true }
-        return supports(planes: config.inputBitPlanes, features: config.convGeometry?.taps ?? config.inputFeatures)
+        if let g = config.convGeometry, convDirect(for: g) != nil { return true }
+        return supports(planes: config.inputBitPlanes, features: config.convGeometry?.windowTaps ?? config.inputFeatures)
     }
 
     /// True when this kernel can run an integer layer of `features` inputs with `planes` input bit planes here.

@@ -183,9 +183,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
             conv2T = try st.tensor("conv2.threshold", .I32, [g2.channels], why: why)
         }
         if let g = conv {
-            D = g.taps
+            D = g.windowTaps
             intRows = g.channels
-            stemW = try st.tensor("conv.weight", .U8, [g.channels, bytes(g.taps)], why: "conv.channels=\(g.channels), conv.kernel=\(g.kernel)")
+            stemW = g.weightBits == 2
+                ? try st.tensor("conv.weight", .U8, [2, g.channels, bytes(g.taps)],
+                                why: "conv.weight_bits=2, conv.channels=\(g.channels), conv.kernel=\(g.kernel)")
+                : try st.tensor("conv.weight", .U8, [g.channels, bytes(g.taps)], why: "conv.channels=\(g.channels), conv.kernel=\(g.kernel)")
             stemT = try st.tensor("conv.threshold", .I32, [g.channels], why: "conv.channels=\(g.channels)")
             if config.stemWidth > 0 {
                 let why = "stem_width=\(config.stemWidth), \(frontFeatures) conv features"
@@ -245,7 +248,9 @@ public final class BinaryMoEModel: @unchecked Sendable {
         outScale = try floats(outS)
         outBias = try floats(outB)
         stemThreshold = int32s(stemT)
-        stem = PackedMatrix.load(source: st.pointer(stemW), rows: intRows, bits: D, owned: &owned)
+        stem = conv?.weightBits == 2
+            ? PackedMatrix.loadTwoBit(source: st.pointer(stemW), rows: intRows, taps: conv!.taps, owned: &owned)
+            : PackedMatrix.load(source: st.pointer(stemW), rows: intRows, bits: D, owned: &owned)
         if let w = conv2W, let t = conv2T, let g2 = conv2 {
             let rows = PackedMatrix.load(source: st.pointer(w), rows: g2.channels, bits: g2.taps, owned: &owned)
             conv2Rows = rows
@@ -664,7 +669,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
             let K = config.topK, C = config.classes.count
             let g = config.convGeometry
             // the integer layer's rows per pass: a block of samples, or one image's conv positions
-            let D = g?.taps ?? config.inputFeatures, S = g?.channels ?? config.stemWidth
+            let D = g?.windowTaps ?? config.inputFeatures, S = g?.channels ?? config.stemWidth
             let ws = (config.representationWidth + 63) / 64
             let wd = (D + 63) / 64
             let maxWords = config.expertWidths.map { ($0 + 63) / 64 }.max()!
@@ -700,7 +705,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
             actB = alloc(UInt64.self, n * maxWords)
             pops = alloc(Int32.self, n * C)
             z = alloc(Float.self, n * K * C)
-            patches = alloc(UInt8.self, g.map { integerLayer ? $0.positions * $0.taps + 8 : 0 } ?? 0)
+            patches = alloc(UInt8.self, g.map { integerLayer ? $0.positions * $0.windowTaps + 8 : 0 } ?? 0)
             convWork = alloc(UInt8.self, g.map {
                 bf_conv_work_bytes($0.height, $0.width, $0.kernel, $0.padding, $0.outWidth)
             } ?? 0)
@@ -861,14 +866,14 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 continue
             } else if stemInt8 != nil, kernel.int8Code != nil {
                 // the windows go straight into the int8 kernels' activation rows (one pass, no patch copy)
-                let kpad = (g.taps + 63) / 64 * 64
+                let kpad = (g.windowTaps + 63) / 64 * 64
                 bf_conv_activations(xi, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth,
-                                    shift, s.convWork, s.q, kpad, s.sumQ)
+                                    g.windowTaps / g.taps, shift, s.convWork, s.q, kpad, s.sumQ)
                 integerLayer(xs: xi, m: g.positions, kernel: kernel, s: s, sumQ: s.sumQ, bits: s.convBits, ldBits: 1,
                              int8Ready: true)
             } else {
                 bf_conv_patches(xi, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth,
-                                s.convWork, s.patches)
+                                g.windowTaps / g.taps, s.convWork, s.patches)
                 integerLayer(xs: s.patches, m: g.positions, kernel: kernel, s: s, sumQ: s.sumQ, bits: s.convBits, ldBits: 1)
             }
             bf_conv_pool(s.convBits, g.outHeight, g.outWidth, g.pool)

@@ -1,18 +1,26 @@
 /// A format-v2 binary convolution front: `channels` filters of `kernel × kernel` binary weights over the input image
 /// (4-bit or more activations, zero padding), thresholds, OR-pooling over `pool × pool` windows (docs/MODEL_FORMAT.md).
+/// Format v5: `weight_bits` 2 gives the filters 2-bit weights `2·h + l ∈ {−3, −1, 1, 3}` (two sign planes).
 public struct ConvConfig: Codable, Sendable, Equatable {
     public var channels: Int
     public var kernel: Int
     public var stride: Int
     public var padding: Int
     public var pool: Int
+    public var weightBits: Int
 
-    public init(channels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, pool: Int = 1) {
+    enum CodingKeys: String, CodingKey {
+        case channels, kernel, stride, padding, pool
+        case weightBits = "weight_bits"
+    }
+
+    public init(channels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, pool: Int = 1, weightBits: Int = 1) {
         self.channels = channels
         self.kernel = kernel
         self.stride = stride
         self.padding = padding
         self.pool = pool
+        self.weightBits = weightBits
     }
 
     /// Channels are limited to one 64-bit word per output position.
@@ -24,6 +32,8 @@ public struct ConvConfig: Codable, Sendable, Equatable {
 public struct ConvGeometry: Sendable, Equatable {
     public let height: Int, width: Int
     public let kernel: Int, stride: Int, padding: Int, pool: Int, channels: Int
+    /// 1, or 2 (format v5: weights `2·h + l`).
+    public let weightBits: Int
     /// Conv output positions.
     public let outHeight: Int, outWidth: Int
     /// After pooling.
@@ -32,6 +42,10 @@ public struct ConvGeometry: Sendable, Equatable {
     public var features: Int { pooledHeight * pooledWidth * channels }
     public var positions: Int { outHeight * outWidth }
     public var taps: Int { kernel * kernel }
+    /// Binary taps per window of the conv's integer-layer rows: `taps`, or for 2-bit weights `3 × taps` (the high
+    /// sign plane twice, then the low one: `2·h + l` as three ±1 weights on the same pixel, each window read three
+    /// times), which the stem kernels run like any binary row.
+    public var windowTaps: Int { taps * (weightBits == 2 ? 3 : 1) }
 
     init(_ c: ConvConfig, height: Int, width: Int) {
         self.height = height
@@ -41,6 +55,7 @@ public struct ConvGeometry: Sendable, Equatable {
         padding = c.padding
         pool = c.pool
         channels = c.channels
+        weightBits = c.weightBits
         outHeight = Self.outputs(height + 2 * c.padding, kernel: c.kernel, stride: c.stride)
         outWidth = Self.outputs(width + 2 * c.padding, kernel: c.kernel, stride: c.stride)
         pooledHeight = c.pool > 0 ? outHeight / c.pool : 0
@@ -102,8 +117,8 @@ public struct Conv2Geometry: Sendable, Equatable {
 /// The architecture of a model (`config.json`, docs/MODEL_FORMAT.md).
 public struct ModelConfig: Codable, Sendable, Equatable {
     public static let format = "bitfleet.bmoe"
-    /// The newest format version this engine reads (versions 1 to 3 load unchanged).
-    public static let formatVersion = 4
+    /// The newest format version this engine reads (versions 1 to 4 load unchanged).
+    public static let formatVersion = 5
     public static let maxExperts = 4096
 
     public var name: String
@@ -207,7 +222,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         let S = representationWidth
         if let g = convGeometry {
             let second = conv2Geometry.map { $0.taps * $0.channels * $0.positions } ?? 0
-            return inputBitPlanes * g.taps * g.channels * g.positions + second + stemInputWidth * stemWidth
+            return inputBitPlanes * g.taps * g.weightBits * g.channels * g.positions + second + stemInputWidth * stemWidth
                 + routerRowsPerSample * S + topK * expert
         }
         return inputBitPlanes * inputFeatures * stemWidth + routerRowsPerSample * S + topK * expert
@@ -232,6 +247,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             if c.stride < 1 || c.stride > c.kernel { throw fail("conv.stride must be in 1...kernel (got \(c.stride))") }
             if c.padding < 0 || c.padding >= c.kernel { throw fail("conv.padding must be in 0..<kernel (got \(c.padding))") }
             if c.pool < 1 { throw fail("conv.pool must be >= 1 (got \(c.pool))") }
+            if c.weightBits != 1 && c.weightBits != 2 { throw fail("conv.weight_bits must be 1 or 2 (got \(c.weightBits))") }
             if shape.contains(where: { $0 < 1 || $0 > 4096 }) { throw fail("input_shape dimensions must be in 1...4096") }
             let g = ConvGeometry(c, height: shape[0], width: shape[1])
             if g.outHeight < 1 || g.outWidth < 1 || g.pooledHeight < 1 || g.pooledWidth < 1 {
@@ -366,7 +382,9 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             conv = ConvConfig(channels: try blockInt(c, "conv", "channels"), kernel: try blockInt(c, "conv", "kernel"),
                               stride: try blockInt(c, "conv", "stride", default: 1),
                               padding: try blockInt(c, "conv", "padding", default: 0),
-                              pool: try blockInt(c, "conv", "pool", default: 1))
+                              pool: try blockInt(c, "conv", "pool", default: 1),
+                              weightBits: try blockInt(c, "conv", "weight_bits", default: 1))
+            if conv!.weightBits != 1 && formatVersion < 5 { throw fail("\"conv\": \"weight_bits\" needs format_version 5") }
         }
         let name = try string("name")
         let versionValue = try required("version")

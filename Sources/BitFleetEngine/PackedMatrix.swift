@@ -48,6 +48,30 @@ struct PackedMatrix: @unchecked Sendable {
         return PackedMatrix(base: UnsafePointer(storage.assumingMemoryBound(to: UInt64.self)), rows: rows, bits: bits,
                             words: words, ownedBytes: count * 8)
     }
+
+    /// A 2-bit conv's filters (format v5: `[2, rows, ceil(taps/8)]` bytes at `source`, the high sign plane `h`, then
+    /// the low one `l`, weight `2·h + l`) as binary rows of `3 × taps` bits: `h`, `h` again, then `l`. A ±1 row over
+    /// a window read three times computes `Σ (2·h_t + l_t)·q_t`, so every stem kernel runs them unchanged; the conv
+    /// kernels read `h` at bit t and `l` at bit `2·taps + t`.
+    static func loadTwoBit(source: UnsafeRawPointer, rows: Int, taps: Int, owned: inout [UnsafeMutableRawPointer]) -> PackedMatrix {
+        let rowBytes = (taps + 7) / 8
+        let bits = 3 * taps, words = (bits + 63) / 64
+        let count = max(1, rows * words)
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: count * 8, alignment: 64)
+        let w = storage.initializeMemory(as: UInt64.self, repeating: 0, count: count)
+        func bit(_ plane: Int, _ r: Int, _ t: Int) -> Bool {
+            source.load(fromByteOffset: (plane * rows + r) * rowBytes + t / 8, as: UInt8.self) >> UInt8(t % 8) & 1 == 1
+        }
+        for r in 0..<rows {
+            for t in 0..<taps {
+                for (plane, at) in [(0, t), (0, taps + t), (1, 2 * taps + t)] where bit(plane, r, t) {
+                    w[r * words + at / 64] |= 1 << UInt64(at % 64)
+                }
+            }
+        }
+        owned.append(storage)
+        return PackedMatrix(base: UnsafePointer(w), rows: rows, bits: bits, words: words, ownedBytes: count * 8)
+    }
 }
 
 /// Weight rows re-laid for the C XNOR kernels (`bf_xnor_interleave`): blocks of 8 rows with word k of the 8 rows

@@ -102,7 +102,7 @@ enum StemChoice {
     /// through the int8 stem kernel and the threshold (its pooling, a few hundred word ORs, not timed).
     static func timeConv(_ kernel: StemKernel, _ g: ConvGeometry, planes: Int, stem: PackedMatrix,
                          convAlgorithm: ConvAlgorithm = .automatic) -> Double {
-        let images = 4, D = g.height * g.width, kk = g.taps, C = g.channels
+        let images = 4, D = g.height * g.width, kk = g.windowTaps, C = g.channels
         let shift = Int32(8 - planes)
         var rng = SplitMix64(state: 0x5EED)
         let x = (0..<(images * D)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
@@ -137,7 +137,7 @@ enum StemChoice {
                     thresholds.withUnsafeBufferPointer { t in
                         for i in 0..<images {
                             bf_conv_activations(xs.baseAddress! + i * D, g.height, g.width, g.kernel, g.stride, g.padding,
-                                                g.outHeight, g.outWidth, shift, w8, q, kpad, sumQ)
+                                                g.outHeight, g.outWidth, g.windowTaps / g.taps, shift, w8, q, kpad, sumQ)
                             bf_stem_int8(code, q, g.positions, kk, w.assumingMemoryBound(to: UInt8.self), (C + 15) / 16, acc, ld)
                             bf_stem_threshold(acc, ld, g.positions, C, sumQ, t.baseAddress!, bits, 1)
                         }

@@ -36,16 +36,20 @@ static inline void conv_window(const uint8_t *img, long Wp, long k, long stride,
     }
 }
 
-void bf_conv_patches(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo,
+void bf_conv_patches(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo, long reps,
                      uint8_t *work, uint8_t *patches) {
     const long kk = k * k, Wp = W + 2 * pad;
     conv_padded(x, H, W, pad, 0, work);
+    // the copies in address order: each one's 8-byte overrun is written over by the next
     for (long oy = 0; oy < Ho; oy++)
-        for (long ox = 0; ox < Wo; ox++) conv_window(work, Wp, k, stride, oy, ox, patches + (oy * Wo + ox) * kk);
+        for (long ox = 0; ox < Wo; ox++)
+            for (long j = 0; j < reps; j++)
+                conv_window(work, Wp, k, stride, oy, ox, patches + ((oy * Wo + ox) * reps + j) * kk);
 }
 
-void bf_conv_activations(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo, int shift,
-                         uint8_t *work, uint8_t *q, long kpad, long *sumQ) {
+void bf_conv_activations(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo, long reps,
+                         int shift, uint8_t *work, uint8_t *q, long kpad, long *sumQ) {
+    const long kk = k * k;
     const long Wp = W + 2 * pad, Hp = H + 2 * pad;
     uint8_t *img = work;
     int32_t *rowsum = (int32_t *)(work + ((Hp * Wp + 16 + 63) / 64 * 64));
@@ -62,10 +66,10 @@ void bf_conv_activations(const uint8_t *x, long H, long W, long k, long stride, 
     for (long oy = 0; oy < Ho; oy++) {
         for (long ox = 0; ox < Wo; ox++) {
             const long r = oy * Wo + ox;
-            conv_window(img, Wp, k, stride, oy, ox, q + r * kpad);
+            for (long j = 0; j < reps; j++) conv_window(img, Wp, k, stride, oy, ox, q + r * kpad + j * kk);
             long t = 0;
             for (long ky = 0; ky < k; ky++) t += rowsum[(oy * stride + ky) * Wo + ox];
-            sumQ[r] = t;
+            sumQ[r] = t * reps;
         }
     }
 }

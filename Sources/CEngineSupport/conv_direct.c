@@ -22,6 +22,12 @@
 // |sum| ≤ 30 855. `vpmaddubsw`'s pair sums (≤ 510) never saturate. Then bit c of the position's word is
 // `a_c ≥ threshold_c`, the format's rule, compared in int32 (in int16 for the 2-tap groups, the thresholds clamped
 // to int16, which changes no comparison since |a_c| ≤ 30 855).
+//
+// 2-bit filters (format v5, w = 2·h + l ∈ {−3, −1, 1, 3}) are the same signed bytes with |w| ≤ 3: a pair sum ≤ 1 530
+// still never saturates; the int16 sums stay exact for 2-tap groups with k ≤ 6 (36 taps × 765 = 27 540) and for
+// 4-tap groups with k ≤ 8 (k·ceil(k/4)·2 = 32 taps × 765 = 24 480), so AVX2 takes the word layout to k = 6, the
+// 8-lane scheme for k = 7 and 8, and the int16 paths do not run 2-bit filters with k ≥ 9 (`bf_conv_direct_fits`:
+// the model then runs the conv as windows through the stem kernels); VNNI's int32 sums take any k.
 #include <string.h>
 #include <limits.h>
 #include "bf_kernels.h"
@@ -31,8 +37,11 @@
 #define BF_X86 1
 #endif
 
-// AVX2 with k ≤ 11: 2-tap groups, one int16 lane per channel, 16 channels per block (see above).
+// AVX2 with k ≤ 11 (2-bit filters: k ≤ 6): 2-tap groups, one int16 lane per channel, 16 channels per block (see
+// above).
 #define BF_CONV_WORD_MAX_K 11
+#define BF_CONV_WORD_MAX_K_2BIT 6
+#define BF_CONV_INT16_MAX_K_2BIT 8
 
 // The channel in lane l of block b (word layout), so that `vpacksswb` of blocks 2p and 2p + 1 followed by
 // `vpmovmskb` yields channels 32p … 32p + 31 as bits 0 … 31: packing interleaves the two blocks by 128-bit halves
@@ -52,9 +61,9 @@ typedef struct {
     long lanes, taps, tbytes, blocks, gr;
 } conv_layout;
 
-static conv_layout conv_layout_of(int path, long channels, long k) {
+static conv_layout conv_layout_of(int path, long channels, long k, long bits) {
     conv_layout c;
-    c.word = path == BF_CONV_AVX2 && k <= BF_CONV_WORD_MAX_K;
+    c.word = path == BF_CONV_AVX2 && k <= (bits == 2 ? BF_CONV_WORD_MAX_K_2BIT : BF_CONV_WORD_MAX_K);
     c.lanes = c.word ? 16 : path == BF_CONV_AVX2 ? 8 : 16;
     c.taps = c.word ? 2 : 4;
     c.tbytes = c.word ? (long)sizeof(int16_t) : (long)sizeof(int32_t);
@@ -82,14 +91,21 @@ int bf_conv_direct_supported(int path) {
 #endif
 }
 
-long bf_conv_direct_bytes(int path, long channels, long k) {
-    const conv_layout c = conv_layout_of(path, channels, k);
+int bf_conv_direct_fits(int path, long k, long bits) {
+    if (bits == 1) return 1;
+    return bits == 2 && (path == BF_CONV_VNNI || k <= BF_CONV_INT16_MAX_K_2BIT);
+}
+
+long bf_conv_direct_bytes(int path, long channels, long k, long bits) {
+    const conv_layout c = conv_layout_of(path, channels, k, bits);
     return conv_weight_bytes(c, k) + c.blocks * c.lanes * c.tbytes;
 }
 
-void bf_conv_direct_pack(int path, const uint64_t *wbits, long words, const int32_t *threshold, long channels, long k,
-                         uint8_t *dst) {
-    const conv_layout L = conv_layout_of(path, channels, k);
+static inline int conv_bit(const uint64_t *row, long t) { return (int)((row[t / 64] >> (t % 64)) & 1); }
+
+void bf_conv_direct_pack(int path, const uint64_t *wbits, long words, long bits, const int32_t *threshold,
+                         long channels, long k, uint8_t *dst) {
+    const conv_layout L = conv_layout_of(path, channels, k, bits);
     int8_t *w = (int8_t *)dst;
     for (long ky = 0; ky < k; ky++)
         for (long j = 0; j < L.gr; j++)
@@ -99,7 +115,12 @@ void bf_conv_direct_pack(int path, const uint64_t *wbits, long words, const int3
                         const long c = L.word ? conv_word_channel(b, l, L.blocks) : b * L.lanes + l;
                         const long kx = L.taps * j + i, t = ky * k + kx;
                         int8_t v = 0;
-                        if (c < channels && kx < k) v = ((wbits[c * words + t / 64] >> (t % 64)) & 1) ? 1 : -1;
+                        if (c < channels && kx < k) {
+                            const uint64_t *row = wbits + c * words;
+                            v = conv_bit(row, t) ? 1 : -1;
+                            // 2-bit: w = 2·h + l, h bit t, l bit 2k² + t (the row's third copy)
+                            if (bits == 2) v = (int8_t)(2 * v + (conv_bit(row, 2 * k * k + t) ? 1 : -1));
+                        }
                         *w++ = v;
                     }
     uint8_t *thr = dst + conv_weight_bytes(L, k);
@@ -348,16 +369,19 @@ AVX2W_KERNELS(4)
 #undef LANES
 #endif
 
-int bf_conv_direct(int path, const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo,
-                   long pool, int shift, const uint8_t *packed, long channels, uint8_t *work, uint64_t *pooled) {
-    if (!bf_conv_direct_supported(path) || channels < 1 || channels > 64 || k < 1 || k > 15 || pool < 1) return 0;
+int bf_conv_direct(int path, const uint8_t *x, long H, long W, long k, long bits, long stride, long pad, long Ho,
+                   long Wo, long pool, int shift, const uint8_t *packed, long channels, uint8_t *work,
+                   uint64_t *pooled) {
+    if (!bf_conv_direct_supported(path) || channels < 1 || channels > 64 || k < 1 || k > 15 || pool < 1 ||
+        !bf_conv_direct_fits(path, k, bits))
+        return 0;
 #if BF_X86
     const long Wp = W + 2 * pad, Hq = Ho / pool, Wq = Wo / pool;
     memset(pooled, 0, (size_t)(Hq * Wq) * sizeof(uint64_t));
     padded_image(x, H, W, pad, shift, work);
     typedef void (*kernel_fn)(BF_CONV_ARGS);
     // the tap groups' offsets in the padded image: row ky, group j (2 or 4 taps wide)
-    const conv_layout L = conv_layout_of(path, channels, k);
+    const conv_layout L = conv_layout_of(path, channels, k, bits);
     const long G = k * L.gr, nb = L.blocks;
     long goff[15 * 8];
     for (long ky = 0; ky < k; ky++)

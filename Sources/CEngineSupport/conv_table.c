@@ -16,7 +16,10 @@
 // Those bytes (bit px = cell px) are turned into the format's words (bit c = channel c) by shifting each byte's bit
 // px to its top and `vpmovmskb`: 64 channels in two instructions per cell.
 //
-// Exact: |sum| ≤ 16 taps × 255 = 4 080 fits int16, and a threshold clamped to int16 changes no comparison.
+// 2-bit filters (format v5, w = 2·h + l): each slot has the patterns of both sign planes; a row's sum is the high
+// plane's entries added, doubled, plus the low plane's (8 table reads per channel and row pair instead of 4).
+//
+// Exact: |sum| ≤ 16 taps × 255 × 3 = 12 240 fits int16, and a threshold clamped to int16 changes no comparison.
 // Limits: stride 2, pool 2, k ≤ 4, at most 8 × 8 pooled cells (Ho / 2, Wo / 2 ≤ 8), at most 64 channels.
 #include <string.h>
 #include <limits.h>
@@ -38,35 +41,38 @@ int bf_conv_table_fits(long H, long W, long k, long stride, long pad, long pool,
 }
 
 // Layout: per group of 4 channels c … c + 3, slots in the order c, c + 2, c + 1, c + 3 (what `vpacksswb` of the
-// pairs (slot 0, slot 1) and (slot 2, slot 3) turns back into c … c + 3); per slot 4 uint16 byte offsets, one per
-// kernel row ky: (16·ky + pattern)·32, pattern bit kx = 1 where tap (ky, kx) is +1. Then per group two vectors of
-// thresholds, [t(slot 0) × 8 | t(slot 1) × 8] and [t(slot 2) × 8 | t(slot 3) × 8], as int16 (channels past the
-// last: INT16_MAX, so their bits are 0).
+// pairs (slot 0, slot 1) and (slot 2, slot 3) turns back into c … c + 3); per slot and sign plane (the high plane
+// first: 1 or 2 planes) 4 uint16 byte offsets, one per kernel row ky: (16·ky + pattern)·32, pattern bit kx = 1 where
+// tap (ky, kx) is +1. Then per group two vectors of thresholds, [t(slot 0) × 8 | t(slot 1) × 8] and
+// [t(slot 2) × 8 | t(slot 3) × 8], as int16 (channels past the last: INT16_MAX, so their bits are 0).
 static long ct_groups(long channels) { return (channels + 3) / 4; }
 
-long bf_conv_table_bytes(long channels) { return ct_groups(channels) * (4 * 4 * 2 + 64); }
+long bf_conv_table_bytes(long channels, long bits) { return ct_groups(channels) * (4 * bits * 4 * 2 + 64); }
 
 static long ct_slot_channel(long s) {
     static const int order[4] = {0, 2, 1, 3};
     return s / 4 * 4 + order[s % 4];
 }
 
-void bf_conv_table_pack(const uint64_t *wbits, long words, const int32_t *threshold, long channels, long k,
+void bf_conv_table_pack(const uint64_t *wbits, long words, long bits, const int32_t *threshold, long channels, long k,
                         uint8_t *dst) {
     const long G = ct_groups(channels);
     uint16_t *off = (uint16_t *)dst;
-    int16_t *thr = (int16_t *)(dst + G * 4 * 4 * 2);
+    int16_t *thr = (int16_t *)(dst + G * 4 * bits * 4 * 2);
     for (long s = 0; s < 4 * G; s++) {
         const long c = ct_slot_channel(s);
-        for (long ky = 0; ky < 4; ky++) {
-            unsigned pattern = 0;
-            if (c < channels && ky < k)
-                for (long kx = 0; kx < k; kx++) {
-                    const long t = ky * k + kx;
-                    if ((wbits[c * words + t / 64] >> (t % 64)) & 1) pattern |= 1u << kx;
-                }
-            off[s * 4 + ky] = (uint16_t)((16 * ky + pattern) * 32);
-        }
+        for (long plane = 0; plane < bits; plane++)
+            for (long ky = 0; ky < 4; ky++) {
+                // plane 1 (the low bits of a 2-bit filter) is the row's third copy: bits 2k² …
+                const long base = plane * 2 * k * k;
+                unsigned pattern = 0;
+                if (c < channels && ky < k)
+                    for (long kx = 0; kx < k; kx++) {
+                        const long t = base + ky * k + kx;
+                        if ((wbits[c * words + t / 64] >> (t % 64)) & 1) pattern |= 1u << kx;
+                    }
+                off[(s * bits + plane) * 4 + ky] = (uint16_t)((16 * ky + pattern) * 32);
+            }
         int32_t t = c < channels ? threshold[c] : INT16_MAX;
         const int16_t v = (int16_t)(t > INT16_MAX ? INT16_MAX : t < INT16_MIN ? INT16_MIN : t);
         // slot s of its group: vector s / 2, half s % 2
@@ -108,19 +114,20 @@ static inline void ct_table(const __m256i *x, __m256i *T) {
 // halves swapped into one vector for the cells' maximum and one compare; each row pair's two compares of a group
 // are packed into its 4 channel bytes. On the AMD EPYC Zen 3 this order was 1.2-1.3x as fast as all 4 slots of a
 // group per row pair (16 pointers: spilled).
-#define CT_KERNEL(K)                                                                                                  \
-    __attribute__((target(BF_AVX2_TARGET))) static void ct_channels_k##K(const uint8_t *packed, long G, long k,       \
-                                                                        long Hq, ct_scratch *s) {                     \
+// With 2 planes (2-bit filters) the high plane's entries are added, the sums doubled, and the low plane's added.
+#define CT_KERNEL(NAME, K, PLANES)                                                                                    \
+    __attribute__((target(BF_AVX2_TARGET))) static void NAME(const uint8_t *packed, long G, long k, long Hq,          \
+                                                             ct_scratch *s) {                                         \
         (void)k;                                                                                                      \
         const uint16_t *off = (const uint16_t *)packed;                                                               \
-        const __m256i *thr = (const __m256i *)(packed + G * 4 * 4 * 2);                                               \
+        const __m256i *thr = (const __m256i *)(packed + G * 4 * (PLANES) * 4 * 2);                                    \
         __m256i lt[2][CT_MAX_CELLS];                                                                                  \
         const uint8_t *tables = (const uint8_t *)s->tables;                                                           \
         for (long g = 0; g < G; g++) {                                                                                \
             for (int pair = 0; pair < 2; pair++) {                                                                    \
-                const uint16_t *o0 = off + g * 16 + pair * 8, *o1 = o0 + 4;                                           \
-                const uint8_t *p0[4], *p1[4];                                                                         \
-                for (int ky = 0; ky < 4; ky++) { p0[ky] = tables + o0[ky]; p1[ky] = tables + o1[ky]; }                \
+                const uint16_t *o0 = off + (g * 4 + pair * 2) * 4 * (PLANES), *o1 = o0 + 4 * (PLANES);                \
+                const uint8_t *p0[4 * (PLANES)], *p1[4 * (PLANES)];                                                   \
+                for (int i = 0; i < 4 * (PLANES); i++) { p0[i] = tables + o0[i]; p1[i] = tables + o1[i]; }            \
                 const __m256i t = _mm256_loadu_si256(thr + 2 * g + pair);                                             \
                 for (long rp = 0; rp < Hq; rp++) {                                                                    \
                     const long ro = rp * 2048;                                                                        \
@@ -134,6 +141,16 @@ static inline void ct_table(const __m256i *x, __m256i *T) {
                         b0 = _mm256_add_epi16(b0, _mm256_load_si256((const __m256i *)(p1[ky] + ro)));                 \
                         b1 = _mm256_add_epi16(b1, _mm256_load_si256((const __m256i *)(p1[ky] + ro + 1024)));          \
                     }                                                                                                 \
+                    if ((PLANES) == 2) {                                                                              \
+                        a0 = _mm256_add_epi16(a0, a0), a1 = _mm256_add_epi16(a1, a1);                                 \
+                        b0 = _mm256_add_epi16(b0, b0), b1 = _mm256_add_epi16(b1, b1);                                 \
+                        for (int ky = 4; ky < 4 + (K); ky++) {                                                        \
+                            a0 = _mm256_add_epi16(a0, _mm256_load_si256((const __m256i *)(p0[ky] + ro)));             \
+                            a1 = _mm256_add_epi16(a1, _mm256_load_si256((const __m256i *)(p0[ky] + ro + 1024)));      \
+                            b0 = _mm256_add_epi16(b0, _mm256_load_si256((const __m256i *)(p1[ky] + ro)));             \
+                            b1 = _mm256_add_epi16(b1, _mm256_load_si256((const __m256i *)(p1[ky] + ro + 1024)));      \
+                        }                                                                                             \
+                    }                                                                                                 \
                     const __m256i m0 = _mm256_max_epi16(a0, a1), m1 = _mm256_max_epi16(b0, b1);                       \
                     const __m256i A = _mm256_max_epi16(_mm256_permute2x128_si256(m0, m1, 0x20),                       \
                                                        _mm256_permute2x128_si256(m0, m1, 0x31));                      \
@@ -146,13 +163,15 @@ static inline void ct_table(const __m256i *x, __m256i *T) {
             }                                                                                                         \
         }                                                                                                             \
     }
-// Two instances of the one body: 4 x 4 filters (every shipped conv model) with the kernel-row loop unrolled at
-// compile time, and k < 4 with it run-time bounded.
-CT_KERNEL(4)
-CT_KERNEL(k)
+// Instances of the one body: 4 x 4 filters (every shipped conv model) with the kernel-row loop unrolled at compile
+// time, and k < 4 with it run-time bounded; each with 1-bit and 2-bit filters.
+CT_KERNEL(ct_channels_k4, 4, 1)
+CT_KERNEL(ct_channels_kk, k, 1)
+CT_KERNEL(ct_channels2_k4, 4, 2)
+CT_KERNEL(ct_channels2_kk, k, 2)
 
 __attribute__((target(BF_AVX2_TARGET)))
-static void ct_conv(const uint8_t *x, long H, long W, long k, long pad, long Hq, long Wq, int shift,
+static void ct_conv(const uint8_t *x, long H, long W, long k, long bits, long pad, long Hq, long Wq, int shift,
                     const uint8_t *packed, long channels, uint64_t *pooled) {
     ct_scratch *s = &ct_work;
     const long G = ct_groups(channels);
@@ -195,8 +214,14 @@ static void ct_conv(const uint8_t *x, long H, long W, long k, long pad, long Hq,
         }
         ct_table(taps, s->tables[r]);
     }
-    if (k == 4) ct_channels_k4(packed, G, k, Hq, s);
-    else ct_channels_kk(packed, G, k, Hq, s);
+    if (bits == 2) {
+        if (k == 4) ct_channels2_k4(packed, G, k, Hq, s);
+        else ct_channels2_kk(packed, G, k, Hq, s);
+    } else if (k == 4) {
+        ct_channels_k4(packed, G, k, Hq, s);
+    } else {
+        ct_channels_kk(packed, G, k, Hq, s);
+    }
     // channel bytes (bit px = cell px) to cell words (bit c = channel c)
     for (long py = 0; py < Hq; py++) {
         const __m256i lo = _mm256_load_si256((const __m256i *)s->cells[py]);
@@ -212,14 +237,16 @@ static void ct_conv(const uint8_t *x, long H, long W, long k, long pad, long Hq,
 }
 #endif
 
-int bf_conv_table(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo, long pool,
-                  int shift, const uint8_t *packed, long channels, uint64_t *pooled) {
+int bf_conv_table(const uint8_t *x, long H, long W, long k, long bits, long stride, long pad, long Ho, long Wo,
+                  long pool, int shift, const uint8_t *packed, long channels, uint64_t *pooled) {
 #if BF_X86
-    if (!bf_conv_direct_supported(BF_CONV_AVX2) || !bf_conv_table_fits(H, W, k, stride, pad, pool, Ho, Wo, channels)) return 0;
-    ct_conv(x, H, W, k, pad, Ho / 2, Wo / 2, shift, packed, channels, pooled);
+    if (!bf_conv_direct_supported(BF_CONV_AVX2) || !bf_conv_table_fits(H, W, k, stride, pad, pool, Ho, Wo, channels) ||
+        (bits != 1 && bits != 2))
+        return 0;
+    ct_conv(x, H, W, k, bits, pad, Ho / 2, Wo / 2, shift, packed, channels, pooled);
     return 1;
 #else
-    (void)x; (void)H; (void)W; (void)k; (void)stride; (void)pad; (void)Ho; (void)Wo; (void)pool; (void)shift;
+    (void)x; (void)H; (void)W; (void)k; (void)bits; (void)stride; (void)pad; (void)Ho; (void)Wo; (void)pool; (void)shift;
     (void)packed; (void)channels; (void)pooled;
     return 0;
 #endif

@@ -203,7 +203,7 @@ struct LoaderTests {
             _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(edited.utf8))
             Self.expectLoadError(dir, ["config.json"] + needles, sourceLocation: sourceLocation)
         }
-        check(Self.replacing(#""format_version": 1"#, with: #""format_version": 5"#), ["unsupported format_version 5"])
+        check(Self.replacing(#""format_version": 1"#, with: #""format_version": 6"#), ["unsupported format_version 6"])
         // a two-level router needs format v3, a group count that divides the experts, and top_k within one group
         check(Self.replacing(#"\{"#, with: #"{"router_groups": 5, "#), ["\"router_groups\" needs format_version 3"])
         let v3 = Self.replacing(#""format_version": 1"#, with: #""format_version": 3"#)
@@ -246,6 +246,17 @@ struct LoaderTests {
         let valid2 = v4(front + #""conv2": {"channels": 8, "kernel": 2}, "#)(original)
         _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(valid2.utf8))
         Self.expectLoadError(dir, ["model.safetensors", "missing tensor \"conv2.weight\"", "conv2.channels=8"])
+        // 2-bit conv filters need format v5 and are 1 or 2 bits; their tensor holds both sign planes
+        let twoBit = #""conv": {"channels": 4, "kernel": 3, "padding": 1, "pool": 2, "weight_bits": 2}, "#
+        check(v4(twoBit), ["\"conv\": \"weight_bits\" needs format_version 5"])
+        let v5 = { (c: String) in { (s: String) in
+            Self.replacing(#""format_version": 2"#, with: #""format_version": 5"#)(shaped(c)(s))
+        } }
+        check(v5(#""conv": {"channels": 4, "kernel": 3, "padding": 1, "pool": 2, "weight_bits": 3}, "#),
+              ["conv.weight_bits must be 1 or 2 (got 3)"])
+        let valid5 = v5(twoBit)(original)
+        _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(valid5.utf8))
+        Self.expectLoadError(dir, ["model.safetensors", "missing tensor \"conv.weight\"", "conv.weight_bits=2"])
         check(Self.replacing(#""format": "bitfleet.bmoe""#, with: #""format": "onnx""#), ["\"format\" must be \"bitfleet.bmoe\""])
         check(Self.replacing(#""top_k": 2,"#, with: ""), ["missing required key \"top_k\""])
         check(Self.replacing(#""top_k": 2"#, with: #""top_k": 6"#), ["top_k must be in 1...experts=5"])

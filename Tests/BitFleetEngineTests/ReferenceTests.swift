@@ -62,6 +62,20 @@ struct ReferenceTests {
         // position), 3 planes
         Spec(features: 196, stem: 20, experts: 5, topK: 2, hidden: [], classes: 3, planes: 3, seed: 43, samples: 70,
              conv: [64, 2, 2, 0, 1], shape: [14, 14], conv2: [9, 7, 1, 1]),
+        // format v5 2-bit conv filters (weights −3, −1, 1, 3): the 48-filter fashion front (the table and the direct
+        // kernel, and the windows three times through the bit-plane stem), 8 planes
+        Spec(features: 784, stem: 0, experts: 4, topK: 2, hidden: [16], classes: 10, planes: 8, seed: 50, samples: 60,
+             conv: [48, 4, 2, 1, 2, 2], shape: [28, 28]),
+        // odd sizes, stride 2, a stem, 4 planes (the windows through the lookup stem kernel's tables too)
+        Spec(features: 130, stem: 45, experts: 5, topK: 2, hidden: [9], classes: 4, planes: 4, seed: 51, samples: 20,
+             conv: [7, 3, 2, 1, 2, 2], shape: [10, 13]),
+        // a 9×9 2-bit filter: too wide for the int16 direct kernels, so the windows run through the stem kernels
+        // (VNNI's int32 direct kernel takes it)
+        Spec(features: 324, stem: 30, experts: 4, topK: 2, hidden: [], classes: 3, planes: 4, seed: 52, samples: 25,
+             conv: [24, 9, 1, 0, 2, 2], shape: [18, 18]),
+        // a 2-bit front under a second conv layer
+        Spec(features: 784, stem: 0, experts: 4, topK: 2, hidden: [16], classes: 10, planes: 4, seed: 53, samples: 40,
+             conv: [16, 4, 2, 1, 2, 2], shape: [28, 28], conv2: [24, 3, 1, 1]),
         // format v3 two-level routers: 456 experts in 24 groups of 19 (> 1 micro-batch), odd widths, 3 planes
         Spec(features: 100, stem: 70, experts: 456, topK: 2, hidden: [65], classes: 7, planes: 3, seed: 30, samples: 300,
              routerGroups: 24),
@@ -136,6 +150,8 @@ struct ReferenceTests {
         case _ where spec.conv == nil: nil
         case _ where table: "table-avx2"
         case .vnni: "direct-vnni"
+        // 2-bit filters wider than 8 × 8: the int16 direct kernels refuse them (bf_conv_direct_fits)
+        case _ where (spec.conv ?? []).count > 5 && spec.conv![5] == 2 && spec.conv![1] > 8: "windows-\(kernel.rawValue)"
         case .lookupAVX512: "direct-avx512bw"
         case .lookup: "direct-avx2"
         default: "windows-\(kernel.rawValue)"

@@ -47,7 +47,8 @@ enum TestSupport {
         var features: Int, stem: Int, experts: Int, topK: Int, hidden: [Int], classes: Int, planes: Int
         var seed: Int, samples: Int
         var routerTies = false
-        /// Format v2 conv front: [channels, kernel, stride, padding, pool] over an input of `shape` [height, width].
+        /// Format v2 conv front: [channels, kernel, stride, padding, pool] over an input of `shape` [height, width], and
+        /// optionally a 6th value, the weight bits (2: format v5).
         var conv: [Int]? = nil
         var shape: [Int]? = nil
         /// Format v3 two-level router: this many groups of experts.

@@ -341,11 +341,23 @@ struct KernelTests {
             (28, 28, 4, 2, 1, 16, 0, 0, 0), (13, 17, 5, 1, 2, 9, 0, 0, 0), (18, 18, 5, 2, 1, 48, 1, 0, 0),
             (11, 14, 3, 2, 0, 30, 0, 0, 0), (15, 13, 4, 1, 0, 61, 0, 2, 1), (9, 10, 3, 1, 1, 20, 0, 1, 1),
         ]
+        // 2-bit filters (format v5, weights −3 … 3): the model's shape, the int16 extremes (every q = 255, every
+        // weight 3 or −3) at k = 6 (AVX2's 2-tap groups: 27 540) and k = 8 (the 4-tap groups: 24 480), k = 7 (AVX2's
+        // first 2-bit kernel size on the 4-tap layout), and k = 9, which only VNNI's int32 sums take
+        let shapes2: [(Int, Int, Int, Int, Int, Int, Int32, Int, Int)] = [
+            (28, 28, 4, 2, 1, 48, 0, 0, 0), (28, 28, 4, 2, 1, 64, 4, 0, 0), (13, 17, 5, 1, 2, 9, 0, 0, 0),
+            (12, 12, 6, 1, 0, 33, 0, 1, 1), (13, 12, 6, 1, 1, 20, 0, 2, 1), (16, 15, 7, 2, 3, 5, 2, 0, 0),
+            (14, 14, 8, 1, 0, 40, 0, 1, 1), (15, 16, 8, 1, 1, 17, 0, 2, 1), (18, 18, 9, 1, 0, 24, 0, 0, 0),
+            (10, 13, 3, 1, 1, 7, 0, 0, 0),
+        ]
         var rng = SplitMix64(state: 77)
-        for (H, W, k, stride, pad, C, shift, wkind, xkind) in shapes {
+        for ((H, W, k, stride, pad, C, shift, wkind, xkind), bits) in shapes.map({ ($0, 1) }) + shapes2.map({ ($0, 2) }) {
             let Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, kk = k * k
-            let words = (kk + 63) / 64
-            let (wbits, x, a) = plainConv(H, W, k, stride, pad, C, shift, wkind, xkind, &rng)
+            let words = (kk * (bits == 2 ? 3 : 1) + 63) / 64
+            let (wbits, x, a) = plainConv(H, W, k, stride, pad, C, shift, wkind, xkind, &rng, bits: bits)
+            if xkind == 1 && shift == 0 && bits == 2 {
+                #expect(a.map(abs).max()! == kk * 255 * 3, "2-bit k\(k): the extreme sum")
+            }
             // each channel's threshold: its value at a pseudo-random position (ties at that position)
             let thresholds: [Int32] = (0..<C).map { c in Int32(a[Int(rng.next() % UInt64(Ho * Wo)) * C + c]) }
             var expected = [UInt64](repeating: 0, count: Ho * Wo)
@@ -353,11 +365,13 @@ struct KernelTests {
             let work = UnsafeMutableRawPointer.allocate(byteCount: bf_conv_work_bytes(H, W, k, pad, Wo), alignment: 64)
             defer { work.deallocate() }
             for (code, name) in run {
-                let packed = UnsafeMutableRawPointer.allocate(byteCount: bf_conv_direct_bytes(code, C, k), alignment: 64)
+                let fits = bf_conv_direct_fits(code, k, bits) == 1
+                #expect(fits == (bits == 1 || k <= 8 || code == Int32(BF_CONV_VNNI)), "\(name): k\(k) \(bits)-bit fits")
+                let packed = UnsafeMutableRawPointer.allocate(byteCount: bf_conv_direct_bytes(code, C, k, bits), alignment: 64)
                 defer { packed.deallocate() }
                 let p8 = packed.assumingMemoryBound(to: UInt8.self)
                 wbits.withUnsafeBufferPointer { w in thresholds.withUnsafeBufferPointer { t in
-                    bf_conv_direct_pack(code, w.baseAddress!, words, t.baseAddress!, C, k, p8)
+                    bf_conv_direct_pack(code, w.baseAddress!, words, bits, t.baseAddress!, C, k, p8)
                 }}
                 // pool 1: every position's word; pools 2 and 3: the OR over each window, trailing positions dropped
                 for pool in [1, 2, 3] where pool <= min(Ho, Wo) {
@@ -368,10 +382,15 @@ struct KernelTests {
                     }}}}
                     var got = [UInt64](repeating: 0xDEAD, count: Hq * Wq)
                     let ok = x.withUnsafeBufferPointer { xp in
-                        bf_conv_direct(code, xp.baseAddress!, H, W, k, stride, pad, Ho, Wo, pool, shift, p8, C,
+                        bf_conv_direct(code, xp.baseAddress!, H, W, k, bits, stride, pad, Ho, Wo, pool, shift, p8, C,
                                        work.assumingMemoryBound(to: UInt8.self), &got)
                     }
-                    #expect(ok == 1 && got == want, "\(name): \(H)x\(W) k\(k) s\(stride) p\(pad) C\(C) shift \(shift) pool \(pool)")
+                    let label = "\(name): \(H)x\(W) k\(k) \(bits)-bit s\(stride) p\(pad) C\(C) shift \(shift) pool \(pool)"
+                    if fits {
+                        #expect(ok == 1 && got == want, "\(label)")
+                    } else {   // refused (the int16 sums could overflow), nothing written
+                        #expect(ok == 0 && got.allSatisfy { $0 == 0xDEAD }, "\(label): should be refused")
+                    }
                 }
             }
         }
@@ -381,8 +400,9 @@ struct KernelTests {
             let x = [UInt8](repeating: 1, count: 4)
             let packed = [UInt8](repeating: 0, count: 64)
             var work = [UInt8](repeating: 0, count: 256)
-            #expect(bf_conv_direct(code, x, 2, 2, 1, 1, 0, 2, 2, 1, 0, packed, 65, &work, &bits) == 0)
-            #expect(bf_conv_direct(code, x, 2, 2, 1, 1, 0, 2, 2, 0, 0, packed, 8, &work, &bits) == 0)
+            #expect(bf_conv_direct(code, x, 2, 2, 1, 1, 1, 0, 2, 2, 1, 0, packed, 65, &work, &bits) == 0)
+            #expect(bf_conv_direct(code, x, 2, 2, 1, 1, 1, 0, 2, 2, 0, 0, packed, 8, &work, &bits) == 0)
+            #expect(bf_conv_direct(code, x, 2, 2, 1, 3, 1, 0, 2, 2, 1, 0, packed, 8, &work, &bits) == 0)   // 3 bits
             #expect(bits == [7, 7, 7, 7])
         }
     }
@@ -426,17 +446,23 @@ struct KernelTests {
             (6, 6, 2, 1, 31, 0, 0, 0), (16, 16, 1, 0, 64, 7, 0, 0), (5, 7, 2, 0, 4, 0, 0, 0),
             (28, 28, 4, 1, 64, 0, 1, 1), (28, 28, 4, 1, 64, 0, 2, 1), (30, 29, 4, 2, 40, 0, 1, 1),
         ]
+        // 2-bit filters (format v5): the model's shape, lone channels, k < 4, and the extremes (±12 240)
+        let shapes2: [(Int, Int, Int, Int, Int, Int32, Int, Int)] = [
+            (28, 28, 4, 1, 48, 0, 0, 0), (28, 28, 4, 1, 64, 2, 0, 0), (28, 28, 3, 1, 17, 1, 0, 0),
+            (10, 13, 3, 1, 7, 0, 0, 0), (6, 6, 2, 1, 31, 0, 0, 0), (28, 28, 4, 1, 64, 0, 1, 1),
+            (30, 29, 4, 2, 40, 0, 2, 1),
+        ]
         var rng = SplitMix64(state: 78)
-        for (H, W, k, pad, C, shift, wkind, xkind) in shapes {
+        for ((H, W, k, pad, C, shift, wkind, xkind), bits) in shapes.map({ ($0, 1) }) + shapes2.map({ ($0, 2) }) {
             let Ho = (H + 2 * pad - k) / 2 + 1, Wo = (W + 2 * pad - k) / 2 + 1, Hq = Ho / 2, Wq = Wo / 2
-            let name = "\(H)x\(W) k\(k) p\(pad) C\(C) shift \(shift)"
+            let name = "\(H)x\(W) k\(k) \(bits)-bit p\(pad) C\(C) shift \(shift)"
             try #require(bf_conv_table_fits(H, W, k, 2, pad, 2, Ho, Wo, C) == 1, "\(name) should fit")
-            let words = (k * k + 63) / 64
-            let (wbits, x, a) = plainConv(H, W, k, 2, pad, C, shift, wkind, xkind, &rng)
+            let words = (k * k * (bits == 2 ? 3 : 1) + 63) / 64
+            let (wbits, x, a) = plainConv(H, W, k, 2, pad, C, shift, wkind, xkind, &rng, bits: bits)
             if xkind == 1 && shift == 0 {
                 // the extremes: every tap 255 inside the image, all signs equal
                 let extreme = a.map(abs).max()!
-                #expect(extreme == k * k * 255, "\(name): largest |sum| \(extreme)")
+                #expect(extreme == k * k * 255 * (bits == 2 ? 3 : 1), "\(name): largest |sum| \(extreme)")
             }
             let thresholds: [Int32] = (0..<C).map { c in Int32(a[Int(rng.next() % UInt64(Ho * Wo)) * C + c]) }
             var want = [UInt64](repeating: 0, count: Hq * Wq)
@@ -444,14 +470,14 @@ struct KernelTests {
                 where a[((py * 2 + dy) * Wo + px * 2 + dx) * C + c] >= Int(thresholds[c]) {
                 want[py * Wq + px] |= 1 << UInt64(c)
             }}}}}
-            let packed = UnsafeMutableRawPointer.allocate(byteCount: bf_conv_table_bytes(C), alignment: 64)
+            let packed = UnsafeMutableRawPointer.allocate(byteCount: bf_conv_table_bytes(C, bits), alignment: 64)
             defer { packed.deallocate() }
             let p8 = packed.assumingMemoryBound(to: UInt8.self)
             wbits.withUnsafeBufferPointer { w in thresholds.withUnsafeBufferPointer { t in
-                bf_conv_table_pack(w.baseAddress!, words, t.baseAddress!, C, k, p8)
+                bf_conv_table_pack(w.baseAddress!, words, bits, t.baseAddress!, C, k, p8)
             }}
             var got = [UInt64](repeating: 0xDEAD, count: Hq * Wq + 1)
-            let ok = bf_conv_table(x, H, W, k, 2, pad, Ho, Wo, 2, shift, p8, C, &got)
+            let ok = bf_conv_table(x, H, W, k, bits, 2, pad, Ho, Wo, 2, shift, p8, C, &got)
             #expect(ok == 1 && Array(got.prefix(Hq * Wq)) == want && got.last == 0xDEAD, "\(name)")
             if wkind == 0 && Hq * Wq >= 4 && C >= 8 {
                 let all: UInt64 = C == 64 ? ~0 : (1 << UInt64(C)) - 1
@@ -466,13 +492,15 @@ struct KernelTests {
             (28, 28, 4, 2, 1, 2, 14, 13, 8),
         ]
         let x = [UInt8](repeating: 9, count: 36 * 36)
-        let packed = [UInt8](repeating: 0, count: bf_conv_table_bytes(64))
+        let packed = [UInt8](repeating: 0, count: bf_conv_table_bytes(64, 2))
         for (H, W, k, stride, pad, pool, Ho, Wo, C) in refused {
             #expect(bf_conv_table_fits(H, W, k, stride, pad, pool, Ho, Wo, C) == 0)
             var bits = [UInt64](repeating: 7, count: 81)
-            #expect(bf_conv_table(x, H, W, k, stride, pad, Ho, Wo, pool, 0, packed, C, &bits) == 0)
+            #expect(bf_conv_table(x, H, W, k, 1, stride, pad, Ho, Wo, pool, 0, packed, C, &bits) == 0)
             #expect(bits.allSatisfy { $0 == 7 })
         }
+        var bits = [UInt64](repeating: 7, count: 81)   // 3 weight bits: refused
+        #expect(bf_conv_table(x, 28, 28, 4, 3, 2, 1, 14, 14, 2, 0, packed, 8, &bits) == 0 && bits.allSatisfy { $0 == 7 })
     }
 
     @Test func kernelSelectionFromEnvironment() throws {
@@ -698,10 +726,20 @@ struct PointerBox: @unchecked Sendable {
 
 /// A conv test case and its plain-loop sums: filters (`wkind` 0 random, 1 all +1, 2 all −1), an `H × W` image
 /// (`xkind` 0 random, 1 all 255), and `a[(oy·Wo + ox)·C + c] = Σ w · (x >> shift)` over each window, 0 outside.
+/// With `bits` 2 the filter rows are the integer layer's 2-bit rows (`PackedMatrix.loadTwoBit`): `3k²` bits, the
+/// high plane h twice, then the low plane l, weight `2·h + l` (all +1: 3, all −1: −3).
 private func plainConv(_ H: Int, _ W: Int, _ k: Int, _ stride: Int, _ pad: Int, _ C: Int, _ shift: Int32, _ wkind: Int,
-                       _ xkind: Int, _ rng: inout SplitMix64) -> (wbits: [UInt64], x: [UInt8], sums: [Int]) {
-    let Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, words = (k * k + 63) / 64
-    let wbits: [UInt64] = (0..<(C * words)).map { _ in wkind == 1 ? ~0 : wkind == 2 ? 0 : rng.next() }
+                       _ xkind: Int, _ rng: inout SplitMix64, bits: Int = 1) -> (wbits: [UInt64], x: [UInt8], sums: [Int]) {
+    let Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, kk = k * k
+    let words = (kk * (bits == 2 ? 3 : 1) + 63) / 64
+    var wbits: [UInt64] = (0..<(C * words)).map { _ in wkind == 1 ? ~0 : wkind == 2 ? 0 : rng.next() }
+    func bit(_ c: Int, _ t: Int) -> Int { Int((wbits[c * words + t / 64] >> UInt64(t % 64)) & 1) }
+    if bits == 2 {   // the second copy of h equal to the first (the kernels read h at t and l at 2k² + t)
+        for c in 0..<C { for t in 0..<kk {
+            let j = kk + t
+            wbits[c * words + j / 64] = wbits[c * words + j / 64] & ~(1 << UInt64(j % 64)) | UInt64(bit(c, t)) << UInt64(j % 64)
+        }}
+    }
     let x: [UInt8] = (0..<(H * W)).map { _ in xkind == 1 ? 255 : UInt8(truncatingIfNeeded: rng.next()) }
     func q(_ y: Int, _ xx: Int) -> Int {
         y < 0 || y >= H || xx < 0 || xx >= W ? 0 : Int(x[y * W + xx] >> UInt8(shift))
@@ -711,7 +749,7 @@ private func plainConv(_ H: Int, _ W: Int, _ k: Int, _ stride: Int, _ pad: Int, 
         var sum = 0
         for ky in 0..<k { for kx in 0..<k {
             let t = ky * k + kx
-            let w = (wbits[c * words + t / 64] >> UInt64(t % 64)) & 1 == 1 ? 1 : -1
+            let w = bits == 2 ? 2 * (2 * bit(c, t) - 1) + (2 * bit(c, 2 * kk + t) - 1) : 2 * bit(c, t) - 1
             sum += w * q(oy * stride + ky - pad, ox * stride + kx - pad)
         }}
         a[(oy * Wo + ox) * C + c] = sum

@@ -148,18 +148,20 @@ double bf_dependent_imul_seconds(long iterations);
 /// Binary convolution front (format v2): the `k × k` window of every output position of one `H × W` uint8 image, row
 /// by row: `patches[(oy × Wo + ox) × k² + ky × k + kx] = x[(oy·stride + ky − pad) × W + ox·stride + kx − pad]`, 0
 /// outside the image (q = 0 in the padding). The stem kernels then treat each patch as one sample of `k²` features.
-/// `work` holds `bf_conv_work_bytes` bytes; `patches` has 8 bytes of slack past its last window.
-void bf_conv_patches(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo,
+/// With `reps` > 1 each window is written `reps` times back to back (a patch of `reps × k²` bytes: a 2-bit conv's
+/// rows, format v5, are 3 binary taps per pixel). `work` holds `bf_conv_work_bytes` bytes; `patches` has 8 bytes of
+/// slack past its last window.
+void bf_conv_patches(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo, long reps,
                      uint8_t *work, uint8_t *patches);
 
 /// Scratch bytes for `bf_conv_patches` and `bf_conv_activations` (the padded image and its row sums).
 long bf_conv_work_bytes(long H, long W, long k, long pad, long Wo);
 
-/// The windows as the int8 kernels' activations, fused: `q[r × kpad + t] = window_r[t] >> shift` for t < k² (bytes
-/// from k² up to k² + 8 may hold other pixels: the int8 weight layout is zero there), `sumQ[r] = Σ_t q[r × kpad + t]`.
-/// `q` has 8 bytes of slack past its last row.
-void bf_conv_activations(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo, int shift,
-                         uint8_t *work, uint8_t *q, long kpad, long *sumQ);
+/// The windows as the int8 kernels' activations, fused: `q[r × kpad + j × k² + t] = window_r[t] >> shift` for
+/// t < k² and each of `reps` copies j (bytes from reps·k² up to reps·k² + 8 may hold other pixels: the int8 weight
+/// layout is zero there), `sumQ[r] = Σ` of the row's `reps × k²` values. `q` has 8 bytes of slack past its last row.
+void bf_conv_activations(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo, long reps,
+                         int shift, uint8_t *work, uint8_t *q, long kpad, long *sumQ);
 
 /// The portable conv kernel: `acc[r × ldacc + c] = Σ_t q_rt · wbits[c × kk + t]` with `q = patches >> shift` and
 /// `wbits` 0 or 1, and `sumQ[r] = Σ_t q_rt`.
@@ -202,22 +204,28 @@ enum {
 /// 1 when the running CPU has what `path` needs.
 int bf_conv_direct_supported(int path);
 
+/// 1 when `path` computes filters of `bits` weight bits (1, or 2: format v5) and `k × k` exactly: 2-bit weights
+/// (|w| ≤ 3) keep the int16 sums below 32 768 for k ≤ 8 (the VNNI path sums in int32: any k).
+int bf_conv_direct_fits(int path, long k, long bits);
+
 /// Bytes of `bf_conv_direct_pack`'s output (allocate them 64-byte aligned).
-long bf_conv_direct_bytes(int path, long channels, long k);
+long bf_conv_direct_bytes(int path, long channels, long k, long bits);
 
 /// The conv filters (`channels` rows of `k²` bits, `words` 64-bit words per row, bit t = tap ky·k + kx, 1 for +1)
-/// and their thresholds in `path`'s layout.
-void bf_conv_direct_pack(int path, const uint64_t *wbits, long words, const int32_t *threshold, long channels, long k,
-                         uint8_t *dst);
+/// and their thresholds in `path`'s layout. With `bits` 2 a row holds `3k²` bits, the high sign plane twice and then
+/// the low one (`Model.swift`'s integer layer rows): tap t's weight is `2·h_t + l_t`, h_t bit t and l_t bit 2k² + t.
+void bf_conv_direct_pack(int path, const uint64_t *wbits, long words, long bits, const int32_t *threshold,
+                         long channels, long k, uint8_t *dst);
 
 /// One `H × W` uint8 image through the conv filters and the OR-pooling: bit c of position (oy, ox) is 1 when
 /// `Σ_{ky,kx} w_c(ky, kx) · q(oy·stride + ky − pad, ox·stride + kx − pad) ≥ threshold_c` with `q = x >> shift`, 0
 /// outside the image (format v2), and `pooled[py × (Wo / pool) + px]` is the OR of those words over its
 /// `pool × pool` window (`Ho / pool` rows; `pool` 1 gives each position's word). `work` holds `bf_conv_work_bytes`
 /// bytes. Returns 0 (and writes nothing) when the CPU lacks `path` or the shape is out of the format's limits
-/// (channels ≤ 64, k ≤ 15).
-int bf_conv_direct(int path, const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo,
-                   long pool, int shift, const uint8_t *packed, long channels, uint8_t *work, uint64_t *pooled);
+/// (channels ≤ 64, k ≤ 15) or `bf_conv_direct_fits` says no. `bits`: as packed.
+int bf_conv_direct(int path, const uint8_t *x, long H, long W, long k, long bits, long stride, long pad, long Ho,
+                   long Wo, long pool, int shift, const uint8_t *packed, long channels, uint8_t *work,
+                   uint64_t *pooled);
 
 /// Table conv (conv_table.c): the same bits as `bf_conv_direct` for stride 2 with 2 × 2 OR-pooling, k ≤ 4 (padding
 /// below k), at most 8 × 8 pooled cells and 64 channels, from tables of each kernel row's 16 sign-pattern sums
@@ -225,15 +233,16 @@ int bf_conv_direct(int path, const uint8_t *x, long H, long W, long k, long stri
 int bf_conv_table_fits(long H, long W, long k, long stride, long pad, long pool, long Ho, long Wo, long channels);
 
 /// Bytes of `bf_conv_table_pack`'s output (allocate them 64-byte aligned).
-long bf_conv_table_bytes(long channels);
+long bf_conv_table_bytes(long channels, long bits);
 
-/// The filters' sign patterns per kernel row and their thresholds, in the table conv's layout.
-void bf_conv_table_pack(const uint64_t *wbits, long words, const int32_t *threshold, long channels, long k,
+/// The filters' sign patterns per kernel row and their thresholds, in the table conv's layout (`bits` 2: the sign
+/// patterns of both planes, rows as for `bf_conv_direct_pack`).
+void bf_conv_table_pack(const uint64_t *wbits, long words, long bits, const int32_t *threshold, long channels, long k,
                         uint8_t *dst);
 
 /// One image through the table conv (see `bf_conv_direct` for the bits and the pooled layout; no `work`: its
 /// scratch is per thread). Returns 0 (and writes nothing) when the CPU lacks AVX2 or the shape does not fit.
-int bf_conv_table(const uint8_t *x, long H, long W, long k, long stride, long pad, long Ho, long Wo, long pool,
-                  int shift, const uint8_t *packed, long channels, uint64_t *pooled);
+int bf_conv_table(const uint8_t *x, long H, long W, long k, long bits, long stride, long pad, long Ho, long Wo,
+                  long pool, int shift, const uint8_t *packed, long channels, uint64_t *pooled);
 
 #endif
