@@ -20,7 +20,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
     private var owned: [UnsafeMutableRawPointer] = []
 
     /// The integer input layer: the stem (`S` rows of `D` input weights), or for a conv model (format v2) the conv
-    /// front's filters (`channels` rows of `kernel²` weights), which the same kernels run on each image's patches.
+    /// front's filters (`channels` rows of `kernel²` weights; 2-bit filters, format v5: `3 × kernel²`, see
+    /// `PackedMatrix.loadTwoBit`), which the same kernels run on each image's patches.
     let stem: PackedMatrix
     let stemThreshold: [Int32]
     /// A conv model's shapes (nil for a v1 model).
@@ -652,7 +653,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let actB: UnsafeMutablePointer<UInt64>
         let pops: UnsafeMutablePointer<Int32>         // [n × C]
         let z: UnsafeMutablePointer<Float>            // [n × K × C]
-        let patches: UnsafeMutablePointer<UInt8>      // conv: [positions × k² + 8] one image's windows
+        let patches: UnsafeMutablePointer<UInt8>      // conv: [positions × windowTaps + 8] one image's windows
         let convWork: UnsafeMutablePointer<UInt8>     // conv: the padded image and its row sums
         let convBits: UnsafeMutablePointer<UInt64>    // conv: [positions] thresholded filters, bit c = channel c
         let features: UnsafeMutablePointer<UInt64>    // conv with a stem: [n × Wf] pooled features
