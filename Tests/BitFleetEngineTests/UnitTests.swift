@@ -407,6 +407,41 @@ struct KernelTests {
         }
     }
 
+    /// The windows the stem kernels read (`bf_conv_patches`, and the int8 kernels' `bf_conv_activations`) against a
+    /// plain loop: each window once, or three times back to back (a 2-bit conv's rows, format v5), the 8-byte row
+    /// copies (k ≤ 8) and the wider ones, padding, strides; the int8 rows shifted, and their sums.
+    @Test func convWindowsAgainstPlainLoop() {
+        var rng = SplitMix64(state: 79)
+        // (H, W, k, stride, pad, shift)
+        for (H, W, k, stride, pad, shift) in [(28, 28, 4, 2, 1, 0), (10, 13, 3, 1, 1, 4), (18, 18, 9, 1, 0, 4),
+                                              (7, 9, 5, 2, 2, 1), (6, 6, 1, 1, 0, 7)] {
+            let Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, kk = k * k
+            let x: [UInt8] = (0..<(H * W)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            func pixel(_ y: Int, _ xx: Int) -> UInt8 { y < 0 || y >= H || xx < 0 || xx >= W ? 0 : x[y * W + xx] }
+            var work = [UInt8](repeating: 0, count: bf_conv_work_bytes(H, W, k, pad, Wo))
+            for reps in [1, 3] {
+                let row = reps * kk
+                var want = [UInt8](repeating: 0, count: Ho * Wo * row)
+                for oy in 0..<Ho { for ox in 0..<Wo { for j in 0..<reps { for ky in 0..<k { for kx in 0..<k {
+                    want[(oy * Wo + ox) * row + j * kk + ky * k + kx] = pixel(oy * stride + ky - pad, ox * stride + kx - pad)
+                }}}}}
+                var patches = [UInt8](repeating: 0xEE, count: Ho * Wo * row + 8)
+                bf_conv_patches(x, H, W, k, stride, pad, Ho, Wo, reps, &work, &patches)
+                #expect(Array(patches.prefix(Ho * Wo * row)) == want, "patches \(H)x\(W) k\(k) s\(stride) p\(pad) reps \(reps)")
+                let kpad = (row + 63) / 64 * 64
+                var q = [UInt8](repeating: 0xEE, count: Ho * Wo * kpad + 8)
+                var sumQ = [Int](repeating: -1, count: Ho * Wo)
+                bf_conv_activations(x, H, W, k, stride, pad, Ho, Wo, reps, Int32(shift), &work, &q, kpad, &sumQ)
+                var ok = true
+                for r in 0..<(Ho * Wo) {
+                    let w = want[(r * row)..<((r + 1) * row)].map { $0 >> UInt8(shift) }
+                    ok = ok && Array(q[(r * kpad)..<(r * kpad + row)]) == w && sumQ[r] == w.reduce(0) { $0 + Int($1) }
+                }
+                #expect(ok, "activations \(H)x\(W) k\(k) s\(stride) p\(pad) shift \(shift) reps \(reps)")
+            }
+        }
+    }
+
     /// `bf_conv_pack` (the direct conv's feature layout) against a bit-by-bit loop: every channel count, cell counts
     /// that end inside and on word boundaries, garbage bits above the channels ignored, the tail words zeroed.
     @Test func convPackMatchesBitLoop() {
