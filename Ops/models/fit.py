@@ -698,7 +698,7 @@ def front_text(cfg):
     c2 = cfg.get("conv2") if cfg.get("format_version", 2) >= 4 else None
     two = c.get("weight_bits", 1) == 2 and cfg.get("format_version", 2) >= 5
     text = (f"Front: binary convolution (format v{5 if two else 4 if c2 else 2}, `--conv {c['channels']},{c['kernel']},"
-            f"{c['stride']},{c['padding']},{c['pool']}`{' --conv-bits 2' if two else ''}): {c['channels']} "
+            f"{c['stride']},{c['padding']},{c['pool']}{' --conv-bits 2' if two else ''}`): {c['channels']} "
             f"{'2-bit (weights −3, −1, 1, 3)' if two else 'binary'} {c['kernel']}×{c['kernel']} filters over the "
             f"{H}×{W} image ({P} input bit planes), stride {c['stride']}, padding {c['padding']}, integer thresholds, "
             f"OR-pooling {c['pool']}×{c['pool']} → {Hp}×{Wp}×{c['channels']} = {F} binary features; ")

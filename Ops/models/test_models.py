@@ -1187,7 +1187,8 @@ def test_teacher_overlap():
 
 
 def test_reference_models_and_bench_paths():
-    """The committed models: v3 (conv front), v2 (stem) and fashion-c64 (a 64-filter conv front) load in the engine,
+    """The committed models: v3 (conv front), v2 (stem), fashion-c64 (a 64-filter conv front) and fashion-c48b2 (2-bit
+    conv filters, format v5) load in the engine,
     and `bitfleet bench --compare-paths` names for the conv models the conv kernel each stem kernel stands for, for v2
     the stem kernels."""
     binary = os.environ.get("BITFLEET_BIN")
@@ -1197,7 +1198,7 @@ def test_reference_models_and_bench_paths():
     notes = []
     # directory, the name its config.json gives, whether it has a conv front
     for name, config_name, conv in (("fashion", "fashion", True), ("fashion-v2", "fashion", False),
-                                    ("fashion-c64", "fashion-c64", True)):
+                                    ("fashion-c64", "fashion-c64", True), ("fashion-c48b2", "fashion-c48b2", True)):
         d = os.path.join(HERE, name)
         cfg = json.load(open(os.path.join(d, "config.json")))
         check(("conv" in cfg) == conv and cfg["name"] == config_name,
@@ -1214,7 +1215,7 @@ def test_reference_models_and_bench_paths():
             check(all(row["kind"] == "model-conv" for row in rows), f"{name}: {rows}")
             names = [row["path"] for row in rows]
             # one row per stem kernel, and for the lookup kernel whose conv runs on the table kernel a second one
-            # on the direct kernel (both committed conv models have the table kernel's shape: 4x4, stride 2, pool 2)
+            # on the direct kernel (the committed conv models have the table kernel's shape: 4x4, stride 2, pool 2)
             want = [sk for sk in stems for _ in range(2 if sk == "lookup" else 1)]
             check([n.split(" (stem kernel ")[1].rstrip(")") for n in names] == want, f"{name}: {names} for {stems}")
             check(all(n.startswith(("direct-", "windows-", "table-")) for n in names)
