@@ -589,18 +589,20 @@ def test_fit_image_folder_conv():
         check(rc == 2 and "--shift moves one-channel images" in se, f"--shift on flat features: rc {rc} {se}")
         check(not os.path.exists(out + "2"), "a model directory was written for bad input")
         note = f"held-out binary {m['binary_heldout_acc'] * 100:.1f}% float {m['float_onnx_acc'] * 100:.1f}%"
-        # 2-bit filters (--conv-bits 2, format v5): trained, exported, evaluated, named in the card, run by the engine
+        # 2-bit filters (--conv-bits 2, format v5): trained, exported, evaluated, named in the card, run by the engine;
+        # the 1-bit run's float twin is its twin too (--teacher: the same float network)
         out2 = os.path.join(td, "model-2bit")
-        rc, so2, se = run_fit(["--data", root, "--out", out2, "--conv", "6,4,2,1,2", "--conv-bits", "2",
-                               "--bitfleet", binary if binary else "none"] + small)
+        rc, so2, se = run_fit(["--data", root, "--out", out2, "--conv", "8,5,1,2,4", "--conv-bits", "2", "--shift", "2",
+                               "--teacher", out, "--bitfleet", binary if binary else "none"] + small)
         check(rc == 0, f"fit.py --conv-bits 2 rc {rc}: {se[-2000:]}{so2[-2000:]}")
-        check("conv front: 6 2-bit 4x4 filters" in so2, f"no 2-bit conv front line: {so2[:1500]}")
+        check("conv front: 8 2-bit 5x5 filters" in so2 and "no float phase" in so2, f"no 2-bit conv front line or "
+              f"float phase run: {so2[:1500]}")
         cfg = json.load(open(os.path.join(out2, "config.json")))
-        check(cfg["format_version"] == 5 and cfg["conv"] == dict(channels=6, kernel=4, stride=2, padding=1, pool=2,
+        check(cfg["format_version"] == 5 and cfg["conv"] == dict(channels=8, kernel=5, stride=1, padding=2, pool=4,
                                                                  weight_bits=2), f"config {cfg}")
         m2 = check_model_dir(out2, 10, 784, x[order][va], yf[order][va])
         card = open(os.path.join(out2, "MODEL_CARD.md")).read()
-        check("--conv-bits 2" in card and "6 2-bit (weights −3, −1, 1, 3) 4×4 filters" in card,
+        check("--conv-bits 2" in card and "8 2-bit (weights −3, −1, 1, 3) 5×5 filters" in card,
               "MODEL_CARD.md does not name the 2-bit filters")
         note += f"; 2-bit filters: held-out {m2['binary_heldout_acc'] * 100:.1f}%"
         if binary:

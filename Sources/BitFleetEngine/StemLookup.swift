@@ -123,7 +123,8 @@ enum StemChoice {
                 }
             }
         } else {
-            guard let code = kernel.int8Code else { return .infinity }   // (every lookup CPU has its direct kernel)
+            // a lookup kernel's conv runs directly, except 2-bit filters wider than 8 × 8 (windows: not timed here)
+            guard let code = kernel.int8Code else { return .infinity }
             let w = UnsafeMutableRawPointer.allocate(byteCount: bf_stem_int8_bytes(C, kk), alignment: 64)
             owned.append(w)
             bf_stem_int8_pack(stem.base, C, kk, w.assumingMemoryBound(to: UInt8.self))
