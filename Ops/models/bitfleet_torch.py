@@ -124,8 +124,8 @@ def _quantised(layer, w):
 
 def weight_levels_np(layer_or_weight, bits=1):
     """The exported integer weights of latent weights (numpy): signs (+-1), or with bits 2 the levels -3..3."""
-    w = getattr(layer_or_weight, "weight", layer_or_weight)
-    w = _np(w).reshape(_np(w).shape[0], -1)
+    w = _np(getattr(layer_or_weight, "weight", layer_or_weight))
+    w = w.reshape(w.shape[0], -1)
     return two_bit_levels(w) if bits == 2 else _sign_np(w)
 
 

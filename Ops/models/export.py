@@ -99,7 +99,7 @@ def normalized_config(config: dict) -> dict:
     conv = cfg.get("conv")
     conv2 = cfg.get("conv2")
     groups = cfg.get("router_groups")
-    two_bit = bool(conv) and int(conv.get("weight_bits", 1)) != 1
+    two_bit = conv_weight_bits(cfg) != 1
     cfg.setdefault("format_version", WEIGHT_BITS_FORMAT_VERSION if two_bit else CONV2_FORMAT_VERSION if conv2
                    else GROUPS_FORMAT_VERSION if groups else CONV_FORMAT_VERSION if conv else FORMAT_VERSION)
     if cfg["format"] != FORMAT:
@@ -125,7 +125,7 @@ def normalized_config(config: dict) -> dict:
     if conv:
         cfg["conv"] = {k: int(conv[k]) if d is None else int(conv.get(k, d)) for k, d in
                        [("channels", None), ("kernel", None), ("stride", 1), ("padding", 0), ("pool", 1)]}
-        bits = int(conv.get("weight_bits", 1))
+        bits = conv_weight_bits(config)
         if bits not in (1, 2):
             raise ExportError(f"config.conv.weight_bits must be 1 or 2 (got {bits})")
         if bits == 2:

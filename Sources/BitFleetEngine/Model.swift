@@ -869,12 +869,12 @@ public final class BinaryMoEModel: @unchecked Sendable {
                 // the windows go straight into the int8 kernels' activation rows (one pass, no patch copy)
                 let kpad = (g.windowTaps + 63) / 64 * 64
                 bf_conv_activations(xi, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth,
-                                    g.windowTaps / g.taps, shift, s.convWork, s.q, kpad, s.sumQ)
+                                    g.windowCopies, shift, s.convWork, s.q, kpad, s.sumQ)
                 integerLayer(xs: xi, m: g.positions, kernel: kernel, s: s, sumQ: s.sumQ, bits: s.convBits, ldBits: 1,
                              int8Ready: true)
             } else {
                 bf_conv_patches(xi, g.height, g.width, g.kernel, g.stride, g.padding, g.outHeight, g.outWidth,
-                                g.windowTaps / g.taps, s.convWork, s.patches)
+                                g.windowCopies, s.convWork, s.patches)
                 integerLayer(xs: s.patches, m: g.positions, kernel: kernel, s: s, sumQ: s.sumQ, bits: s.convBits, ldBits: 1)
             }
             bf_conv_pool(s.convBits, g.outHeight, g.outWidth, g.pool)

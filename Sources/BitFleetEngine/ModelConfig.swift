@@ -42,10 +42,12 @@ public struct ConvGeometry: Sendable, Equatable {
     public var features: Int { pooledHeight * pooledWidth * channels }
     public var positions: Int { outHeight * outWidth }
     public var taps: Int { kernel * kernel }
-    /// Binary taps per window of the conv's integer-layer rows: `taps`, or for 2-bit weights `3 × taps` (the high
-    /// sign plane twice, then the low one: `2·h + l` as three ±1 weights on the same pixel, each window read three
-    /// times), which the stem kernels run like any binary row.
-    public var windowTaps: Int { taps * (weightBits == 2 ? 3 : 1) }
+    /// Copies of each window in the conv's integer-layer rows: 1, or for 2-bit weights 3 (the high sign plane twice,
+    /// then the low one: `2·h + l` as three ±1 weights on the same pixel), which the stem kernels run like any
+    /// binary row.
+    public var windowCopies: Int { weightBits == 2 ? 3 : 1 }
+    /// Binary taps per row of the conv's integer layer: `windowCopies × taps`.
+    public var windowTaps: Int { taps * windowCopies }
 
     init(_ c: ConvConfig, height: Int, width: Int) {
         self.height = height

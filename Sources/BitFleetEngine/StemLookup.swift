@@ -138,7 +138,7 @@ enum StemChoice {
                     thresholds.withUnsafeBufferPointer { t in
                         for i in 0..<images {
                             bf_conv_activations(xs.baseAddress! + i * D, g.height, g.width, g.kernel, g.stride, g.padding,
-                                                g.outHeight, g.outWidth, g.windowTaps / g.taps, shift, w8, q, kpad, sumQ)
+                                                g.outHeight, g.outWidth, g.windowCopies, shift, w8, q, kpad, sumQ)
                             bf_stem_int8(code, q, g.positions, kk, w.assumingMemoryBound(to: UInt8.self), (C + 15) / 16, acc, ld)
                             bf_stem_threshold(acc, ld, g.positions, C, sumQ, t.baseAddress!, bits, 1)
                         }

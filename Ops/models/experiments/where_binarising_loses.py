@@ -30,10 +30,12 @@ MODES = ("conv-real", "hidden-real", "conv-2bit")
 
 
 class _TwoBit(torch.autograd.Function):
+    """The levels of fit.py --conv-bits 2 (bitfleet_torch.two_bit_levels) times s, with a plain pass-through."""
+
     @staticmethod
     def forward(ctx, w):
         s = w.abs().mean(1, keepdim=True).clamp_min(1e-8) / 2
-        return (2 * torch.floor(w / (2 * s)) + 1).clamp(-3, 3) * s
+        return bt.two_bit_levels(w) * s
 
     @staticmethod
     def backward(ctx, g):
