@@ -26,6 +26,12 @@ What is timed: session.run from a host float32 array to host logits, so on a GPU
 input and the copy of the logits back are included (the serving path from host memory); the uint8 -> float32
 conversion is done beforehand and not timed.
 
+--runtime torch: the same ONNX graph run node by node with PyTorch (Ops/bench/onnx_torch.py; exact against ONNX
+Runtime in fp32, checked by --selftest), for a GPU machine whose onnxruntime has no CUDA provider; --precision fp32,
+tf32 or bf16. --input-on-device (torch only) times the model alone: the batches are copied to the device before
+the clock starts and each timed run ends with the logits on the device (synchronised), so no host copies are timed:
+the GPU's ceiling, not the serving path; the label says so. Accuracy is always taken through the host path.
+
 Cost: euros per million inferences = price_per_hour / 3600 / samples_per_s * 1e6, with --price-per-hour the
 euros per GPU-instance hour the user gives (on-demand, reserved, spot: the caller decides; --instance names it).
 Without --price-per-hour the throughput is printed but no euro figure and no SQL row.
@@ -145,9 +151,9 @@ def sweep(batches, measure, threshold=SATURATION, log=None):
     return rows, best, reason
 
 
-def make_label(instance, device, runtime_short, model, batch, kind):
+def make_label(instance, device, runtime_short, model, batch, kind, precision="fp32", note=""):
     head = f"{instance}: {device}" if instance else device
-    label = f"{head}, {runtime_short}, {model} fp32, batch {batch}"
+    label = f"{head}, {runtime_short}, {model} {precision}, batch {batch}{note}"
     if kind == "cpu":
         label += f" -- {CPU_LABEL}"
     return label
@@ -165,12 +171,22 @@ def import_onnxruntime():
         return importlib.import_module("onnxruntime")
 
 
-def load_test_images(limit=None):
-    """(x float32 [N, 784] = pixels / 255, y int64 [N]) from Ops/bench/peers.py's load_test()."""
-    spec = importlib.util.spec_from_file_location("bitfleet_bench_peers", os.path.join(HERE, "peers.py"))
-    peers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peers)
-    xte, yte = peers.load_test()
+def load_test_images(limit=None, path=None):
+    """(x float32 [N, 784] = pixels / 255, y int64 [N]) from Ops/bench/peers.py's load_test() (Debian's package), or
+    from `path`, an .npz with X (uint8 [N, 784] or [N, 28, 28]) and y, for a machine without that package."""
+    if path:
+        with np.load(path) as d:
+            if "X" not in d or "y" not in d:
+                raise SystemExit(f"--test-images {path}: an .npz with arrays X and y (has {sorted(d.files)})")
+            xte, yte = d["X"], d["y"]
+        if xte.dtype != np.uint8 or xte.reshape(len(xte), -1).shape[1] != 784 or len(yte) != len(xte):
+            raise SystemExit(f"--test-images {path}: X must be uint8 [N, 784] or [N, 28, 28] with N labels in y "
+                             f"(X {xte.dtype} {list(xte.shape)}, y {list(yte.shape)})")
+    else:
+        spec = importlib.util.spec_from_file_location("bitfleet_bench_peers", os.path.join(HERE, "peers.py"))
+        peers = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(peers)
+        xte, yte = peers.load_test()
     if limit:
         xte, yte = xte[:limit], yte[:limit]
     x = np.ascontiguousarray(xte.reshape(-1, 784).astype(np.float32) / np.float32(255.0))
@@ -244,12 +260,14 @@ def make_session(ort, model_path, provider, threads, device_id):
     return sess
 
 
-def time_batch(run, x, batch, seconds):
+def time_batch(run, x, batch, seconds, prepare=None):
     """samples/s of back-to-back run(chunk) calls of `batch` rows cycling through distinct chunks of x (x repeated
-    when batch > len(x))."""
+    when batch > len(x)); prepare(chunk), untimed, turns each chunk into what run takes (e.g. a device tensor)."""
     n = len(x)
     k = max(1, min(8, n // batch))
     chunks = [np.ascontiguousarray(x[(i * batch + np.arange(batch)) % n]) for i in range(k)]
+    if prepare is not None:
+        chunks = [prepare(c) for c in chunks]
     for i in range(WARM_UP_RUNS):
         run(chunks[i % k])
     runs = 0
@@ -277,16 +295,10 @@ def shout(msg):
     print(f"{bar}\n{msg}\n{bar}", flush=True)
 
 
-def run_benchmark(args):
+def open_onnxruntime(args, model_path):
+    """The ONNX Runtime backend: (backend dict, None) or (None, (rc, result)) when it cannot run as asked."""
     ort = import_onnxruntime()
     available = list(ort.get_available_providers())
-    model_dir = os.path.abspath(args.float_model)
-    model_path = model_dir if model_dir.endswith(".onnx") else os.path.join(model_dir, "model.onnx")
-    model_name = os.path.basename(os.path.dirname(model_path))
-    batches = [int(b) for b in args.batches.split(",") if b.strip()]
-    if not batches or any(b <= 0 for b in batches):
-        raise SystemExit(f"--batches: positive integers, got {args.batches!r}")
-
     cpu_reason = None
     sess = None
     if args.provider == "cpu":
@@ -295,8 +307,9 @@ def run_benchmark(args):
         if args.provider == "cuda":
             print(f"gpu_baseline.py: --provider cuda but onnxruntime {ort.__version__} lists only {available}. "
                   "Install the GPU build (see Ops/bench/requirements.txt): python3 -m pip uninstall -y onnxruntime "
-                  "&& python3 -m pip install onnxruntime-gpu", file=sys.stderr)
-            return 2, dict(error=f"no {CUDA} in {available}", kind=None)
+                  "&& python3 -m pip install onnxruntime-gpu, or run PyTorch's CUDA: --runtime torch",
+                  file=sys.stderr)
+            return None, (2, dict(error=f"no {CUDA} in {available}", kind=None))
         cpu_reason = f"--provider auto and onnxruntime {ort.__version__} does not list {CUDA} ({available})"
     else:
         try:
@@ -304,39 +317,102 @@ def run_benchmark(args):
         except Exception as e:  # noqa: BLE001
             if args.provider == "cuda":
                 print(f"gpu_baseline.py: --provider cuda failed: {type(e).__name__}: {e}", file=sys.stderr)
-                return 2, dict(error=f"{CUDA} failed: {type(e).__name__}: {e}"[:1000], kind=None)
+                return None, (2, dict(error=f"{CUDA} failed: {type(e).__name__}: {e}"[:1000], kind=None))
             cpu_reason = f"--provider auto: {CUDA} is listed but failed to load: {type(e).__name__}: {e}"
     if sess is None:
-        shout(f"gpu_baseline.py: running on ONNX Runtime's CPU provider ({cpu_reason}).\n"
-              f"THESE ARE CPU FIGURES, NOT A GPU FIGURE. kind = 'cpu' and the row is labelled "
-              f"'{CPU_LABEL}'.")
         sess = make_session(ort, model_path, CPU, args.threads, args.device_id)
     provider = sess.get_providers()[0]
     kind = "gpu" if provider == CUDA else "cpu"
+    in_name = sess.get_inputs()[0].name
+    out_name = sess.get_outputs()[0].name
+    return dict(run=lambda chunk: sess.run([out_name], {in_name: chunk})[0], timed=None, prepare=None, label_note="",
+                kind=kind, provider=provider,
+                cpu_reason=cpu_reason, runtime=f"onnxruntime {ort.__version__} {provider}",
+                runtime_short=f"ONNX Runtime {ort.__version__} {'CUDA' if kind == 'gpu' else 'CPU'}",
+                info=dict(onnxruntime_version=ort.__version__, available_providers=available,
+                          session_providers=sess.get_providers()),
+                describe=f"onnxruntime {ort.__version__} {provider}; available providers {available}; session "
+                         f"providers {sess.get_providers()}" + (f"; intra-op threads {args.threads}" if args.threads
+                                                                else "; intra-op threads: onnxruntime default")), None
+
+
+def open_torch(args, model_path):
+    """The PyTorch backend (Ops/bench/onnx_torch.py runs the ONNX graph node by node on a torch device)."""
+    import torch
+    from onnx_torch import OnnxTorch
+    cuda = torch.cuda.is_available()
+    cpu_reason = None
+    if args.provider == "cpu":
+        cpu_reason = "--provider cpu"
+    elif not cuda:
+        if args.provider == "cuda":
+            print(f"gpu_baseline.py: --provider cuda but torch {torch.__version__} sees no CUDA device",
+                  file=sys.stderr)
+            return None, (2, dict(error=f"torch {torch.__version__}: no CUDA device", kind=None))
+        cpu_reason = f"--provider auto and torch {torch.__version__} sees no CUDA device"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = f"cuda:{args.device_id}" if cpu_reason is None else "cpu"
+    runner = OnnxTorch(model_path, device=device, precision=args.precision)
+    kind = "gpu" if cpu_reason is None else "cpu"
+    where = f"CUDA {torch.version.cuda}" if kind == "gpu" else "CPU"
+    timed = prepare = None
+    if args.input_on_device:
+        def prepare(chunk):
+            return torch.from_numpy(chunk).to(runner.device, dtype=runner.float)
+
+        def timed(t):
+            with torch.inference_mode():
+                out = runner.forward(t)
+            if runner.device.type == "cuda":
+                torch.cuda.synchronize(runner.device)
+            return out
+    resident = ", input on the device (no host copies timed)" if args.input_on_device else ""
+    backend = dict(run=runner, timed=timed, prepare=prepare, kind=kind, provider=f"torch {device}",
+                   cpu_reason=cpu_reason, label_note=resident,
+                   runtime=f"torch {torch.__version__} {where} {args.precision}{resident} (Ops/bench/onnx_torch.py)",
+                   runtime_short=f"PyTorch {torch.__version__.split('+')[0]} {'CUDA' if kind == 'gpu' else 'CPU'} "
+                                 f"{args.precision}",
+                   info=dict(torch_version=torch.__version__, torch_cuda=torch.version.cuda, precision=args.precision,
+                             input_on_device=bool(args.input_on_device)),
+                   describe=f"torch {torch.__version__} on {device}, {args.precision}, the ONNX graph run node by node "
+                            f"(Ops/bench/onnx_torch.py){resident}" + (f"; threads {args.threads}" if args.threads else ""))
+    return backend, None
+
+
+def run_benchmark(args):
+    model_dir = os.path.abspath(args.float_model)
+    model_path = model_dir if model_dir.endswith(".onnx") else os.path.join(model_dir, "model.onnx")
+    model_name = os.path.basename(os.path.dirname(model_path))
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    if not batches or any(b <= 0 for b in batches):
+        raise SystemExit(f"--batches: positive integers, got {args.batches!r}")
+
+    backend, failed = (open_torch if args.runtime == "torch" else open_onnxruntime)(args, model_path)
+    if failed:
+        return failed
+    kind, cpu_reason, run = backend["kind"], backend["cpu_reason"], backend["run"]
+    if kind == "cpu":
+        shout(f"gpu_baseline.py: running on the CPU ({cpu_reason}).\n"
+              f"THESE ARE CPU FIGURES, NOT A GPU FIGURE. kind = 'cpu' and the row is labelled "
+              f"'{CPU_LABEL}'.")
     gpu = gpu_info(args.device_id) if kind == "gpu" else None
     cpu = cpu_model()
     if kind == "gpu":
         device = gpu["name"] if gpu else f"CUDA device {args.device_id} (nvidia-smi not found)"
     else:
         device = f"{cpu} ({visible_cpus()} CPUs visible)"
-    runtime = f"onnxruntime {ort.__version__} {provider}"
-    runtime_short = f"ONNX Runtime {ort.__version__} {'CUDA' if kind == 'gpu' else 'CPU'}"
+    runtime, runtime_short = backend["runtime"], backend["runtime_short"]
 
-    x, y = load_test_images(args.images)
+    x, y = load_test_images(args.images, args.test_images)
     if len(x) == 0:
         print("gpu_baseline.py: no test images", file=sys.stderr)
         return 2, dict(error="no test images", kind=kind)
-    in_name = sess.get_inputs()[0].name
-    out_name = sess.get_outputs()[0].name
-
-    def run(chunk):
-        return sess.run([out_name], {in_name: chunk})[0]
 
     print(f"gpu_baseline.py: {model_path}")
     print(f"  device   : {device}" + (f" ({gpu['memory_total']}, driver {gpu['driver']})" if gpu else ""))
     print(f"  host CPU : {cpu}, {visible_cpus()} CPUs visible")
-    print(f"  runtime  : {runtime}; available providers {available}; session providers {sess.get_providers()}"
-          + (f"; intra-op threads {args.threads}" if args.threads else "; intra-op threads: onnxruntime default"))
+    print(f"  runtime  : {backend['describe']}")
     print(f"  images   : {len(x)} Fashion-MNIST test images; {args.seconds:g} s per batch size; "
           f"stop when samples/s gains < {SATURATION * 100:.0f} %")
     print(f"\n  {'batch':>7}  {'samples/s':>14}  {'ms/batch':>10}  {'runs':>6}  {'vs previous':>11}")
@@ -349,12 +425,13 @@ def run_benchmark(args):
             print(f"  {r['batch']:>7}  {r['samples_per_s']:>14,.0f}  {r['ms_per_batch']:>10.3f}  {r['runs']:>6}  "
                   f"{gain:>11}", flush=True)
 
-    rows, best, reason = sweep(batches, lambda b: time_batch(run, x, b, args.seconds), log=log)
+    timed = backend["timed"] or run
+    rows, best, reason = sweep(batches, lambda b: time_batch(timed, x, b, args.seconds, backend["prepare"]), log=log)
     measured_at = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     print(f"\n  sweep stopped: {reason}")
-    res = dict(provider=provider, kind=kind, device=device, gpu=gpu, cpu_model=cpu, cpus_visible=visible_cpus(),
-               runtime=runtime, onnxruntime_version=ort.__version__, available_providers=available,
-               session_providers=sess.get_providers(), threads=args.threads or None, model=model_name,
+    res = dict(provider=backend["provider"], kind=kind, device=device, gpu=gpu, cpu_model=cpu,
+               cpus_visible=visible_cpus(), runtime=runtime, runtime_kind=args.runtime, **backend["info"],
+               threads=args.threads or None, model=model_name,
                model_path=os.path.relpath(model_path, ROOT), images=len(x), seconds=args.seconds,
                saturation_threshold=SATURATION, sweep=rows, stop_reason=reason, best=None, accuracy=None,
                accuracy_batch=None, price_per_hour=args.price_per_hour, instance=args.instance,
@@ -369,7 +446,8 @@ def run_benchmark(args):
         res["accuracy_batch"] = best["batch"]
     except Exception as e:  # noqa: BLE001
         res["accuracy_error"] = f"{type(e).__name__}: {e}"[:1000]
-    label = make_label(args.instance, device, runtime_short, model_name, best["batch"], kind)
+    label = make_label(args.instance, device, runtime_short, model_name, best["batch"], kind,
+                       args.precision if args.runtime == "torch" else "fp32", backend["label_note"])
     res["label"] = label
     print(f"  best     : batch {best['batch']}, {best['samples_per_s']:,.0f} samples/s "
           f"({'GPU' if kind == 'gpu' else 'CPU provider, NOT a GPU'})")
@@ -522,6 +600,71 @@ def selftest():
         check(re.search(r"SELECT bitfleet\.record_alternative\(", stdout) is not None,
               "tiny CPU run: record call printed")
     print(f"  (tiny CPU-provider run: {took:.1f} s)")
+
+    # the PyTorch runtime (Ops/bench/onnx_torch.py) on the CPU: the same logits as ONNX Runtime, then through the CLI
+    t0 = time.perf_counter()
+    try:
+        import torch  # noqa: F401  (Ops/setup.sh installs the CPU build; fit.py needs it too)
+        from onnx_torch import OnnxTorch
+    except ImportError as e:
+        check(False, f"torch runtime: import failed ({e}); run Ops/setup.sh")
+        OnnxTorch = None
+    if OnnxTorch is not None:
+        import onnx
+        ort = import_onnxruntime()
+        x64, y64 = load_test_images(64)
+        model_path = os.path.join(DEFAULT_MODEL, "model.onnx")
+        want = ort.InferenceSession(model_path, providers=[CPU]).run(None, {"x": x64})[0]
+        got = OnnxTorch(model_path, "cpu", "fp32")(x64)
+        check(got.shape == want.shape and float(np.abs(got - want).max()) < 1e-3
+              and (got.argmax(1) == want.argmax(1)).all(),
+              f"torch runtime: fp32 logits of {DEFAULT_MODEL} equal ONNX Runtime's "
+              f"(max |diff| {float(np.abs(got - want).max()) if got.shape == want.shape else got.shape})")
+        got16 = OnnxTorch(model_path, "cpu", "bf16")(x64)
+        check(got16.dtype == np.float32 and (got16.argmax(1) == want.argmax(1)).mean() >= 0.9,
+              "torch runtime: bf16 logits come back as float32 and mostly agree")
+        sin = onnx.helper.make_model(onnx.helper.make_graph(
+            [onnx.helper.make_node("Sin", ["x"], ["y"])], "g",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]))
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            bad = os.path.join(tmp, "sin.onnx")
+            onnx.save(sin, bad)
+            try:
+                OnnxTorch(bad)
+                check(False, "torch runtime: an operator it lacks must be refused")
+            except NotImplementedError as e:
+                check("Sin" in str(e), f"torch runtime: the refusal names the operator: {e}")
+            npz = os.path.join(tmp, "test.npz")
+            np.savez(npz, X=np.round(x64 * 255).astype(np.uint8), y=y64)
+            cmd = [sys.executable, os.path.abspath(__file__), "--runtime", "torch", "--provider", "cpu",
+                   "--precision", "bf16", "--batches", "1,8", "--seconds", "0.05", "--threads", "1",
+                   "--test-images", npz, "--price-per-hour", "0.5", "--input-on-device", "--json"]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            res = None
+            try:
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                check(False, f"torch CPU run: last stdout line is JSON (rc {out.returncode}): "
+                             f"{out.stderr.strip()[-1500:]}")
+            if res is not None:
+                check(out.returncode == 0 and res["kind"] == "cpu" and res["images"] == 64
+                      and res["runtime_kind"] == "torch" and res["precision"] == "bf16"
+                      and [r["batch"] for r in res["sweep"]] == [1, 8], "torch CPU run: kind cpu, 64 images, bf16")
+                check(res["label"] is not None and "PyTorch" in res["label"] and "fashion-float bf16" in res["label"]
+                      and "input on the device" in res["label"] and res["input_on_device"]
+                      and res["label"].endswith(CPU_LABEL), f"torch CPU run: label {res['label']!r}")
+                check(res["accuracy"] is not None and res["accuracy"] > 0.5 and "cpu-peer" in (res["record_sql"] or ""),
+                      f"torch CPU run: accuracy {res['accuracy']}, a cpu-peer row")
+                check("NOT A GPU FIGURE" in out.stdout, "torch CPU run: says so loudly")
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--precision", "bf16"], capture_output=True,
+                             text=True, timeout=60)
+        check(out.returncode == 2 and "--runtime torch" in out.stderr, "--precision bf16 without --runtime torch: usage error")
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--input-on-device"], capture_output=True,
+                             text=True, timeout=60)
+        check(out.returncode == 2 and "--runtime torch" in out.stderr, "--input-on-device without --runtime torch: usage error")
+        print(f"  (torch runtime checks: {time.perf_counter() - t0:.1f} s)")
     print(f"gpu_baseline.py self-test: {passed[0]} passed, {failed[0]} failed")
     return 0 if failed[0] == 0 else 1
 
@@ -532,7 +675,18 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--provider", choices=("cuda", "cpu", "auto"), default="auto",
-                    help="auto (default): CUDA if onnxruntime lists and loads it, else CPU (NOT a GPU figure)")
+                    help="auto (default): CUDA if the runtime has it (onnxruntime lists and loads it; torch sees a "
+                         "device), else CPU (NOT a GPU figure)")
+    ap.add_argument("--runtime", choices=("onnxruntime", "torch"), default="onnxruntime",
+                    help="onnxruntime (default), or torch: the ONNX graph run node by node with PyTorch "
+                         "(Ops/bench/onnx_torch.py), for a GPU machine whose onnxruntime has no CUDA provider")
+    ap.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32",
+                    help="--runtime torch: fp32 (default), tf32 (TF32 matmul and convolutions) or bf16")
+    ap.add_argument("--input-on-device", action="store_true",
+                    help="--runtime torch: time the model alone, its input already on the device (the GPU's "
+                         "ceiling, not the serving path from host memory)")
+    ap.add_argument("--test-images", metavar="NPZ", default=None,
+                    help="test images from an .npz (X uint8 [N, 784], y) instead of Debian's dataset-fashion-mnist")
     ap.add_argument("--batches", default=DEFAULT_BATCHES, help=f"batch sizes in order (default {DEFAULT_BATCHES})")
     ap.add_argument("--seconds", type=float, default=2.0, help="seconds per measurement (default 2)")
     ap.add_argument("--price-per-hour", type=float, default=None,
@@ -554,6 +708,10 @@ def main(argv=None):
         ap.error("--price-per-hour must be a finite number >= 0")
     if not args.seconds > 0:
         ap.error("--seconds must be > 0")
+    if args.precision != "fp32" and args.runtime != "torch":
+        ap.error("--precision tf32 / bf16 needs --runtime torch (ONNX Runtime runs the fp32 graph)")
+    if args.input_on_device and args.runtime != "torch":
+        ap.error("--input-on-device needs --runtime torch")
     rc, res = run_benchmark(args)
     if args.json:
         print(json.dumps(res))
