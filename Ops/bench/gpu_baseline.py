@@ -5,6 +5,8 @@
     python3 Ops/bench/gpu_baseline.py [--provider cuda|cpu|auto] [--batches 1,16,256,1024,4096,16384]
                                       [--seconds 2] [--price-per-hour EUR] [--instance NAME] [--threads N]
                                       [--device-id 0] [--images N] [--float-model Ops/models/fashion-float] [--json]
+                                      [--runtime onnxruntime|torch] [--precision fp32|tf32|bf16] [--input-on-device]
+                                      [--test-images NPZ]
     python3 Ops/bench/gpu_baseline.py --selftest   # synthetic checks + a tiny CPU-provider run, well under 30 s
 
 What it runs: Ops/models/fashion-float/model.onnx (input "x", float32 [batch, 784] = uint8 pixels / 255, output
