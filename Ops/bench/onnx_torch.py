@@ -5,7 +5,8 @@
 
 Why by hand: the float twins that fit.py exports are plain ONNX graphs of a few dozen operator kinds (a conv front,
 a router with TopK, per-expert sparse dispatch through NonZero / Gather / ScatterND), and where a GPU is lent here
-ONNX Runtime has no CUDA provider (its CPU wheel) and no network to fetch one; PyTorch with CUDA is there.
+ONNX Runtime comes as its CPU package (`onnxruntime`, not `onnxruntime-gpu`) with no network to fetch the other;
+PyTorch with CUDA is there.
 onnx2torch, the library for this, imports torchvision at load time for an operator these graphs never use.
 
 Exactly the graph: every node is executed in the graph's order with the ONNX semantics of the operators listed in
