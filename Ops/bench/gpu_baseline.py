@@ -328,7 +328,7 @@ def open_onnxruntime(args, model_path):
     in_name = sess.get_inputs()[0].name
     out_name = sess.get_outputs()[0].name
     return dict(run=lambda chunk: sess.run([out_name], {in_name: chunk})[0], timed=None, prepare=None, label_note="",
-                kind=kind, provider=provider,
+                precision="fp32", kind=kind, provider=provider,
                 cpu_reason=cpu_reason, runtime=f"onnxruntime {ort.__version__} {provider}",
                 runtime_short=f"ONNX Runtime {ort.__version__} {'CUDA' if kind == 'gpu' else 'CPU'}",
                 info=dict(onnxruntime_version=ort.__version__, available_providers=available,
@@ -370,7 +370,8 @@ def open_torch(args, model_path):
                 torch.cuda.synchronize(runner.device)
             return out
     resident = ", input on the device (no host copies timed)" if args.input_on_device else ""
-    backend = dict(run=runner, timed=timed, prepare=prepare, kind=kind, provider=f"torch {device}",
+    backend = dict(run=runner, timed=timed, prepare=prepare, precision=args.precision, kind=kind,
+                   provider=f"torch {device}",
                    cpu_reason=cpu_reason, label_note=resident,
                    runtime=f"torch {torch.__version__} {where} {args.precision}{resident} (Ops/bench/onnx_torch.py)",
                    runtime_short=f"PyTorch {torch.__version__.split('+')[0]} {'CUDA' if kind == 'gpu' else 'CPU'} "
@@ -448,8 +449,8 @@ def run_benchmark(args):
         res["accuracy_batch"] = best["batch"]
     except Exception as e:  # noqa: BLE001
         res["accuracy_error"] = f"{type(e).__name__}: {e}"[:1000]
-    label = make_label(args.instance, device, runtime_short, model_name, best["batch"], kind,
-                       args.precision if args.runtime == "torch" else "fp32", backend["label_note"])
+    label = make_label(args.instance, device, runtime_short, model_name, best["batch"], kind, backend["precision"],
+                       backend["label_note"])
     res["label"] = label
     print(f"  best     : batch {best['batch']}, {best['samples_per_s']:,.0f} samples/s "
           f"({'GPU' if kind == 'gpu' else 'CPU provider, NOT a GPU'})")
@@ -616,7 +617,7 @@ def selftest():
         ort = import_onnxruntime()
         x64, y64 = load_test_images(64)
         model_path = os.path.join(DEFAULT_MODEL, "model.onnx")
-        want = ort.InferenceSession(model_path, providers=[CPU]).run(None, {"x": x64})[0]
+        want = make_session(ort, model_path, CPU, 1, 0).run(None, {"x": x64})[0]
         got = OnnxTorch(model_path, "cpu", "fp32")(x64)
         check(got.shape == want.shape and float(np.abs(got - want).max()) < 1e-3
               and (got.argmax(1) == want.argmax(1)).all(),
