@@ -130,6 +130,27 @@ struct AlternativesAndSharedCostTests {
         #expect(try client.table(CostDashboardQueries.alternativesSQL).rows.count == 3)
     }
 
+    /// Migration 0010: the seeded GPU assumption no longer says it was "chosen to favour the GPU" (one H200 measured
+    /// 2× and 12× its throughput); its price and throughput stay, and a note the operator edited is left alone.
+    @Test func theStatedGPURowsNoteSaysWhatTheH200FoundAndAnEditedNoteIsKept() throws {
+        let (_, admin) = try CostViewTests.database()
+        let stated = "SELECT note, euros_per_hour, samples_per_second FROM bitfleet.alternatives WHERE source = 'stated'"
+        let migrated = try admin.query(stated)
+        #expect(migrated.count == 1)
+        let note = try migrated[0].string("note")
+        #expect(note.hasPrefix("ASSUMED, not measured."))
+        #expect(note.contains("NVIDIA H200") && note.contains("favours BitFleet"))
+        #expect(!note.contains("chosen to favour the GPU"))
+        #expect(try migrated[0].double("euros_per_hour") == 3.0)
+        #expect(try migrated[0].double("samples_per_second") == 1_000_000)
+
+        // Run again over a note the operator wrote: it is not the seeded text, so it stays.
+        let sql = try #require(Schema.migrations.first { $0.name.hasPrefix("0010") }).sql
+        try admin.query("UPDATE bitfleet.alternatives SET note = 'our quote: 2.10 EUR/h, 800 000 samples/s' WHERE source = 'stated'")
+        try admin.execute(script: sql)
+        #expect(try admin.query(stated)[0].string("note") == "our quote: 2.10 EUR/h, 800 000 samples/s")
+    }
+
     @Test func onlyTheOwnerAndTheBenchFunctionWriteAlternativesAndOnlyTheOwnerPricesSharedCosts() throws {
         let (database, admin) = try CostViewTests.database()
         let bench = try Self.login(database, admin, in: "bitfleet_bench")
