@@ -1188,6 +1188,34 @@ def test_teacher_overlap():
     return f"{len(cases)} teacher/held-out combinations"
 
 
+def test_ensemble_teacher():
+    # experiments/ensemble_teacher.py: the ensemble's logits are the mean of its members' (two committed float twins
+    # of different architectures), and it refuses a model that is not shaped like a fit.py twin
+    import onnx
+    import onnxruntime as ort
+    sys.path.insert(0, os.path.join(HERE, "experiments"))
+    import ensemble_teacher
+    twins = [os.path.join(HERE, d, "model.onnx") for d in ("fashion-float", "fashion-v2-float")]
+    x = np.random.default_rng(7).random((64, 784), dtype=np.float32)
+    run = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with tempfile.TemporaryDirectory() as td:
+        out = os.path.join(td, "teacher.onnx")
+        ensemble_teacher.main([out] + twins)
+        got, want = run(out), (run(twins[0]) + run(twins[1])) / 2
+        check(got.shape == (64, 10), f"ensemble logits {got.shape}")
+        check(np.abs(got - want).max() < 1e-5, f"ensemble logits differ from the mean by {np.abs(got - want).max()}")
+        bad = onnx.load(twins[0])
+        bad.graph.output[0].name = "probs"
+        bad.graph.node[-1].output[0] = "probs"
+        onnx.save(bad, os.path.join(td, "bad.onnx"))
+        try:
+            ensemble_teacher.ensemble([twins[0], os.path.join(td, "bad.onnx")])
+            check(False, "a model without `logits` was accepted")
+        except SystemExit as e:
+            check("a fit.py float twin has x and logits" in str(e), f"error: {e}")
+    return "mean of 2 twins' logits, max |diff| %.1e; a non-twin refused" % np.abs(got - want).max()
+
+
 def test_reference_models_and_bench_paths():
     """The committed models: v3 (conv front), v2 (stem), fashion-c64 (a 64-filter conv front) and fashion-c48b2 (2-bit
     conv filters, format v5) load in the engine,
@@ -1234,7 +1262,7 @@ def test_reference_models_and_bench_paths():
     return "; ".join(notes)
 
 
-TESTS = [test_reference_models_and_bench_paths, test_teacher_overlap, test_export_router_groups, test_two_bit_conv_format, test_shift_augmentation, test_top1_router_gradient, test_real_weights, test_binarise_ramp, test_swa, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact,
+TESTS = [test_reference_models_and_bench_paths, test_ensemble_teacher, test_teacher_overlap, test_export_router_groups, test_two_bit_conv_format, test_shift_augmentation, test_top1_router_gradient, test_real_weights, test_binarise_ramp, test_swa, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact,
          test_torch_conv2_export_bit_exact, test_fit_csv, test_fit_npz_scaled_features, test_fit_image_folder,
          test_fit_image_folder_conv, test_fit_conv2]
 
