@@ -232,16 +232,17 @@ def _scatter_nd(r, env, ins, at):
     data, idx, upd = r.get(env, ins[0]), r.get(env, ins[1]), r.get(env, ins[2])
     red = at.get("reduction", b"none")
     red = red.decode() if isinstance(red, bytes) else red
-    idx = idx.to(data.device)
+    if red not in ("none", "add"):
+        raise NotImplementedError(f"ScatterND reduction {red!r}")
     key = tuple(idx[..., j] for j in range(idx.shape[-1]))
     out = data.clone()
-    if red == "none":
-        out.index_put_(key, upd.to(out.dtype), accumulate=False)
-    elif red == "add":
-        out.index_put_(key, upd.to(out.dtype), accumulate=True)
-    else:
-        raise NotImplementedError(f"ScatterND reduction {red!r}")
+    out.index_put_(key, upd.to(out.dtype), accumulate=red == "add")
     return out
+
+
+def _transpose(r, env, ins, at):
+    x = r.get(env, ins[0])
+    return x.permute(at.get("perm", list(range(x.dim()))[::-1]))
 
 
 def _binary(fn):
@@ -264,8 +265,7 @@ OPS = {
     "ReduceSum": _reduce(lambda x, axes, keep: x.sum(dim=axes, keepdim=keep)),
     "ReduceMax": _reduce(_reduce_max),
     "NonZero": lambda r, env, ins, at: torch.nonzero(r.get(env, ins[0])).T.contiguous(),
-    "Transpose": lambda r, env, ins, at: r.get(env, ins[0]).permute(
-        at.get("perm", list(range(r.get(env, ins[0]).dim()))[::-1])),
+    "Transpose": _transpose,
     "Gather": _gather,
     "Unsqueeze": _unsqueeze,
     "ScatterND": _scatter_nd,

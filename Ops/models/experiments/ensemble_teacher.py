@@ -21,6 +21,10 @@ def dims(value_info):
     return [d.dim_value or d.dim_param for d in value_info.type.tensor_type.shape.dim]
 
 
+def opset(model):
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
 def ensemble(paths):
     models = [onnx.load(p) for p in paths]
     for p, m in zip(paths, models):
@@ -32,11 +36,11 @@ def ensemble(paths):
         if dims(m.graph.input[0])[-1] != features or dims(m.graph.output[0])[-1] != classes:
             raise SystemExit(f"{p}: {dims(m.graph.input[0])} → {dims(m.graph.output[0])}, the first model "
                              f"{features} features → {classes} classes")
-    opset = max(next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) for m in models)
+    target = max(opset(m) for m in models)
     nodes, inits, infos = [], [], []
     for i, m in enumerate(models):
-        if next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) != opset:
-            m = version_converter.convert_version(m, opset)
+        if opset(m) != target:
+            m = version_converter.convert_version(m, target)
         m = compose.add_prefix(m, f"m{i}_")
         for n in m.graph.node:   # every member reads the one shared input
             n.input[:] = ["x" if s == f"m{i}_x" else s for s in n.input]
@@ -50,7 +54,7 @@ def ensemble(paths):
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
                               inits, value_info=infos)
-    out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", target)])
     out.ir_version = min(m.ir_version for m in models)
     onnx.checker.check_model(out)
     return out
