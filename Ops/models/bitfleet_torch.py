@@ -50,6 +50,8 @@ elsewhere with the same parameter names exports too.  The state_dict keys are:
     stem.weight [S, D], stem.bn.{weight,bias,running_mean,running_var} [S]
     router.weight [E, S], router.scale [E], router.bias [E]
     experts.{e}.hidden.{l}.weight [H_{l+1}, H_l], experts.{e}.hidden.{l}.bn.* [H_{l+1}]
+    (a 2-level layer, format v6, config "expert_hidden_levels": also experts.{e}.hidden.{l}.offset [H_{l+1}], and
+    the layer after it reads 2 H_{l+1} inputs)
     experts.{e}.out.weight [C, H_n], experts.{e}.out.scale [C], experts.{e}.out.bias [C]
     with a conv front: conv.weight [channels, k*k] (or [channels, 1, k, k]), conv.bn.* [channels]; with a conv2
     block: conv2.weight [C2, k2*k2*C1] (taps (ky*k2 + kx)*C1 + c), conv2.bn.* [C2]; the layer reading
@@ -356,20 +358,37 @@ class BinaryConv2(nn.Module):
 
 
 class BinaryLinear(nn.Module):
-    """u in {+-1}^K -> sign(bn(sign(W) u)) (binary), or relu(bn(W u)) (float twin)."""
+    """u in {+-1}^K -> sign(bn(sign(W) u)) (binary), or relu(bn(W u)) (float twin).
 
-    def __init__(self, in_features, out_features, binary=True, gen=None):
+    levels=2 (binary only; format v6 "expert_hidden_levels"): two bits per unit, [sign(y + a), sign(y - a)] for
+    y = bn(sign(W) u) and a learnt offset a per unit (parameter `offset`): two integer thresholds on the same
+    pre-activation, 2 H outputs (all units' first bits, then their second)."""
+
+    def __init__(self, in_features, out_features, binary=True, gen=None, levels=1):
         super().__init__()
-        self.binary = binary
+        if levels not in (1, 2) or (levels == 2 and not binary):
+            raise ValueError(f"levels {levels}: 1, or 2 for a binary layer")
+        self.binary, self.levels = binary, int(levels)
         self.weight = nn.Parameter(_init_weight(out_features, in_features, binary, gen))
         self.bn = nn.BatchNorm1d(out_features, eps=1e-5)
+        if self.levels == 2:
+            self.offset = nn.Parameter(torch.full((out_features,), 0.5))
 
     def preact(self, u):
         return F.linear(u, _weight(self))
 
     def forward(self, u):
         y = _bn(self.preact(u), self.bn)
+        if self.levels == 2:
+            return torch.cat([sign_ste(y + self.offset), sign_ste(y - self.offset)], dim=1)
         return sign_ste(y) if self.binary else F.relu(y)
+
+    def level_biases(self, beta):
+        """The batch-norm bias of each level's sign, numpy [levels, H]: beta, or beta + a and beta - a."""
+        if self.levels == 1:
+            return np.asarray(beta)[None, :]
+        a = _np(self.offset)
+        return np.stack([np.asarray(beta) + a, np.asarray(beta) - a])
 
 
 class BinaryScaledLinear(nn.Module):
@@ -423,10 +442,13 @@ class Router(BinaryScaledLinear):
 
 
 class Expert(nn.Module):
-    def __init__(self, widths, classes, binary=True, gen=None):
+    def __init__(self, widths, classes, binary=True, gen=None, levels=None):
         super().__init__()
-        self.hidden = nn.ModuleList(BinaryLinear(widths[l], widths[l + 1], binary, gen) for l in range(len(widths) - 1))
-        self.out = BinaryScaledLinear(widths[-1], classes, binary, gen)
+        levels = [1] * (len(widths) - 1) if levels is None else list(levels)
+        ins = [widths[0]] + [lv * w for lv, w in zip(levels, widths[1:])]   # a 2-level layer gives 2 H bits
+        self.hidden = nn.ModuleList(BinaryLinear(ins[l], widths[l + 1], binary, gen, levels[l])
+                                    for l in range(len(widths) - 1))
+        self.out = BinaryScaledLinear(ins[-1], classes, binary, gen)
 
     def forward(self, u):
         for layer in self.hidden:
@@ -443,7 +465,7 @@ class BinaryMoE(nn.Module):
     (the router and the experts read the F features)."""
 
     def __init__(self, input_features=None, classes=None, stem=512, experts=8, top_k=2, hidden=(128,), planes=8,
-                 binary=True, seed=0, conv=None, input_shape=None, conv2=None):
+                 binary=True, seed=0, conv=None, input_shape=None, conv2=None, hidden_levels=None):
         super().__init__()
         if classes is None:
             raise ValueError("BinaryMoE: classes (the number of outputs) is required")
@@ -459,6 +481,12 @@ class BinaryMoE(nn.Module):
         self.input_features, self.classes, self.stem_width = int(input_features), int(classes), int(stem)
         self.n_experts, self.top_k, self.hidden_widths = int(experts), int(top_k), [int(h) for h in hidden]
         self.planes, self.binary = int(planes), bool(binary)
+        # format v6: two thresholds per unit in the binary experts' hidden layers (the float twin has none)
+        levels = [1] * len(self.hidden_widths) if hidden_levels is None else [int(v) for v in hidden_levels]
+        if len(levels) != len(self.hidden_widths) or any(v not in (1, 2) for v in levels):
+            raise ValueError(f"hidden_levels {hidden_levels}: 1 or 2 for each of the {len(self.hidden_widths)} "
+                             f"expert hidden layers")
+        self.hidden_levels = levels if binary else [1] * len(levels)
         self.input_shape = None if input_shape is None else [int(v) for v in input_shape]
         self.conv_cfg = self.conv2_cfg = None
         if conv2 is not None and conv is None:
@@ -490,7 +518,8 @@ class BinaryMoE(nn.Module):
             width = self.stem_width
         self.router = Router(width, self.n_experts, self.top_k, binary, gen)
         widths = [width] + self.hidden_widths
-        self.experts = nn.ModuleList(Expert(widths, self.classes, binary, gen) for _ in range(self.n_experts))
+        self.experts = nn.ModuleList(Expert(widths, self.classes, binary, gen, self.hidden_levels)
+                                     for _ in range(self.n_experts))
 
     def export_state_dict(self):
         return {k: v.detach().cpu() for k, v in self.state_dict().items()}
@@ -579,6 +608,9 @@ class BinaryMoE(nn.Module):
                 cfg["conv2"] = dict(self.conv2_cfg)
             if self.conv_cfg.get("weight_bits", 1) == 2:
                 cfg["format_version"] = 5
+        if any(v != 1 for v in self.hidden_levels):
+            cfg["format_version"] = 6
+            cfg["expert_hidden_levels"] = list(self.hidden_levels)
         if input_shape is not None:
             cfg["input_shape"] = [int(s) for s in input_shape]
         return cfg
@@ -674,10 +706,23 @@ def fold_state_dict(sd, config, eps=1e-5):
             raise ValueError("stem_width 0 needs a conv front")
         stem_w = stem_t = None
         first_reader = first
+    levels = config.get("expert_hidden_levels") or [1] * len(hidden)
     hw, ht = [], []
     for l in range(len(hidden)):
-        ws, ts = zip(*(folded(f"experts.{e}.hidden.{l}", first_reader(need(f"experts.{e}.hidden.{l}.weight")) if l == 0
-                              else need(f"experts.{e}.hidden.{l}.weight")) for e in range(E)))
+        ws, ts = [], []
+        for e in range(E):
+            prefix = f"experts.{e}.hidden.{l}"
+            w = first_reader(need(prefix + ".weight")) if l == 0 else need(prefix + ".weight")
+            if levels[l] == 1:
+                fw, t = folded(prefix, w)
+            else:   # one weight row per unit, the batch-norm bias moved by +offset and -offset: two thresholds
+                a = need(prefix + ".offset")
+                beta = need(prefix + ".bn.bias")
+                pairs = [fold_batchnorm(_sign_np(w), need(prefix + ".bn.weight"), b, need(prefix + ".bn.running_mean"),
+                                        need(prefix + ".bn.running_var"), eps) for b in (beta + a, beta - a)]
+                fw, t = pairs[0][0], np.stack([pairs[0][1], pairs[1][1]])
+            ws.append(fw)
+            ts.append(t)
         hw.append(np.stack(ws))
         ht.append(np.stack(ts))
     out_reader = first_reader if not hidden else (lambda w: w)
@@ -831,7 +876,9 @@ def exact_forward(arrays, x_u8, planes, top_k, chunk=8192, conv=None):
                 rows = torch.nonzero(idx[:, slot] == e, as_tuple=True)[0]
                 u = h[rows]
                 for w, t in zip(HW, HT):
-                    u = torch.where(_idot(u, w[e]) >= t[e], 1, -1).to(torch.int64)
+                    d = _idot(u, w[e])
+                    te = t[e] if t[e].dim() == 2 else t[e][None]   # [levels, H]: a 2-level layer gives 2 H bits
+                    u = torch.cat([torch.where(d >= tv, 1, -1) for tv in te], dim=1).to(torch.int64)
                 zz = OS[e] * _idot(u, OW[e]).to(torch.float32)
                 z[rows] = zz + OB[e]
             logits = logits + gates[:, slot:slot + 1] * z
@@ -937,10 +984,15 @@ def calibrate(model: BinaryMoE, x_u8, chunk=4096):
             a = layer.preact(u).to(torch.float64).numpy()
             _set_stats(layer.bn, a.sum(0), (a * a).sum(0), len(rows))
             if model.binary:
-                w, t = fold_batchnorm(_sign_np(layer.weight), *(_np(v) for v in (
-                    layer.bn.weight, layer.bn.bias, layer.bn.running_mean, layer.bn.running_var)), layer.bn.eps)
-                u = torch.where(_idot(u.to(torch.int64), torch.from_numpy(w.astype(np.int64)))
-                                >= torch.from_numpy(t.astype(np.int64)), 1.0, -1.0)
+                d = None
+                bits = []
+                for beta in layer.level_biases(_np(layer.bn.bias)):
+                    w, t = fold_batchnorm(_sign_np(layer.weight), _np(layer.bn.weight), beta,
+                                          _np(layer.bn.running_mean), _np(layer.bn.running_var), layer.bn.eps)
+                    if d is None:   # the levels share one weight row (fold_batchnorm negates it by gamma's sign)
+                        d = _idot(u.to(torch.int64), torch.from_numpy(w.astype(np.int64)))
+                    bits.append(torch.where(d >= torch.from_numpy(t.astype(np.int64)), 1.0, -1.0))
+                u = torch.cat(bits, dim=1)
             else:
                 u = layer(u)
     return model

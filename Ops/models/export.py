@@ -24,6 +24,10 @@ experts read the F features: H_0 = F).
 A v5 model's conv block may say "weight_bits": 2: conv_weight then holds the integers -3, -1, 1, 3 (w = 2*h + l with
 two sign bits, h = +1 for w > 0), written as conv.weight [2, channels, ceil(kernel^2 / 8)]: plane 0 the bits h,
 plane 1 the bits l.
+
+A v6 model may say "expert_hidden_levels" [L_0, ...] (1 or 2 per expert hidden layer): a layer with 2 levels takes
+hidden_thresholds[l] [E, 2, H] and gives 2 H bits (its units against the first thresholds, then the second), so the
+next layer reads 2 H inputs (hidden_weights[l + 1] [E, H', 2 H], or out_weight [E, C, 2 H]).
 """
 from __future__ import annotations
 
@@ -38,7 +42,8 @@ CONV_FORMAT_VERSION = 2
 GROUPS_FORMAT_VERSION = 3   # a two-level router ("router_groups"); a conv front may come with it
 CONV2_FORMAT_VERSION = 4   # a second, binary conv layer after the conv front ("conv2")
 WEIGHT_BITS_FORMAT_VERSION = 5   # a conv front with 2-bit weights ("conv": {"weight_bits": 2})
-LATEST_FORMAT_VERSION = WEIGHT_BITS_FORMAT_VERSION
+LEVELS_FORMAT_VERSION = 6   # expert hidden layers with two thresholds per unit ("expert_hidden_levels")
+LATEST_FORMAT_VERSION = LEVELS_FORMAT_VERSION
 
 
 class ExportError(ValueError):
@@ -100,7 +105,9 @@ def normalized_config(config: dict) -> dict:
     conv2 = cfg.get("conv2")
     groups = cfg.get("router_groups")
     two_bit = conv_weight_bits(cfg) != 1
-    cfg.setdefault("format_version", WEIGHT_BITS_FORMAT_VERSION if two_bit else CONV2_FORMAT_VERSION if conv2
+    levels = cfg.get("expert_hidden_levels")
+    cfg.setdefault("format_version", LEVELS_FORMAT_VERSION if levels is not None
+                   else WEIGHT_BITS_FORMAT_VERSION if two_bit else CONV2_FORMAT_VERSION if conv2
                    else GROUPS_FORMAT_VERSION if groups else CONV_FORMAT_VERSION if conv else FORMAT_VERSION)
     if cfg["format"] != FORMAT:
         raise ExportError(f"config.format must be {FORMAT!r}")
@@ -148,6 +155,14 @@ def normalized_config(config: dict) -> dict:
     cfg["expert_hidden"] = [int(h) for h in cfg["expert_hidden"]]
     if any(h < 1 for h in cfg["expert_hidden"]):
         raise ExportError("config.expert_hidden widths must be >= 1")
+    if levels is not None:
+        if cfg["format_version"] < LEVELS_FORMAT_VERSION:
+            raise ExportError(f"config: expert_hidden_levels needs format_version {LEVELS_FORMAT_VERSION}")
+        if (not isinstance(levels, (list, tuple)) or len(levels) != len(cfg["expert_hidden"])
+                or any(int(v) not in (1, 2) or int(v) != v for v in levels)):
+            raise ExportError(f"config.expert_hidden_levels must list 1 or 2 for each of the "
+                              f"{len(cfg['expert_hidden'])} expert hidden layers (got {levels!r})")
+        cfg["expert_hidden_levels"] = [int(v) for v in levels]
     cfg["classes"] = [str(c) for c in cfg["classes"]]
     if not cfg["classes"]:
         raise ExportError("config.classes must be non-empty")
@@ -205,7 +220,8 @@ def export_model(directory, config: dict, stem_weight, stem_threshold, router_we
     if len(hidden_weights) != len(hidden) or len(hidden_thresholds) != len(hidden):
         raise ExportError(f"expert_hidden has {len(hidden)} layers but got {len(hidden_weights)} weights and "
                           f"{len(hidden_thresholds)} thresholds")
-    widths = [S] + hidden
+    levels = cfg.get("expert_hidden_levels", [1] * len(hidden))
+    widths = [S] + [lv * h for lv, h in zip(levels, hidden)]   # the bits each layer gives the next
     if cfg["stem_width"] > 0:
         tensors["stem.weight"] = pack_bits(_check_shape("stem_weight", stem_weight, (S, D)))
         tensors["stem.threshold"] = _int32("stem_threshold", _check_shape("stem_threshold", stem_threshold, (S,)))
@@ -220,8 +236,9 @@ def export_model(directory, config: dict, stem_weight, stem_threshold, router_we
     elif group_weight is not None or group_scale is not None or group_bias is not None:
         raise ExportError("group_weight/group_scale/group_bias given, but config has no router_groups")
     for l in range(len(hidden)):
-        w = _check_shape(f"hidden_weights[{l}]", hidden_weights[l], (E, widths[l + 1], widths[l]))
-        t = _check_shape(f"hidden_thresholds[{l}]", hidden_thresholds[l], (E, widths[l + 1]))
+        w = _check_shape(f"hidden_weights[{l}]", hidden_weights[l], (E, hidden[l], widths[l]))
+        t = _check_shape(f"hidden_thresholds[{l}]", hidden_thresholds[l],
+                         (E, hidden[l]) if levels[l] == 1 else (E, levels[l], hidden[l]))
         tensors[f"experts.hidden.{l}.weight"] = pack_bits(w)
         tensors[f"experts.hidden.{l}.threshold"] = _int32(f"hidden_thresholds[{l}]", t)
     tensors["experts.out.weight"] = pack_bits(_check_shape("out_weight", out_weight, (E, C, widths[-1])))

@@ -31,6 +31,8 @@ the pooled features then feed the stem, or with --stem 0 (the default with --con
 One-channel images only (--color gray for color images).  --conv2 channels,kernel,stride,pool (e.g. 48,3,1,1) adds
 a second binary conv over the first's pooled map (format v4, no padding); its features take the first conv's place.
 --conv-bits 2 gives the first conv 2-bit weights (-3, -1, 1, 3 per tap, format v5): two binary convs added, 2*h + l.
+--hidden-levels 2 gives the binary experts' hidden layers two thresholds per unit (format v6): two bits per unit,
+sign(y + a) and sign(y - a) with a learnt offset a, so the layer after reads 2 H bits; the float twin is unchanged.
 
 It trains the float twin first (same architecture, float weights, ReLU; the accuracy peer, exported to
 MODEL_DIR/float/model.onnx and its ONNX Runtime int8 twin model_int8.onnx; --teacher DIR takes an earlier run's
@@ -769,7 +771,7 @@ def write_card(out, m):
         "",
         front_text(cfg) + f", router over {cfg['experts']} experts (top-{cfg['top_k']}), each expert "
         f"{' → '.join(str(w) for w in [cfg['stem_width'] or conv_width(cfg)] + cfg['expert_hidden'] + [len(cfg['classes'])])} "
-        f"binary; {m['binary_macs']:,} binary MACs per sample.".replace(f"{m['binary_macs']:,}", f"{m['binary_macs']:,}".replace(",", " ")),
+        f"binary{' (two thresholds per hidden unit, format v6: the layer after reads 2 bits per unit)' if any(v != 1 for v in cfg.get('expert_hidden_levels', [])) else ''}; {m['binary_macs']:,} binary MACs per sample.".replace(f"{m['binary_macs']:,}", f"{m['binary_macs']:,}".replace(",", " ")),
         "",
         "## Training",
         "",
@@ -874,6 +876,9 @@ def parse_args(argv):
     g.add_argument("--experts", type=int, default=8)
     g.add_argument("--top-k", type=int, default=2)
     g.add_argument("--hidden", default="128", help="expert hidden widths, comma separated ('' = none); default 128")
+    g.add_argument("--hidden-levels", type=int, choices=[1, 2], default=1,
+                   help="thresholds per unit of the binary experts' hidden layers: 1, or 2 (two bits per unit, "
+                        "format v6; the layer after reads twice as many bits)")
     g.add_argument("--planes", type=int, help="input bit planes 1..8 (default: 4 for >= 256 features, e.g. images: the "
                                               "engine's fast stem; else 8)")
     g = ap.add_argument_group("training")
@@ -937,6 +942,8 @@ def parse_args(argv):
         except (ValueError, AssertionError):
             ap.error("--size: WxH or N, 1..512")
     args.hidden = [int(v) for v in args.hidden.split(",") if v.strip()]
+    if args.hidden_levels != 1 and not args.hidden:
+        ap.error("--hidden-levels: needs expert hidden layers (--hidden)")
     if args.shape:
         try:
             args.shape = tuple(int(v) for v in args.shape.replace("x", ",").split(","))
@@ -1069,7 +1076,8 @@ def fit(args, argv):
     # the teacher's check before the summary lines: it sets --shift to the one its float twin was trained with
     arch = dict(input_features=D, classes=len(classes), stem=args.stem, experts=args.experts, top_k=args.top_k,
                 hidden=args.hidden, planes=args.planes, seed=args.seed, conv=args.conv,
-                input_shape=data["input_shape"] if args.conv else None, conv2=args.conv2 or None)
+                input_shape=data["input_shape"] if args.conv else None, conv2=args.conv2 or None,
+                hidden_levels=[args.hidden_levels] * len(args.hidden))
     teacher_onnx = None
     args.teacher_overlap = None
     if args.teacher:
@@ -1211,8 +1219,10 @@ def fit(args, argv):
             front_macs += Ho2 * Wo2 * c2["channels"] * c2["kernel"] ** 2 * c["channels"]
     else:
         front_macs = args.planes * D * args.stem
+    # a layer after a 2-level one reads 2 H bits (the 2-level layer itself costs one more compare per unit)
+    reads = [widths[0]] + [args.hidden_levels * w for w in args.hidden]
     macs = front_macs + args.experts * S + \
-        args.top_k * sum(widths[i] * widths[i + 1] for i in range(len(widths) - 1))
+        args.top_k * sum(reads[i] * widths[i + 1] for i in range(len(widths) - 1))
     st = os.path.join(args.out, "model.safetensors")
     metrics = dict(
         args={k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()},

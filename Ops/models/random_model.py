@@ -32,11 +32,13 @@ def median_threshold(pre):
 
 
 def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=None, shape=None, router_groups=None,
-          conv2=None):
+          conv2=None, levels=None):
     """conv: None, or (channels, kernel, stride, padding, pool[, weight_bits]) with shape (H, W): a format-v2 model
     whose stem (or, with S = 0, whose router and experts) reads the pooled conv features; weight_bits 2 gives the
     filters the weights -3, -1, 1, 3 (format v5). conv2: None, or (channels, kernel, stride,
-    pool): a format-v4 second binary conv over the first one's pooled map, whose features the stem reads instead."""
+    pool): a format-v4 second binary conv over the first one's pooled map, whose features the stem reads instead.
+    levels: None, or 1 or 2 per hidden layer (format v6): a 2-level layer has a second threshold per unit (at the
+    upper quartile, the first at the median) and gives the next layer 2 H bits."""
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, size=(M, D), dtype=np.uint8)
     # a few constant columns / extreme samples so edge values occur
@@ -101,23 +103,29 @@ def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=No
     router_w, router_scale, router_bias = router_rows(E)
     group_w, group_scale, group_bias = router_rows(router_groups) if router_groups else (None, None, None)
 
-    widths = [S] + list(hidden)
+    levels = [1] * len(hidden) if levels is None else list(levels)
+    widths = [S] + [lv * w for lv, w in zip(levels, hidden)]   # the bits each layer gives the next
     hidden_w, hidden_t = [], []
     u = np.broadcast_to(h, (E,) + h.shape)  # every expert sees every sample for threshold calibration
     for l in range(len(hidden)):
-        w = signs(rng, (E, widths[l + 1], widths[l]))
+        w = signs(rng, (E, hidden[l], widths[l]))
         pre = np.einsum("emk,ehk->emh", u, w.astype(np.int64))
         t = np.stack([median_threshold(pre[e]) for e in range(E)])
+        if levels[l] == 2:   # [E, 2, H]: the median, then the upper quartile
+            t = np.stack([t, np.stack([np.ceil(np.quantile(pre[e], 0.75, axis=0)).astype(np.int64)
+                                       for e in range(E)])], axis=1)
+            u = np.concatenate([np.where(pre >= t[:, v, None, :], 1, -1) for v in range(2)], axis=2)
+        else:
+            u = np.where(pre >= t[:, None, :], 1, -1)
         hidden_w.append(w)
         hidden_t.append(t)
-        u = np.where(pre >= t[:, None, :], 1, -1)
     out_w = signs(rng, (E, C, widths[-1]))
     out_scale = rng.uniform(0.02, 0.1, size=(E, C)).astype(np.float32)
     out_bias = rng.normal(0, 0.3, size=(E, C)).astype(np.float32)
 
     config = {
         "format": "bitfleet.bmoe",
-        "format_version": (5 if conv and conv_cfg.get("weight_bits", 1) == 2 else 4 if conv2 else 3 if router_groups
+        "format_version": (6 if any(v != 1 for v in levels) else 5 if conv and conv_cfg.get("weight_bits", 1) == 2 else 4 if conv2 else 3 if router_groups
                            else 2 if conv else 1),
         "name": f"random-{seed}",
         "version": "1",
@@ -137,6 +145,8 @@ def build(out_dir, D, S, E, K, hidden, C, P, seed, M, router_ties=False, conv=No
         config["conv2"] = conv2_cfg
     if router_groups:
         config["router_groups"] = router_groups
+    if any(v != 1 for v in levels):
+        config["expert_hidden_levels"] = levels
     export_model(out_dir, config, stem_w, stem_t, router_w, router_scale, router_bias, hidden_w, hidden_t,
                  out_w, out_scale, out_bias, conv_weight=conv_w, conv_threshold=conv_t,
                  group_weight=group_w, group_scale=group_scale, group_bias=group_bias,
@@ -185,6 +195,8 @@ def main():
     p.add_argument("--conv2", default="", help="format v4 second conv (after --conv): channels,kernel,stride,pool")
     p.add_argument("--router-groups", type=int, default=0,
                    help="format v3 two-level router: this many groups of experts (0: one flat router)")
+    p.add_argument("--hidden-levels", default="", help="format v6: 1 or 2 per hidden layer, comma separated "
+                                                        "(default: 1 each)")
     a = p.parse_args()
     hidden = [int(s) for s in a.hidden.split(",") if s.strip()]
     conv = tuple(int(v) for v in a.conv.split(",")) if a.conv else None
@@ -195,7 +207,8 @@ def main():
     if conv and (len(conv) not in (5, 6) or conv[5:] not in ((), (1,), (2,)) or not shape or len(shape) != 2):
         p.error("--conv needs channels,kernel,stride,padding,pool[,weight_bits 1 or 2] and --shape height,width")
     out = build(a.out_dir, a.features, a.stem, a.experts, a.top_k, hidden, a.classes, a.planes, a.seed, a.samples,
-                a.router_ties, conv, shape, a.router_groups or None, conv2)
+                a.router_ties, conv, shape, a.router_groups or None, conv2,
+                [int(v) for v in a.hidden_levels.split(",")] if a.hidden_levels else None)
     bits = out["stem_bits"].mean()
     print(f"wrote {a.out_dir}: stem bits on {bits:.2f}, experts used {len(np.unique(out['experts']))}/{a.experts}")
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""numpy reference forward pass for BitFleet binary MoE models (docs/MODEL_FORMAT.md, format v1 to v5; v5: a conv front with 2-bit weights).
+"""numpy reference forward pass for BitFleet binary MoE models (docs/MODEL_FORMAT.md, format v1 to v6; v5: a conv front with 2-bit weights; v6: two-level expert hidden layers).
 
     python3 Ops/models/reference.py MODEL_DIR INPUT.npy OUT.npz
 
@@ -32,8 +32,8 @@ def load_model(directory):
 
     with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
-    if cfg.get("format") != "bitfleet.bmoe" or cfg.get("format_version") not in (1, 2, 3, 4, 5):
-        raise ValueError("config.json: not a bitfleet.bmoe v1 to v5 model")
+    if cfg.get("format") != "bitfleet.bmoe" or cfg.get("format_version") not in (1, 2, 3, 4, 5, 6):
+        raise ValueError("config.json: not a bitfleet.bmoe v1 to v6 model")
     conv = cfg.get("conv") if cfg["format_version"] >= 2 else None
     conv2 = cfg.get("conv2") if cfg["format_version"] >= 4 else None
     if conv2 is not None and conv is None:
@@ -52,7 +52,9 @@ def load_model(directory):
             S = D
     C = len(cfg["classes"])
     hidden = list(cfg["expert_hidden"])
-    widths = [S] + hidden
+    levels = hidden_levels(cfg)
+    # a layer with two levels gives 2 H bits (its H units against the first thresholds, then the second)
+    widths = [S] + [lv * h for lv, h in zip(levels, hidden)]
 
     def unpack(name, shape_prefix, k):
         packed = t[name]
@@ -89,14 +91,31 @@ def load_model(directory):
         "group_w": unpack("router.group.weight", (G,), S) if G else None,
         "group_scale": tensor("router.group.scale", np.float32, (G,)) if G else None,
         "group_bias": tensor("router.group.bias", np.float32, (G,)) if G else None,
-        "hidden_w": [unpack(f"experts.hidden.{l}.weight", (E, widths[l + 1]), widths[l]) for l in range(len(hidden))],
-        "hidden_t": [tensor(f"experts.hidden.{l}.threshold", np.int32, (E, widths[l + 1])).astype(np.int64)
-                     for l in range(len(hidden))],
+        "hidden_w": [unpack(f"experts.hidden.{l}.weight", (E, hidden[l]), widths[l]) for l in range(len(hidden))],
+        # [E, levels, H]: level v's thresholds of the layer's H units
+        "hidden_t": [tensor(f"experts.hidden.{l}.threshold", np.int32,
+                            (E, hidden[l]) if levels[l] == 1 else (E, levels[l], hidden[l])
+                            ).astype(np.int64).reshape(E, levels[l], hidden[l]) for l in range(len(hidden))],
         "out_w": unpack("experts.out.weight", (E, C), widths[-1]),
         "out_scale": tensor("experts.out.scale", np.float32, (E, C)),
         "out_bias": tensor("experts.out.bias", np.float32, (E, C)),
     }
     return m
+
+
+def hidden_levels(cfg):
+    """The levels of each expert hidden layer (format v6 "expert_hidden_levels"; 1 each when absent): a layer with
+    2 levels compares each unit's pre-activation with two thresholds and gives 2 H bits."""
+    hidden = list(cfg["expert_hidden"])
+    levels = cfg.get("expert_hidden_levels")
+    if levels is None:
+        return [1] * len(hidden)
+    if cfg["format_version"] < 6:
+        raise ValueError("config.json: expert_hidden_levels needs format_version 6")
+    if not isinstance(levels, list) or len(levels) != len(hidden) or any(v not in (1, 2) for v in levels):
+        raise ValueError(f"config.json: expert_hidden_levels must list 1 or 2 for each of the {len(hidden)} expert "
+                         f"hidden layers (got {levels!r})")
+    return [int(v) for v in levels]
 
 
 def conv_geometry(cfg):
@@ -268,7 +287,8 @@ def forward(m, x):
             u = h[rows]
             for l in range(len(m["hidden_w"])):
                 pre = u @ m["hidden_w"][l][e].T
-                u = np.where(pre >= m["hidden_t"][l][e][None, :], 1, -1).astype(np.int64)
+                u = np.concatenate([np.where(pre >= t[None, :], 1, -1) for t in m["hidden_t"][l][e]],
+                                   axis=1).astype(np.int64)
             dd = (u @ m["out_w"][e].T).astype(np.float32)
             z[rows] = ((m["out_scale"][e][None, :] * dd).astype(np.float32) + m["out_bias"][e][None, :]).astype(np.float32)
         logits = (logits + (gates[:, slot:slot + 1] * z).astype(np.float32)).astype(np.float32)

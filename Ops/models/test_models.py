@@ -19,10 +19,15 @@
 1c. A second conv (format v4, conv2) the same way on 12 x 12 crops (stem 0, a stem, no hidden layer): bit for bit,
    thresholds against torch's batch-norm eval, feature order, the reading layers' columns, state_dict bytes, and the
    float twin's ONNX export (sparse and peers.py's dense rebuild) against torch.
+1d. Two thresholds per expert hidden unit (format v6): a 2-bit conv front with a 2-level layer, and a stem with a
+   2-level layer of 12 units read by a 1-level one, trained a few steps, scales and offsets forced to every folding
+   case; bit for bit against reference.py, each level's thresholds against torch's sign(bn(a) +- offset), state_dict
+   bytes, and export.py's and reference.py's refusals.
 2. fit.py end to end, small: (a) a CSV with a header and string labels and (b) an .npz written from real
    Fashion-MNIST images, (c) a folder of PNG images; each writes a model directory that reference.py loads with
    the card's accuracy, an ONNX float twin and int8 twin; with $BITFLEET_BIN (a built `bitfleet`) the engine
-   loads and runs it (`bitfleet bench --model`); (d) the PNG folder again with --conv (the card names the front);
+   loads and runs it (`bitfleet bench --model`); (d) the PNG folder again with --conv (the card names the front),
+   and with --conv-bits 2 and --hidden-levels 2 (formats v5 and v6);
    (e) an .npz of 12 x 12 crops with --conv and --conv2 (a v4 model, the card and MAC count, --conv2's errors).
 0. Format v3 (two-level router): reference.py's grouped routing against a per-sample loop; export.py's checks.
 3. fit.py's errors on bad input: missing labels, ragged CSV, one class, NaN, negative features, empty folder,
@@ -605,10 +610,24 @@ def test_fit_image_folder_conv():
         check("--conv-bits 2" in card and "8 2-bit (weights −3, −1, 1, 3) 5×5 filters" in card,
               "MODEL_CARD.md does not name the 2-bit filters")
         note += f"; 2-bit filters: held-out {m2['binary_heldout_acc'] * 100:.1f}%"
+        # two bits per expert hidden unit (--hidden-levels 2, format v6): the same, with the same twin
+        out3 = os.path.join(td, "model-levels")
+        rc, so3, se = run_fit(["--data", root, "--out", out3, "--conv", "8,5,1,2,4", "--hidden-levels", "2",
+                               "--shift", "2", "--teacher", out, "--bitfleet", binary if binary else "none"] + small)
+        check(rc == 0, f"fit.py --hidden-levels 2 rc {rc}: {se[-2000:]}{so3[-2000:]}")
+        cfg = json.load(open(os.path.join(out3, "config.json")))
+        check(cfg["format_version"] == 6 and cfg["expert_hidden_levels"] == [2] * len(cfg["expert_hidden"]),
+              f"config {cfg}")
+        m3 = check_model_dir(out3, 10, 784, x[order][va], yf[order][va])
+        check("two thresholds per hidden unit" in open(os.path.join(out3, "MODEL_CARD.md")).read(),
+              "MODEL_CARD.md does not name the two-level hidden layers")
+        note += f"; two-level hidden units: held-out {m3['binary_heldout_acc'] * 100:.1f}%"
         if binary:
             check(m["engine"] and m["engine"]["samples_per_s"] > 0, f"the engine did not run the model: {so[-1500:]}")
             check(m2["engine"] and m2["engine"]["samples_per_s"] > 0, f"the engine did not run the 2-bit model: {so2[-1500:]}")
-            return note + f"; engine loaded and ran both: {m['engine']['samples_per_s']:.0f} and {m2['engine']['samples_per_s']:.0f} samples/s"
+            check(m3["engine"] and m3["engine"]["samples_per_s"] > 0, f"the engine did not run the v6 model: {so3[-1500:]}")
+            return note + (f"; engine loaded and ran all three: {m['engine']['samples_per_s']:.0f}, "
+                           f"{m2['engine']['samples_per_s']:.0f} and {m3['engine']['samples_per_s']:.0f} samples/s")
         return note + "; engine not run ($BITFLEET_BIN unset)"
 
 
@@ -766,6 +785,99 @@ def test_two_bit_conv_format():
         except export.ExportError as e:
             check(want in str(e), f"export: {e}")
     return "2-bit conv weights: planes round-trip through export.py and reference.py; bad weights and configs refused"
+
+
+def test_hidden_levels():
+    """Format v6, two thresholds per expert hidden unit: small BinaryMoE models with 2-level hidden layers (a conv
+    front with 2-bit filters and one 2-level layer; a dense stem with a 2-level layer of 12 units read by a 1-level
+    layer, so 24 bits cross a word boundary at no multiple of 8), trained a few steps on real Fashion-MNIST, with
+    batch-norm scales forced negative and zero and offsets of both signs; reference.py on the export equals
+    forward_exact bit for bit; each level's exported thresholds decide like torch's eval sign(bn(a) +- offset)
+    off the boundary; a saved state_dict exports the same bytes; export.py and reference.py refuse bad levels."""
+    import torch
+    import torch.nn.functional as F
+    import bitfleet_torch as bt
+    import export
+    import reference
+
+    torch.set_num_threads(1)
+    x, y = fashion(2000)
+    xe = fashion(5000)[0][2000:2400]
+    cases = [dict(conv=dict(channels=6, kernel=4, stride=2, padding=1, pool=2, weight_bits=2), input_shape=(28, 28),
+                  stem=0, hidden=[16], hidden_levels=[2]),
+             dict(input_features=784, stem=40, hidden=[12, 8], hidden_levels=[2, 1])]
+    notes = []
+    for ci, arch in enumerate(cases):
+        model = bt.BinaryMoE(classes=10, experts=4, top_k=2, planes=4, seed=11 + ci, **arch)
+        loss = _train_steps(model, x, y, 8, 250)
+        check(loss < 2.3, f"case {ci}: training did not reduce the loss ({loss:.3f})")
+        first = [e.hidden[0] for e in model.experts]
+        check(all(h.levels == 2 and h.offset.requires_grad for h in first), f"case {ci}: no 2-level layer")
+        check(float(torch.stack([h.offset.detach() for h in first]).sub(0.5).abs().max()) > 0,
+              f"case {ci}: the offsets did not train")
+        bt.calibrate(model, x[:1000])
+        with torch.no_grad():   # folding cases: negative and zero scales, offsets of both signs and zero
+            for h in first:
+                h.bn.weight[:3] *= -1
+                h.bn.weight[4] = 0
+                h.bn.bias[4] = 0.3
+                h.offset[5] = -0.4
+                h.offset[6] = 0.0
+        mine = model.forward_exact(xe)
+        with tempfile.TemporaryDirectory() as td:
+            cfg = bt.export_model(model, td, "levels-test", NAMES, 255.0)
+            check(cfg["format_version"] == 6 and cfg["expert_hidden_levels"] == arch["hidden_levels"], f"config {cfg}")
+            ref = reference.forward(reference.load_model(td), xe)
+            for k in ref:
+                diff = np.argwhere(ref[k] != mine[k])
+                check(ref[k].shape == mine[k].shape and diff.size == 0,
+                      f"case {ci} {k}: reference.py on the export differs from forward_exact at {len(diff)} places")
+            check(len(np.unique(ref["experts"])) > 1, f"case {ci}: degenerate routing")
+            mdl = reference.load_model(td)
+            check(mdl["hidden_t"][0].shape == (4, 2, arch["hidden"][0]), f"thresholds {mdl['hidden_t'][0].shape}")
+            # each level's thresholds on the exported rows decide like torch's sign(bn(a) + offset), sign(bn(a) -
+            # offset) wherever the value is not ~0 (inputs: the features each expert's first layer reads)
+            model.eval()
+            with torch.no_grad():
+                h0 = model.features(torch.from_numpy(xe))
+                for e, layer in enumerate(first):
+                    a = layer.preact(h0)
+                    yb = F.batch_norm(a, layer.bn.running_mean, layer.bn.running_var, layer.bn.weight, layer.bn.bias,
+                                      False, 0.0, layer.bn.eps).numpy()
+                    pre = h0.numpy().astype(np.int64) @ (mdl["hidden_w"][0][e].T if ci else
+                                                         mdl["hidden_w"][0][e].T[bt_perm(model)])
+                    for v, sgn in enumerate((1, -1)):
+                        z = yb + sgn * layer.offset.numpy()[None, :]
+                        bad = ((z >= 0) != (pre >= mdl["hidden_t"][0][e][v][None, :])) & (np.abs(z) > 1e-3)
+                        check(not bad.any(), f"case {ci} expert {e} level {v}: exported thresholds disagree with "
+                                             f"torch at {int(bad.sum())} places")
+            check_state_dict_export(model, cfg, td, f"case {ci}: ")
+            # reference.py refuses levels before v6 and levels other than 1 or 2
+            for edit, want in ((dict(format_version=5), "needs format_version 6"),
+                               (dict(expert_hidden_levels=[3] * len(arch["hidden"])), "must list 1 or 2"),
+                               (dict(expert_hidden_levels=[2] * (len(arch["hidden"]) + 1)), "must list 1 or 2")):
+                c = dict(cfg, **edit)
+                json.dump(c, open(os.path.join(td, "config.json"), "w"))
+                try:
+                    reference.load_model(td)
+                    check(False, f"reference.py loaded {edit}")
+                except ValueError as e:
+                    check(want in str(e), f"reference.py: {e}")
+                try:
+                    with tempfile.TemporaryDirectory() as td2:
+                        export.export_model(td2, c, **model.fold())
+                    check(False, f"export accepted {edit}")
+                except export.ExportError as e:
+                    check(want in str(e), f"export: {e}")
+        notes.append(f"case {ci}: {arch['hidden']} levels {arch['hidden_levels']}")
+    return "bit-exact on 400 images, thresholds = torch's sign(bn +- offset): " + "; ".join(notes)
+
+
+def bt_perm(model):
+    """The format's feature order -> torch's (c, y, x) order of a conv front's features (as fold_state_dict)."""
+    c = model.conv
+    ch, Hp, Wp = c.channels, c.out_hw[2], c.out_hw[3]
+    return np.arange(ch * Hp * Wp).reshape(Hp * Wp, ch).T.reshape(-1)
 
 
 def test_export_router_groups():
@@ -1262,7 +1374,7 @@ def test_reference_models_and_bench_paths():
     return "; ".join(notes)
 
 
-TESTS = [test_reference_models_and_bench_paths, test_ensemble_teacher, test_teacher_overlap, test_export_router_groups, test_two_bit_conv_format, test_shift_augmentation, test_top1_router_gradient, test_real_weights, test_binarise_ramp, test_swa, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact,
+TESTS = [test_reference_models_and_bench_paths, test_ensemble_teacher, test_teacher_overlap, test_export_router_groups, test_two_bit_conv_format, test_hidden_levels, test_shift_augmentation, test_top1_router_gradient, test_real_weights, test_binarise_ramp, test_swa, test_fit_heldout_set, test_fit_errors, test_torch_export_bit_exact, test_torch_conv_export_bit_exact,
          test_torch_conv2_export_bit_exact, test_fit_csv, test_fit_npz_scaled_features, test_fit_image_folder,
          test_fit_image_folder_conv, test_fit_conv2]
 

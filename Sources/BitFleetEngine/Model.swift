@@ -163,7 +163,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         self.xnorPath = xnor
 
         let E = config.experts, C = config.classes.count
-        let widths = config.expertWidths
+        let widths = config.expertWidths, reads = config.expertInputWidths
         let S = widths[0]
         func bytes(_ bits: Int) -> Int { (bits + 7) / 8 }
         var owned: [UnsafeMutableRawPointer] = []
@@ -214,11 +214,14 @@ public final class BinaryMoEModel: @unchecked Sendable {
         var hiddenW: [SafeTensorsFile.Tensor] = []
         var hiddenT: [SafeTensorsFile.Tensor] = []
         for l in 0..<config.expertHidden.count {
-            let why = "experts=\(E), expert_hidden[\(l)]=\(widths[l + 1]), input width \(widths[l])"
-            hiddenW.append(try st.tensor("experts.hidden.\(l).weight", .U8, [E, widths[l + 1], bytes(widths[l])], why: why))
-            hiddenT.append(try st.tensor("experts.hidden.\(l).threshold", .I32, [E, widths[l + 1]], why: why))
+            let L = config.hiddenLevels(l)
+            let why = "experts=\(E), expert_hidden[\(l)]=\(widths[l + 1]), input width \(reads[l])"
+                + (L == 1 ? "" : ", expert_hidden_levels[\(l)]=\(L)")
+            hiddenW.append(try st.tensor("experts.hidden.\(l).weight", .U8, [E, widths[l + 1], bytes(reads[l])], why: why))
+            hiddenT.append(try st.tensor("experts.hidden.\(l).threshold", .I32,
+                                         L == 1 ? [E, widths[l + 1]] : [E, L, widths[l + 1]], why: why))
         }
-        let last = widths.last!
+        let last = reads.last!
         let outW = try st.tensor("experts.out.weight", .U8, [E, C, bytes(last)], why: "experts=\(E), classes=\(C), input width \(last)")
         let outS = try st.tensor("experts.out.scale", .F32, [E, C], why: "experts=\(E), classes=\(C)")
         let outB = try st.tensor("experts.out.bias", .F32, [E, C], why: "experts=\(E), classes=\(C)")
@@ -275,14 +278,23 @@ public final class BinaryMoEModel: @unchecked Sendable {
         router = PackedMatrix.load(source: st.pointer(routerW), rows: E, bits: S, owned: &owned)
         var hidden: [PackedMatrix] = []
         var maxPops: [[Int32]] = []
+        // a layer after a 2-level one reads its input with each level's bits starting on a word, as the engine
+        // holds that activation (PackedMatrix.load(levels:)); `[E, L, H]` thresholds keep their order
+        func readerLevels(_ l: Int) -> (unit: Int, levels: Int) {
+            l == 0 ? (S, 1) : (widths[l], config.hiddenLevels(l - 1))
+        }
         for l in 0..<config.expertHidden.count {
-            hidden.append(PackedMatrix.load(source: st.pointer(hiddenW[l]), rows: E * widths[l + 1], bits: widths[l], owned: &owned))
-            let k = widths[l]
+            let (unit, levels) = readerLevels(l)
+            hidden.append(PackedMatrix.load(source: st.pointer(hiddenW[l]), rows: E * widths[l + 1], bits: reads[l],
+                                            unit: unit, levels: levels, owned: &owned))
+            let k = reads[l]
             maxPops.append(int32s(hiddenT[l]).map { maxPopcount(bits: k, threshold: $0) })
         }
         self.hidden = hidden
         self.hiddenMaxPop = maxPops
-        output = PackedMatrix.load(source: st.pointer(outW), rows: E * C, bits: last, owned: &owned)
+        let (outUnit, outLevels) = readerLevels(config.expertHidden.count)
+        output = PackedMatrix.load(source: st.pointer(outW), rows: E * C, bits: last, unit: outUnit, levels: outLevels,
+                                   owned: &owned)
         routerBlocks = InterleavedMatrix(router, parts: config.routerGroups ?? 1, owned: &owned)
         if let w = groupW, let G = config.routerGroups {
             let rows = PackedMatrix.load(source: st.pointer(w), rows: G, bits: S, owned: &owned)
@@ -293,7 +305,8 @@ public final class BinaryMoEModel: @unchecked Sendable {
             groupBlocks = nil
         }
         hiddenBlocks = hidden.indices.map {
-            InterleavedMatrix(hidden[$0], parts: E, thresholds: (xnor, maxPops[$0]), owned: &owned)
+            InterleavedMatrix(hidden[$0], parts: E, thresholds: (xnor, maxPops[$0]), levels: config.hiddenLevels($0),
+                              owned: &owned)
         }
         outputBlocks = InterleavedMatrix(output, parts: E, owned: &owned)
         let chosen = stemKernel == .automatic
@@ -380,7 +393,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
     var microBatch: Int {
         let c = config
         let wd = (c.inputFeatures + 63) / 64, ws = (c.representationWidth + 63) / 64
-        let maxWords = c.expertWidths.map { ($0 + 63) / 64 }.max()!
+        let maxWords = c.expertActivationWords.max()!
         let perSample = c.inputBitPlanes * wd * 8 + c.representationWidth * 4 + 8 + 2 * ws * 8 + c.experts * 8 + c.topK * 12
             + maxWords * 16 + c.classes.count * 4 + c.topK * c.classes.count * 4
         return max(1, min(Self.maxMicroBatch, (64 << 20) / max(1, perSample)))
@@ -673,7 +686,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
             let D = g?.windowTaps ?? config.inputFeatures, S = g?.channels ?? config.stemWidth
             let ws = (config.representationWidth + 63) / 64
             let wd = (D + 63) / 64
-            let maxWords = config.expertWidths.map { ($0 + 63) / 64 }.max()!
+            let maxWords = config.expertActivationWords.max()!
             var all: [UnsafeMutableRawPointer] = []
             func alloc<T>(_ type: T.Type, _ count: Int) -> UnsafeMutablePointer<T> {
                 let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * MemoryLayout<T>.stride, alignment: 64)
@@ -891,7 +904,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
                     bf_conv2_windows(front + i0 * wf1, wf1, m, g2.height, g2.width, g2.inChannels, g2.kernel, g2.stride,
                                      g2.outHeight, g2.outWidth, s.conv2Rows, ldr)
                     bf_xnor_threshold_lut(xnorPath.code, s.conv2Rows, ldr, m * g2.positions, blocks.part(0),
-                                          blocks.lookupPart(0), g2.channels, ldr, mp.baseAddress!, s.conv2Bits, wb, nil, 0)
+                                          blocks.lookupPart(0), g2.channels, ldr, mp.baseAddress!, 1, s.conv2Bits, wb, 0, nil, 0)
                     bf_conv2_pool(s.conv2Bits, wb, m, g2.outHeight, g2.outWidth, g2.pool, g2.channels, out + i0 * wf, wf)
                     i0 += m
                 }
@@ -918,7 +931,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let S = config.stemWidth, ws = (S + 63) / 64
         binaryStemMaxPop.withUnsafeBufferPointer { mp in
             bf_xnor_threshold_lut(xnorPath.code, s.features, wf, n, blocks.part(0), blocks.lookupPart(0), S, wf,
-                                  mp.baseAddress!, s.h, ws, nil, 0)
+                                  mp.baseAddress!, 1, s.h, ws, 0, nil, 0)
         }
         if let tr = trace {
             let pops = UnsafeMutablePointer<Int32>.allocate(capacity: n * S)
@@ -1050,7 +1063,7 @@ public final class BinaryMoEModel: @unchecked Sendable {
         let start = s.groupStart
         Self.countingSort(keys: s.selected, count: n * K, buckets: E, start: start, order: s.groupItems)
 
-        let widths = config.expertWidths
+        let widths = config.expertWidths, actWords = config.expertActivationWords
         // with many experts, the next expert after e with samples (its first layer is prefetched while e runs)
         let prefetchNext = E >= Self.prefetchMinExperts
         var nextActive = 0
@@ -1071,18 +1084,21 @@ public final class BinaryMoEModel: @unchecked Sendable {
             var src = s.actA, dst = s.actB
             for l in 0..<hidden.count {
                 let layer = hidden[l]
-                let rows = widths[l + 1]
-                let inWords = layer.words, outWords = (rows + 63) / 64
+                let rows = widths[l + 1], levels = config.hiddenLevels(l)
+                let inWords = layer.words, outWords = actWords[l + 1]
                 let prefetch = prefetchNext && l == 0 && nextActive < E
+                // a 2-level layer: `levels × rows` thresholds per expert, the second level's bits `outWords / 2`
+                // words into each output row
                 hiddenMaxPop[l].withUnsafeBufferPointer { mp in
                     bf_xnor_threshold_lut(xnorPath.code, src, inWords, g, hiddenBlocks[l].part(e),
-                                          hiddenBlocks[l].lookupPart(e), rows, inWords, mp.baseAddress! + e * rows, dst,
-                                          outWords, prefetch ? hiddenBlocks[0].part(nextActive) : nil,
+                                          hiddenBlocks[l].lookupPart(e), rows, inWords,
+                                          mp.baseAddress! + e * levels * rows, levels, dst, outWords, outWords / levels,
+                                          prefetch ? hiddenBlocks[0].part(nextActive) : nil,
                                           prefetch ? hiddenBlocks[0].partWords * 8 : 0)
                 }
                 swap(&src, &dst)
             }
-            let last = widths.last!
+            let last = config.expertInputWidths.last!
             bf_xnor_popcounts(xnorPath.code, src, output.words, g, outputBlocks.part(e), C, output.words, s.pops, C)
             outScale.withUnsafeBufferPointer { scale in
                 outBias.withUnsafeBufferPointer { bias in

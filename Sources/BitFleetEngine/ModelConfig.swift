@@ -119,8 +119,8 @@ public struct Conv2Geometry: Sendable, Equatable {
 /// The architecture of a model (`config.json`, docs/MODEL_FORMAT.md).
 public struct ModelConfig: Codable, Sendable, Equatable {
     public static let format = "bitfleet.bmoe"
-    /// The newest format version this engine reads (versions 1 to 4 load unchanged).
-    public static let formatVersion = 5
+    /// The newest format version this engine reads (versions 1 to 5 load unchanged).
+    public static let formatVersion = 6
     public static let maxExperts = 4096
 
     public var name: String
@@ -141,6 +141,9 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var routerGroups: Int?
     /// Format v4: a second, binary conv layer after the conv front (nil: the stem reads the front's features).
     public var conv2: Conv2Config?
+    /// Format v6: thresholds per unit of each expert hidden layer, 1 or 2 (nil: 1 each). A layer with 2 gives the
+    /// next layer 2 H bits: its units against the first thresholds, then against the second.
+    public var expertHiddenLevels: [Int]?
 
     enum CodingKeys: String, CodingKey {
         case name, version, classes, experts
@@ -154,11 +157,13 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case conv
         case routerGroups = "router_groups"
         case conv2
+        case expertHiddenLevels = "expert_hidden_levels"
     }
 
     public init(name: String, version: String, inputFeatures: Int, inputShape: [Int]? = nil, inputBitPlanes: Int,
                 inputScale: Float, stemWidth: Int, experts: Int, topK: Int, expertHidden: [Int], classes: [String],
-                conv: ConvConfig? = nil, routerGroups: Int? = nil, conv2: Conv2Config? = nil) {
+                conv: ConvConfig? = nil, routerGroups: Int? = nil, conv2: Conv2Config? = nil,
+                expertHiddenLevels: [Int]? = nil) {
         self.name = name
         self.version = version
         self.inputFeatures = inputFeatures
@@ -173,6 +178,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         self.conv = conv
         self.routerGroups = routerGroups
         self.conv2 = conv2
+        self.expertHiddenLevels = expertHiddenLevels
     }
 
     /// Experts the router scores per sample: every expert, or with groups the group scores and one group's experts.
@@ -212,15 +218,30 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     /// (`stem_width` 0), the conv features.
     public var representationWidth: Int { stemWidth > 0 ? stemWidth : stemInputWidth }
 
-    /// Widths of the binary layers an expert runs: `[S, H1, …, Hn]`.
+    /// Widths of the binary layers an expert runs: `[S, H1, …, Hn]` (units; see `expertInputWidths` for the bits
+    /// each layer reads).
     public var expertWidths: [Int] { [representationWidth] + expertHidden }
+
+    /// Threshold levels of expert hidden layer `l` (1, or 2 in format v6).
+    public func hiddenLevels(_ l: Int) -> Int { expertHiddenLevels?[l] ?? 1 }
+
+    /// Bits each expert layer reads: `[S, L1·H1, …, Ln·Hn]`; the last is what the output layer reads.
+    public var expertInputWidths: [Int] {
+        [representationWidth] + expertHidden.indices.map { hiddenLevels($0) * expertHidden[$0] }
+    }
+
+    /// UInt64 words of each expert activation as the engine holds it: `ceil(S / 64)`, then per hidden layer
+    /// `L · ceil(H / 64)` (each level's bits start on a word).
+    public var expertActivationWords: [Int] {
+        [(representationWidth + 63) / 64] + expertHidden.indices.map { hiddenLevels($0) * ((expertHidden[$0] + 63) / 64) }
+    }
 
     /// Binary multiply-accumulates for one sample (conv and stem bit planes, router, top-k experts).
     public var binaryMACsPerSample: Int {
-        let w = expertWidths
+        let w = expertWidths, reads = expertInputWidths
         var expert = 0
-        for l in 0..<expertHidden.count { expert += w[l] * w[l + 1] }
-        expert += w.last! * classes.count
+        for l in 0..<expertHidden.count { expert += reads[l] * w[l + 1] }
+        expert += reads.last! * classes.count
         let S = representationWidth
         if let g = convGeometry {
             let second = conv2Geometry.map { $0.taps * $0.channels * $0.positions } ?? 0
@@ -288,6 +309,9 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         for (l, h) in expertHidden.enumerated() where h < 1 {
             throw fail("expert_hidden[\(l)] must be >= 1 (got \(h))")
         }
+        if let levels = expertHiddenLevels, levels.count != expertHidden.count || levels.contains(where: { $0 != 1 && $0 != 2 }) {
+            throw fail("expert_hidden_levels must list 1 or 2 for each of the \(expertHidden.count) expert hidden layers (got \(levels))")
+        }
         if classes.isEmpty { throw fail("classes must be non-empty") }
         // Keep every tensor size far from Int overflow (and from absurd allocations).
         let limit = 1 << 40
@@ -298,9 +322,9 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         if stemInputWidth > (1 << 24) { throw fail("conv features \(stemInputWidth) exceed the engine's limit of \(1 << 24)") }
         var total = stemInputWidth.multipliedReportingOverflow(by: stemWidth)
         if total.overflow || total.partialValue > limit { throw fail("stem is too large") }
-        let widths = expertWidths + [classes.count]
+        let widths = expertWidths + [classes.count], reads = expertInputWidths
         for l in 0..<(widths.count - 1) {
-            total = widths[l].multipliedReportingOverflow(by: widths[l + 1])
+            total = reads[l].multipliedReportingOverflow(by: widths[l + 1])
             if total.overflow { throw fail("expert layer \(l) is too large") }
             total = total.partialValue.multipliedReportingOverflow(by: experts)
             if total.overflow || total.partialValue > limit { throw fail("expert layer \(l) is too large") }
@@ -407,13 +431,18 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             guard let s = c.stringValue else { throw fail("\"classes\"[\(n)] must be a string, got \(c.typeName)") }
             classes.append(s)
         }
+        var levels: [Int]? = nil
+        if let v = json["expert_hidden_levels"], v != .null {
+            guard formatVersion >= 6 else { throw fail("\"expert_hidden_levels\" needs format_version 6") }
+            levels = try intArray("expert_hidden_levels", v)
+        }
         let config = ModelConfig(
             name: name, version: version,
             inputFeatures: try int("input_features"), inputShape: shape,
             inputBitPlanes: try int("input_bit_planes"), inputScale: Float(scale),
             stemWidth: try int("stem_width"), experts: try int("experts"), topK: try int("top_k"),
             expertHidden: try intArray("expert_hidden", try required("expert_hidden")), classes: classes, conv: conv,
-            routerGroups: routerGroups, conv2: conv2)
+            routerGroups: routerGroups, conv2: conv2, expertHiddenLevels: levels)
         try config.validate(source: source)
         return config
     }

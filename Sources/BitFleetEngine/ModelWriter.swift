@@ -15,6 +15,9 @@ public enum ModelWriter {
         if config.conv != nil {
             throw ModelError(.config, "random model config: ModelWriter writes format v1 models; conv models (v2) come from Ops/models/export.py")
         }
+        if config.expertHiddenLevels != nil {
+            throw ModelError(.config, "random model config: ModelWriter writes format v1 models; 2-level hidden layers (v6) come from Ops/models/export.py")
+        }
         var rng = SplitMix64(state: seed)
         let D = config.inputFeatures, S = config.stemWidth, E = config.experts, C = config.classes.count
         let widths = config.expertWidths

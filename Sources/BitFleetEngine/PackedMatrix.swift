@@ -49,6 +49,30 @@ struct PackedMatrix: @unchecked Sendable {
                             words: words, ownedBytes: count * 8)
     }
 
+    /// Rows of `bits = levels × unit` bits as a layer after a 2-level one (format v6) reads them: the file's bits
+    /// `v·unit …` (level v of the layer before) start on word `v·ceil(unit / 64)`, as that layer's output does in
+    /// the engine; the words between the levels stay zero (zero in the activations too, so they add no mismatch).
+    /// With one level, or a unit of whole words, the same as `load(source:rows:bits:owned:)`.
+    static func load(source: UnsafeRawPointer, rows: Int, bits: Int, unit: Int, levels: Int,
+                     owned: inout [UnsafeMutableRawPointer]) -> PackedMatrix {
+        precondition(levels * unit == bits, "bits = levels × unit")
+        if levels == 1 || unit % 64 == 0 { return load(source: source, rows: rows, bits: bits, owned: &owned) }
+        let rowBytes = (bits + 7) / 8, unitWords = (unit + 63) / 64, words = levels * unitWords
+        let count = max(1, rows * words)
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: count * 8, alignment: 64)
+        let w = storage.initializeMemory(as: UInt64.self, repeating: 0, count: count)
+        for r in 0..<rows {
+            for v in 0..<levels {
+                for j in 0..<unit where source.load(fromByteOffset: r * rowBytes + (v * unit + j) / 8, as: UInt8.self)
+                    >> UInt8((v * unit + j) % 8) & 1 == 1 {
+                    w[r * words + v * unitWords + j / 64] |= 1 << UInt64(j % 64)
+                }
+            }
+        }
+        owned.append(storage)
+        return PackedMatrix(base: UnsafePointer(w), rows: rows, bits: bits, words: words, ownedBytes: count * 8)
+    }
+
     /// A 2-bit conv's filters (format v5: `[2, rows, ceil(taps/8)]` bytes at `source`, the high sign plane `h`, then
     /// the low one `l`, weight `2·h + l`) as binary rows of `3 × taps` bits: `h`, `h` again, then `l`. A ±1 row over
     /// a window read three times computes `Σ (2·h_t + l_t)·q_t`, so every stem kernel runs them unchanged; the conv
@@ -96,8 +120,9 @@ struct InterleavedMatrix: @unchecked Sendable {
 
     /// Interleaves `parts` consecutive groups of `rows` rows of `source` (rows `p × rows …` form part p), and lays
     /// them out for the lookup kernel too when `thresholds` (the XNOR path of a thresholded layer, and the maximum
-    /// popcount of each of its `parts × rows` rows) runs it.
-    init(_ source: PackedMatrix, parts: Int, thresholds: (path: XNORPath, maxPop: [Int32])? = nil,
+    /// popcount of each of its `parts × rows` rows, `levels` per row in a 2-level layer: part p's level v at
+    /// `(p × levels + v) × rows`) runs it.
+    init(_ source: PackedMatrix, parts: Int, thresholds: (path: XNORPath, maxPop: [Int32])? = nil, levels: Int = 1,
          owned: inout [UnsafeMutableRawPointer]) {
         let rows = source.rows / max(1, parts)
         self.rows = rows
@@ -114,14 +139,14 @@ struct InterleavedMatrix: @unchecked Sendable {
         owned.append(storage)
         base = UnsafePointer(words)
         if let (path, maxPop) = thresholds, parts > 0, bf_xnor_lut_used(path.code, rows, source.words) != 0 {
-            precondition(maxPop.count == parts * rows, "one threshold per row")
-            let partBytes = bf_xnor_lut_bytes(rows, source.words)
+            precondition(maxPop.count == parts * rows * levels, "one threshold per row and level")
+            let partBytes = bf_xnor_lut_bytes(rows, source.words, levels)
             let table = UnsafeMutableRawPointer.allocate(byteCount: parts * partBytes, alignment: 64)
                 .bindMemory(to: UInt8.self, capacity: parts * partBytes)
             maxPop.withUnsafeBufferPointer { mp in
                 for p in 0..<parts {
-                    bf_xnor_lut_layout(source.row(p * rows), source.words, rows, source.words, mp.baseAddress! + p * rows,
-                                       table + p * partBytes)
+                    bf_xnor_lut_layout(source.row(p * rows), source.words, rows, source.words,
+                                       mp.baseAddress! + p * rows * levels, levels, table + p * partBytes)
                 }
             }
             owned.append(UnsafeMutableRawPointer(table))

@@ -39,7 +39,8 @@ void bf_xnor_interleave(const uint64_t *src, long ld, long rows, long words, uin
     }
 }
 
-// Where a kernel puts the 8 popcounts of (sample i, block b): raw int32s, or threshold bits (one byte).
+// Where a kernel puts the 8 popcounts of (sample i, block b): raw int32s, or threshold bits (one byte), and with a
+// second level (format v6) a second byte of bits against the second thresholds, `bits2Bytes` further into the row.
 typedef struct {
     int32_t *out;
     long ldo;
@@ -49,7 +50,12 @@ typedef struct {
     long m;
     const char *next;   // memory to prefetch into L2 while this product runs (the next expert's weights), or 0
     long nextBytes;
+    const int32_t *maxPop2;   // the second level's thresholds, or 0 (one level)
+    long bits2Bytes;          // where in a row the second level's bits start
 } bf_sink;
+
+static void bf_xnor_run(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long words,
+                        const bf_sink *s);
 
 static inline void bf_store8(const bf_sink *s, long i, long b, const long long pops[8]) {
     const long j0 = b * 8;
@@ -57,9 +63,13 @@ static inline void bf_store8(const bf_sink *s, long i, long b, const long long p
     if (s->out) {
         for (long r = 0; r < valid; r++) s->out[i * s->ldo + j0 + r] = (int32_t)pops[r];
     } else {
-        unsigned byte = 0;
+        unsigned byte = 0, byte2 = 0;
         for (long r = 0; r < valid; r++) byte |= (unsigned)(pops[r] <= s->maxPop[j0 + r]) << r;
         s->bits[i * s->ldbitsBytes + b] = (uint8_t)byte;
+        if (s->maxPop2) {
+            for (long r = 0; r < valid; r++) byte2 |= (unsigned)(pops[r] <= s->maxPop2[j0 + r]) << r;
+            s->bits[i * s->ldbitsBytes + s->bits2Bytes + b] = (uint8_t)byte2;
+        }
     }
 }
 
@@ -106,12 +116,15 @@ __attribute__((target(BF_AVX2_TARGET), always_inline))
 static inline void bf_store_avx2(const bf_sink *s, long i, long b, __m256i lo, __m256i hi) {
     if (!s->out && s->m - b * 8 >= 8) {
         // a whole block of threshold bits in registers: bit r = pops[r] ≤ maxPop[r], i.e. not (pops > maxPop)
-        const __m256i t = _mm256_loadu_si256((const __m256i *)(s->maxPop + b * 8));
-        const __m256i gtlo = _mm256_cmpgt_epi64(lo, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(t)));
-        const __m256i gthi = _mm256_cmpgt_epi64(hi, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(t, 1)));
-        const int gt = _mm256_movemask_pd(_mm256_castsi256_pd(gtlo)) |
-                       _mm256_movemask_pd(_mm256_castsi256_pd(gthi)) << 4;
-        s->bits[i * s->ldbitsBytes + b] = (uint8_t)~gt;
+        for (int level = 0; level < (s->maxPop2 ? 2 : 1); level++) {
+            const int32_t *mp = level ? s->maxPop2 : s->maxPop;
+            const __m256i t = _mm256_loadu_si256((const __m256i *)(mp + b * 8));
+            const __m256i gtlo = _mm256_cmpgt_epi64(lo, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(t)));
+            const __m256i gthi = _mm256_cmpgt_epi64(hi, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(t, 1)));
+            const int gt = _mm256_movemask_pd(_mm256_castsi256_pd(gtlo)) |
+                           _mm256_movemask_pd(_mm256_castsi256_pd(gthi)) << 4;
+            s->bits[i * s->ldbitsBytes + (level ? s->bits2Bytes : 0) + b] = (uint8_t)~gt;
+        }
         return;
     }
     long long p[8];
@@ -335,15 +348,16 @@ int bf_xnor_lut_used(int path, long rows, long words) {
 // After the panels' weights: each panel's 32 thresholds as int16, 16 for its even then 16 for its odd byte positions.
 #define BF_LUT_THRESHOLD_BYTES ((long)(BF_XNOR_LUT_PANEL * sizeof(int16_t)))
 
-long bf_xnor_lut_bytes(long rows, long words) {
+long bf_xnor_lut_bytes(long rows, long words, long levels) {
     const long panels = (rows + BF_XNOR_LUT_PANEL - 1) / BF_XNOR_LUT_PANEL;
-    return panels * (words * 8 * BF_LUT_KBYTE_BYTES + BF_LUT_THRESHOLD_BYTES);
+    return panels * (words * 8 * BF_LUT_KBYTE_BYTES + levels * BF_LUT_THRESHOLD_BYTES);
 }
 
-void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, const int32_t *maxPop, uint8_t *dst) {
+void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, const int32_t *maxPop, long levels,
+                        uint8_t *dst) {
 #if BF_X86
     const long kBytes = words * 8, panels = (rows + BF_LUT_PANEL - 1) / BF_LUT_PANEL;
-    memset(dst, 0, (size_t)bf_xnor_lut_bytes(rows, words));
+    memset(dst, 0, (size_t)bf_xnor_lut_bytes(rows, words, levels));
     for (long r = 0; r < rows; r++) {
         const uint8_t *row = (const uint8_t *)(src + r * ld);
         uint8_t *panel = dst + r / BF_LUT_PANEL * kBytes * BF_LUT_KBYTE_BYTES + bf_lut_position((int)(r % BF_LUT_PANEL));
@@ -352,20 +366,22 @@ void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, con
             panel[kb * BF_LUT_KBYTE_BYTES + BF_LUT_PANEL] = row[kb] >> 4;
         }
     }
-    // per panel, its rows' thresholds in the counters' order (16 even then 16 odd byte positions), clamped to what
-    // a signed 16-bit compare can hold (a count is 0…32 704: below 0 no count passes, and 32 767 lets every count
-    // pass, as the int32 thresholds do); rows past `rows` get -1, so their bits come out 0
+    // per panel and level, its rows' thresholds in the counters' order (16 even then 16 odd byte positions),
+    // clamped to what a signed 16-bit compare can hold (a count is 0…32 704: below 0 no count passes, and 32 767 lets
+    // every count pass, as the int32 thresholds do); rows past `rows` get -1, so their bits come out 0
     int16_t *t = (int16_t *)(dst + panels * kBytes * BF_LUT_KBYTE_BYTES);
-    for (long p = 0; p < panels; p++, t += BF_LUT_PANEL) {
-        for (int q = 0; q < BF_LUT_PANEL; q++) {
-            const long r = p * BF_LUT_PANEL + q;
-            const int32_t v = r < rows ? maxPop[r] : -1;
-            const int pos = bf_lut_position(q);
-            t[(pos & 1) * (BF_LUT_PANEL / 2) + pos / 2] = (int16_t)(v < -1 ? -1 : v > 32767 ? 32767 : v);
+    for (long p = 0; p < panels; p++) {
+        for (long level = 0; level < levels; level++, t += BF_LUT_PANEL) {
+            for (int q = 0; q < BF_LUT_PANEL; q++) {
+                const long r = p * BF_LUT_PANEL + q;
+                const int32_t v = r < rows ? maxPop[level * rows + r] : -1;
+                const int pos = bf_lut_position(q);
+                t[(pos & 1) * (BF_LUT_PANEL / 2) + pos / 2] = (int16_t)(v < -1 ? -1 : v > 32767 ? 32767 : v);
+            }
         }
     }
 #else
-    (void)src; (void)ld; (void)rows; (void)words; (void)maxPop; (void)dst;
+    (void)src; (void)ld; (void)rows; (void)words; (void)maxPop; (void)levels; (void)dst;
 #endif
 }
 
@@ -421,9 +437,9 @@ static _Thread_local uint16_t bf_lut_counts[BF_LUT_GROUP][BF_LUT_PANELS * 2][16]
 
 __attribute__((target(BF_AVX2_TARGET)))
 static void bf_xnor_threshold_lut_avx2(const uint64_t *a, long lda, long n, const uint8_t *lut, long m, long words,
-                                       uint64_t *bits, long ldbits) {
+                                       long levels, uint64_t *bits, long ldbits, long levelWords) {
     const long panels = (m + BF_LUT_PANEL - 1) / BF_LUT_PANEL, kBytes = words * 8, panelBytes = kBytes * BF_LUT_KBYTE_BYTES;
-    const uint8_t *thresholds = lut + panels * panelBytes;
+    const uint8_t *thresholds = lut + panels * panelBytes;   // per panel, `levels` blocks
     __m256i(*counts)[BF_LUT_PANELS * 2] = (__m256i(*)[BF_LUT_PANELS * 2])bf_lut_counts;
     for (long i0 = 0; i0 < n; i0 += BF_LUT_GROUP) {
         const long g = n - i0 < BF_LUT_GROUP ? n - i0 : BF_LUT_GROUP;
@@ -449,16 +465,18 @@ static void bf_xnor_threshold_lut_avx2(const uint64_t *a, long lda, long n, cons
             }
             for (long r = 0; r < np; r++) {
                 const long p = p0 + r;
-                // the panel's thresholds, laid out with its weights (bf_xnor_lut_layout)
-                const uint8_t *tp = thresholds + p * BF_LUT_THRESHOLD_BYTES;
-                const __m256i te = _mm256_loadu_si256((const __m256i *)tp);
-                const __m256i to = _mm256_loadu_si256((const __m256i *)(tp + BF_LUT_THRESHOLD_BYTES / 2));
-                for (long i = 0; i < g; i++) {
-                    const __m256i gtE = _mm256_cmpgt_epi16(counts[i][2 * r], te);
-                    const __m256i gtO = _mm256_cmpgt_epi16(counts[i][2 * r + 1], to);
-                    const uint32_t gt = (uint32_t)_mm256_movemask_epi8(_mm256_packs_epi16(gtE, gtO));
-                    // rows past m have threshold -1: their bits come out 0
-                    memcpy((uint8_t *)(bits + (i0 + i) * ldbits) + p * 4, &(uint32_t){~gt}, 4);
+                for (long level = 0; level < levels; level++) {
+                    // the panel's thresholds of this level, laid out with its weights (bf_xnor_lut_layout)
+                    const uint8_t *tp = thresholds + (p * levels + level) * BF_LUT_THRESHOLD_BYTES;
+                    const __m256i te = _mm256_loadu_si256((const __m256i *)tp);
+                    const __m256i to = _mm256_loadu_si256((const __m256i *)(tp + BF_LUT_THRESHOLD_BYTES / 2));
+                    for (long i = 0; i < g; i++) {
+                        const __m256i gtE = _mm256_cmpgt_epi16(counts[i][2 * r], te);
+                        const __m256i gtO = _mm256_cmpgt_epi16(counts[i][2 * r + 1], to);
+                        const uint32_t gt = (uint32_t)_mm256_movemask_epi8(_mm256_packs_epi16(gtE, gtO));
+                        // rows past m have threshold -1: their bits come out 0
+                        memcpy((uint8_t *)(bits + (i0 + i) * ldbits + level * levelWords) + p * 4, &(uint32_t){~gt}, 4);
+                    }
                 }
             }
         }
@@ -467,19 +485,24 @@ static void bf_xnor_threshold_lut_avx2(const uint64_t *a, long lda, long n, cons
 #endif
 
 void bf_xnor_threshold_lut(int path, const uint64_t *a, long lda, long n, const uint64_t *w, const uint8_t *lut,
-                           long m, long words, const int32_t *maxPop, uint64_t *bits, long ldbits, const void *next,
-                           long nextBytes) {
+                           long m, long words, const int32_t *maxPop, long levels, uint64_t *bits, long ldbits,
+                           long levelWords, const void *next, long nextBytes) {
+    const long outWords = (m + 63) / 64;
+    if (levels < 1 || levels > 2) return;   // the format allows 1 or 2 (the model loader checks)
+    for (long i = 0; i < n; i++)
+        for (long level = 0; level < levels; level++)
+            memset(bits + i * ldbits + level * levelWords, 0, (size_t)outWords * 8);
 #if BF_X86
     // one sample alone reads as many weight vectors as it shuffles (0.85x the nibble path's 1-sample tile)
     if (lut && n >= 2 && bf_xnor_lut_used(path, m, words)) {
-        const long outWords = (m + 63) / 64;
-        for (long i = 0; i < n; i++) memset(bits + i * ldbits, 0, (size_t)outWords * 8);
-        bf_xnor_threshold_lut_avx2(a, lda, n, lut, m, words, bits, ldbits);
+        bf_xnor_threshold_lut_avx2(a, lda, n, lut, m, words, levels, bits, ldbits, levelWords);
         return;
     }
 #endif
     (void)lut;
-    bf_xnor_threshold_prefetch(path, a, lda, n, w, m, words, maxPop, bits, ldbits, next, nextBytes);
+    bf_sink s = {0, 0, maxPop, (uint8_t *)bits, ldbits * 8, m, (const char *)next, next ? nextBytes : 0,
+                 levels == 2 ? maxPop + m : 0, levelWords * 8};
+    bf_xnor_run(path, a, lda, n, w, words, &s);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -496,6 +519,10 @@ static inline void bf_store_avx512(const bf_sink *s, long i, long b, __m512i acc
     } else {
         const __m512i mp = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(vm, s->maxPop + j0));
         s->bits[i * s->ldbitsBytes + b] = (uint8_t)(_mm512_cmple_epi64_mask(acc, mp) & vm);
+        if (s->maxPop2) {
+            const __m512i mp2 = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(vm, s->maxPop2 + j0));
+            s->bits[i * s->ldbitsBytes + s->bits2Bytes + b] = (uint8_t)(_mm512_cmple_epi64_mask(acc, mp2) & vm);
+        }
     }
 }
 

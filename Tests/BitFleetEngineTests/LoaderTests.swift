@@ -203,7 +203,7 @@ struct LoaderTests {
             _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(edited.utf8))
             Self.expectLoadError(dir, ["config.json"] + needles, sourceLocation: sourceLocation)
         }
-        check(Self.replacing(#""format_version": 1"#, with: #""format_version": 6"#), ["unsupported format_version 6"])
+        check(Self.replacing(#""format_version": 1"#, with: #""format_version": 7"#), ["unsupported format_version 7"])
         // a two-level router needs format v3, a group count that divides the experts, and top_k within one group
         check(Self.replacing(#"\{"#, with: #"{"router_groups": 5, "#), ["\"router_groups\" needs format_version 3"])
         let v3 = Self.replacing(#""format_version": 1"#, with: #""format_version": 3"#)
@@ -257,6 +257,23 @@ struct LoaderTests {
         let valid5 = v5(twoBit)(original)
         _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(valid5.utf8))
         Self.expectLoadError(dir, ["model.safetensors", "missing tensor \"conv.weight\"", "conv.weight_bits=2"])
+        // two-level hidden layers need format v6, one entry per hidden layer, each 1 or 2; a 2-level layer's
+        // thresholds are [E, 2, H] and the layer after reads 2 H bits
+        let v6 = Self.replacing(#""format_version": 1"#, with: #""format_version": 6"#)
+        check(Self.replacing(#"\{"#, with: #"{"expert_hidden_levels": [2], "#), ["\"expert_hidden_levels\" needs format_version 6"])
+        check({ Self.replacing(#"\{"#, with: #"{"expert_hidden_levels": [3], "#)(v6($0)) },
+              ["expert_hidden_levels must list 1 or 2 for each of the 1 expert hidden layers (got [3])"])
+        check({ Self.replacing(#"\{"#, with: #"{"expert_hidden_levels": [2, 2], "#)(v6($0)) },
+              ["expert_hidden_levels must list 1 or 2 for each of the 1 expert hidden layers"])
+        check({ Self.replacing(#"\{"#, with: #"{"expert_hidden_levels": "2", "#)(v6($0)) },
+              ["\"expert_hidden_levels\" must be an array of integers"])
+        let valid6 = Self.replacing(#"\{"#, with: #"{"expert_hidden_levels": [2], "#)(v6(original))
+        _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(valid6.utf8))
+        Self.expectLoadError(dir, ["model.safetensors", "\"experts.hidden.0.threshold\"", "expert_hidden_levels[0]=2"])
+        // with one level in v6 the model loads as it is
+        _ = FileManager.default.createFile(atPath: dir + "/config.json",
+                                           contents: Data(Self.replacing(#"\{"#, with: #"{"expert_hidden_levels": [1], "#)(v6(original)).utf8))
+        _ = try BinaryMoEModel.load(directory: dir)
         check(Self.replacing(#""format": "bitfleet.bmoe""#, with: #""format": "onnx""#), ["\"format\" must be \"bitfleet.bmoe\""])
         check(Self.replacing(#""top_k": 2,"#, with: ""), ["missing required key \"top_k\""])
         check(Self.replacing(#""top_k": 2"#, with: #""top_k": 6"#), ["top_k must be in 1...experts=5"])

@@ -76,6 +76,14 @@ struct ReferenceTests {
         // a 2-bit front under a second conv layer
         Spec(features: 784, stem: 0, experts: 4, topK: 2, hidden: [16], classes: 10, planes: 4, seed: 53, samples: 40,
              conv: [16, 4, 2, 1, 2, 2], shape: [28, 28], conv2: [24, 3, 1, 1]),
+        // format v6 two-level hidden layers: the 40-filter 2-bit front with experts of 192 (whole words, the
+        // AVX2 lookup kernel's panels), 200 samples (groups of more than 32 per expert)
+        Spec(features: 784, stem: 0, experts: 4, topK: 2, hidden: [192], classes: 10, planes: 8, seed: 60, samples: 200,
+             conv: [40, 4, 2, 1, 2, 2], shape: [28, 28], hiddenLevels: [2]),
+        // odd widths: a 2-level layer of 100 units read by a 1-level one (its second level starts on word 2, the
+        // reader's rows re-laid to match), then a 2-level layer of 40 read by the output layer; a dense stem
+        Spec(features: 90, stem: 70, experts: 5, topK: 2, hidden: [100, 33, 40], classes: 6, planes: 4, seed: 61,
+             samples: 90, hiddenLevels: [2, 1, 2]),
         // format v3 two-level routers: 456 experts in 24 groups of 19 (> 1 micro-batch), odd widths, 3 planes
         Spec(features: 100, stem: 70, experts: 456, topK: 2, hidden: [65], classes: 7, planes: 3, seed: 30, samples: 300,
              routerGroups: 24),

@@ -55,9 +55,11 @@ enum TestSupport {
         var routerGroups: Int? = nil
         /// Format v4 second conv layer: [channels, kernel, stride, pool] over the conv front's pooled map.
         var conv2: [Int]? = nil
+        /// Format v6: threshold levels (1 or 2) of each hidden layer.
+        var hiddenLevels: [Int]? = nil
         var description: String {
             let c = conv.map { " conv\($0) on \(shape ?? [])" } ?? ""
-            let c2 = conv2.map { " conv2\($0)" } ?? ""
+            let c2 = (conv2.map { " conv2\($0)" } ?? "") + (hiddenLevels.map { " levels\($0)" } ?? "")
             let g = routerGroups.map { " G\($0)" } ?? ""
             return "D\(features) S\(stem) E\(experts) k\(topK) H\(hidden) C\(classes) P\(planes) M\(samples)\(routerTies ? " ties" : "")\(c)\(c2)\(g)"
         }
@@ -78,6 +80,7 @@ enum TestSupport {
             args += ["--conv", c.map(String.init).joined(separator: ","), "--shape", s.map(String.init).joined(separator: ",")]
         }
         if let c2 = spec.conv2 { args += ["--conv2", c2.map(String.init).joined(separator: ",")] }
+        if let l = spec.hiddenLevels { args += ["--hidden-levels", l.map(String.init).joined(separator: ",")] }
         try run(args)
         try run(["python3", "-c",
                  "import numpy as np, sys; d = np.load(sys.argv[1] + '/expected.npz')\n"

@@ -126,18 +126,83 @@ struct KernelTests {
             }}
         }}
         guard bf_xnor_lut_used(path.code, m, words) != 0 else { return (out, bits, nil) }
-        var lut = [UInt8](repeating: 0xA5, count: bf_xnor_lut_bytes(m, words))
+        var lut = [UInt8](repeating: 0xA5, count: bf_xnor_lut_bytes(m, words, 1))
         b.withUnsafeBufferPointer { bp in mp.withUnsafeBufferPointer { mpp in lut.withUnsafeMutableBufferPointer { lp in
-            bf_xnor_lut_layout(bp.baseAddress!, words, m, words, mpp.baseAddress!, lp.baseAddress!)
+            bf_xnor_lut_layout(bp.baseAddress!, words, m, words, mpp.baseAddress!, 1, lp.baseAddress!)
         }}}
         var lookupBits = [UInt64](repeating: 0xDEAD_BEEF, count: n * ldBits)
         a.withUnsafeBufferPointer { ap in w.withUnsafeBufferPointer { wp in lut.withUnsafeBufferPointer { lp in
             mp.withUnsafeBufferPointer { mpp in lookupBits.withUnsafeMutableBufferPointer { bp in
                 bf_xnor_threshold_lut(path.code, ap.baseAddress!, words, n, wp.baseAddress!, lp.baseAddress!, m, words,
-                                      mpp.baseAddress!, bp.baseAddress!, ldBits, nil, 0)
+                                      mpp.baseAddress!, 1, bp.baseAddress!, ldBits, 0, nil, 0)
             }}
         }}}
         return (out, bits, lookupBits)
+    }
+
+    /// Two threshold levels (format v6) through `bf_xnor_threshold_lut` on every XNOR path this CPU supports, with
+    /// and without the AVX2 lookup layout: each output row holds the first level's bits, then, `levelWords` words
+    /// later, the second's; both against naive popcounts, the padding bits of each level's last word zero, the word
+    /// after the row untouched. Shapes: rows not a multiple of 8, 32 or 64 (the second level then starts mid-panel's
+    /// worth of words), 1 to 3 samples (the lookup kernel needs 2), 33 (a last group of 1), words across a chunk.
+    @Test(arguments: [(2, 40, 3), (3, 192, 37), (33, 100, 5), (1, 64, 2), (5, 7, 1), (2, 256, 31)])
+    func twoLevelThresholdsMatchNaive(n: Int, m: Int, words: Int) {
+        var rng = SplitMix64(state: UInt64(7 + n * 1000 + m * 10 + words))
+        let a = (0..<(n * words)).map { _ in rng.next() }
+        let b = (0..<(m * words)).map { _ in rng.next() }
+        var expected = [Int32](repeating: 0, count: n * m)
+        for i in 0..<n {
+            for j in 0..<m {
+                var x = 0
+                for w in 0..<words { x += (a[i * words + w] ^ b[j * words + w]).nonzeroBitCount }
+                expected[i * m + j] = Int32(x)
+            }
+        }
+        // level 0 near the median, level 1 a quarter lower (fewer bits fire); one row of each far outside a 16-bit
+        // compare
+        var maxPop: [Int32] = (0..<m).map { j in Int32(32 * words - 8 + j % 17) }
+        maxPop += (0..<m).map { j in j == m - 1 ? -70_000 : Int32(24 * words - 4 + j % 9) }
+        if m > 2 { maxPop[1] = 100_000 }
+        let blocks = (m + 7) / 8
+        var w = [UInt64](repeating: 0, count: max(1, blocks * 8 * words))
+        b.withUnsafeBufferPointer { bp in w.withUnsafeMutableBufferPointer { wp in
+            bf_xnor_interleave(bp.baseAddress!, words, m, words, wp.baseAddress!)
+        }}
+        let levelWords = (m + 63) / 64, ldBits = 2 * levelWords + 1
+        for path in XNORPath.allCases where path.isSupported {
+            var lut: [UInt8]? = nil
+            if bf_xnor_lut_used(path.code, m, words) != 0 {
+                var l = [UInt8](repeating: 0xA5, count: bf_xnor_lut_bytes(m, words, 2))
+                b.withUnsafeBufferPointer { bp in maxPop.withUnsafeBufferPointer { mpp in l.withUnsafeMutableBufferPointer { lp in
+                    bf_xnor_lut_layout(bp.baseAddress!, words, m, words, mpp.baseAddress!, 2, lp.baseAddress!)
+                }}}
+                lut = l
+            }
+            for useLookup in lut == nil ? [false] : [false, true] {
+                var bits = [UInt64](repeating: 0xDEAD_BEEF, count: n * ldBits)
+                let table = useLookup ? lut! : [0]
+                a.withUnsafeBufferPointer { ap in w.withUnsafeBufferPointer { wp in table.withUnsafeBufferPointer { lp in
+                    maxPop.withUnsafeBufferPointer { mpp in bits.withUnsafeMutableBufferPointer { bp in
+                        bf_xnor_threshold_lut(path.code, ap.baseAddress!, words, n, wp.baseAddress!,
+                                              useLookup ? lp.baseAddress! : nil, m, words, mpp.baseAddress!, 2,
+                                              bp.baseAddress!, ldBits, levelWords, nil, 0)
+                    }}
+                }}}
+                let what = "\(path)\(useLookup ? " lookup" : "")"
+                var wrong = 0
+                for i in 0..<n {
+                    for level in 0..<2 {
+                        let row = i * ldBits + level * levelWords
+                        for j in 0..<m where ((bits[row + j / 64] >> UInt64(j % 64)) & 1 == 1) != (expected[i * m + j] <= maxPop[level * m + j]) {
+                            wrong += 1
+                        }
+                        if m % 64 != 0 { #expect(bits[row + m / 64] >> UInt64(m % 64) == 0, "\(what) level \(level) padding bits") }
+                    }
+                    #expect(bits[i * ldBits + ldBits - 1] == 0xDEAD_BEEF, "\(what) wrote past the row")
+                }
+                #expect(wrong == 0, "\(what): \(wrong) two-level threshold bits wrong")
+            }
+        }
     }
 
     /// Threshold bits against naive popcounts: every bit right, the padding bits of the last word zero, the spare

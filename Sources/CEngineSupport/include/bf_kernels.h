@@ -51,20 +51,24 @@ void bf_xnor_threshold_prefetch(int path, const uint64_t *a, long lda, long n, c
 #define BF_XNOR_LUT_PANEL 32
 /// The AVX2 lookup kernel's layout of a threshold layer: per panel of 32 rows and per K byte, 32 bytes of the rows'
 /// low nibbles then 32 of their high nibbles (rows in the order `bf_xnor_threshold_lut` needs; rows past `rows`
-/// zero); then per panel its rows' `maxPop` thresholds as 32 int16 in the same order, clamped to −1 … 32 767 (so the
-/// kernel compares them as they are, with no per-call work). 1 when the lookup kernel runs for a `rows` × `words`
-/// layer on `path` (AVX2 on a CPU with it, ≥ 32 rows, ≤ 511 words).
+/// zero); then per panel, for each of `levels` (1 or 2) threshold levels, its rows' `maxPop` thresholds as 32 int16
+/// in the same order, clamped to −1 … 32 767 (so the kernel compares them as they are, with no per-call work);
+/// `maxPop` holds `levels × rows` (level v's at `maxPop + v × rows`). 1 when the lookup kernel runs for a `rows` ×
+/// `words` layer on `path` (AVX2 on a CPU with it, ≥ 32 rows, ≤ 511 words).
 int bf_xnor_lut_used(int path, long rows, long words);
-/// Bytes of the lookup layout: `ceil(rows / 32) × (words × 8 × 64 + 64)`.
-long bf_xnor_lut_bytes(long rows, long words);
-void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, const int32_t *maxPop, uint8_t *dst);
+/// Bytes of the lookup layout: `ceil(rows / 32) × (words × 8 × 64 + 64 × levels)`.
+long bf_xnor_lut_bytes(long rows, long words, long levels);
+void bf_xnor_lut_layout(const uint64_t *src, long ld, long rows, long words, const int32_t *maxPop, long levels,
+                        uint8_t *dst);
 
 /// `bf_xnor_threshold_prefetch` with the same result, run by the AVX2 lookup kernel over `lut` (laid out by
-/// `bf_xnor_lut_layout` from the same rows as `w` and the same `maxPop`) where `lut` is not null, `n ≥ 2` and
-/// `bf_xnor_lut_used(path, m, words)`; otherwise by the kernel of `path` over `w`.
+/// `bf_xnor_lut_layout` from the same rows as `w` and the same `maxPop` and `levels`) where `lut` is not null,
+/// `n ≥ 2` and `bf_xnor_lut_used(path, m, words)`; otherwise by the kernel of `path` over `w`. With `levels` 2
+/// (format v6) `maxPop` holds 2 × m thresholds and each output row gets a second set of bits, against
+/// `maxPop + m`, starting `levelWords` words after the first (both sets zero past m).
 void bf_xnor_threshold_lut(int path, const uint64_t *a, long lda, long n, const uint64_t *w, const uint8_t *lut,
-                           long m, long words, const int32_t *maxPop, uint64_t *bits, long ldbits, const void *next,
-                           long nextBytes);
+                           long m, long words, const int32_t *maxPop, long levels, uint64_t *bits, long ldbits,
+                           long levelWords, const void *next, long nextBytes);
 
 /// Router scores of one sample from its E XNOR popcounts against the router rows of S bits:
 /// `out[e] = scale[e] · (S − 2·pops[e]) + bias[e]`, multiply and add rounded separately (as `reference.py`). A C loop
