@@ -32,8 +32,8 @@
 0. Format v3 (two-level router): reference.py's grouped routing against a per-sample loop; export.py's checks.
 3. fit.py's errors on bad input: missing labels, ragged CSV, one class, NaN, negative features, empty folder,
    unreadable image, no such path.
-4. The committed models with $BITFLEET_BIN: v3 and fashion-c64 (conv fronts) and v2 (stem) run in `bitfleet bench
-   --compare-paths`, which names the conv models' conv kernel per stem kernel (table-…/direct-…/windows-…; the
+4. The committed models with $BITFLEET_BIN: v4, v3, fashion-c64 and fashion-c48b2 (conv fronts) and v2 (stem) run
+   in `bitfleet bench --compare-paths`, which names the conv models' conv kernel per stem kernel (table-…/direct-…/windows-…; the
    lookup kernel's on the table and the direct kernel) and v2's stem kernels.
 """
 from __future__ import annotations
@@ -1329,8 +1329,9 @@ def test_ensemble_teacher():
 
 
 def test_reference_models_and_bench_paths():
-    """The committed models: v3 (conv front), v2 (stem), fashion-c64 (a 64-filter conv front) and fashion-c48b2 (2-bit
-    conv filters, format v5) load in the engine,
+    """The committed models: v4 (2-bit conv filters and two-level expert hidden layers, format v6), v3 (conv front),
+    v2 (stem), fashion-c64 (a 64-filter conv front) and fashion-c48b2 (2-bit conv filters, format v5) load in the
+    engine,
     and `bitfleet bench --compare-paths` names for the conv models the conv kernel each stem kernel stands for, for v2
     the stem kernels."""
     binary = os.environ.get("BITFLEET_BIN")
@@ -1339,8 +1340,9 @@ def test_reference_models_and_bench_paths():
     check(os.path.exists(binary), f"$BITFLEET_BIN={binary}: no such file")
     notes = []
     # directory, the name its config.json gives, whether it has a conv front
-    for name, config_name, conv in (("fashion", "fashion", True), ("fashion-v2", "fashion", False),
-                                    ("fashion-c64", "fashion-c64", True), ("fashion-c48b2", "fashion-c48b2", True)):
+    for name, config_name, conv in (("fashion", "fashion", True), ("fashion-v3", "fashion", True),
+                                    ("fashion-v2", "fashion", False), ("fashion-c64", "fashion-c64", True),
+                                    ("fashion-c48b2", "fashion-c48b2", True)):
         d = os.path.join(HERE, name)
         cfg = json.load(open(os.path.join(d, "config.json")))
         check(("conv" in cfg) == conv and cfg["name"] == config_name,
