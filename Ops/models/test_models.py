@@ -729,6 +729,17 @@ def test_fit_errors():
     return f"{len(cases)} bad inputs refused with a clear message"
 
 
+def check_reference_refuses(directory, config, want, what):
+    """reference.py refuses `directory` with `config` written as its config.json, naming `want`."""
+    import reference
+    json.dump(config, open(os.path.join(directory, "config.json"), "w"))
+    try:
+        reference.load_model(directory)
+        check(False, f"reference.py loaded {what}")
+    except ValueError as e:
+        check(want in str(e), f"reference.py: {e}")
+
+
 def test_two_bit_conv_format():
     """Format v5: export.py writes 2-bit conv weights as two sign planes that reference.py adds back (every level),
     and both refuse what the format does not allow."""
@@ -770,12 +781,7 @@ def test_two_bit_conv_format():
         for version, bits_value, want in ((4, 2, "needs format_version 5"), (5, 3, "must be 1 or 2")):
             c = json.load(open(os.path.join(td, "config.json")))
             c["format_version"], c["conv"]["weight_bits"] = version, bits_value
-            json.dump(c, open(os.path.join(td, "config.json"), "w"))
-            try:
-                reference.load_model(td)
-                check(False, f"reference.py loaded weight_bits {bits_value} in format v{version}")
-            except ValueError as e:
-                check(want in str(e), f"reference.py: {e}")
+            check_reference_refuses(td, c, want, f"weight_bits {bits_value} in format v{version}")
     for cfg_edit, want in ((dict(format_version=4), "needs format_version 5"),
                            (dict(conv=dict(conv, weight_bits=3)), "must be 1 or 2")):
         try:
@@ -857,12 +863,7 @@ def test_hidden_levels():
                                (dict(expert_hidden_levels=[3] * len(arch["hidden"])), "must list 1 or 2"),
                                (dict(expert_hidden_levels=[2] * (len(arch["hidden"]) + 1)), "must list 1 or 2")):
                 c = dict(cfg, **edit)
-                json.dump(c, open(os.path.join(td, "config.json"), "w"))
-                try:
-                    reference.load_model(td)
-                    check(False, f"reference.py loaded {edit}")
-                except ValueError as e:
-                    check(want in str(e), f"reference.py: {e}")
+                check_reference_refuses(td, c, want, str(edit))
                 try:
                     with tempfile.TemporaryDirectory() as td2:
                         export.export_model(td2, c, **model.fold())

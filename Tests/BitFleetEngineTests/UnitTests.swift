@@ -148,16 +148,7 @@ struct KernelTests {
     @Test(arguments: [(2, 40, 3), (3, 192, 37), (33, 100, 5), (1, 64, 2), (5, 7, 1), (2, 256, 31)])
     func twoLevelThresholdsMatchNaive(n: Int, m: Int, words: Int) {
         var rng = SplitMix64(state: UInt64(7 + n * 1000 + m * 10 + words))
-        let a = (0..<(n * words)).map { _ in rng.next() }
-        let b = (0..<(m * words)).map { _ in rng.next() }
-        var expected = [Int32](repeating: 0, count: n * m)
-        for i in 0..<n {
-            for j in 0..<m {
-                var x = 0
-                for w in 0..<words { x += (a[i * words + w] ^ b[j * words + w]).nonzeroBitCount }
-                expected[i * m + j] = Int32(x)
-            }
-        }
+        let (a, b, expected) = Self.randomProduct(&rng, n: n, m: m, words: words)
         // level 0 near the median, level 1 a quarter lower (fewer bits fire); one row of each far outside a 16-bit
         // compare
         var maxPop: [Int32] = (0..<m).map { j in Int32(32 * words - 8 + j % 17) }
@@ -205,6 +196,24 @@ struct KernelTests {
         }
     }
 
+    /// Random activations `a` (n rows) and weight rows `b` (m rows) of `words` words, and their popcounts of
+    /// `a_i XOR b_j` counted bit by bit.
+    static func randomProduct(_ rng: inout SplitMix64, n: Int, m: Int, words: Int) -> (a: [UInt64], b: [UInt64], expected: [Int32]) {
+        let a = (0..<(n * words)).map { _ in rng.next() }
+        let b = (0..<(m * words)).map { _ in rng.next() }
+        var expected = [Int32](repeating: 0, count: n * m)
+        for i in 0..<n {
+            for j in 0..<m {
+                var x = 0
+                for w in 0..<words {
+                    for bit in 0..<64 { x += Int(((a[i * words + w] ^ b[j * words + w]) >> UInt64(bit)) & 1) }
+                }
+                expected[i * m + j] = Int32(x)
+            }
+        }
+        return (a, b, expected)
+    }
+
     /// Threshold bits against naive popcounts: every bit right, the padding bits of the last word zero, the spare
     /// word after each row untouched. Returns how many bits were wrong.
     static func checkThreshold(_ bits: [UInt64], expected: [Int32], maxPop: [Int32], n: Int, m: Int,
@@ -236,18 +245,7 @@ struct KernelTests {
                       (6, 9, 129), (33, 96, 31), (131, 64, 2), (4, 45, 511), (3, 32, 512)])
     func gemmMatchesNaive(n: Int, m: Int, words: Int) {
         var rng = SplitMix64(state: UInt64(n * 1000 + m * 10 + words))
-        let a = (0..<(n * words)).map { _ in rng.next() }
-        let b = (0..<(m * words)).map { _ in rng.next() }
-        var expected = [Int32](repeating: 0, count: n * m)
-        for i in 0..<n {
-            for j in 0..<m {
-                var x = 0
-                for w in 0..<words {
-                    for bit in 0..<64 { x += Int(((a[i * words + w] ^ b[j * words + w]) >> UInt64(bit)) & 1) }
-                }
-                expected[i * m + j] = Int32(x)
-            }
-        }
+        let (a, b, expected) = Self.randomProduct(&rng, n: n, m: m, words: words)
         // thresholds around the median popcount, so about half the bits fire; every 13th far below 0 (no bit
         // fires), every 11th far above any count (every bit fires)
         var maxPop: [Int32] = []
