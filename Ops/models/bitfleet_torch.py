@@ -384,11 +384,15 @@ class BinaryLinear(nn.Module):
         return sign_ste(y) if self.binary else F.relu(y)
 
     def level_biases(self, beta):
-        """The batch-norm bias of each level's sign, numpy [levels, H]: beta, or beta + a and beta - a."""
-        if self.levels == 1:
-            return np.asarray(beta)[None, :]
-        a = _np(self.offset)
-        return np.stack([np.asarray(beta) + a, np.asarray(beta) - a])
+        """The batch-norm bias of each level's sign, numpy [levels, H] (level_biases below)."""
+        return level_biases(beta, _np(self.offset) if self.levels == 2 else None)
+
+
+def level_biases(beta, offset=None):
+    """The batch-norm bias of each level's sign, numpy [levels, H]: beta (one level), or beta + offset and
+    beta - offset (a 2-level layer, format v6): what each level's threshold folds from."""
+    beta = np.asarray(beta)
+    return beta[None, :] if offset is None else np.stack([beta + offset, beta - offset])
 
 
 class BinaryScaledLinear(nn.Module):
@@ -661,9 +665,9 @@ def fold_state_dict(sd, config, eps=1e-5):
             raise KeyError(f"state_dict: missing {key!r} (see bitfleet_torch's docstring for the key names)")
         return _np(sd[key])
 
-    def folded(prefix, w):
-        return fold_batchnorm(_sign_np(w), need(prefix + ".bn.weight"), need(prefix + ".bn.bias"),
-                              need(prefix + ".bn.running_mean"), need(prefix + ".bn.running_var"), eps)
+    def folded(prefix, w, beta=None):   # beta: a level's bias in place of the batch-norm's (level_biases)
+        return fold_batchnorm(_sign_np(w), need(prefix + ".bn.weight"), need(prefix + ".bn.bias") if beta is None
+                              else beta, need(prefix + ".bn.running_mean"), need(prefix + ".bn.running_var"), eps)
 
     conv = config.get("conv")
     extra, perm = {}, None
@@ -713,16 +717,11 @@ def fold_state_dict(sd, config, eps=1e-5):
         for e in range(E):
             prefix = f"experts.{e}.hidden.{l}"
             w = first_reader(need(prefix + ".weight")) if l == 0 else need(prefix + ".weight")
-            if levels[l] == 1:
-                fw, t = folded(prefix, w)
-            else:   # one weight row per unit, the batch-norm bias moved by +offset and -offset: two thresholds
-                a = need(prefix + ".offset")
-                beta = need(prefix + ".bn.bias")
-                pairs = [fold_batchnorm(_sign_np(w), need(prefix + ".bn.weight"), b, need(prefix + ".bn.running_mean"),
-                                        need(prefix + ".bn.running_var"), eps) for b in (beta + a, beta - a)]
-                fw, t = pairs[0][0], np.stack([pairs[0][1], pairs[1][1]])
-            ws.append(fw)
-            ts.append(t)
+            # one weight row per unit and one threshold per level (a 2-level layer: [2, H], the bias moved by +-offset)
+            pairs = [folded(prefix, w, b) for b in level_biases(need(prefix + ".bn.bias"),
+                                                                need(prefix + ".offset") if levels[l] == 2 else None)]
+            ws.append(pairs[0][0])
+            ts.append(pairs[0][1] if levels[l] == 1 else np.stack([t for _, t in pairs]))
         hw.append(np.stack(ws))
         ht.append(np.stack(ts))
     out_reader = first_reader if not hidden else (lambda w: w)

@@ -155,14 +155,13 @@ def normalized_config(config: dict) -> dict:
     cfg["expert_hidden"] = [int(h) for h in cfg["expert_hidden"]]
     if any(h < 1 for h in cfg["expert_hidden"]):
         raise ExportError("config.expert_hidden widths must be >= 1")
-    if levels is not None:
-        if cfg["format_version"] < LEVELS_FORMAT_VERSION:
-            raise ExportError(f"config: expert_hidden_levels needs format_version {LEVELS_FORMAT_VERSION}")
-        if (not isinstance(levels, (list, tuple)) or len(levels) != len(cfg["expert_hidden"])
-                or any(int(v) not in (1, 2) or int(v) != v for v in levels)):
-            raise ExportError(f"config.expert_hidden_levels must list 1 or 2 for each of the "
-                              f"{len(cfg['expert_hidden'])} expert hidden layers (got {levels!r})")
-        cfg["expert_hidden_levels"] = [int(v) for v in levels]
+    if levels is not None:   # reference.py's rule for the format, as the exporter's error
+        import reference
+        try:
+            cfg["expert_hidden_levels"] = reference.hidden_levels(
+                dict(cfg, expert_hidden_levels=list(levels) if isinstance(levels, tuple) else levels))
+        except ValueError as e:
+            raise ExportError(str(e)) from None
     cfg["classes"] = [str(c) for c in cfg["classes"]]
     if not cfg["classes"]:
         raise ExportError("config.classes must be non-empty")

@@ -63,12 +63,11 @@ static inline void bf_store8(const bf_sink *s, long i, long b, const long long p
     if (s->out) {
         for (long r = 0; r < valid; r++) s->out[i * s->ldo + j0 + r] = (int32_t)pops[r];
     } else {
-        unsigned byte = 0, byte2 = 0;
-        for (long r = 0; r < valid; r++) byte |= (unsigned)(pops[r] <= s->maxPop[j0 + r]) << r;
-        s->bits[i * s->ldbitsBytes + b] = (uint8_t)byte;
-        if (s->maxPop2) {
-            for (long r = 0; r < valid; r++) byte2 |= (unsigned)(pops[r] <= s->maxPop2[j0 + r]) << r;
-            s->bits[i * s->ldbitsBytes + s->bits2Bytes + b] = (uint8_t)byte2;
+        for (int level = 0; level < (s->maxPop2 ? 2 : 1); level++) {
+            const int32_t *mp = level ? s->maxPop2 : s->maxPop;
+            unsigned byte = 0;
+            for (long r = 0; r < valid; r++) byte |= (unsigned)(pops[r] <= mp[j0 + r]) << r;
+            s->bits[i * s->ldbitsBytes + (level ? s->bits2Bytes : 0) + b] = (uint8_t)byte;
         }
     }
 }
@@ -517,11 +516,11 @@ static inline void bf_store_avx512(const bf_sink *s, long i, long b, __m512i acc
     if (s->out) {
         _mm256_mask_storeu_epi32(s->out + i * s->ldo + j0, vm, _mm512_cvtepi64_epi32(acc));
     } else {
-        const __m512i mp = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(vm, s->maxPop + j0));
-        s->bits[i * s->ldbitsBytes + b] = (uint8_t)(_mm512_cmple_epi64_mask(acc, mp) & vm);
-        if (s->maxPop2) {
-            const __m512i mp2 = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(vm, s->maxPop2 + j0));
-            s->bits[i * s->ldbitsBytes + s->bits2Bytes + b] = (uint8_t)(_mm512_cmple_epi64_mask(acc, mp2) & vm);
+        for (int level = 0; level < (s->maxPop2 ? 2 : 1); level++) {
+            const __m512i mp = _mm512_cvtepi32_epi64(
+                _mm256_maskz_loadu_epi32(vm, (level ? s->maxPop2 : s->maxPop) + j0));
+            s->bits[i * s->ldbitsBytes + (level ? s->bits2Bytes : 0) + b] =
+                (uint8_t)(_mm512_cmple_epi64_mask(acc, mp) & vm);
         }
     }
 }
@@ -629,10 +628,8 @@ void bf_xnor_popcounts(int path, const uint64_t *a, long lda, long n, const uint
 
 void bf_xnor_threshold_prefetch(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
                                 const int32_t *maxPop, uint64_t *bits, long ldbits, const void *next, long nextBytes) {
-    const long outWords = (m + 63) / 64;
-    for (long i = 0; i < n; i++) memset(bits + i * ldbits, 0, (size_t)outWords * 8);
-    bf_sink s = {0, 0, maxPop, (uint8_t *)bits, ldbits * 8, m, (const char *)next, next ? nextBytes : 0};
-    bf_xnor_run(path, a, lda, n, w, words, &s);
+    // one level, no lookup layout: bf_xnor_threshold_lut's zeroing and sink over the kernel of `path`
+    bf_xnor_threshold_lut(path, a, lda, n, w, 0, m, words, maxPop, 1, bits, ldbits, 0, next, nextBytes);
 }
 
 void bf_xnor_threshold(int path, const uint64_t *a, long lda, long n, const uint64_t *w, long m, long words,
